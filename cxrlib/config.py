@@ -1,0 +1,180 @@
+"""An experiment's configuration as dataclasses, profiles as YAML, overrides as ``key=value``.
+
+A run folder stores its config as JSON, so a run can be recreated, compared, and reused
+only when the config that produced it is exactly the one asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+@dataclass
+class DataConfig:
+    source: str = "phantoms"  # phantoms | chestxray14 | chestmnist | pneumoniamnist
+    data_dir: str | None = None  # ChestX-ray14 folder, or folder/file of the MedMNIST npz
+    split: str = "official"  # official | chexnet | a folder with train/val/test list files
+    val_fraction: float = 0.1  # official split: share of train_val patients kept for validation
+    image_size: int = 128  # side of the square images the cache holds and the model sees
+    include_no_finding: bool = False  # add "No Finding" as a 15th target
+    limit: int | None = None  # at most this many images per part (smoke runs)
+    num_phantoms: int = 3000  # phantoms: images in all (split 70/10/20 by patient)
+    phantom_contrast: float = 1.0  # phantoms: lesion contrast multiplier (difficulty knob)
+    phantom_lesion_scale: float = 1.0  # phantoms: lesion size multiplier (difficulty knob)
+    cache_dir: str = "data/cache"  # decoded, resized images live here
+    on_corrupt: str = "error"  # error | skip: what a corrupt or truncated PNG does
+    workers: int = 0  # processes for building the cache (0 = all cores)
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"  # see cxrlib.models.list_models()
+    head: str = "gap"  # gap | fpn | psp (see cxrlib.models.list_heads())
+    wrapper: str | None = None  # None | multiscale | two_stage
+    pretrained: bool = False  # ImageNet weights (local file or cache; see README)
+    weights_path: str | None = None  # a local weights file for the backbone
+    in_chans: int = 1
+    options: dict[str, Any] = field(default_factory=dict)  # head / wrapper keyword arguments
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | sgd
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # plateau (divide by 10 on val-loss plateau) | cosine | none
+    plateau_patience: int = 1
+    plateau_factor: float = 0.1
+    early_stopping_patience: int = 3  # epochs without a better val mean AUROC
+    loss: str = "bce"  # bce | weighted_bce | focal | asymmetric | multilabel_margin
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    augment: bool = True  # horizontal flip and a small affine on training images
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    stage_epochs: list[int] | None = None  # staged models: epochs per stage
+    tta: str = "none"  # none | tencrop, at evaluation
+    num_workers: int = 0  # DataLoader workers
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision, on CUDA only
+    channels_last: bool = True  # memory format, on CUDA only
+    n_bootstrap: int = 1000  # resamples for the confidence intervals
+    threads: int | None = None  # torch CPU threads (None = torch's default)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runs_dir: str = "runs"
+    seed: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the result (not where the run is written)."""
+        d = self.to_dict()
+        d.pop("runs_dir")
+        d["train"].pop("num_workers")
+        d["data"].pop("workers")
+        d["data"].pop("cache_dir")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        d = dict(d)
+        parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key in parts:
+                kwargs[key] = _build(parts[key], value or {}, key)
+            elif key in _field_names(cls):
+                kwargs[key] = value
+            else:
+                raise ValueError(f"unknown config key {key!r}: expected one of {sorted(_field_names(cls))}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ExperimentConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "ExperimentConfig":
+        return ExperimentConfig.from_dict(apply_overrides(self.to_dict(), overrides))
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    unknown = set(values) - _field_names(cls)
+    if unknown:
+        raise ValueError(
+            f"unknown {where} option(s) {sorted(unknown)}: expected some of {sorted(_field_names(cls))}"
+        )
+    return cls(**values)
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply ``train.epochs=3``-style overrides (values parsed as YAML) to a nested dict."""
+    d = json.loads(json.dumps(d))  # deep copy
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    for key, value in items:
+        node = d
+        *path, leaf = key.split(".")
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"override {key!r}: {part!r} is not a section of the config")
+            node = node[part]
+        if leaf not in node and not (path and path[-1] in ("options", "loss_options")):
+            raise ValueError(f"override {key!r}: unknown key {leaf!r}; known: {sorted(node)}")
+        node[leaf] = value
+    return d
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value (for example train.epochs=3)")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def profile_path(profile: str | Path) -> Path:
+    """``smoke``, ``cpu``, ``full`` name a file in ``profiles/``; anything else is a path."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml"):
+        candidate = path
+    else:
+        candidate = PROFILES_DIR / f"{profile}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {str(profile)!r} not found at {candidate}; built-in profiles: {known}")
+    return candidate
+
+
+def load_profile(profile: str | Path) -> dict[str, Any]:
+    """The profile's YAML as a dict (its ``experiment`` section feeds ExperimentConfig)."""
+    path = profile_path(profile)
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
