@@ -1,0 +1,316 @@
+"""Models: registry, every backbone x head, wrappers, pretrained loading, Grad-CAM layers.
+
+Sizes are the smallest each backbone accepts (32 px; Inception-v3 75 px), batch 2, so the
+whole file stays small on two CPU cores. No test may touch the network: an autouse fixture
+makes sockets fail and puts the Hugging Face hub offline with an empty cache.
+"""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from cxrlib.config import ModelConfig
+from cxrlib.models import (
+    ModelError,
+    PretrainedWeightsError,
+    cam_target_layers,
+    create_model,
+    create_model_from_config,
+    get_model_spec,
+    list_heads,
+    list_models,
+    list_wrappers,
+)
+from cxrlib.models.two_stage import largest_region_box
+
+STUDY = ["resnet18", "resnet50", "densenet121", "inception_v3", "nasnet"]
+BACKBONES = STUDY + ["convnext_tiny", "efficientnet_b0"]
+HEADS = ["gap", "fpn", "psp"]
+HEAVY = {"nasnet", "inception_v3", "convnext_tiny"}  # > ~3 s per case on two busy cores
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+
+
+def side(model) -> int:
+    return max(32, model.min_input_size)
+
+
+def check_forward_backward(model, size: int, in_chans: int = 1, batch: int = 2):
+    torch.manual_seed(0)
+    x = torch.randn(batch, in_chans, size, size)
+    seen = {}
+
+    def hook(module, args, output):
+        seen["out"], seen["version"] = output, output._version
+
+    handle = cam_target_layers(model)[0].register_forward_hook(hook)
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    assert logits.shape == (batch, model.info.num_classes)
+    assert torch.isfinite(logits).all()
+    # Grad-CAM reads the hooked output after forward: nothing may have changed it in place.
+    assert seen["out"]._version == seen["version"], "CAM layer output was modified in place"
+    logits.square().mean().backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable)
+    assert any(p.grad.abs().sum() > 0 for _, p in trainable)
+    return logits
+
+
+# --- registry ---
+
+def test_registry_lists_everything():
+    assert set(BACKBONES) <= set(list_models())
+    assert list_heads() == ["fpn", "gap", "psp"]
+    assert list_wrappers() == ["multiscale", "two_stage"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(name="vgg16"), ["vgg16", "resnet50", "densenet121", "nasnet"]),
+        (dict(name="resnet18", head="unet"), ["unet", "fpn", "gap", "psp"]),
+        (dict(name="resnet18", wrapper="cascade"), ["cascade", "multiscale", "two_stage"]),
+        (dict(name="resnet18", head="fpn", fpn_chanels=64), ["fpn_chanels", "fpn_channels", "drop_rate"]),
+        (dict(name="resnet18", num_classes=0), ["num_classes", "15"]),
+    ],
+)
+def test_registry_errors_name_the_value_and_the_choices(kwargs, words):
+    with pytest.raises(ModelError) as err:
+        create_model(**kwargs)
+    for word in words:
+        assert word in str(err.value)
+
+
+# --- every backbone x head ---
+
+@pytest.mark.parametrize(
+    "name, head",
+    [pytest.param(n, h, marks=[pytest.mark.slow] if n in HEAVY else []) for n in BACKBONES for h in HEADS],
+)
+def test_every_backbone_with_every_head_trains(name, head):
+    model = create_model(name, head=head, num_classes=14, in_chans=1)
+    assert model.stages is None
+    assert model.info.name == f"{name}+{head}" and model.info.feature_channels == get_model_spec(name).channels
+    assert model.backbone.channels == get_model_spec(name).channels  # checked against timm's feature_info
+    assert tuple(model.backbone.body.feature_info.reduction()) == (8, 16, 32)
+    check_forward_backward(model, side(model))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "densenet121"])
+def test_three_channel_input_and_fifteen_labels(name):
+    model = create_model(name, head="gap", num_classes=15, in_chans=3)
+    logits = check_forward_backward(model, 32, in_chans=3)
+    assert logits.shape == (2, 15)
+
+
+def test_inputs_too_small_or_with_wrong_channels_are_refused():
+    model = create_model("inception_v3")
+    assert model.info.min_input_size == 75 and model.info.input_size == 299
+    with pytest.raises(ModelError, match=r"at least 75x75.*64x64"):
+        model(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(ModelError, match=r"\[B, 1, H, W\].*in_chans=3"):
+        create_model("resnet18")(torch.zeros(1, 3, 32, 32))
+
+
+def test_create_model_from_config():
+    cfg = ModelConfig(name="resnet18", head="psp", in_chans=1, options={"psp_channels": 64, "drop_rate": 0.2})
+    model = create_model_from_config(cfg, num_classes=15)
+    assert model.info.options["psp_channels"] == 64 and model.info.embedding_channels == 64
+    assert model.classifier.drop.p == 0.2 and model.info.num_classes == 15
+
+
+# --- wrappers ---
+
+@pytest.mark.parametrize("name, head", [("resnet18", "gap"), ("efficientnet_b0", "fpn")])
+def test_multiscale_runs_and_needs_room_for_its_low_resolution_copy(name, head):
+    model = create_model(name, head=head, wrapper="multiscale", low_res=0.5, shallow_channels=(8, 8, 16))
+    assert model.stages is None and model.min_input_size == 64
+    check_forward_backward(model, 64)
+    assert cam_target_layers(model) == [model.fuse]
+    with pytest.raises(ModelError, match="at least 64x64"):
+        model(torch.zeros(1, 1, 48, 48))
+    pixels = create_model(name, wrapper="multiscale", low_res=40)
+    assert pixels.low_size(96, 96) == (40, 40)
+    with pytest.raises(ModelError, match="low_res"):
+        create_model(name, wrapper="multiscale", low_res=2.5)
+
+
+def test_largest_region_box_picks_the_largest_connected_region():
+    heat = np.zeros((20, 30), dtype=np.float32)
+    heat[2:5, 3:6] = 1.0  # 9 px, the peak
+    heat[10:16, 12:20] = 0.8  # 48 px, above 0.7 of the peak: the largest region
+    heat[10:16, 25:26] = 0.5  # below the threshold
+    assert largest_region_box(heat, 0.7) == (12, 10, 20, 16)
+    assert largest_region_box(np.zeros((8, 9)), 0.7) == (0, 0, 9, 8)
+    assert largest_region_box(np.full((4, 4), np.nan), 0.7) == (0, 0, 4, 4)
+
+
+def test_two_stage_crops_inside_the_image_and_the_local_branch_learns_through_the_crop():
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=15, tau=0.7, local_size=48)
+    assert model.stages == ("global", "local", "fusion")
+    x = torch.randn(2, 1, 96, 96)
+    model.eval()
+    heat, boxes = model.attention(x)
+    assert heat.shape == (2, 96, 96) and float(heat.max()) == pytest.approx(1.0)
+    x0, y0, x1, y1 = boxes.T
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 96).all() and (y1 <= 96).all()
+    assert (x1 > x0).all() and (y1 > y0).all()
+
+    model.set_stage("local")
+    model.train()
+    assert not any(p.requires_grad for p in model.global_branch.parameters())
+    assert not model.global_branch.training and model.local_branch.training
+    logits = model(x)
+    assert logits.shape == (2, 15)
+    logits.sum().backward()
+    assert all(p.grad is None for p in model.global_branch.parameters())
+    assert all(p.grad is None for p in model.fusion.parameters())
+    assert model.local_branch.backbone.body.conv1.weight.grad.abs().sum() > 0
+
+    # The crop itself is differentiable: the input gets gradient inside the box, none outside.
+    xin = x.clone().requires_grad_(True)
+    box = torch.tensor([[10, 20, 34, 44], [0, 0, 96, 96]])  # 24x24 upsampled: every pixel counts
+    crops = model.crop(xin, box, (48, 48))
+    assert crops.shape == (2, 1, 48, 48)
+    crops.sum().backward()
+    inside = torch.zeros(96, 96, dtype=torch.bool)
+    inside[20:44, 10:34] = True
+    g = xin.grad[0, 0]
+    assert g[inside].abs().min() > 0 and g[~inside].abs().sum() == 0
+
+
+def test_two_stage_stages_choose_the_output_and_what_trains():
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=14)
+    x = torch.randn(2, 1, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        out = {}
+        for stage in model.stages:
+            model.set_stage(stage)
+            out[stage] = model(x)
+        g = model.global_classifier(model.global_branch(x))
+    assert torch.allclose(out["global"], g)
+    assert not torch.allclose(out["global"], out["local"]) and not torch.allclose(out["local"], out["fusion"])
+
+    model.set_stage("fusion")
+    model.train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fusion.1.weight", "fusion.1.bias"}
+    model(x).sum().backward()
+    assert model.fusion[1].weight.grad.abs().sum() > 0
+
+    # The stage travels with the weights: a fresh model loading them answers as "fusion".
+    fresh = create_model("resnet18", wrapper="two_stage", num_classes=14)
+    assert fresh.stage == "global"
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.stage == "fusion"
+    with pytest.raises(ModelError, match="global, local, fusion"):
+        model.set_stage("joint")
+
+
+@pytest.mark.slow
+def test_two_stage_with_another_backbone_and_head_trains_each_stage():
+    model = create_model("efficientnet_b0", head="psp", wrapper="two_stage", psp_channels=32)
+    for stage in model.stages:
+        model.set_stage(stage)
+        model.train()
+        model.zero_grad(set_to_none=True)
+        check_forward_backward(model, 32)
+
+
+# --- pretrained weights ---
+
+def test_weights_file_loads_exactly_with_the_first_conv_summed_over_rgb(tmp_path):
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18", num_classes=1000)  # 3-channel conv1, random weights
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(source.state_dict(), path)
+    saved = torch.load(path)
+
+    model = create_model("resnet18", in_chans=1, weights_path=str(path))
+    assert model.info.pretrained == str(path)
+    loaded = model.backbone.body.state_dict()
+    assert torch.equal(loaded["conv1.weight"], saved["conv1.weight"].sum(dim=1, keepdim=True))
+    for key, value in loaded.items():
+        if key != "conv1.weight":
+            assert torch.equal(value, saved[key]), key
+
+    # Output: a gray image through the summed conv equals the RGB model on the image repeated.
+    reference = timm.create_model("resnet18", features_only=True, out_indices=(2, 3, 4))
+    reference.load_state_dict({k: v for k, v in saved.items() if not k.startswith("fc.")})
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        ours = model.backbone.eval()(x)
+        theirs = reference.eval()(x.repeat(1, 3, 1, 1))
+        random_init = create_model("resnet18").backbone.eval()(x)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours[-1], random_init[-1])
+
+
+def test_bad_or_missing_weights_files_are_named(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(PretrainedWeightsError, match="nope.pth"):
+        create_model("resnet18", weights_path=missing)
+    wrong = tmp_path / "densenet-as-resnet.pth"
+    torch.save(timm.create_model("densenet121").state_dict(), wrong)
+    with pytest.raises(PretrainedWeightsError, match="densenet-as-resnet.pth do not fit resnet18.*conv1.weight"):
+        create_model("resnet18", weights_path=wrong)
+
+
+def test_pretrained_offline_without_a_cache_explains_what_to_do(tmp_path):
+    with pytest.raises(PretrainedWeightsError) as err:
+        create_model("densenet121", pretrained=True)
+    message = str(err.value)
+    assert "no network" in message and "weights_path=" in message
+    assert str(tmp_path / "hf-hub" / "models--timm--densenet121.tv_in1k") in message
+
+
+# --- Grad-CAM ---
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(name="densenet121"),  # torchvision's in-place ReLU trap
+        dict(name="resnet18", head="fpn"),
+        dict(name="resnet18", head="psp"),
+        dict(name="resnet18", wrapper="multiscale"),
+        dict(name="resnet18", wrapper="two_stage"),
+    ],
+)
+def test_grad_cam_works_on_the_chosen_layer(kwargs):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = create_model(num_classes=14, **kwargs)
+    if model.stages:
+        model.set_stage("fusion")  # every branch frozen: the hardest case for gradients
+    model.eval()
+    size = max(64, model.min_input_size)  # C5 at least 2x2, so the map is not constant
+    with GradCAM(model=model, target_layers=cam_target_layers(model)) as cam:
+        maps = cam(torch.randn(2, 1, size, size), targets=[ClassifierOutputTarget(3)] * 2)
+    assert maps.shape == (2, size, size) and np.isfinite(maps).all()
+    assert maps.max() > 0
+    assert model.info.cam_layer and model.info.cam_reason
