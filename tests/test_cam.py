@@ -1,0 +1,227 @@
+"""Heatmaps: shapes and ranges, agreement with pytorch-grad-cam, one forward for all findings,
+every model family of the registry, the DenseNet in-place trap, overlays, and a learning check."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from cxrlib import cam, localization as loc
+from cxrlib.seed import set_seed
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return timm.create_model("resnet18", in_chans=1, num_classes=14).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(3, 1, 64, 64, generator=g)
+
+
+def _count_forwards(model: nn.Module) -> tuple[list[int], object]:
+    calls = [0]
+    handle = model.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("method", sorted(cam.CAM_METHODS))
+def test_heatmaps_shape_range_for_every_method(resnet, batch, method):
+    maps = cam.heatmaps(resnet, batch, [0, 5, 13], method=method, target_layers=[resnet.layer4])
+    assert maps.shape == (3, 64, 64) and maps.dtype == np.float32
+    assert np.isfinite(maps).all()
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    assert maps.max() == pytest.approx(1.0)  # not degenerate on this model
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "layercam", "eigencam"])
+def test_matches_pytorch_grad_cam_with_one_target_per_image(resnet, batch, method):
+    ours = cam.heatmaps(resnet, batch, [0, 5, 4], method=method, target_layers=[resnet.layer4])
+    with cam.CAM_METHODS[method](resnet, [resnet.layer4]) as library:
+        theirs = library(batch, [ClassifierOutputTarget(k) for k in (0, 5, 4)])
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_all_findings_equal_single_calls_with_one_forward(resnet, batch):
+    calls, handle = _count_forwards(resnet)
+    try:
+        all_maps = cam.heatmaps_all_findings(resnet, batch[1], target_layers=[resnet.layer4])
+        assert calls[0] == 1
+        assert all_maps.shape == (14, 64, 64)
+        single = np.stack([cam.heatmap(resnet, batch[1], k, target_layers=[resnet.layer4]) for k in range(14)])
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(all_maps, single, atol=1e-5)
+    # Different findings give different maps (the per-class gradients are really per class).
+    assert np.abs(all_maps[0] - all_maps[5]).max() > 1e-3
+    # Finding names work too, and a subset keeps its order.
+    sub = cam.heatmaps_all_findings(resnet, batch[1], target_layers=[resnet.layer4], classes=["Nodule", 0])
+    np.testing.assert_allclose(sub, all_maps[[5, 0]], atol=1e-6)
+
+
+def test_works_under_no_grad_in_train_mode_and_restores_mode(batch):
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", in_chans=1, num_classes=14)
+    model.train()
+    with torch.no_grad():
+        maps = cam.heatmaps(model, batch, 2, target_layers=[model.layer4])
+    assert model.training  # caller's mode restored
+    model.eval()
+    np.testing.assert_allclose(maps, cam.heatmaps(model, batch, 2, target_layers=[model.layer4]), atol=1e-6)
+    # A frozen model still yields gradients at the target layer.
+    for p in model.parameters():
+        p.requires_grad_(False)
+    np.testing.assert_allclose(maps, cam.heatmaps(model, batch, 2, target_layers=[model.layer4]), atol=1e-6)
+
+
+def test_flat_maps_are_zeros_not_nan():
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 1)
+            self.fc = nn.Linear(4, 14)
+            nn.init.zeros_(self.conv.weight)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+    model = Constant()
+    maps = cam.heatmaps_all_findings(model, torch.randn(1, 16, 16), target_layers=[model.conv])
+    assert np.isfinite(maps).all() and not maps.any()
+
+
+def test_torchvision_densenet_inplace_relu_after_target_layer():
+    from torchvision.models import densenet121
+
+    torch.manual_seed(0)
+    model = densenet121(num_classes=14).eval()
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    # Hand Grad-CAM: logit = fc(mean(relu(f))), so d logit / d f = (f > 0) * w / (h*w).
+    with torch.no_grad():
+        f = model.features(x)[0]
+        raws = []
+        for k in range(14):
+            grad = (f > 0).float() * model.classifier.weight[k][:, None, None] / f[0].numel()
+            raws.append(torch.relu((grad.mean(dim=(1, 2))[:, None, None] * f).sum(0)))
+    k = next(k for k, r in enumerate(raws) if r.max() > r.min())  # a class with a non-flat map
+    raw = raws[k]
+    maps = cam.heatmaps(model, x, [k], target_layers=[model.features])
+    expected = cam.resize_heatmap(((raw - raw.min()) / (raw.max() - raw.min())).numpy(), (96, 96))
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    np.testing.assert_allclose(maps[0], expected, atol=1e-4)
+
+
+def test_bad_inputs_name_the_problem(resnet, batch):
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        cam.heatmaps(resnet, batch, 0, method="nope", target_layers=[resnet.layer4])
+    with pytest.raises(ValueError, match="one per image"):
+        cam.heatmaps(resnet, batch, [0, 1], target_layers=[resnet.layer4])
+    with pytest.raises(ValueError, match=r"\[B,C,H,W\]"):
+        cam.heatmaps(resnet, batch[0], [0], target_layers=[resnet.layer4])
+    with pytest.raises(ValueError, match="out of range"):
+        cam.heatmap(resnet, batch[0], 14, target_layers=[resnet.layer4])
+    with pytest.raises(ValueError, match="not used by this model"):
+        cam.heatmap(resnet, batch[0], 0, target_layers=[nn.Conv2d(1, 1, 1)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(head="gap"), dict(head="fpn"), dict(head="psp"), dict(wrapper="multiscale"), dict(wrapper="two_stage")],
+    ids=["gap", "fpn", "psp", "multiscale", "two_stage"],
+)
+def test_every_model_family_from_the_registry(kwargs):
+    from cxrlib.models import cam_target_layers, create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=14, in_chans=1, **kwargs)
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    layers = cam_target_layers(model)
+    maps = cam.heatmaps(model, x, [0, 5])  # layers from the registry
+    assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    calls, handle = _count_forwards(model)
+    try:
+        all_maps = cam.heatmaps_all_findings(model, x[0])
+    finally:
+        handle.remove()
+    assert calls[0] == 1 and all_maps.shape == (14, 64, 64)
+    np.testing.assert_allclose(all_maps[[0, 5]], np.stack([maps[0], cam.heatmap(model, x[0], 5, target_layers=layers)]),
+                               atol=1e-5)
+
+
+def test_overlay_on_full_resolution_image_with_boxes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from types import SimpleNamespace
+
+    full = np.zeros((120, 100), dtype=np.uint8)
+    heat = np.zeros((8, 8), dtype=np.float32)
+    heat[2, 6] = 1.0
+    box = SimpleNamespace(finding="Nodule", x=70, y=25, w=10, h=10)
+    ax = cam.overlay(full, heat, boxes=[box], title="Nodule")
+    images = ax.get_images()
+    assert images[1].get_array().shape == (120, 100)  # heatmap resized to the full image
+    assert len(ax.patches) == 1 and ax.patches[0].get_xy() == (70, 25)
+    assert ax.get_title() == "Nodule"
+    fig = cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], boxes=[box], probabilities=[0.1, 0.9])
+    panels = [a for a in fig.axes if a.get_images()]
+    assert [len(a.patches) for a in panels] == [0, 1]  # each finding's own box only
+    assert panels[1].get_title() == "Nodule 0.90"
+    matplotlib.pyplot.close("all")
+
+
+@pytest.mark.slow
+def test_trained_model_points_at_the_mass_nearer_than_chance():
+    """A small CNN trained for a few steps on phantoms localises masses better than chance."""
+    from cxrlib.data.datasets import to_model_input
+    from cxrlib.data.phantoms import phantom_table, render_phantom
+
+    size, mass = 64, 4  # FINDINGS index of Mass
+    set_seed(0)
+    table = phantom_table(3000, seed=0)
+    labels = table["Mass"].to_numpy()
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(labels == 0)
+    train_ids = np.concatenate([pos[pos < 2400], neg[neg < 2400][: int((pos < 2400).sum())]])
+    test_ids = pos[pos >= 2400]  # held-out phantoms
+    train = [render_phantom(int(i), size, seed=0) for i in train_ids]
+    test = [render_phantom(int(i), size, seed=0) for i in test_ids]
+    x = to_model_input(np.stack([p.image for p in train]))
+    y = torch.tensor(np.stack([p.labels[[mass]] for p in train]))
+
+    def block(cin, cout, stride=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    torch.manual_seed(0)
+    features = nn.Sequential(block(1, 16), block(16, 32, 2), block(32, 32), block(32, 64, 2), block(64, 64))
+    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(150):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    tx = to_model_input(np.stack([p.image for p in test]))
+    maps = cam.heatmaps(model, tx, [0] * len(test), target_layers=[features])
+    masks = [p.masks[mass] for p in test]
+    rows, cols = np.mgrid[0:size, 0:size]
+    peak_dist, random_dist = [], []
+    for heat, mask in zip(maps, masks):
+        cy, cx = np.argwhere(mask).mean(axis=0) + 0.5
+        r, c = loc.peak(heat)
+        peak_dist.append(np.hypot(r + 0.5 - cy, c + 0.5 - cx))
+        random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())  # a uniform random point
+    assert np.mean(peak_dist) < 0.8 * np.mean(random_dist), (np.mean(peak_dist), np.mean(random_dist))
+    table = loc.localization_table(list(maps), masks, ["Mass"] * len(test))
+    assert table.loc["Mass", "pointing_game"] > 3 * table.loc["Mass", "random_baseline"]
