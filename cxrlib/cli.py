@@ -1,0 +1,308 @@
+"""The ``cxrlib`` command line: train, evaluate, predict, cache, report.
+
+Every configuration value comes from an ExperimentConfig: the defaults, then a profile's
+``experiment:`` section (``--profile smoke|cpu|full|path.yaml``), then the named options
+(``--epochs``, ``--model`` ...), then ``--set section.key=value`` overrides in order.
+
+Several GPUs: ``torchrun --nproc_per_node N -m cxrlib train ...`` (DistributedDataParallel).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from cxrlib.config import ExperimentConfig, load_profile
+
+SOURCES = ("phantoms", "chestxray14", "chestmnist", "pneumoniamnist")
+
+
+class CLIError(ValueError):
+    """A bad command-line value; printed as ``error: ...`` with exit status 2."""
+
+
+# --------------------------------------------------------------------------- config options
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment configuration (applied in this order: profile, options, --set)")
+    g.add_argument("--profile", metavar="NAME|FILE",
+                   help="a profile in profiles/ (smoke, cpu, full) or a YAML file; its 'experiment:' section "
+                        "sets the config (default: the built-in defaults)")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="ChestX-ray14 folder as NIH ships it, or a MedMNIST .npz file or its folder")
+    g.add_argument("--source", metavar="NAME", help=f"data source: {', '.join(SOURCES)}")
+    g.add_argument("--model", metavar="NAME", help="backbone name (see cxrlib.models.list_models())")
+    g.add_argument("--head", metavar="NAME", help="classification head: gap, fpn, psp")
+    g.add_argument("--wrapper", metavar="NAME", help="model wrapper: none, multiscale, two_stage")
+    g.add_argument("--epochs", type=int, metavar="N", help="maximum training epochs (per stage for staged models)")
+    g.add_argument("--device", metavar="DEV", help="auto (GPU when there is one), cpu, cuda or cuda:N")
+    g.add_argument("--name", metavar="NAME", help="experiment name: results go to <runs_dir>/<name>/")
+    g.add_argument("--runs-dir", metavar="DIR", help="folder that holds run folders (default: runs)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.batch_size=32 --set data.image_size=224 "
+                        "(values parsed as YAML; repeatable)")
+
+
+def build_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The ExperimentConfig that the options describe (errors name the bad value)."""
+    base: dict[str, Any] = {}
+    if args.profile:
+        prof = load_profile(args.profile)
+        if "experiment" not in prof or not isinstance(prof["experiment"], dict):
+            raise CLIError(f"profile {args.profile!r} has no 'experiment:' mapping; it must hold the "
+                           f"ExperimentConfig (name, data, model, train, runs_dir, seed)")
+        base = prof["experiment"]
+    cfg = ExperimentConfig.from_dict(base)
+    named = {"data.data_dir": args.data_dir, "data.source": args.source, "model.name": args.model,
+             "model.head": args.head, "model.wrapper": args.wrapper, "train.epochs": args.epochs,
+             "train.device": args.device, "name": args.name, "runs_dir": args.runs_dir}
+    named = {k: v for k, v in named.items() if v is not None}
+    if named.get("model.wrapper") in ("none", "None", ""):
+        named["model.wrapper"] = None
+    cfg = cfg.with_overrides(named)
+    if args.overrides:
+        cfg = cfg.with_overrides(list(args.overrides))
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: ExperimentConfig) -> None:
+    if cfg.data.source not in SOURCES:
+        raise CLIError(f"unknown data source {cfg.data.source!r}: expected one of {', '.join(SOURCES)}")
+    if cfg.train.epochs is not None and cfg.train.epochs < 1:
+        raise CLIError(f"epochs must be at least 1, got {cfg.train.epochs}")
+    if cfg.train.batch_size < 1:
+        raise CLIError(f"train.batch_size must be at least 1, got {cfg.train.batch_size}")
+    dev = str(cfg.train.device)
+    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+        raise CLIError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
+    from cxrlib.losses import LOSSES
+
+    if cfg.train.loss not in LOSSES:
+        raise CLIError(f"unknown loss {cfg.train.loss!r}: expected one of {', '.join(LOSSES)}")
+    if cfg.train.tta not in ("none", "tencrop"):
+        raise CLIError(f"unknown tta {cfg.train.tta!r}: expected none or tencrop")
+    try:
+        from cxrlib import models
+    except ImportError:  # the registry is optional for config checks
+        return
+    if cfg.model.name not in models.list_models():
+        raise CLIError(f"unknown model {cfg.model.name!r}: expected one of {', '.join(models.list_models())}")
+    if cfg.model.head not in models.list_heads():
+        raise CLIError(f"unknown head {cfg.model.head!r}: expected one of {', '.join(models.list_heads())}")
+    if cfg.model.wrapper is not None and cfg.model.wrapper not in models.list_wrappers():
+        raise CLIError(f"unknown wrapper {cfg.model.wrapper!r}: expected none or one of "
+                       f"{', '.join(models.list_wrappers())}")
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of per-class AUROC with 95% CI, and the mean."""
+    def f(x):
+        return "  n/a " if x is None else f"{x:.4f}"
+
+    lines = [f"{metrics.get('experiment', '')}  [{metrics.get('split', '')}]  n={metrics.get('n_images')}  "
+             f"tta={metrics.get('tta', 'none')}", f"{'finding':<20} {'AUROC':>7}  {'95% CI':<17} {'AUPRC':>7} {'n_pos':>6}"]
+    for name, m in metrics["per_class"].items():
+        lo, hi = m["auroc_ci"]
+        lines.append(f"{name:<20} {f(m['auroc']):>7}  [{f(lo)}, {f(hi)}] {f(m['auprc']):>7} {m['n_pos']:>6}")
+    lo, hi = metrics["mean_auroc_ci"]
+    lines.append(f"{'mean':<20} {f(metrics['mean_auroc']):>7}  [{f(lo)}, {f(hi)}]")
+    if metrics.get("undefined"):
+        lines.append(f"undefined (no positives or no negatives; left out of the mean): {', '.join(metrics['undefined'])}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cxrlib import distributed
+    from cxrlib.train import run_experiment
+
+    cfg = build_config(args)
+    try:
+        res = run_experiment(cfg, redo=args.redo, progress=not args.quiet, checkpoint_every=args.checkpoint_every)
+        if distributed.current().is_main:
+            print(format_metrics(res.metrics))
+            print(f"run folder: {res.run_dir}")
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxrlib.data import load_data
+    from cxrlib.train import _with_channels, evaluate, load_model, load_run, write_evaluation
+
+    if args.run:
+        run_dir = Path(args.run)
+        if not (run_dir / "config.json").is_file():
+            raise CLIError(f"--run {args.run!r} is not a run folder (no config.json there)")
+        cfg = ExperimentConfig.from_json(run_dir / "config.json")
+        extra = {k: v for k, v in {"data.data_dir": args.data_dir, "train.device": args.device}.items() if v}
+        cfg = cfg.with_overrides(extra).with_overrides(list(args.overrides)) if (extra or args.overrides) else cfg
+    else:
+        cfg = build_config(args)
+        run_dir = Path(cfg.run_dir)
+    if not (run_dir / "best.pt").is_file():
+        raise CLIError(f"no trained model in {run_dir} (best.pt missing): run `cxrlib train` first")
+    tta = args.tta or cfg.train.tta
+    n_boot = args.n_bootstrap if args.n_bootstrap is not None else cfg.train.n_bootstrap
+    from cxrlib.distributed import resolve_device
+
+    device = resolve_device(cfg.train.device)
+    model = load_model(run_dir, device=device)
+    data = load_data(cfg.data, progress=not args.quiet)
+    metrics, preds = evaluate(model, _with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
+                              batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
+    old = load_run(run_dir, load_model=False)
+    full = write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
+    print(format_metrics(full))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cxrlib.data.imageio import read_image
+    from cxrlib.train import load_model, predict_images
+
+    if bool(args.run) == bool(args.model):
+        raise CLIError("give exactly one of --run RUN_DIR (a trained run) or --model NAME (untrained weights)")
+    from cxrlib.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    if args.run:
+        run_dir = Path(args.run)
+        if not (run_dir / "best.pt").is_file():
+            raise CLIError(f"--run {args.run!r} holds no trained model (best.pt missing)")
+        cfg = ExperimentConfig.from_json(run_dir / "config.json")
+        model = load_model(run_dir, device=device)
+        names = list(model.label_names)
+        size, channels = args.image_size or cfg.data.image_size, cfg.model.in_chans
+    else:
+        from cxrlib.labels import label_names
+        from cxrlib.models import create_model, list_models
+
+        if args.model not in list_models():
+            raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(list_models())}")
+        warnings.warn(f"--model {args.model}: untrained weights, the probabilities are meaningless "
+                      f"(use --run RUN_DIR for a trained model)", stacklevel=1)
+        model = create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
+        names, size, channels = label_names(), args.image_size or 224, 1
+    images = [read_image(p) for p in args.images]
+    probs = predict_images(model, images, size, channels, device=device)
+    if args.json:
+        print(json.dumps([{"image": str(p), "probabilities": dict(zip(names, map(float, row)))}
+                          for p, row in zip(args.images, probs)], indent=2))
+    else:
+        for p, row in zip(args.images, probs):
+            print(p)
+            for name, v in zip(names, row):
+                print(f"  {name:<20} {v:.4f}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from cxrlib.data.cache import build_cache_from_config
+
+    cfg = build_config(args)
+    cache = build_cache_from_config(cfg.data, progress=not args.quiet)
+    print(cache)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxrlib", description="Multi-label chest X-ray classification (NIH ChestX-ray14): train, evaluate, "
+        "predict, build caches, render the report.",
+        epilog="Several GPUs: torchrun --nproc_per_node N -m cxrlib train ...")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a model, then evaluate it on the test split",
+                       description="Train with the configured recipe (CheXNet's by default), keep the best weights "
+                       "by validation mean AUROC, evaluate on the test split and write runs/<name>/{config.json, "
+                       "history.csv, metrics.json, test_predictions.npz, best.pt, last.pt}. An interrupted run "
+                       "resumes from last.pt; a finished run with the same config is reused.")
+    _add_config_options(t)
+    t.add_argument("--redo", action="store_true", help="train again even if a finished or interrupted run exists")
+    t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps (last.pt is always written each epoch)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on the test split",
+                       description="Score the test split with a run's best weights and (re)write its metrics.json "
+                       "and test_predictions.npz. The run is --run DIR, or the run folder of the configuration.")
+    _add_config_options(e)
+    e.add_argument("--run", metavar="RUN_DIR", help="the run folder (default: <runs_dir>/<name> of the config)")
+    e.add_argument("--tta", choices=("none", "tencrop"), help="test-time augmentation (default: the config's)")
+    e.add_argument("--n-bootstrap", type=int, metavar="N", help="bootstrap resamples for the CIs (0: none)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="print the finding probabilities of image files",
+                       description="Read PNG, JPEG or DICOM files, resize them as the cache does, and print one "
+                       "probability per finding for each.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or DICOM files")
+    p.add_argument("--run", metavar="RUN_DIR", help="a trained run folder (holds best.pt and config.json)")
+    p.add_argument("--model", metavar="NAME", help="an untrained model by name (for trying the pipeline only)")
+    p.add_argument("--image-size", type=_positive_int, metavar="PX",
+                   help="input side in pixels (default: the run's data.image_size, or 224 for --model)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("cache", help="decode and resize the configured data into the image cache",
+                       description="Build (or complete) the uint8 image cache for the configured source and "
+                       "image size; training does this on demand, this command does it ahead of time.")
+    _add_config_options(c)
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_cache)
+
+    r = sub.add_parser("report", help="run the notebooks and export the HTML report",
+                       description="Run every notebook with papermill and export the HTML report to reports/.")
+    try:
+        from cxrlib import report
+    except ImportError as err:  # the report module is optional for the other commands
+        r.set_defaults(func=lambda a, _err=err: _report_missing(_err))
+    else:
+        report.add_arguments(r)
+        r.set_defaults(func=report.run_from_args)
+    return parser
+
+
+def _report_missing(err: Exception) -> int:
+    raise CLIError(f"the report command is unavailable: {err}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # CLIError, ImageError, config errors: a message, no trace
+        print(f"cxrlib {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Several processes (``torchrun``) with PyTorch's own DistributedDataParallel.
+
+``torchrun --nproc_per_node N -m cxrlib train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK;
+:func:`setup` joins the process group (NCCL on GPUs, gloo on CPU). Only rank 0 logs and
+writes files; predictions are gathered from every rank, with the distributed sampler's
+padding duplicates dropped, so metrics are computed on each image exactly once.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` is the GPU when there is one; ``cuda`` under torchrun is this rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+    elif name != "cpu":
+        raise ValueError(f"unknown device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); return rank info and device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return DistInfo(), resolve_device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return DistInfo(dist.get_world_size(), dist.get_rank(), local_rank), dev
+
+
+def current() -> DistInfo:
+    """Rank info of the running process group (or a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rows(indices: np.ndarray, rows: np.ndarray, n_total: int) -> np.ndarray:
+    """Put every rank's ``rows`` (for dataset ``indices``) together in dataset order.
+
+    DistributedSampler pads the last ranks with repeats of the first indices so that all
+    ranks get equal counts; each dataset index is kept once, and every index must be seen.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (np.asarray(indices), np.asarray(rows)))
+        indices = np.concatenate([p[0] for p in parts])
+        rows = np.concatenate([p[1] for p in parts])
+    out = np.empty((n_total,) + rows.shape[1:], dtype=rows.dtype)
+    seen = np.zeros(n_total, dtype=bool)
+    uniq, first = np.unique(indices, return_index=True)  # drops the sampler's padding duplicates
+    out[uniq] = rows[first]
+    seen[uniq] = True
+    if not seen.all():
+        raise RuntimeError(f"gathered predictions miss {int((~seen).sum())} of {n_total} images")
+    return out
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum numbers over ranks (identity for one process)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()

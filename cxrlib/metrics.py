@@ -1,0 +1,292 @@
+"""AUROC per class and on average, with honest uncertainty.
+
+* :func:`auroc_report`: per-class AUROC and AUPRC, their mean over the 14 findings, and 95%
+  bootstrap confidence intervals. When patient ids are known the bootstrap resamples
+  *patients* (a cluster bootstrap), because images of one patient are not independent.
+* :func:`paired_comparison`: two runs scored on the same test images; bootstrap of the
+  difference in mean AUROC (same resamples for both runs) with a two-sided p-value.
+* :func:`delong_test`: DeLong's test for two correlated AUROCs of one class, computed with
+  the fast midrank algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21(11)).
+
+A class with no positives (or no negatives) has no AUROC: it is reported as undefined,
+left out of the mean, and a warning says so; nothing crashes.
+
+The bootstrap never re-sorts: a resample is a vector of multiplicities (how often each image
+was drawn), and the AUROC of a weighted sample is computed from the scores sorted once.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from cxrlib.labels import NO_FINDING
+
+_CHUNK = 64  # bootstrap replicates computed together (memory: CHUNK x N floats)
+
+
+def _as_2d(a: Any, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be [N] or [N, K], got shape {a.shape}")
+    return a
+
+
+def _check_inputs(targets, scores, name="scores") -> tuple[np.ndarray, np.ndarray]:
+    y, s = _as_2d(targets, "targets"), _as_2d(scores, name)
+    if y.shape != s.shape:
+        raise ValueError(f"targets shape {y.shape} and {name} shape {s.shape} differ")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{name} contain NaN or infinite values: {int((~np.isfinite(s)).sum())} entries")
+    return (y > 0.5).astype(np.float64), s
+
+
+class _SortedClass:
+    """One class's scores sorted once, with tie groups, for weighted AUROC."""
+
+    def __init__(self, y: np.ndarray, s: np.ndarray):
+        self.order = np.argsort(s, kind="mergesort")
+        ss = s[self.order]
+        self.y = y[self.order]
+        self.starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        """AUROC for weights ``w`` [R, N] (in original order); NaN where undefined."""
+        w = w[:, self.order]
+        pos = np.add.reduceat(w * self.y, self.starts, axis=1)
+        neg = np.add.reduceat(w * (1 - self.y), self.starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each tie group
+        num = (pos * (below + 0.5 * neg)).sum(1)
+        den = pos.sum(1) * neg.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def auroc(targets, scores) -> np.ndarray:
+    """Per-class AUROC ``[K]`` (NaN where a class lacks positives or negatives)."""
+    y, s = _check_inputs(targets, scores)
+    ones = np.ones((1, len(y)))
+    return np.array([_SortedClass(y[:, k], s[:, k]).auc(ones)[0] for k in range(y.shape[1])])
+
+
+def auprc(targets, scores) -> np.ndarray:
+    """Per-class average precision ``[K]`` (scikit-learn's definition; NaN without positives)."""
+    from sklearn.metrics import average_precision_score
+
+    y, s = _check_inputs(targets, scores)
+    out = np.full(y.shape[1], np.nan)
+    for k in range(y.shape[1]):
+        if 0 < y[:, k].sum():
+            out[k] = average_precision_score(y[:, k], s[:, k])
+    return out
+
+
+def _bootstrap_weights(n: int, patient_ids, n_bootstrap: int, seed: int):
+    """Yield multiplicity matrices [R, n] for ``n_bootstrap`` resamples in chunks.
+
+    With patient ids, whole patients are drawn with replacement (cluster bootstrap); an
+    image's multiplicity is its patient's.
+    """
+    rng = np.random.default_rng(seed)
+    if patient_ids is None:
+        groups, n_groups = None, n
+    else:
+        patient_ids = np.asarray(patient_ids)
+        if len(patient_ids) != n:
+            raise ValueError(f"patient_ids has {len(patient_ids)} entries for {n} images")
+        _, groups = np.unique(patient_ids, return_inverse=True)
+        n_groups = int(groups.max()) + 1 if n else 0
+    done = 0
+    while done < n_bootstrap:
+        r = min(_CHUNK, n_bootstrap - done)
+        counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=r).astype(np.float64)
+        yield counts if groups is None else counts[:, groups]
+        done += r
+
+
+def _ci(values: np.ndarray, level: float = 0.95) -> list[float]:
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return [math.nan, math.nan]
+    a = (1 - level) / 2
+    return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
+
+
+def _mean_mask(label_names: Sequence[str], defined: np.ndarray) -> np.ndarray:
+    """Classes that enter the mean: defined findings (No Finding is reported, not averaged)."""
+    return np.array([d and name != NO_FINDING for name, d in zip(label_names, defined)], dtype=bool)
+
+
+def _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes) -> np.ndarray:
+    """[n_bootstrap, len(classes)] bootstrap AUROCs (same resamples for every class)."""
+    sorted_ = [_SortedClass(y[:, k], s[:, k]) for k in classes]
+    out = []
+    for w in _bootstrap_weights(len(y), patient_ids, n_bootstrap, seed):
+        out.append(np.stack([c.auc(w) for c in sorted_], axis=1) if sorted_ else np.zeros((len(w), 0)))
+    return np.concatenate(out) if out else np.zeros((0, len(classes)))
+
+
+def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, n_bootstrap: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """AUROC/AUPRC per class, mean AUROC over defined findings, and 95% bootstrap CIs.
+
+    Returns ``{"label_names", "per_class": {name: {"auroc", "auroc_ci", "auprc", "n_pos"}},
+    "mean_auroc", "mean_auroc_ci", "undefined", "n_images", "n_patients", "n_bootstrap",
+    "bootstrap"}`` with NaN written as ``None`` (JSON-ready). ``n_bootstrap=0`` skips the CIs.
+    """
+    y, s = _check_inputs(targets, scores)
+    label_names = list(label_names)
+    if len(label_names) != y.shape[1]:
+        raise ValueError(f"{len(label_names)} label names for {y.shape[1]} score columns")
+    aucs = auroc(y, s)
+    aps = auprc(y, s)
+    defined = np.isfinite(aucs)
+    undefined = [n for n, d in zip(label_names, defined) if not d]
+    if undefined:
+        warnings.warn(f"AUROC undefined (no positives or no negatives) for {undefined}: left out of the mean",
+                      stacklevel=2)
+    in_mean = _mean_mask(label_names, defined)
+    mean = float(aucs[in_mean].mean()) if in_mean.any() else math.nan
+    ci = {name: [math.nan, math.nan] for name in label_names}
+    mean_ci = [math.nan, math.nan]
+    if n_bootstrap > 0 and defined.any():
+        classes = np.flatnonzero(defined)
+        boot = _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes)
+        for j, k in enumerate(classes):
+            ci[label_names[k]] = _ci(boot[:, j])
+        cols = [j for j, k in enumerate(classes) if in_mean[k]]
+        if cols:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample may lack a rare class
+                mean_ci = _ci(np.nanmean(boot[:, cols], axis=1))
+    per_class = {
+        name: {"auroc": _num(aucs[k]), "auroc_ci": [_num(v) for v in ci[name]], "auprc": _num(aps[k]),
+               "n_pos": int(y[:, k].sum())}
+        for k, name in enumerate(label_names)
+    }
+    return {
+        "label_names": label_names,
+        "per_class": per_class,
+        "mean_auroc": _num(mean),
+        "mean_auroc_ci": [_num(v) for v in mean_ci],
+        "undefined": undefined,
+        "n_images": int(len(y)),
+        "n_patients": None if patient_ids is None else int(len(np.unique(np.asarray(patient_ids)))),
+        "n_bootstrap": int(n_bootstrap),
+        "bootstrap": "patients" if patient_ids is not None else "images",
+    }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def mean_auroc(targets, scores, label_names: Sequence[str] | None = None) -> float:
+    """Mean AUROC over defined findings (NaN if none is defined); no warning, no CI."""
+    aucs = auroc(targets, scores)
+    names = list(label_names) if label_names is not None else [str(k) for k in range(len(aucs))]
+    m = _mean_mask(names, np.isfinite(aucs))
+    return float(aucs[m].mean()) if m.any() else math.nan
+
+
+def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap: int = 1000, seed: int = 0,
+                      label_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Is run A's mean AUROC different from run B's on the same test images?
+
+    Both runs are scored on the *same* bootstrap resamples (patients when ``patient_ids``
+    are given), so the shared difficulty of the images cancels. The p-value is two-sided:
+    twice the share of resampled differences on the other side of zero (at least
+    1/(R+1) so it is never reported as exactly 0). Also returns per-class differences with
+    DeLong's p-value. Classes undefined on these images are left out.
+    """
+    y, sa = _check_inputs(targets, scores_a, "scores_a")
+    _, sb = _check_inputs(targets, scores_b, "scores_b")
+    if sa.shape != sb.shape:
+        raise ValueError(f"scores_a shape {sa.shape} and scores_b shape {sb.shape} differ")
+    names = list(label_names) if label_names is not None else [str(k) for k in range(y.shape[1])]
+    a_auc, b_auc = auroc(y, sa), auroc(y, sb)
+    defined = np.isfinite(a_auc)
+    in_mean = _mean_mask(names, defined)
+    if not in_mean.any():
+        raise ValueError("no class has both positives and negatives on these images: nothing to compare")
+    diff = float(a_auc[in_mean].mean() - b_auc[in_mean].mean())
+    cols = np.flatnonzero(in_mean)
+    boot = np.full(0, np.nan)
+    if n_bootstrap > 0:
+        ba = _boot_class_aucs(y, sa, patient_ids, n_bootstrap, seed, cols)
+        bb = _boot_class_aucs(y, sb, patient_ids, n_bootstrap, seed, cols)  # same seed: same resamples
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            boot = np.nanmean(ba, axis=1) - np.nanmean(bb, axis=1)
+        boot = boot[np.isfinite(boot)]
+    if len(boot):
+        tail = min((boot <= 0).mean(), (boot >= 0).mean())
+        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
+        ci = _ci(boot)
+    else:
+        p, ci = math.nan, [math.nan, math.nan]
+    per_class = {}
+    for k in np.flatnonzero(defined):
+        if min(y[:, k].sum(), (1 - y[:, k]).sum()) < 2:
+            continue  # DeLong's variance needs 2 positives and 2 negatives (a rare finding may have 1)
+        d = delong_test(y[:, k], sa[:, k], sb[:, k])
+        per_class[names[k]] = {"auroc_a": d["auc1"], "auroc_b": d["auc2"], "diff": d["auc1"] - d["auc2"],
+                               "delong_z": d["z"], "delong_p": d["p_value"]}
+    return {
+        "mean_auroc_a": float(a_auc[in_mean].mean()),
+        "mean_auroc_b": float(b_auc[in_mean].mean()),
+        "diff": diff,
+        "ci": [_num(v) for v in ci],
+        "p_value": _num(p),
+        "n_bootstrap": int(n_bootstrap),
+        "bootstrap": "patients" if patient_ids is not None else "images",
+        "n_images": int(len(y)),
+        "classes": [names[k] for k in cols],
+        "per_class": per_class,
+    }
+
+
+def _midrank(x: np.ndarray) -> np.ndarray:
+    return stats.rankdata(x, method="average")
+
+
+def delong_test(y, s1, s2) -> dict[str, float]:
+    """DeLong's test of AUROC(s1) == AUROC(s2) on the same images (one class).
+
+    Fast DeLong (Sun & Xu 2014): the structural components come from midranks,
+    V10_i = (R_i^{all} - R_i^{pos}) / n for each positive, V01_j = 1 - (R_j^{all} - R_j^{neg}) / m
+    for each negative; var(A1 - A2) = (S10_11 + S10_22 - 2 S10_12)/m + (S01_... )/n.
+    Returns auc1, auc2, var1, var2, cov, z and the two-sided p_value.
+    """
+    y = np.asarray(y).ravel() > 0.5
+    s = np.stack([np.asarray(s1, dtype=np.float64).ravel(), np.asarray(s2, dtype=np.float64).ravel()])
+    if s.shape[1] != len(y):
+        raise ValueError(f"delong_test: {len(y)} labels but {s.shape[1]} scores")
+    m, n = int(y.sum()), int((~y).sum())
+    if m < 2 or n < 2:
+        raise ValueError(f"delong_test needs at least 2 positives and 2 negatives, got {m} and {n}")
+    pos, neg = s[:, y], s[:, ~y]
+    v10 = np.empty((2, m))
+    v01 = np.empty((2, n))
+    aucs = np.empty(2)
+    for r in range(2):
+        tz = _midrank(np.concatenate([pos[r], neg[r]]))
+        tx, ty = _midrank(pos[r]), _midrank(neg[r])
+        aucs[r] = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+        v10[r] = (tz[:m] - tx) / n
+        v01[r] = 1.0 - (tz[m:] - ty) / m
+    cov = np.cov(v10) / m + np.cov(v01) / n
+    var_diff = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    diff = aucs[0] - aucs[1]
+    if var_diff <= 0:
+        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    else:
+        z = diff / math.sqrt(var_diff)
+    p = float(2 * stats.norm.sf(abs(z)))
+    return {"auc1": float(aucs[0]), "auc2": float(aucs[1]), "var1": float(cov[0, 0]), "var2": float(cov[1, 1]),
+            "cov": float(cov[0, 1]), "z": float(z), "p_value": p}

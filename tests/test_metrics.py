@@ -1,0 +1,148 @@
+"""Metrics: AUROC against scikit-learn, DeLong against a hand computation, bootstrap CIs."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from cxrlib.labels import FINDINGS
+from cxrlib.metrics import auroc, auroc_report, delong_test, mean_auroc, paired_comparison
+
+
+def _data(n=300, k=4, seed=0, signal=1.0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(np.float32)
+    s = rng.normal(size=(n, k)) + signal * y
+    s[:20] = np.round(s[:20])  # ties
+    return y, s
+
+
+def test_auroc_and_auprc_match_sklearn():
+    y, s = _data()
+    rep = auroc_report(y, s, list("abcd"), n_bootstrap=0)
+    for k, name in enumerate("abcd"):
+        assert rep["per_class"][name]["auroc"] == pytest.approx(roc_auc_score(y[:, k], s[:, k]), abs=1e-12)
+        assert rep["per_class"][name]["auprc"] == pytest.approx(average_precision_score(y[:, k], s[:, k]))
+        assert rep["per_class"][name]["n_pos"] == int(y[:, k].sum())
+    assert rep["mean_auroc"] == pytest.approx(np.mean([roc_auc_score(y[:, k], s[:, k]) for k in range(4)]))
+
+
+def test_undefined_class_is_left_out_with_warning():
+    y, s = _data(k=3)
+    y[:, 1] = 0  # no positives
+    y[:, 2] = 1  # no negatives
+    with pytest.warns(UserWarning, match="undefined"):
+        rep = auroc_report(y, s, ["a", "b", "c"], n_bootstrap=50)
+    assert rep["undefined"] == ["b", "c"]
+    assert rep["per_class"]["b"]["auroc"] is None and rep["per_class"]["b"]["auroc_ci"] == [None, None]
+    assert rep["mean_auroc"] == pytest.approx(roc_auc_score(y[:, 0], s[:, 0]))
+    with pytest.warns(UserWarning):
+        rep = auroc_report(np.zeros((5, 1)), np.arange(5.0)[:, None], ["x"], n_bootstrap=10)
+    assert rep["mean_auroc"] is None and rep["mean_auroc_ci"] == [None, None]
+
+
+def test_no_finding_reported_not_averaged():
+    y, s = _data(k=15, n=400)
+    names = list(FINDINGS) + ["No Finding"]
+    rep = auroc_report(y, s, names, n_bootstrap=0)
+    aucs = auroc(y, s)
+    assert rep["mean_auroc"] == pytest.approx(aucs[:14].mean())
+    assert "No Finding" in rep["per_class"]
+    assert mean_auroc(y, s, names) == pytest.approx(aucs[:14].mean())
+
+
+def test_bootstrap_ci_covers_estimate_and_is_reproducible():
+    y, s = _data(n=400)
+    a = auroc_report(y, s, list("abcd"), n_bootstrap=200, seed=3)
+    b = auroc_report(y, s, list("abcd"), n_bootstrap=200, seed=3)
+    assert a == b
+    lo, hi = a["mean_auroc_ci"]
+    assert lo < a["mean_auroc"] < hi and hi - lo < 0.15
+    for name in "abcd":
+        lo, hi = a["per_class"][name]["auroc_ci"]
+        assert lo < a["per_class"][name]["auroc"] < hi
+
+
+def test_bootstrap_replicate_equals_direct_auroc_of_resample():
+    """The multiplicity-weighted AUROC equals sklearn's AUROC on the materialised resample."""
+    from cxrlib.metrics import _SortedClass, _bootstrap_weights
+    y, s = _data(n=60, k=1)
+    w = next(_bootstrap_weights(60, None, 3, seed=1))
+    got = _SortedClass(y[:, 0], s[:, 0]).auc(w)
+    for r in range(3):
+        idx = np.repeat(np.arange(60), w[r].astype(int))
+        assert got[r] == pytest.approx(roc_auc_score(y[idx, 0], s[idx, 0]), abs=1e-12)
+
+
+def test_cluster_bootstrap_resamples_patients():
+    from cxrlib.metrics import _bootstrap_weights
+    pids = np.repeat(np.arange(10), 3)
+    for w in _bootstrap_weights(30, pids, 100, seed=0):
+        blocks = w.reshape(len(w), 10, 3)
+        assert (blocks == blocks[:, :, :1]).all()  # a patient's images are drawn together
+        assert (w.sum(1) == 30).all()
+    # clustered duplicates: image-level CIs are too narrow, patient-level ones are honest
+    y, s = _data(n=100, k=1)
+    y3, s3, p3 = np.repeat(y, 3, 0), np.repeat(s, 3, 0), np.repeat(np.arange(100), 3)
+    wide = auroc_report(y3, s3, ["a"], patient_ids=p3, n_bootstrap=300)["mean_auroc_ci"]
+    narrow = auroc_report(y3, s3, ["a"], n_bootstrap=300)["mean_auroc_ci"]
+    assert wide[1] - wide[0] > 1.3 * (narrow[1] - narrow[0])
+
+
+def _psi(x, y):
+    return 1.0 if x > y else 0.5 if x == y else 0.0
+
+
+def test_delong_against_hand_worked_example():
+    y = np.array([1, 1, 1, 0, 0, 0, 0])
+    s1 = np.array([0.9, 0.8, 0.4, 0.5, 0.3, 0.2, 0.4])
+    s2 = np.array([0.7, 0.3, 0.6, 0.6, 0.1, 0.5, 0.2])
+    # structural components straight from DeLong et al. 1988: V10(X_i) = mean_j psi(X_i, Y_j),
+    # V01(Y_j) = mean_i psi(X_i, Y_j)
+    X1, Y1, X2, Y2 = s1[y == 1], s1[y == 0], s2[y == 1], s2[y == 0]
+    m, n = len(X1), len(Y1)
+    v10 = np.array([[np.mean([_psi(x, yy) for yy in Y]) for x in X] for X, Y in ((X1, Y1), (X2, Y2))])
+    v01 = np.array([[np.mean([_psi(x, yy) for x in X]) for yy in Y] for X, Y in ((X1, Y1), (X2, Y2))])
+    a = v10.mean(1)
+    assert a[0] == pytest.approx(10.5 / 12) and a[1] == pytest.approx(9.5 / 12)  # counted by hand
+
+    def s(u, v):
+        return ((u - u.mean()) * (v - v.mean())).sum() / (len(u) - 1)
+
+    var = lambda r, q: s(v10[r], v10[q]) / m + s(v01[r], v01[q]) / n  # noqa: E731
+    z = (a[0] - a[1]) / math.sqrt(var(0, 0) + var(1, 1) - 2 * var(0, 1))
+    got = delong_test(y, s1, s2)
+    assert got["auc1"] == pytest.approx(a[0]) and got["auc2"] == pytest.approx(a[1])
+    assert got["var1"] == pytest.approx(var(0, 0)) and got["cov"] == pytest.approx(var(0, 1))
+    assert got["z"] == pytest.approx(z)
+    assert got["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)))
+
+
+def test_delong_identical_scores_and_bad_input():
+    y, s = _data(k=1)
+    d = delong_test(y[:, 0], s[:, 0], s[:, 0])
+    assert d["z"] == 0.0 and d["p_value"] == 1.0
+    with pytest.raises(ValueError, match="positives"):
+        delong_test([1, 0, 0], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+
+
+def test_paired_comparison_detects_better_run():
+    y, s = _data(n=400, signal=1.0)
+    rng = np.random.default_rng(5)
+    better = s + 1.5 * y  # strictly more separation
+    res = paired_comparison(y, better, s, n_bootstrap=300, label_names=list("abcd"))
+    assert res["diff"] > 0 and res["ci"][0] > 0 and res["p_value"] < 0.01
+    assert all(v["delong_p"] < 0.05 for v in res["per_class"].values())
+    same = paired_comparison(y, s + rng.normal(0, 1e-9, s.shape), s, n_bootstrap=200)
+    assert same["p_value"] > 0.5 and abs(same["diff"]) < 1e-3
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="shape"):
+        auroc_report(np.zeros((3, 2)), np.zeros((3, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="label names"):
+        auroc_report(np.zeros((3, 2)), np.zeros((3, 2)), ["a"])
+    with pytest.raises(ValueError, match="NaN"):
+        auroc_report(np.zeros((3, 1)), np.array([[0.1], [np.nan], [0.2]]), ["a"])

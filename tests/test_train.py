@@ -1,0 +1,304 @@
+"""The training engine on small stand-in data and models (no cache, no registry needed).
+
+The real DataBundle and model registry are exercised by the integration test at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cxrlib.config import ExperimentConfig
+from cxrlib.seed import derive_seed
+from cxrlib.train import FAULT_ENV, evaluate, fit, load_run, run_experiment
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+class ToyDataset(torch.utils.data.Dataset):
+    """A contract-shaped dataset: class k brightens image quadrant k (plus noise)."""
+
+    def __init__(self, n: int, k: int = 3, seed: int = 0, size: int = 8):
+        rng = np.random.default_rng(seed)
+        self.targets = (rng.random((n, k)) < 0.4).astype(np.float32)
+        img = rng.normal(0, 1, (n, 1, size, size)).astype(np.float32)
+        h = size // 2
+        for c in range(k):
+            r, q = divmod(c % 4, 2)
+            img[:, 0, r * h:(r + 1) * h, q * h:(q + 1) * h] += 2.0 * self.targets[:, c, None, None]
+        self.images = torch.from_numpy(img)
+        self.image_ids = np.array([f"toy_{seed}_{i:04d}.png" for i in range(n)])
+        self.patient_ids = np.arange(n) // 2
+        self.label_names = [f"F{c}" for c in range(k)]
+        self.image_size, self.channels = size, 1
+        self.augment, self.tencrop, self.epoch, self.seed = False, False, 0, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        if self.augment:  # per-(seed, epoch, index) noise, like the real datasets' augmentation
+            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
+            x = x + 0.2 * torch.randn(x.shape, generator=g)
+        if self.tencrop:  # ten 6x6 "crops": shifted windows, enough to test the averaging
+            x = torch.stack([x[:, a:a + 6, b:b + 6] for a in range(3) for b in range(3)] + [x[:, 1:7, 1:7].flip(-1)])
+        return x, torch.from_numpy(self.targets[i])
+
+
+class ToyNet(nn.Module):
+    stages = None
+
+    def __init__(self, k: int = 3, dropout: float = 0.3):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.drop = nn.Dropout(dropout)  # uses the global torch RNG: resume must restore it
+        self.fc = nn.Linear(32, k)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.features(x)))
+
+
+class StagedToyNet(ToyNet):
+    stages = ("global", "fusion")
+
+    def __init__(self, k: int = 3):
+        super().__init__(k)
+        self.head2 = nn.Linear(32, k)
+        self.stage = "global"
+
+    def set_stage(self, name):
+        self.stage = name
+        for p in self.features.parameters():
+            p.requires_grad_(name == "global")
+        for p in self.fc.parameters():
+            p.requires_grad_(name == "global")
+        for p in self.head2.parameters():
+            p.requires_grad_(name == "fusion")
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.fc(f) if self.stage == "global" else self.fc(f) + self.head2(f)
+
+
+def toy_data(k=3, n_train=64, n_val=30, n_test=40):
+    return SimpleNamespace(train=ToyDataset(n_train, k, seed=1), val=ToyDataset(n_val, k, seed=2),
+                           test=ToyDataset(n_test, k, seed=3), label_names=[f"F{c}" for c in range(k)],
+                           split_name="toy patient-wise split", source="toy")
+
+
+def toy_cfg(run_dir: Path, **train) -> ExperimentConfig:
+    base = {"epochs": 3, "batch_size": 8, "lr": 1e-2, "early_stopping_patience": 10, "n_bootstrap": 50, "device": "cpu",
+            "augment": True, "threads": 1}
+    base.update(train)
+    return ExperimentConfig.from_dict({"name": run_dir.name, "runs_dir": str(run_dir.parent), "train": base})
+
+
+def _train_main(run_dir: str, checkpoint_every: str) -> None:
+    """Entry point of the subprocess that gets killed (see test_killed_run_resumes_exactly)."""
+    torch.manual_seed(0)
+    cfg = toy_cfg(Path(run_dir))
+    fit(cfg, data=toy_data(), model=ToyNet(), progress=False, checkpoint_every=int(checkpoint_every) or None)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_run_experiment_writes_contract_files(tmp_path):
+    cfg = toy_cfg(tmp_path / "toy")
+    torch.manual_seed(0)
+    res = run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
+    d = tmp_path / "toy"
+    for name in ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt", "last.pt"):
+        assert (d / name).is_file(), name
+    m = json.loads((d / "metrics.json").read_text())
+    for key in ("experiment", "split", "source", "n_images", "label_names", "per_class", "mean_auroc",
+                "mean_auroc_ci", "undefined", "train_seconds", "tta", "model", "fingerprint"):
+        assert key in m, key
+    assert m["split"] == "toy patient-wise split" and m["n_images"] == 40 and m["fingerprint"] == cfg.fingerprint()
+    assert m["mean_auroc"] > 0.75  # the toy task is learnable in three epochs
+    lo, hi = m["mean_auroc_ci"]
+    assert lo <= m["mean_auroc"] <= hi
+    with np.load(d / "test_predictions.npz", allow_pickle=False) as z:
+        assert set(z.files) >= {"ids", "patient_ids", "targets", "scores", "label_names"}
+        assert z["scores"].shape == (40, 3) and ((z["scores"] >= 0) & (z["scores"] <= 1)).all()
+        assert z["ids"][0] == "toy_3_0000.png"
+    hist = res.history
+    assert list(hist["epoch"]) == [1, 2, 3] and {"train_loss", "val_loss", "val_mean_auroc", "lr"} <= set(hist)
+    # checkpoints are plain data
+    for name in ("best.pt", "last.pt"):
+        ck = torch.load(d / name, weights_only=True)
+        assert isinstance(ck["config"], dict)
+    again = load_run(d, load_model=False)
+    assert again.metrics["mean_auroc"] == m["mean_auroc"] and len(again.history) == 3
+
+
+def test_finished_run_is_reused(tmp_path, monkeypatch):
+    cfg = toy_cfg(tmp_path / "reuse", epochs=1)
+    run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
+    import cxrlib.train as train
+
+    monkeypatch.setattr(train, "load_model", lambda run_dir, device="cpu": "loaded")
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a finished run must not be retrained"))
+    res = run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
+    assert res.model == "loaded" and res.metrics["fingerprint"] == cfg.fingerprint()
+
+
+def test_same_seed_same_weights_and_numbers(tmp_path):
+    out = []
+    for name in ("a", "b"):
+        torch.manual_seed(123)  # the config seed, not this, must decide: fit reseeds
+        res = fit(toy_cfg(tmp_path / name, epochs=2), data=toy_data(), model=None or ToyNet(), progress=False)
+        out.append(res)
+    wa, wb = _weights(out[0].model), _weights(out[1].model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    cols = ["train_loss", "val_loss", "val_mean_auroc"]
+    assert out[0].history[cols].equals(out[1].history[cols])
+
+
+def test_seed_changes_the_weights(tmp_path):
+    r0 = fit(toy_cfg(tmp_path / "s0", epochs=1), data=toy_data(), model=ToyNet(), progress=False)
+    cfg1 = toy_cfg(tmp_path / "s1", epochs=1)
+    cfg1.seed = 1
+    torch.manual_seed(0)
+    r1 = fit(cfg1, data=toy_data(), model=ToyNet(), progress=False)
+    assert not torch.equal(r0.model.fc.weight, r1.model.fc.weight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault_step,every", [(13, 3), (11, 0)], ids=["mid-epoch", "epoch-end"])
+def test_killed_run_resumes_exactly(tmp_path, fault_step, every):
+    """A training process dies (os._exit, no cleanup); the rerun resumes and matches an uninterrupted run."""
+    torch.manual_seed(0)
+    ref = fit(toy_cfg(tmp_path / "ref"), data=toy_data(), model=ToyNet(), progress=False)
+
+    run_dir = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+               **{FAULT_ENV: str(fault_step)})
+    code = f"import test_train; test_train._train_main({str(run_dir)!r}, {str(every)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 75, proc.stderr[-2000:]  # it really died at the fault
+    state = torch.load(run_dir / "last.pt", weights_only=True)["state"]
+    assert 0 < state["step"] < fault_step and not state["done"]
+    assert (state["batch_in_epoch"] > 0) == bool(every)  # mid-epoch checkpoint vs epoch-end one
+
+    torch.manual_seed(999)  # a different process state: everything must come from the checkpoint
+    resumed = fit(toy_cfg(run_dir), data=toy_data(), model=ToyNet(), progress=False)
+    wr, wk = _weights(ref.model), _weights(resumed.model)
+    assert all(torch.equal(wr[k], wk[k]) for k in wr)
+    cols = ["epoch", "step", "lr", "train_loss", "val_loss", "val_mean_auroc", "best"]
+    assert ref.history[cols].equals(resumed.history[cols])
+    m_ref, _ = evaluate(ref.model, toy_data().test, n_bootstrap=20)
+    m_res, _ = evaluate(resumed.model, toy_data().test, n_bootstrap=20)
+    assert m_ref == m_res
+
+
+def test_early_stopping_keeps_best_weights(tmp_path):
+    cfg = toy_cfg(tmp_path / "es", epochs=6, early_stopping_patience=1, lr=0.5, scheduler="none")
+    res = fit(cfg, data=toy_data(), model=ToyNet(), progress=False)
+    h = res.history
+    best_row = h.loc[h["val_mean_auroc"].idxmax()]
+    assert len(h) < 6 or h["best"].iloc[-1] or h["best"].iloc[-2]  # stopped after one epoch without gain
+    best = torch.load(tmp_path / "es" / "best.pt", weights_only=True)
+    assert best["epoch"] == int(best_row["epoch"])
+    assert all(torch.equal(v, res.model.state_dict()[k]) for k, v in best["model"].items())
+
+
+def test_plateau_divides_lr_by_ten(tmp_path):
+    # patience 0: every epoch whose val loss does not improve divides the lr by ten
+    cfg = toy_cfg(tmp_path / "pl", epochs=3, lr=1e-3, plateau_patience=0, early_stopping_patience=10)
+    model = ToyNet()
+    res = fit(cfg, data=toy_data(), model=model, progress=False)
+    lrs = list(res.history["lr"])
+    assert lrs[0] == pytest.approx(1e-3)
+    assert all(b in (pytest.approx(a), pytest.approx(a * 0.1)) for a, b in zip(lrs, lrs[1:]))
+
+
+def test_max_steps_and_single_class(tmp_path):
+    data = toy_data(k=1)
+    data.label_names = ["Pneumonia"]
+    for ds in (data.train, data.val, data.test):
+        ds.label_names = ["Pneumonia"]
+    cfg = toy_cfg(tmp_path / "k1", max_steps=5, loss="multilabel_margin")
+    res = run_experiment(cfg, data=data, model=ToyNet(k=1), progress=False)
+    assert int(res.history["step"].iloc[-1]) == 5 and len(res.history) == 1
+    assert res.predictions["scores"].shape == (40, 1) and list(res.metrics["per_class"]) == ["Pneumonia"]
+
+
+@pytest.mark.parametrize("loss", ["weighted_bce", "focal", "asymmetric"])
+def test_every_loss_trains(tmp_path, loss):
+    res = fit(toy_cfg(tmp_path / loss, epochs=1, loss=loss), data=toy_data(), model=ToyNet(), progress=False)
+    assert np.isfinite(res.history["train_loss"]).all()
+
+
+def test_staged_model_trains_each_stage(tmp_path):
+    model = StagedToyNet()
+    before = _weights(model)
+    cfg = toy_cfg(tmp_path / "staged", stage_epochs=[2, 1])
+    res = fit(cfg, data=toy_data(), model=model, progress=False)
+    assert list(res.history["stage"]) == ["global", "global", "fusion"]
+    after = _weights(res.model)
+    assert not torch.equal(before["head2.weight"], after["head2.weight"])
+    last = torch.load(tmp_path / "staged" / "last.pt", weights_only=True)
+    assert last["state"]["done"] and last["state"]["stage_index"] == 1
+    with pytest.raises(ValueError, match="stage_epochs"):
+        fit(toy_cfg(tmp_path / "bad", stage_epochs=[1]), data=toy_data(), model=StagedToyNet(), progress=False)
+
+
+def test_tencrop_averages_crop_probabilities():
+    torch.manual_seed(0)
+    model = ToyNet().eval()
+    ds = ToyDataset(12)
+    metrics, preds = evaluate(model, ds, tta="tencrop", n_bootstrap=0)
+    assert metrics["tta"] == "tencrop" and ds.tencrop is False  # flag restored
+    ds.tencrop = True
+    x = torch.stack([ds[i][0] for i in range(12)])  # [12, 10, 1, 6, 6]
+    with torch.no_grad():
+        want = torch.sigmoid(model(x.flatten(0, 1))).view(12, 10, -1).mean(1).numpy()
+    assert np.allclose(preds["scores"], want, atol=1e-6)
+    with pytest.raises(ValueError, match="tta"):
+        evaluate(model, ds, tta="fivecrop")
+
+
+def test_bad_config_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match="sgdx"):
+        fit(toy_cfg(tmp_path / "o", optimizer="sgdx"), data=toy_data(), model=ToyNet(), progress=False)
+    with pytest.raises(ValueError, match="tpu"):
+        fit(toy_cfg(tmp_path / "d", device="tpu"), data=toy_data(), model=ToyNet(), progress=False)
+
+
+@pytest.mark.slow
+def test_real_data_and_registry_model_same_seed_same_everything(tmp_path):
+    """With the real DataBundle (phantoms) and a registry model: same config + seed -> same split and weights."""
+    from cxrlib.data import load_data
+
+    results, splits = [], []
+    for name in ("r1", "r2"):
+        cfg = ExperimentConfig.from_dict({
+            "name": name, "runs_dir": str(tmp_path),
+            "data": {"source": "phantoms", "num_phantoms": 48, "image_size": 32, "cache_dir": str(tmp_path / "cache"),
+                     "workers": 1},
+            "model": {"name": "resnet18"},
+            "train": {"epochs": 1, "batch_size": 8, "max_steps": 2, "device": "cpu", "threads": 1, "n_bootstrap": 0}})
+        data = load_data(cfg.data, progress=False)
+        splits.append([list(getattr(data, p).image_ids) for p in ("train", "val", "test")])
+        results.append(fit(cfg, data=data, progress=False))
+    assert splits[0] == splits[1]
+    wa, wb = _weights(results[0].model), _weights(results[1].model)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert results[0].history["val_loss"].equals(results[1].history["val_loss"])
+    assert torch.load(tmp_path / "r1" / "last.pt", weights_only=True)["state"]["step"] == 2
