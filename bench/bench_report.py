@@ -1,0 +1,111 @@
+"""Wall time of the whole report, and the mean AUROC of every experiment it ran.
+
+    python bench/bench_report.py            # the cpu profile: the default `python -m cxrlib report`
+    python bench/bench_report.py --quick    # the smoke profile (seconds per notebook)
+    python bench/bench_report.py --profile cpu --device cuda --set data.image_size=224
+
+Runs the report into a fresh runs folder (every experiment trains; image caches under
+data/cache are reused when present, and the result says whether they were), prints a table
+and writes ``bench/results/report_<profile>.md`` with the command, date, machine and numbers.
+Run it on a quiet machine: other processes on the cores slow training down.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
+import torch
+
+from cxrlib import experiments, report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="profile to time (default: cpu; smoke with --quick)")
+    parser.add_argument("--quick", action="store_true", help="time the smoke profile instead")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: the profile's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--only", default=None, help="notebooks to run (default: all)")
+    parser.add_argument("--out", default=None, help="report folder (default: reports/bench-<profile>)")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="reuse the runs of an earlier benchmark instead of training afresh")
+    parser.add_argument("--results", default=None, help="markdown file (default: bench/results/report_<profile>.md)")
+    args = parser.parse_args(argv)
+
+    profile = args.profile or ("smoke" if args.quick else "cpu")
+    name = report.profile_name(profile)
+    out = Path(args.out or REPO / "reports" / f"bench-{name}")
+    runs = out / "runs"
+    if runs.exists() and not args.keep_runs:
+        shutil.rmtree(runs)  # a fresh runs folder: every experiment trains inside the timing
+    base = experiments.base_config(profile, device=args.device or "", overrides=[
+        o for o in args.overrides if not o.startswith("notebooks.")])
+    cache = Path(base.data.cache_dir)
+    caches_before = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+
+    t0 = time.perf_counter()
+    result = report.run_report(profile, device=args.device, overrides=args.overrides, only=args.only,
+                               out_dir=out, runs_dir=runs)
+    wall = time.perf_counter() - t0
+
+    table = experiments.results_table(runs, n_bootstrap=base.train.n_bootstrap)
+    lines = _markdown(args, profile, wall, result, table, caches_before)
+    target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, target)
+    print("\n".join(lines))
+    print(f"\nwritten to {target}")
+    return 0 if result.ok else 1
+
+
+def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
+    cmd = "python bench/bench_report.py " + " ".join(sys.argv[1:] if args is not None else [])
+    device = args.device or experiments.base_config(profile).train.device
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    lines = [
+        f"# Report wall time: profile `{report.profile_name(profile)}`",
+        "",
+        f"- command: `{cmd.strip()}` (runs `python -m cxrlib report --profile {profile}`"
+        + (f" --device {args.device}" if args.device else "") + ")",
+        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"torch threads {torch.get_num_threads()}, GPU {gpu}, device {device}",
+        f"- image caches present before the run: {', '.join(caches_before) or 'none (rendering is timed too)'}",
+        f"- **total wall time: {wall / 60:.1f} min ({wall:.0f} s)**; notebooks ok: "
+        f"{len(result.notebooks) - len(result.failed)}/{len(result.notebooks)}",
+        "",
+        "| notebook | status | seconds |",
+        "|---|---|---|",
+    ]
+    for r in result.notebooks:
+        lines.append(f"| {r.stem} | {'ok' if r.ok else 'FAILED: ' + (r.error or '')} | {r.seconds:.0f} |")
+    lines += [
+        "",
+        "Mean test AUROC over the 14 findings (95% bootstrap CI), paired difference from the baseline:",
+        "",
+        "| experiment | model | size | mean AUROC [95% CI] | vs baseline [95% CI] | p | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    text = experiments.format_results(table) if len(table) else None
+    for i in range(len(table)):
+        row, t = table.iloc[i], text.iloc[i]
+        lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['mean AUROC [95% CI]']} | "
+                     f"{t['vs baseline [95% CI]']} | {t['p-value']} | {row['train seconds']:.1f} |")
+    if len(table):
+        lines += ["", f"Split: {table['split'].iloc[0]}."]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

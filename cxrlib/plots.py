@@ -1,0 +1,335 @@
+"""Figures and tables the notebooks show: label statistics, examples, ROC curves, results.
+
+Each function takes plain arrays or a DataBundle, draws on an optional ``ax`` and returns
+the Axes or Figure (or a DataFrame), so a notebook cell is one call plus a sentence of why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlib.labels import FINDINGS
+
+
+def _axes(ax, figsize=(6, 4)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+# ----------------------------------------------------------------------------- label statistics
+
+
+def metadata_table(data_dir: str | Path) -> pd.DataFrame | None:
+    """ChestX-ray14's Data_Entry table (all 112,120 rows) with the 14 findings as 0/1 columns,
+    or None when ``data_dir`` holds none. Age, sex and view position come along."""
+    from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
+
+    if not data_dir:
+        return None
+    try:
+        path = find_data_entry(data_dir)
+    except FileNotFoundError:
+        return None
+    table = read_data_entry(path)
+    raw = pd.read_csv(path, keep_default_na=False)
+    df = pd.DataFrame({"image_id": table.image_ids, "patient_id": table.patient_ids})
+    for k, name in enumerate(table.label_names):
+        df[name] = table.targets[:, k].astype(np.int8)
+    for src, dst in (("Patient Age", "age"), ("Patient Gender", "sex"), ("View Position", "view")):
+        if src in raw.columns:
+            df[dst] = pd.to_numeric(raw[src], errors="coerce") if dst == "age" else raw[src].astype(str)
+    return df
+
+
+def dataset_frame(bundle) -> pd.DataFrame:
+    """A DataBundle's images as a table like ``metadata_table``: ids, patients, 0/1 findings,
+    and the part of the split each image is in."""
+    frames = []
+    for part in ("train", "val", "test"):
+        ds = getattr(bundle, part)
+        df = pd.DataFrame({"image_id": np.asarray(ds.image_ids).astype(str),
+                           "patient_id": np.asarray(ds.patient_ids)})
+        y = np.asarray(ds.targets)
+        for k, name in enumerate(ds.label_names):
+            df[name] = y[:, k].astype(np.int8)
+        df["part"] = part
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def prevalence_table(targets: np.ndarray, label_names: Sequence[str] = FINDINGS) -> pd.DataFrame:
+    """Positives and prevalence per finding, most frequent first."""
+    targets = np.asarray(targets)
+    n = len(targets)
+    pos = targets[:, : len(label_names)].sum(axis=0).astype(int)
+    df = pd.DataFrame({"finding": list(label_names), "positives": pos, "prevalence": pos / max(n, 1)})
+    return df.sort_values("positives", ascending=False).reset_index(drop=True)
+
+
+def plot_prevalence(targets: np.ndarray, label_names: Sequence[str] = FINDINGS, ax=None, title: str | None = None):
+    """Horizontal bars: share of images positive for each finding."""
+    df = prevalence_table(targets, label_names).iloc[::-1]
+    ax = _axes(ax, (6, 4.5))
+    ax.barh(df["finding"], df["prevalence"] * 100, color="#4c72b0")
+    for y, (p, n) in enumerate(zip(df["prevalence"], df["positives"])):
+        ax.text(p * 100, y, f" {n}", va="center", fontsize=8)
+    ax.set_xlabel("images positive (%)")
+    ax.set_title(title or f"Label prevalence ({len(targets):,} images)")
+    return ax
+
+
+def cooccurrence(targets: np.ndarray, label_names: Sequence[str] = FINDINGS) -> pd.DataFrame:
+    """P(column finding | row finding): how often a finding comes with another."""
+    y = np.asarray(targets, dtype=np.float64)[:, : len(label_names)]
+    both = y.T @ y
+    pos = np.diag(both).copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cond = both / pos[:, None]
+    return pd.DataFrame(cond, index=list(label_names), columns=list(label_names))
+
+
+def plot_cooccurrence(targets: np.ndarray, label_names: Sequence[str] = FINDINGS, ax=None):
+    """Heatmap of P(column | row), the diagonal left out (it is 1)."""
+    import seaborn as sns
+
+    cond = cooccurrence(targets, label_names)
+    mask = np.eye(len(cond), dtype=bool)
+    ax = _axes(ax, (7.5, 6))
+    sns.heatmap(cond, mask=mask, cmap="viridis", vmin=0, ax=ax, annot=True, fmt=".2f", annot_kws={"size": 6},
+                cbar_kws={"label": "P(column | row)"})
+    ax.set_title("Co-occurrence: P(column finding | row finding)")
+    return ax
+
+
+def plot_findings_per_image(targets: np.ndarray, ax=None):
+    y = np.asarray(targets)[:, : len(FINDINGS)]
+    counts = pd.Series(y.sum(axis=1).astype(int)).value_counts().sort_index()
+    ax = _axes(ax, (5, 3.5))
+    ax.bar(counts.index, counts.values / len(y) * 100, color="#55a868")
+    ax.set_xlabel("findings on the image (0 = No Finding)")
+    ax.set_ylabel("images (%)")
+    ax.set_title("Findings per image")
+    return ax
+
+
+def plot_images_per_patient(patient_ids: np.ndarray, ax=None):
+    counts = pd.Series(np.asarray(patient_ids)).value_counts()
+    ax = _axes(ax, (5, 3.5))
+    bins = np.unique(np.concatenate([np.arange(1, 11), np.geomspace(11, max(counts.max(), 12) + 1, 10).astype(int)]))
+    ax.hist(counts.values, bins=bins, color="#c44e52")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("images per patient")
+    ax.set_ylabel("patients")
+    ax.set_title(f"{len(counts):,} patients, {counts.sum():,} images")
+    return ax
+
+
+def plot_demographics(meta: pd.DataFrame, axes=None):
+    """Age histogram, sex and view position bars from the metadata table."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    age = meta["age"].dropna()
+    age = age[(age > 0) & (age < 110)]  # a few rows of the release hold ages in the hundreds
+    axes[0].hist(age, bins=40, color="#8172b2")
+    axes[0].set_xlabel("age (years)")
+    axes[0].set_title("Patient age")
+    for ax, col, title in ((axes[1], "sex", "Sex"), (axes[2], "view", "View position")):
+        vc = meta[col].value_counts()
+        ax.bar(vc.index.astype(str), vc.values, color="#64b5cd")
+        ax.set_title(title)
+    return axes
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def split_summary(bundle) -> pd.DataFrame:
+    """Images, patients and positives per part of the bundle's split."""
+    rows = []
+    for part in ("train", "val", "test"):
+        ds = getattr(bundle, part)
+        y = np.asarray(ds.targets)[:, : len(FINDINGS)]
+        rows.append({
+            "part": part,
+            "images": len(ds),
+            "patients": len(np.unique(ds.patient_ids)),
+            "images with a finding": int((y.sum(axis=1) > 0).sum()),
+            "rarest finding (positives)": f"{FINDINGS[int(y.sum(0).argmin())]} ({int(y.sum(0).min())})" if len(y) else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def leakage_check(bundle) -> pd.DataFrame:
+    """Patients and image ids shared between parts: all zeros on a patient-wise split."""
+    parts = {p: getattr(bundle, p) for p in ("train", "val", "test")}
+    rows = []
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            rows.append({
+                "parts": f"{a} / {b}",
+                "shared patients": len(set(np.asarray(parts[a].patient_ids).tolist())
+                                       & set(np.asarray(parts[b].patient_ids).tolist())),
+                "shared images": len(set(map(str, parts[a].image_ids)) & set(map(str, parts[b].image_ids))),
+            })
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def pick_examples(dataset, n: int = 8, seed: int = 0, with_findings: bool = True) -> list[int]:
+    """Indices of ``n`` examples, preferring images with a finding, different findings first."""
+    y = np.asarray(dataset.targets)[:, : len(FINDINGS)]
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    if with_findings:
+        for k in rng.permutation(y.shape[1]):
+            rows = np.flatnonzero(y[:, k] > 0)
+            rows = [r for r in rows if r not in chosen]
+            if rows:
+                chosen.append(int(rng.choice(rows)))
+            if len(chosen) >= n:
+                break
+    rest = [i for i in rng.permutation(len(y)) if i not in chosen]
+    chosen.extend(int(i) for i in rest[: n - len(chosen)])
+    return chosen[:n]
+
+
+def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = None, n: int = 8,
+                  ncols: int = 4, full: bool = True, panel: float = 3.0):
+    """Example images with their labels; boxes (ChestX-ray14) or mask outlines (phantoms)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    ds = getattr(bundle, part)
+    idx = list(indices) if indices is not None else pick_examples(ds, n)
+    nrows = -(-len(idx) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + 0.3), squeeze=False)
+    names = list(ds.label_names)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, idx):
+        image_id = str(ds.image_ids[i])
+        img = bundle.full_image(image_id) if full else ds.raw(i)
+        ax.imshow(img, cmap="gray")
+        labels = [names[k] for k in np.flatnonzero(np.asarray(ds.targets[i]) > 0)] or ["No Finding"]
+        ax.set_title("\n".join([image_id] + [", ".join(labels[j:j + 2]) for j in range(0, len(labels), 2)]),
+                     fontsize=7)
+        boxes = bundle.boxes(image_id) or []
+        for box in boxes:
+            b = box.to_size(box.image_size, img.shape[0]) if getattr(box, "image_size", None) else box
+            ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="lime", linewidth=1.2))
+            ax.text(b.x, b.y, b.finding, color="lime", fontsize=6, va="bottom")
+        if not boxes:
+            for k in np.flatnonzero(np.asarray(ds.targets[i])[: len(FINDINGS)] > 0):
+                mask = bundle.mask(image_id, FINDINGS[k])
+                if mask is not None and mask.any():
+                    sy = img.shape[0] / mask.shape[0]
+                    ax.contour(np.arange(mask.shape[1]) * sy, np.arange(mask.shape[0]) * sy, mask.astype(float),
+                               levels=[0.5], colors=[plt.cm.tab20(k % 20)], linewidths=1.0)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def plot_history(histories: dict[str, pd.DataFrame], column: str = "val_mean_auroc", ax=None):
+    """One line per run over epochs (or whatever the history's first column is)."""
+    ax = _axes(ax, (6, 3.5))
+    for name, h in histories.items():
+        if h is None or column not in h.columns or not len(h):
+            continue
+        x = h["epoch"] if "epoch" in h.columns else np.arange(1, len(h) + 1)
+        ax.plot(x, h[column], marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(column)
+    ax.legend(fontsize=8)
+    ax.set_title(column.replace("_", " "))
+    return ax
+
+
+def per_class_table(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per-finding test AUROC of several runs side by side (rows: findings, columns: runs)."""
+    data = {}
+    for name, m in metrics.items():
+        per = m.get("per_class", {}) if isinstance(m, dict) else {}
+        data[name] = {f: (per.get(f) or {}).get("auroc") for f in per}
+    df = pd.DataFrame(data)
+    order = [f for f in list(FINDINGS) + ["No Finding"] if f in df.index]
+    df = df.loc[order].astype(float)
+    means = {n: (m.get("mean_auroc") if isinstance(m, dict) else None) for n, m in metrics.items()}
+    df.loc["mean (14)"] = pd.Series(means, dtype=float)
+    return df
+
+
+def plot_roc_curves(predictions: dict[str, dict[str, np.ndarray]], finding: str | None = None, ax=None):
+    """ROC curves of several runs: one finding, or micro-averaged over the 14 (``finding=None``)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    ax = _axes(ax, (4.5, 4.5))
+    for name, pred in predictions.items():
+        names = [str(n) for n in pred["label_names"]]
+        cols = [names.index(finding)] if finding else [names.index(f) for f in FINDINGS if f in names]
+        y = np.asarray(pred["targets"])[:, cols].ravel()
+        s = np.asarray(pred["scores"])[:, cols].ravel()
+        if y.min() == y.max():
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, s):.3f})", linewidth=1.2)
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC: {finding}" if finding else "ROC, micro-average over findings")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_aspect("equal")
+    return ax
+
+
+def plot_roc_grid(predictions: dict[str, dict[str, np.ndarray]], findings: Sequence[str] = FINDINGS,
+                  ncols: int = 5, panel: float = 2.8):
+    """Per-finding ROC curves of several runs in a grid; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    findings = list(findings)
+    nrows = -(-len(findings) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows), squeeze=False)
+    for ax in axes.flat[len(findings):]:
+        ax.set_axis_off()
+    for ax, f in zip(axes.flat, findings):
+        plot_roc_curves(predictions, f, ax=ax)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.legend(fontsize=5, loc="lower right")
+        ax.set_title(f, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_results(table: pd.DataFrame, ax=None):
+    """Mean AUROC with 95% CI per run (the results table as a forest plot)."""
+    ax = _axes(ax, (6.5, 0.4 * max(len(table), 3) + 1))
+    t = table.iloc[::-1]
+    y = np.arange(len(t))
+    lo = (t["mean AUROC"] - t["CI low"]).clip(lower=0).fillna(0)
+    hi = (t["CI high"] - t["mean AUROC"]).clip(lower=0).fillna(0)
+    ax.errorbar(t["mean AUROC"], y, xerr=[lo, hi], fmt="o", color="#4c72b0", capsize=3)
+    ax.set_yticks(y)
+    ax.set_yticklabels(t["experiment"])
+    base = table.loc[table["experiment"] == "baseline", "mean AUROC"]
+    if len(base):
+        ax.axvline(float(base.iloc[0]), color="gray", linestyle="--", linewidth=1, label="baseline")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("test mean AUROC (95% CI)")
+    ax.set_title("Every run")
+    return ax

@@ -1,0 +1,548 @@
+"""The report runner: every numbered notebook through papermill, HTML through nbconvert.
+
+``python -m cxrlib report`` re-runs the study headlessly. Each notebook in ``notebooks/``
+whose name starts with two digits (``00_data_exploration.ipynb`` ...) runs in order with the
+profile's parameters into ``reports/executed/``, is exported to ``reports/<stem>.html``, and
+``reports/index.html`` links them beside the results table of every run in the runs folder.
+
+Why a separate process per notebook (papermill's kernel) rather than ``exec``: the executed
+notebook with its outputs *is* the report, and a notebook that crashes or leaks memory takes
+only itself down; the runner goes on with the next one and says at the end what failed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import html
+import json
+import os
+import platform
+import re
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from cxrlib.config import PROFILES_DIR, apply_overrides, load_profile, profile_path
+
+REPO_DIR = PROFILES_DIR.parent
+NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
+# Parameters every numbered notebook declares in its `parameters` cell.
+COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")
+KERNEL_NAME = "cxrlib-python"
+
+
+@dataclass
+class NotebookResult:
+    """What happened to one notebook: ``ok`` or ``failed``, where its outputs are."""
+
+    stem: str
+    status: str
+    seconds: float
+    executed: Path
+    html: Path | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class ReportResult:
+    profile: str
+    out_dir: Path
+    runs_dir: Path
+    index: Path | None
+    notebooks: list[NotebookResult] = field(default_factory=list)
+    seconds: float = 0.0
+    all_stems: list[str] = field(default_factory=list)  # every numbered notebook, run or not
+
+    @property
+    def failed(self) -> list[NotebookResult]:
+        return [r for r in self.notebooks if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def discover_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) of a folder, in the order they run."""
+    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebooks folder {folder} does not exist; pass --notebooks-dir")
+    found = sorted(p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
+    return found
+
+
+def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None) -> list[Path]:
+    """Keep the notebooks named by ``only``: numbers (``02``, ``2``) or stems, comma-separated."""
+    if not only:
+        return list(notebooks)
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    chosen: list[Path] = []
+    for item in wanted:
+        key = item[:-6] if item.endswith(".ipynb") else item
+        matches = [
+            p for p in notebooks
+            if p.stem == key or (key.isdigit() and int(p.name[:2]) == int(key))
+        ]
+        if not matches:
+            names = ", ".join(p.stem for p in notebooks)
+            raise ValueError(f"--only {item!r} matches no notebook; available: {names}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def profile_name(profile: str | Path) -> str:
+    return profile_path(profile).stem
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Separate experiment overrides (``train.epochs=3``) from notebook ones.
+
+    ``notebooks.01_baselines.MODELS=[resnet18]`` (or ``01_baselines.MODELS=...``) sets a
+    notebook parameter; everything else is passed to every notebook as an experiment
+    override and checked against the config here, so a typo fails before anything runs.
+    """
+    experiment: list[str] = []
+    notebook: dict[str, dict[str, Any]] = {}
+    for text in overrides or ():
+        key = text.split("=", 1)[0].strip()
+        parts = key.split(".")
+        if parts[0] == "notebooks" and len(parts) == 3:
+            stem, param = parts[1], parts[2]
+        elif len(parts) == 2 and NOTEBOOK_PATTERN.match(parts[0] + ".ipynb"):
+            stem, param = parts
+        else:
+            experiment.append(text)
+            continue
+        if "=" not in text:
+            raise ValueError(f"override {text!r} must look like notebooks.<stem>.<PARAM>=value")
+        value = apply_overrides({"v": None}, [f"v={text.split('=', 1)[1]}"])["v"]
+        notebook.setdefault(stem, {})[param] = value
+    return experiment, notebook
+
+
+def notebook_parameters(
+    stem: str,
+    profile: str | Path = "cpu",
+    *,
+    data_dir: str | None = None,
+    device: str | None = None,
+    runs_dir: str | Path | None = None,
+    redo: bool = False,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The papermill parameters one notebook gets: the common ones, then the profile's."""
+    prof = load_profile(profile)
+    experiment, notebook = split_overrides(overrides)
+    params: dict[str, Any] = {
+        "PROFILE": str(profile),
+        "DATA_DIR": str(data_dir or ""),
+        "DEVICE": str(device or ""),
+        "RUNS_DIR": str(runs_dir or ""),
+        "REDO": bool(redo),
+        "OVERRIDES": list(experiment),
+    }
+    section = (prof.get("notebooks") or {}).get(stem) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"profile {profile_path(profile)}: notebooks.{stem} must be a mapping of parameters")
+    params.update(section)
+    params.update(notebook.get(stem, {}))
+    return params
+
+
+def default_runs_dir(profile: str | Path) -> Path:
+    """The profile's ``experiment.runs_dir``, or ``runs/<profile>`` so profiles never mix."""
+    prof = load_profile(profile)
+    runs = (prof.get("experiment") or {}).get("runs_dir")
+    return Path(runs) if runs else Path("runs") / profile_name(profile)
+
+
+def check_overrides(profile: str | Path, overrides: Sequence[str]) -> None:
+    """Fail early, naming the key, when an experiment override is not a config field."""
+    from cxrlib.config import ExperimentConfig
+
+    experiment, _ = split_overrides(overrides)
+    base = (load_profile(profile).get("experiment") or {})
+    ExperimentConfig.from_dict(base).with_overrides(experiment)
+
+
+# ----------------------------------------------------------------------------- kernel
+
+
+def kernel_dir(root: str | Path) -> Path:
+    """Write a kernelspec that runs *this* interpreter, under ``root``; return the data dir.
+
+    A ``python3`` kernelspec found on the machine may belong to another Python (a user-wide
+    Jupyter, a system interpreter) where cxrlib is not installed, or is another version. A
+    private spec whose argv is ``sys.executable`` removes that doubt.
+    """
+    data_dir = Path(root)
+    spec_dir = data_dir / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"cxrlib ({sys.executable})",
+        "language": "python",
+        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
+    }
+    _atomic_write(spec_dir / "kernel.json", json.dumps(spec, indent=1))
+    return data_dir
+
+
+@contextmanager
+def _private_kernel(root: Path) -> Iterator[str]:
+    old = os.environ.get("JUPYTER_PATH")
+    data_dir = kernel_dir(root)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(data_dir.resolve())] + ([old] if old else []))
+    try:
+        yield KERNEL_NAME
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
+@contextmanager
+def _redo_since(redo: bool) -> Iterator[None]:
+    """Under --redo, tell the kernels when this report started (they inherit the variable):
+    a run retrained after that is reused, so the shared baseline trains once, not per notebook."""
+    from cxrlib.experiments import REDO_SINCE_ENV
+
+    old = os.environ.get(REDO_SINCE_ENV)
+    if redo:
+        os.environ[REDO_SINCE_ENV] = repr(time.time())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(REDO_SINCE_ENV, None)
+        else:
+            os.environ[REDO_SINCE_ENV] = old
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def execute_notebook(
+    notebook: Path,
+    executed: Path,
+    parameters: dict[str, Any],
+    *,
+    kernel_name: str,
+    cwd: Path,
+    timeout: float | None = None,
+    log_output: bool = False,
+) -> str | None:
+    """Run one notebook with papermill; return None on success, else a one-line error.
+
+    papermill writes the output notebook after every cell, so a failure leaves the
+    partial notebook (with the failing cell marked) at ``executed``.
+    """
+    import papermill as pm
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            language="python",  # notebooks written without kernel metadata still run
+            cwd=str(cwd),
+            progress_bar=False,
+            log_output=log_output,
+            execution_timeout=timeout,
+            request_save_on_cell_execute=True,
+        )
+    except Exception as err:  # a notebook error must not stop the others
+        if err.__class__.__name__ == "PapermillExecutionError":
+            ename = getattr(err, "ename", type(err).__name__)
+            evalue = str(getattr(err, "evalue", "")).strip().splitlines()
+            cell = getattr(err, "exec_count", None)
+            where = f" in cell [{cell}]" if cell else ""
+            return f"{ename}{where}: {evalue[0] if evalue else ''}"
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
+
+
+def export_html(executed: Path, html_path: Path) -> Path:
+    """The executed notebook as a self-contained HTML page (figures are inline PNGs)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(executed), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    _atomic_write(html_path, body)
+    return html_path
+
+
+def run_report(
+    profile: str | Path = "cpu",
+    *,
+    data_dir: str | None = None,
+    only: str | Sequence[str] | None = None,
+    device: str | None = None,
+    redo: bool = False,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path = "reports",
+    runs_dir: str | Path | None = None,
+    notebooks_dir: str | Path | None = None,
+    timeout: float | None = None,
+    log_output: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> ReportResult:
+    """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
+
+    Parameters follow the command line: ``profile`` is smoke | cpu | full | a YAML path,
+    ``only`` selects notebooks by number or stem, ``overrides`` are ``section.key=value``
+    (experiment config) or ``notebooks.<stem>.<PARAM>=value`` (a notebook parameter).
+    Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    """
+    say = echo or (lambda _msg: None)
+    t_start = time.perf_counter()
+    path = profile_path(profile)  # fails early, naming the profile
+    check_overrides(path, overrides)
+    available = discover_notebooks(notebooks_dir)
+    chosen = select_notebooks(available, only)
+    out = Path(out_dir).resolve()
+    executed_dir = out / "executed"
+    runs = Path(runs_dir) if runs_dir else default_runs_dir(path)
+    runs = runs.resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+
+    say(f"report: profile {path.stem} ({path}), {len(chosen)} notebook(s), runs in {runs}, output in {out}")
+    results: list[NotebookResult] = []
+    with _private_kernel(out / ".jupyter") as kernel, _redo_since(redo):
+        for i, nb_path in enumerate(chosen, 1):
+            stem = nb_path.stem
+            params = notebook_parameters(
+                stem, profile, data_dir=data_dir, device=device, runs_dir=str(runs), redo=redo,
+                overrides=overrides,
+            )
+            executed = executed_dir / nb_path.name
+            say(f"[{i}/{len(chosen)}] {stem} ...")
+            t0 = time.perf_counter()
+            error = execute_notebook(
+                nb_path, executed, params, kernel_name=kernel, cwd=cwd, timeout=timeout,
+                log_output=log_output,
+            )
+            seconds = time.perf_counter() - t0
+            html_path: Path | None = None
+            if executed.exists():
+                try:
+                    html_path = export_html(executed, out / f"{stem}.html")
+                except Exception as err:  # an export failure is reported, not fatal
+                    error = error or f"HTML export failed: {type(err).__name__}: {err}"
+            result = NotebookResult(stem, "ok" if error is None else "failed", seconds, executed, html_path, error)
+            results.append(result)
+            status = "ok" if result.ok else f"FAILED ({error})"
+            say(f"[{i}/{len(chosen)}] {stem} {status} in {_fmt_seconds(seconds)}")
+
+    report = ReportResult(str(profile), out, runs, None, results, time.perf_counter() - t_start,
+                          [p.stem for p in available])
+    try:
+        report.index = write_index(report, profile=path)
+    except Exception:  # the index must not hide the notebooks' own outcome
+        say("could not write index.html:\n" + traceback.format_exc())
+    report.seconds = time.perf_counter() - t_start
+    say(f"report: {len(results) - len(report.failed)}/{len(results)} notebook(s) ok in "
+        f"{_fmt_seconds(report.seconds)}; index: {report.index}")
+    for r in report.failed:
+        say(f"FAILED {r.stem}: {r.error}\n    partial output: {r.executed}"
+            + (f" (HTML: {r.html})" if r.html else ""))
+    return report
+
+
+# ----------------------------------------------------------------------------- index page
+
+
+def write_index(report: ReportResult, profile: str | Path) -> Path:
+    """``index.html``: the notebooks with status and time, the results table, the references."""
+    from cxrlib import references
+
+    prof = load_profile(profile)
+    n_boot = int(((prof.get("experiment") or {}).get("train") or {}).get("n_bootstrap", 1000))
+    rows = []
+    ran = {r.stem: r for r in report.notebooks}
+    # Notebooks not run this time (--only) keep their line, linking to an earlier page if any.
+    earlier = [s for s in report.all_stems if s not in ran and (report.out_dir / f"{s}.html").is_file()]
+    for stem in sorted(set(ran) | set(earlier)):
+        r = ran.get(stem)
+        page = report.out_dir / f"{stem}.html"
+        link = f'<a href="{html.escape(page.name)}">{html.escape(stem)}</a>' if page.is_file() else html.escape(stem)
+        executed_path = report.out_dir / "executed" / f"{stem}.ipynb"
+        executed = f'<a href="executed/{html.escape(executed_path.name)}">ipynb</a>' if executed_path.is_file() else ""
+        if r is None:
+            status, seconds = '<span class="note">not run this time (earlier output)</span>', ""
+        else:
+            status = "ok" if r.ok else f'<span class="fail">failed: {html.escape(r.error or "")}</span>'
+            seconds = _fmt_seconds(r.seconds)
+        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{seconds}</td><td>{executed}</td></tr>")
+    notebooks_html = (
+        "<table><thead><tr><th>notebook</th><th>status</th><th>time</th><th>executed</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    try:
+        from cxrlib.experiments import results_table
+
+        table = results_table(report.runs_dir, n_bootstrap=n_boot)
+        results_html = _results_html(table) if len(table) else "<p>No finished runs yet.</p>"
+    except Exception as err:
+        results_html = f'<p class="fail">Results table unavailable: {html.escape(f"{type(err).__name__}: {err}")}</p>'
+
+    study = references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}")
+    published = references.published_table().to_html(index=False, na_rep="", border=0,
+                                                     float_format=lambda v: f"{v:.3f}")
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    machine = f"{platform.node()} · {os.cpu_count()} CPU · Python {platform.python_version()}"
+    page = _INDEX_TEMPLATE.format(
+        profile=html.escape(Path(profile).stem),
+        stamp=stamp,
+        machine=html.escape(machine),
+        total=_fmt_seconds(report.seconds),
+        runs=html.escape(str(report.runs_dir)),
+        notebooks=notebooks_html,
+        results=results_html,
+        study=study,
+        published=published,
+    )
+    index = report.out_dir / "index.html"
+    _atomic_write(index, page)
+    return index
+
+
+def _results_html(table) -> str:
+    from cxrlib.experiments import format_results
+
+    return format_results(table).to_html(index=False, na_rep="–", escape=True, border=0, classes="results")
+
+
+_INDEX_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cxrlib report ({profile})</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.92em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+th {{ background: #f3f3f3; }}
+tr:hover td {{ background: #fafafa; }}
+.fail {{ color: #b00; }}
+.note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
+</style></head><body>
+<h1>cxrlib report — profile <code>{profile}</code></h1>
+<p class="note">Generated {stamp} on {machine}; {total} in all. Runs: <code>{runs}</code>.</p>
+<h2>Notebooks</h2>
+{notebooks}
+<h2>Results: every run</h2>
+<p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it, with a
+95% bootstrap confidence interval (patients resampled). "vs baseline" is the paired difference
+from the baseline run on the same test images, its 95% CI and p-value. Numbers from different
+splits, or from synthetic phantoms, are not comparable with each other or with the tables below.</p>
+{results}
+<h2>The study this project grows from</h2>
+<p class="note">Its own split; ChestX-ray14, 14 labels unless noted.</p>
+{study}
+<h2>Published references</h2>
+<p class="note">The split matters: an image-level random split lets one patient's images fall in both
+train and test, which inflates AUROC.</p>
+{published}
+</body></html>
+"""
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``cxrlib report`` (the CLI's subparser)."""
+    parser.add_argument("--profile", default="cpu",
+                        help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    parser.add_argument("--data-dir", default=None,
+                        help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    parser.add_argument("--only", default=None,
+                        help="notebooks to run, by number or name, comma-separated (e.g. 02,03)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    parser.add_argument("--redo", action="store_true", help="retrain runs even when a finished one matches")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (train.epochs=3) or a notebook parameter "
+                             "(notebooks.01_baselines.MODELS=[resnet18]); repeatable")
+    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--runs-dir", default=None,
+                        help="where runs are written and reused (default: the profile's, runs/<profile>)")
+    parser.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
+    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the report from parsed arguments; 0 if every notebook succeeded, else 1 (2: bad input)."""
+    try:
+        report = run_report(
+            args.profile,
+            data_dir=args.data_dir,
+            only=args.only,
+            device=args.device,
+            redo=args.redo,
+            overrides=args.overrides,
+            out_dir=args.out,
+            runs_dir=args.runs_dir,
+            notebooks_dir=args.notebooks_dir,
+            timeout=args.timeout,
+            log_output=args.log_output,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"cxrlib report: {err}", file=sys.stderr)
+        return 2
+    if report.failed:
+        names = ", ".join(r.stem for r in report.failed)
+        print(f"cxrlib report: {len(report.failed)} notebook(s) failed: {names}; "
+              f"partial outputs in {report.out_dir / 'executed'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cxrlib report", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{hashlib.md5(str(time.time()).encode()).hexdigest()[:6]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Every numbered notebook runs under the smoke profile, and what it produced is checked.
+
+The notebooks run once, in order, through the report runner (papermill, this interpreter's
+kernel) into a temporary folder with their own runs folder, as in a real report: the
+baseline trains in 01 and is reused by 02-07. Each test then checks one notebook's products:
+its run folders, the values in metrics.json, its tables.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from cxrlib import experiments, report
+from cxrlib.labels import FINDINGS
+
+REPO = Path(__file__).resolve().parent.parent
+# 08_demo has its own tests; the results notebook runs last, as in the report.
+STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
+         "06_losses", "07_heatmaps", "09_results"]
+# Runs each notebook makes under profiles/smoke.yaml (01 trains the shared baseline).
+RUNS = {
+    "01_baselines": ["baseline", "densenet121", "15labels"],
+    "02_fpn": ["fpn"],
+    "03_psp": ["psp"],
+    "04_multiscale": ["multiscale"],
+    "05_two_stage": ["two_stage"],
+    "06_losses": ["focal"],
+}
+RUN_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke_report")
+    result = report.run_report("smoke", only=STEMS, out_dir=root / "reports", runs_dir=root / "runs", echo=None)
+    return result
+
+
+def _outputs(executed: Path) -> list[dict]:
+    nb = nbformat.read(str(executed), as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def _text(executed: Path) -> str:
+    parts = []
+    for o in _outputs(executed):
+        parts.append(o.get("text", ""))
+        parts.append(o.get("data", {}).get("text/plain", ""))
+        parts.append(o.get("data", {}).get("text/html", ""))
+    return "\n".join(parts)
+
+
+def _images(executed: Path) -> int:
+    return sum("image/png" in o.get("data", {}) for o in _outputs(executed))
+
+
+def _result(smoke, stem):
+    return next(r for r in smoke.notebooks if r.stem == stem)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_ran_and_exported(smoke, stem):
+    r = _result(smoke, stem)
+    assert r.ok, f"{stem} failed: {r.error}; see {r.executed}"
+    assert not [o for o in _outputs(r.executed) if o.get("output_type") == "error"]
+    assert r.html is not None and r.html.stat().st_size > 10_000
+    nb = nbformat.read(str(r.executed), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'PROFILE = "smoke"' in injected[0].source
+
+
+def _check_run(run_dir: Path, n_labels: int = 14) -> dict:
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), f"{run_dir} lacks {name}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["experiment"] == run_dir.name
+    assert 0.0 <= metrics["mean_auroc"] <= 1.0
+    lo, hi = metrics["mean_auroc_ci"]
+    assert 0.0 <= lo <= hi <= 1.0
+    assert len(metrics["label_names"]) == n_labels
+    for name, per in metrics["per_class"].items():
+        if per["auroc"] is not None:
+            assert 0.0 <= per["auroc"] <= 1.0, (run_dir.name, name)
+    with np.load(run_dir / "test_predictions.npz") as z:
+        scores, targets = z["scores"], z["targets"]
+        assert scores.shape == targets.shape == (metrics["n_images"], n_labels)
+        assert np.isfinite(scores).all() and scores.min() >= 0.0 and scores.max() <= 1.0
+    return metrics
+
+
+@pytest.mark.parametrize("stem", sorted(RUNS))
+def test_training_notebook_runs(smoke, stem):
+    assert _result(smoke, stem).ok
+    for name in RUNS[stem]:
+        metrics = _check_run(smoke.runs_dir / name, n_labels=15 if name == "15labels" else 14)
+        assert metrics["split"] == "synthetic phantoms, patient-wise 70/10/20"
+        assert name in _text(_result(smoke, stem).executed)  # the notebook shows its runs
+
+
+def test_variants_are_what_they_claim(smoke):
+    def cfg(name):
+        return json.loads((smoke.runs_dir / name / "config.json").read_text())
+
+    base = cfg("baseline")
+    assert cfg("fpn")["model"]["head"] == "fpn" and cfg("psp")["model"]["head"] == "psp"
+    assert cfg("multiscale")["model"]["wrapper"] == "multiscale"
+    assert cfg("multiscale")["data"]["image_size"] == 2 * base["data"]["image_size"]
+    assert cfg("two_stage")["model"]["wrapper"] == "two_stage"
+    assert cfg("focal")["train"]["loss"] == "focal"
+    assert cfg("densenet121")["model"]["name"] == "densenet121"
+    assert cfg("15labels")["data"]["include_no_finding"] is True
+    # every variant differs from the baseline in its own setting only
+    for name in ("fpn", "psp", "focal", "densenet121"):
+        assert cfg(name)["train"]["epochs"] == base["train"]["epochs"]
+        assert cfg(name)["data"] == base["data"]
+
+
+def test_baseline_trained_once_and_shared(smoke):
+    """02-07 reuse 01's baseline: its metrics.json predates the later notebooks' runs."""
+    base = (smoke.runs_dir / "baseline" / "metrics.json").stat().st_mtime
+    assert base < (smoke.runs_dir / "fpn" / "metrics.json").stat().st_mtime
+    assert base < (smoke.runs_dir / "focal" / "metrics.json").stat().st_mtime
+
+
+def test_data_exploration(smoke):
+    r = _result(smoke, "00_data_exploration")
+    text = _text(r.executed)
+    assert "synthetic phantoms, patient-wise 70/10/20" in text
+    assert "shared patients" in text and "train / test" in text
+    assert _images(r.executed) >= 4  # prevalence, co-occurrence, counts, examples
+
+
+def test_heatmaps(smoke):
+    r = _result(smoke, "07_heatmaps")
+    text = _text(r.executed)
+    assert "pointing_game" in text and "randomcam" in text and "random_baseline" in text
+    assert "T(IoBB>0.1) Wang 2017" in text
+    assert _images(r.executed) >= 1  # the overlay grid
+
+
+def test_results_lists_every_run(smoke):
+    r = _result(smoke, "09_results")
+    text = _text(r.executed)
+    every = [n for names in RUNS.values() for n in names]
+    for name in every:
+        assert name in text
+    table = experiments.results_table(smoke.runs_dir, n_bootstrap=20)
+    assert sorted(table["experiment"]) == sorted(every)
+    assert table["mean AUROC"].between(0, 1).all()
+    assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()
+    assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
+    index = (smoke.out_dir / "index.html").read_text()
+    for name in every + STEMS:
+        assert name in index
+    assert _images(r.executed) >= 3  # forest plot, ROC, ROC grid
+
+
+def test_every_finding_is_in_the_per_class_tables(smoke):
+    text = _text(_result(smoke, "02_fpn").executed)
+    for finding in FINDINGS:
+        assert finding in text
