@@ -57,7 +57,8 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
                            f"ExperimentConfig (name, data, model, train, runs_dir, seed)")
         base = prof["experiment"]
     cfg = ExperimentConfig.from_dict(base)
-    named = {"data.data_dir": args.data_dir, "data.source": args.source, "model.name": args.model,
+    cfg = cfg.with_data_dir(args.data_dir)
+    named = {"data.source": args.source, "model.name": args.model,
              "model.head": args.head, "model.wrapper": args.wrapper, "train.epochs": args.epochs,
              "train.device": args.device, "name": args.name, "runs_dir": args.runs_dir}
     named = {k: v for k, v in named.items() if v is not None}

@@ -120,6 +120,17 @@ class ExperimentConfig:
     def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "ExperimentConfig":
         return ExperimentConfig.from_dict(apply_overrides(self.to_dict(), overrides))
 
+    def with_data_dir(self, data_dir: str | Path | None) -> "ExperimentConfig":
+        """Point the experiment at a data folder. The synthetic phantoms read no folder, so a
+        folder given to a phantom config means the real ChestX-ray14 release."""
+        if not data_dir:
+            return self
+        d = self.to_dict()
+        d["data"]["data_dir"] = str(data_dir)
+        if d["data"]["source"] == "phantoms":
+            d["data"]["source"] = "chestxray14"
+        return ExperimentConfig.from_dict(d)
+
 
 def _field_names(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}

@@ -50,9 +50,7 @@ def base_config(
     if not section.get("runs_dir"):
         d["runs_dir"] = str(Path("runs") / path.stem)
     if data_dir:
-        d["data"]["data_dir"] = str(data_dir)
-        if d["data"]["source"] == "phantoms":
-            d["data"]["source"] = "chestxray14"
+        d = ExperimentConfig.from_dict(d).with_data_dir(data_dir).to_dict()
     if device:
         d["train"]["device"] = str(device)
     if runs_dir:

@@ -41,6 +41,14 @@ def test_config_layers_profile_options_and_set():
     assert default.train.lr == 1e-3 and default.train.optimizer == "adam"  # CheXNet recipe
 
 
+def test_a_data_dir_given_to_a_phantom_profile_means_chestxray14():
+    """The same rule as the report's notebooks: phantoms read no folder."""
+    cfg = build_config(build_parser().parse_args(["cache", "--profile", "smoke", "--data-dir", "/data/cxr14"]))
+    assert (cfg.data.source, cfg.data.data_dir) == ("chestxray14", "/data/cxr14")
+    cfg = build_config(build_parser().parse_args(["train", "--data-dir", "x.npz", "--source", "pneumoniamnist"]))
+    assert (cfg.data.source, cfg.data.data_dir) == ("pneumoniamnist", "x.npz")
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--source", "mnist"], "'mnist'"),
     (["train", "--set", "train.nope=1"], "'nope'"),
