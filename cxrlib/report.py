@@ -289,6 +289,10 @@ def export_html(executed: Path, html_path: Path) -> Path:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
+    # With saved widget state, the page would render widgets through JavaScript fetched from
+    # a CDN, which shows nothing offline. Without it each widget falls back to the static
+    # picture it also provides (the demo's chart and heatmap, a progress bar's text).
+    nb.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     _atomic_write(html_path, body)
     return html_path

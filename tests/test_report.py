@@ -238,3 +238,20 @@ def test_notebooks_are_committed_clean():
             src = c.source
             assert "\ndef " not in "\n" + src and "\nclass " not in "\n" + src, f"{path.name} defines code"
             assert "sys.path" not in src
+
+
+def test_exported_html_needs_no_widget_javascript(tmp_path):
+    """Saved widget state would make the page fetch widget JavaScript from a CDN (blank
+    offline); the export drops it so widgets show their static picture instead."""
+    nb = new_notebook(cells=[new_code_cell("1")])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
+                                                                          "version_minor": 0}}
+    nb.cells[0].outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/html": "<b>static chart</b>", "text/plain": "DemoApp()",
+                              "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2,
+                                                                            "version_minor": 0}})]
+    executed = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(executed))
+    html = report.export_html(executed, tmp_path / "nb.html").read_text()
+    assert "static chart" in html
+    assert "widget-state+json" not in html
