@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from cxrlib.config import DataConfig
     from cxrlib.data import load_data
     from cxrlib.models import create_model
-    from cxrlib.train import _ResumableSampler, _amp_settings, _loader, _model_input
+    from cxrlib.train import _ResumableSampler, _amp_settings, _loader, _model_input, train_step
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -80,13 +80,7 @@ def main(argv=None) -> int:
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step(x, y):
-        with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        train_step(model, x, y, loss_fn, opt, scaler, (use_amp, amp_dtype, needs_scaler))
 
     n_mem = min(len(ds) // args.batch_size, 4)
     mem = []

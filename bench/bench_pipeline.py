@@ -31,7 +31,7 @@ import torch
 from cxrlib.config import DataConfig
 from cxrlib.data import load_data
 from cxrlib.models import create_model
-from cxrlib.train import _ResumableSampler, _loader, _model_input
+from cxrlib.train import _ResumableSampler, _loader, _model_input, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,11 +66,11 @@ def main(argv=None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    no_amp = (False, None, False)  # CPU: the engine runs without autocast
+
     def step(x, y):
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, x, y, loss_fn, opt, scaler, no_amp)
 
     # the in-memory batches are the dataset's own images, so both modes compute the same thing
     n_mem = min(len(ds) // args.batch_size, 8)

@@ -102,6 +102,24 @@ def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtyp
     return True, torch.float16, True
 
 
+def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               amp: tuple[bool, torch.dtype | None, bool]) -> torch.Tensor:
+    """One optimizer step (forward under autocast when ``amp[0]``, loss in float32, backward).
+
+    ``fit`` and the throughput benchmarks call this same function, so a benchmark times
+    exactly the engine's step. ``amp`` is what :func:`_amp_settings` returns.
+    """
+    with torch.autocast(x.device.type, dtype=amp[1]) if amp[0] else nullcontext():
+        logits = net(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -378,13 +396,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             for x, y in bar:
                 x = _model_input(x, device, channels_last)
                 y = y.to(device, non_blocking=device.type == "cuda")
-                with torch.autocast(device.type, dtype=amp[1]) if amp[0] else nullcontext():
-                    logits = net(x)
-                loss = loss_fn(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                loss = train_step(net, x, y, loss_fn, optimizer, scaler, amp)
                 state.step += 1
                 state.batch_in_epoch += 1
                 state.loss_sum += float(loss.detach()) * len(y)
