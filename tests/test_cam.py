@@ -37,7 +37,13 @@ def test_heatmaps_shape_range_for_every_method(resnet, batch, method):
     assert maps.shape == (3, 64, 64) and maps.dtype == np.float32
     assert np.isfinite(maps).all()
     assert maps.min() >= 0.0 and maps.max() <= 1.0
-    assert maps.max() == pytest.approx(1.0)  # not degenerate on this model
+    peaks = maps.reshape(len(maps), -1).max(axis=1)
+    if method == "randomcam":
+        # random channel weights (NumPy's global generator) may give a map with no positive
+        # part, which comes out all zero: each map is either that or scaled to a peak of 1
+        assert all(p == 0.0 or p == pytest.approx(1.0) for p in peaks)
+    else:
+        assert maps.max() == pytest.approx(1.0)  # not degenerate on this model
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "layercam", "eigencam"])
