@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision)
+from cxrlib.checkpoint import atomic_write_text
 import numpy as np
 import torch
 from PIL import Image
@@ -131,10 +132,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".md.tmp")
-    tmp_out.write_text(text)
-    os.replace(tmp_out, out)
+    atomic_write_text(text, out)
     print(f"wrote {out}")
     return 0
 

@@ -15,11 +15,11 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (must precede torchvision / timm / pytorch_grad_cam)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=".cam.", suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, args.out)  # never leave a half-written result
+    atomic_write_text("\n".join(lines), args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (must precede torchvision / timm / pytorch_grad_cam)
+from cxrlib.checkpoint import atomic_write_text
 import numpy as np
 import torch
 
@@ -144,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "heatmaps_all_findings, the logits kept by a hook), so a click on another finding only draws: "
         "\"overlay + JPEG\" is drawing the heatmap on the 1024 px image and encoding it for the browser.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_text("\n".join(lines) + "\n", args.out)
     print("\n".join(lines))
     # Exit status: 0 when every model meets its target with its best thread setting.
     return 0 if all(name not in TARGETS or t < TARGETS[name] for name, t in best.items()) else 1

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,10 +154,7 @@ rounds of {args.steps} steps.
 
 Pipeline loss: **{loss_pct:.1f}%**; target: >= 2,000 images/s on an H100 with the loader keeping up.
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    atomic_write_text(text, args.out)
     print(f"wrote {args.out}")
     return 0
 

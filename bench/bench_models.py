@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (must come before torch/timm imports elsewhere: CPU torchvision fix)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 
 from cxrlib.models import create_model, list_models
@@ -116,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(QUICK if args.quick else FULL, batches, repeats)
     command = "python bench/bench_models.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = to_markdown(rows, batches, command.strip(), repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)  # never leave a half-written table
+    atomic_write_text(text, args.out)
     print(text)
     return 0
 

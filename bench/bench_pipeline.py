@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 
 from cxrlib.config import DataConfig
@@ -161,10 +162,7 @@ figure and this cross-check are not: the loader's own time per image is {serial_
 in-memory step) time per image, which is what the pipeline must lose when the loader runs in the training
 process (workers 0).
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    atomic_write_text(text, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm: the CPU torchvision fix)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 
 from cxrlib.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
@@ -125,10 +126,7 @@ been seen, so the plain row is the number to quote as chosen in advance.
 |---|---|---|---|---|---|
 {rows}
 """
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    atomic_write_text(text, args.out)
     print(f"wrote {args.out}")
     return 0
 

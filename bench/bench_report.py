@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
+from cxrlib.checkpoint import atomic_write_text
 import torch
 
 from cxrlib import experiments, report
@@ -60,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     table = experiments.results_table(runs, n_bootstrap=base.train.n_bootstrap)
     lines = _markdown(args, profile, wall, result, table, caches_before)
     target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, target)
+    atomic_write_text("\n".join(lines) + "\n", target)
     print("\n".join(lines))
     print(f"\nwritten to {target}")
     return 0 if result.ok else 1

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before timm: the CPU torchvision fix)
+from cxrlib.checkpoint import atomic_write_text
 import numpy as np
 import timm
 import torch
@@ -145,10 +146,8 @@ Test AUROC per finding (NaN: no positive in the test part; the mean skips those)
 {table_md}
 """
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".md.tmp")
         old = RESULTS.read_text() if (args.append and RESULTS.exists()) else title
-        tmp.write_text(old.rstrip("\n") + "\n" + text)
-        os.replace(tmp, RESULTS)
+        atomic_write_text(old.rstrip("\n") + "\n" + text, RESULTS)
         print(f"wrote {RESULTS}")
     return 0
 
