@@ -60,7 +60,7 @@ class TrainConfig:
     loss: str = "bce"  # bce | weighted_bce | focal | asymmetric | multilabel_margin
     loss_options: dict[str, Any] = field(default_factory=dict)
     augment: bool = True  # horizontal flip and a small affine on training images
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    max_steps: int | None = None  # stop after this many optimizer steps, per stage (smoke runs)
     stage_epochs: list[int] | None = None  # staged models: epochs per stage
     tta: str = "none"  # none | tencrop, at evaluation
     num_workers: int = 0  # DataLoader workers

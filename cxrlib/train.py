@@ -251,6 +251,7 @@ class _State:
     stage_epoch: int = 0  # epochs finished in the current stage
     epoch: int = 0  # epochs finished in all
     step: int = 0  # optimizer steps taken in all
+    stage_start_step: int = 0  # value of ``step`` when the current stage began
     batch_in_epoch: int = 0  # batches of the current epoch already done (mid-epoch checkpoints)
     loss_sum: float = 0.0  # this epoch's training loss so far (sum over samples, this rank)
     loss_count: float = 0.0
@@ -259,7 +260,7 @@ class _State:
     bad_epochs: int = 0
     train_seconds: float = 0.0
     done: bool = False
-    stopped: bool = False  # max_steps reached
+    stopped: bool = False  # max_steps reached in the current stage
 
 
 def _checkpoint(path: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
@@ -402,7 +403,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
                 state.loss_sum += float(loss.detach()) * len(y)
                 state.loss_count += len(y)
                 bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}", refresh=False)
-                if tc.max_steps is not None and state.step >= tc.max_steps:
+                if tc.max_steps is not None and state.step - state.stage_start_step >= tc.max_steps:
                     state.stopped = True
                     break
                 if checkpoint_every and state.step % checkpoint_every == 0 and info.is_main:
@@ -457,10 +458,11 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             ckpt_io.atomic_save({"model": best_state, "epoch": state.best_epoch, "score": state.best_score,
                                  "stage": stage, "label_names": label_names, "config": cfg.to_dict(),
                                  "fingerprint": cfg.fingerprint()}, best_path)
-        if state.stopped or state.stage_index + 1 >= len(plan):
+        if state.stage_index + 1 >= len(plan):
             state.done = True
-        else:
+        else:  # max_steps caps each stage, so a capped staged run still trains every stage
             state.stage_index += 1
+            state.stage_start_step, state.stopped = state.step, False
             state.stage_epoch, state.best_score, state.best_epoch, state.bad_epochs = 0, -math.inf, -1, 0
             best_state = None
         if info.is_main:

@@ -259,6 +259,17 @@ def test_staged_model_trains_each_stage(tmp_path):
         fit(toy_cfg(tmp_path / "bad", stage_epochs=[1]), data=toy_data(), model=StagedToyNet(), progress=False)
 
 
+def test_max_steps_caps_each_stage(tmp_path):
+    """A capped staged run (smoke profiles) still trains every stage, max_steps steps each."""
+    model = StagedToyNet()
+    before = _weights(model)
+    res = fit(toy_cfg(tmp_path / "capped", stage_epochs=[2, 1], max_steps=3), data=toy_data(), model=model,
+              progress=False)
+    assert list(res.history["stage"]) == ["global", "fusion"]
+    assert list(res.history["step"]) == [3, 6]
+    assert not torch.equal(before["head2.weight"], _weights(res.model)["head2.weight"])
+
+
 def test_tencrop_averages_crop_probabilities():
     torch.manual_seed(0)
     model = ToyNet().eval()
