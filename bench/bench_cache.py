@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import numpy as np
 import torch
 from PIL import Image

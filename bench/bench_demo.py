@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (must precede torchvision / timm / pytorch_grad_cam)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import numpy as np
 import torch
 

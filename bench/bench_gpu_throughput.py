@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import torch
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (must come before torch/timm imports elsewhere: CPU torchvision fix)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib.models import create_model, list_models

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib.config import DataConfig

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm: the CPU torchvision fix)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before timm: the CPU torchvision fix)
-from cxrlib.checkpoint import atomic_write_text
+from cxrlib.fileio import atomic_write_text
 import numpy as np
 import timm
 import torch

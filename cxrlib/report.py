@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import html
 import json
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from cxrlib.fileio import atomic_write_text
 from cxrlib.config import PROFILES_DIR, apply_overrides, load_profile, profile_path
 
 REPO_DIR = PROFILES_DIR.parent
@@ -202,7 +202,7 @@ def kernel_dir(root: str | Path) -> Path:
         "language": "python",
         "metadata": {"debugger": False, "supported_encryption": ["curve"]},
     }
-    _atomic_write(spec_dir / "kernel.json", json.dumps(spec, indent=1))
+    atomic_write_text(json.dumps(spec, indent=1), spec_dir / "kernel.json")
     return data_dir
 
 
@@ -294,7 +294,7 @@ def export_html(executed: Path, html_path: Path) -> Path:
     # picture it also provides (the demo's chart and heatmap, a progress bar's text).
     nb.metadata.pop("widgets", None)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    _atomic_write(html_path, body)
+    atomic_write_text(body, html_path)
     return html_path
 
 
@@ -431,7 +431,7 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
         published=published,
     )
     index = report.out_dir / "index.html"
-    _atomic_write(index, page)
+    atomic_write_text(page, index)
     return index
 
 
@@ -538,14 +538,6 @@ def _fmt_seconds(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{hashlib.md5(str(time.time()).encode()).hexdigest()[:6]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,10 @@ Scores are ``sigmoid(logits)`` for every loss.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -40,6 +38,7 @@ from cxrlib import checkpoint as ckpt_io
 from cxrlib import distributed
 from cxrlib.config import ExperimentConfig
 from cxrlib.losses import create_loss
+from cxrlib.fileio import atomic_file, atomic_write_text
 from cxrlib.metrics import auroc_report, mean_auroc
 from cxrlib.seed import derive_seed, set_seed
 
@@ -287,7 +286,7 @@ def _history_frame(history: list[dict]) -> pd.DataFrame:
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    ckpt_io.atomic_write_text(_history_frame(history).to_csv(index=False), run_dir / "history.csv")
+    atomic_write_text(_history_frame(history).to_csv(index=False), run_dir / "history.csv")
 
 
 def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progress: bool = True,
@@ -350,7 +349,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             _unwrap(model).load_state_dict(ckpt["model"])
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_io.atomic_write_text(cfg.to_json(), run_dir / "config.json")
+        atomic_write_text(cfg.to_json(), run_dir / "config.json")
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     sampler = _ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
     from tqdm.auto import tqdm
@@ -535,9 +534,8 @@ def _model_summary(cfg: ExperimentConfig, model: nn.Module) -> dict[str, Any]:
 
 
 def _save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in predictions.items()})
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as f:
+        np.savez_compressed(f, **{k: np.asarray(v) for k, v in predictions.items()})
 
 
 def write_evaluation(run_dir: Path, cfg: ExperimentConfig, data, metrics: dict, predictions: dict,
@@ -550,7 +548,7 @@ def write_evaluation(run_dir: Path, cfg: ExperimentConfig, data, metrics: dict, 
                  "fingerprint": cfg.fingerprint()})
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_predictions(run_dir / "test_predictions.npz", predictions)
-    ckpt_io.atomic_write_text(json.dumps(full, indent=2), run_dir / "metrics.json")
+    atomic_write_text(json.dumps(full, indent=2), run_dir / "metrics.json")
     return full
 
 

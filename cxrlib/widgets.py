@@ -159,8 +159,6 @@ class DemoModel:
     @classmethod
     def load(cls, choice: ModelChoice, image_size: int = 224, device: str = "cpu") -> "DemoModel":
         """Load a run's checkpoint (its own input size) or build an untrained model."""
-        import torch
-
         if choice.untrained:
             module = _untrained_module(choice.arch, str(_torch_device(device)))
             names, size, channels = list(FINDINGS), image_size, 1

@@ -1,7 +1,6 @@
 """ChestX-ray14 as NIH ships it: splits, partial downloads, folder layouts, the box list."""
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import numpy as np

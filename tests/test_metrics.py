@@ -1,6 +1,5 @@
 """Metrics: AUROC against scikit-learn, DeLong against a hand computation, bootstrap CIs."""
 import math
-import warnings
 
 import numpy as np
 import pytest

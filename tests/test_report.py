@@ -8,7 +8,6 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
-import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 

@@ -8,7 +8,6 @@ the plan's images are decoded once into the cache, and the datasets read only th
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from cxrlib.data.cache import FileLoader, ImageCache, SlotLoader, build_cache, i
 from cxrlib.data.chestxray14 import Box
 from cxrlib.data.datasets import GRAY_MEAN, GRAY_STD, CachedDataset, preprocess, to_model_input
 from cxrlib.data.imageio import ImageError, read_image
-from cxrlib.labels import FINDINGS, NUM_FINDINGS, canonical, targets_with_no_finding
+from cxrlib.labels import FINDINGS, canonical, targets_with_no_finding
 
 __all__ = [
     "load_data", "DataBundle", "CachedDataset", "ImageCache", "Box", "ImageError", "read_image",

@@ -21,7 +21,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from cxrlib.fileio import atomic_write_text
 from cxrlib.data.imageio import ImageError, read_image
 
 FORMAT_VERSION = 1
@@ -66,20 +66,6 @@ def ids_fingerprint(ids: Sequence[str]) -> str:
         h.update(str(i).encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -326,8 +312,8 @@ def _prepare(folder: Path, key: str, ids: list[str], size: int, masks: bool) -> 
     for name, nbytes in files.items():
         with open(folder / name, "wb") as f:
             f.truncate(nbytes)  # sparse zero-filled file
-    _atomic_write_text(folder / "ids.txt", "\n".join(ids) + "\n")
-    _atomic_write_text(folder / "build.json", json.dumps(build, indent=1))
+    atomic_write_text("\n".join(ids) + "\n", folder / "ids.txt")
+    atomic_write_text(json.dumps(build, indent=1), folder / "build.json")
     return np.zeros(n, dtype=np.uint8)
 
 
@@ -400,7 +386,7 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
         "skipped_reasons": errors, "build_seconds": round(time.perf_counter() - t0, 3),
         "workers": nproc, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1))
+    atomic_write_text(json.dumps(manifest, indent=1), folder / "manifest.json")
 
 
 def build_cache_from_config(data_cfg, progress: bool = True) -> ImageCache:
