@@ -92,7 +92,7 @@ def test_phantoms_bundle(tmp_path):
     assert b.source == "phantoms" and "synthetic" in b.split_name and b.missing == 0
     assert len(b.train) + len(b.val) + len(b.test) == 40 and len(b.label_names) == 14
     assert not set(b.train.patient_ids) & set(b.test.patient_ids)
-    from cxrlib.data.phantoms import render_phantom
+    from cxrlib.phantoms import render_phantom
 
     k = int(np.flatnonzero(b.train.targets.sum(1) > 0)[0])
     image_id = b.train.image_ids[k]

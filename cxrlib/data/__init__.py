@@ -186,7 +186,7 @@ class PhantomLoader(SlotLoader):
         self.spec = spec
 
     def load(self, i: int, size: int):
-        from cxrlib.data.phantoms import render_phantom
+        from cxrlib.phantoms import render_phantom
 
         ph = render_phantom(self.rows[i], size, seed=self.seed, spec=self.spec)
         masks = np.asarray(ph.masks, dtype=bool)
@@ -216,7 +216,7 @@ def _mask_boxes(bits: np.ndarray, scale: float, full: int) -> list[Box]:
 
 
 def _plan_phantoms(cfg) -> _Plan:
-    from cxrlib.data import phantoms as ph
+    from cxrlib import phantoms as ph
 
     spec = ph.PhantomSpec(contrast=cfg.phantom_contrast, lesion_scale=cfg.phantom_lesion_scale)
     table = ph.phantom_table(cfg.num_phantoms, seed=cfg.seed, spec=spec)
@@ -237,9 +237,9 @@ def _plan_phantoms(cfg) -> _Plan:
         parts[part] = _Part(ids_all[sel], pats_all[sel], ys_all[sel])
     cache_ids, suffix = _cache_ids(parts, ids_all.tolist(), cfg.limit is not None)
     row_of = {i: r for r, i in enumerate(ids_all.tolist())}
-    # The generator's own source is part of the key: a change in how phantoms are drawn
-    # must never be served from an old cache.
-    code = hashlib.sha256(Path(ph.__file__).read_bytes()).hexdigest()[:10]
+    # The whole phantom package's source is part of the key: a change in how phantoms are
+    # drawn must never be served from an old cache.
+    code = ph.code_fingerprint()
     key = f"phantoms-{_short_hash(cfg.num_phantoms, cfg.seed, repr(spec), code)}{suffix}"
     plan = _Plan(
         source="phantoms", split_name="synthetic phantoms, patient-wise 70/10/20",
