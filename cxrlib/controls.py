@@ -118,7 +118,8 @@ def _part_images(dataset) -> np.ndarray:
     return np.asarray(dataset.cache.images[np.asarray(dataset.slots)])
 
 
-def control_predictions(bundle, train: str = "train", test: str = "test", C: float = DEFAULT_C) -> dict[str, np.ndarray]:
+def control_predictions(bundle, train: str = "train", test: str = "test",
+                        C: float = DEFAULT_C) -> dict[str, np.ndarray]:
     """Fit the control on a DataBundle's ``train`` part and score its ``test`` part.
 
     Returns what a run's ``test_predictions.npz`` holds: ``ids``, ``patient_ids``,
