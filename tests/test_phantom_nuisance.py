@@ -101,6 +101,10 @@ def test_confounder_is_a_drain_on_training_pneumothorax_only(table):
     assert train.drain and not test.drain
     assert np.abs(train.image.astype(int) - test.image.astype(int)).sum() > 200
     np.testing.assert_array_equal(train.masks, test.masks)  # the drain is no finding
+    # its own mask covers what it changed, and exists only where it is drawn
+    changed = np.abs(train.image.astype(int) - test.image.astype(int)) > 20
+    assert train.drain_mask.sum() >= 20 and not (changed & ~train.drain_mask).any()
+    assert not test.drain_mask.any()
     np.testing.assert_array_equal(test.image, render_phantom(i, 64, training=True).image)  # off by default
     healthy = int(np.flatnonzero(table["Pneumothorax"].to_numpy() == 0)[0])
     assert not render_phantom(healthy, 64, spec=spec, training=True).drain

@@ -32,11 +32,12 @@ from cxrlib.phantoms.cohort import (
     CXR14_COOCCURRENCE,
     CXR14_PREVALENCE,
     phantom_image_id,
+    phantom_index,
     phantom_split,
     phantom_table,
 )
 from cxrlib.phantoms.findings import LUNG_FINDINGS
-from cxrlib.phantoms.render import Phantom, phantom_devices, render_phantom
+from cxrlib.phantoms.render import Phantom, has_drain, phantom_devices, render_phantom
 from cxrlib.phantoms.spec import SYNTHETIC_NOTICE, PhantomSpec
 
 __all__ = [
@@ -46,8 +47,10 @@ __all__ = [
     "phantom_table",
     "render_phantom",
     "phantom_devices",
+    "has_drain",
     "phantom_split",
     "phantom_image_id",
+    "phantom_index",
     "code_fingerprint",
     "CXR14_PREVALENCE",
     "CXR14_COOCCURRENCE",

@@ -34,6 +34,15 @@ def phantom_image_id(index: int) -> str:
     return f"phantom_{int(index):08d}.png"
 
 
+def phantom_index(image_id: str) -> int:
+    """The index of the phantom named ``image_id`` (the inverse of :func:`phantom_image_id`)."""
+    name = str(image_id)
+    digits = name[len("phantom_"):-len(".png")]
+    if not (name.startswith("phantom_") and name.endswith(".png") and digits.isdigit()):
+        raise ValueError(f"{name!r} is not a phantom image id (expected phantom_<8 digits>.png)")
+    return int(digits)
+
+
 def _combo_table() -> tuple[np.ndarray, np.ndarray]:
     masks, counts = [], []
     for item in _CXR14_LABEL_COMBOS.split():

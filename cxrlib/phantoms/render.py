@@ -18,6 +18,9 @@ from cxrlib.phantoms.spec import PhantomSpec, check_int, check_spec
 from cxrlib.seed import derive_seed
 
 _PNEUMOTHORAX = FINDINGS.index("Pneumothorax")
+# Where the drain adds more density than this, it is part of the drain's mask (its walls
+# are drawn at 0.5, its lumen at a quarter of that).
+_DRAIN_MASK_DENSITY = 0.05
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Phantom:
     heart_mask: np.ndarray | None = None
     devices: tuple[str, ...] = ()
     drain: bool = False
+    drain_mask: np.ndarray | None = None
     synthetic: bool = True
 
     def boxes(self) -> list[tuple[str, int, int, int, int]]:
@@ -91,8 +95,11 @@ def render_phantom(index: int, size: int, seed: int = 0, spec: PhantomSpec | Non
     devices = phantom_devices(index, seed, spec)
     draw_devices(sc, devices)
     drain = has_drain(index, seed, spec, labels, training)
+    drain_mask = np.zeros((size, size), bool)
     if drain:
+        before = sc.D.copy()
         draw_drain(sc, _stream(seed, TAG_CONFOUNDER, index, 1), sc.sides.get("Pneumothorax", 1))
+        drain_mask = sc.D - before > _DRAIN_MASK_DENSITY
 
     img = expose(sc.D, sc.body, rng, spec)
     collimate(img, sc.lung, _stream(seed, TAG_COLLIMATION, index), spec)
@@ -106,7 +113,7 @@ def render_phantom(index: int, size: int, seed: int = 0, spec: PhantomSpec | Non
             masks[k] = _fallback_mask(sc, k)
     return Phantom(image=image, labels=labels, masks=masks, patient_id=patient, image_id=phantom_image_id(index),
                    index=index, follow_up=follow_up, lung_mask=sc.lung, heart_mask=sc.heart,
-                   devices=tuple(name for name, _ in devices), drain=drain)
+                   devices=tuple(name for name, _ in devices), drain=drain, drain_mask=drain_mask)
 
 
 def _stream(seed: int, tag: int, index: int, sub: int = 0) -> np.random.Generator:
