@@ -323,59 +323,20 @@ def _check_header_size(content: bytes, name: str, max_pixels: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _colormap_lut(name: str = "jet") -> np.ndarray:
-    import matplotlib
-
-    return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=4)
-def _blend_lut(alpha: float) -> np.ndarray:
-    """``[gray, heat level] -> RGB``: the blend of every gray value with every colour, once."""
-    colour = _colormap_lut("jet").astype(np.float32)  # [256, 3]
-    weight = (0.15 + (alpha - 0.15) * np.linspace(0.0, 1.0, 256, dtype=np.float32))[None, :, None]
-    gray = np.arange(256, dtype=np.float32)[:, None, None]
-    return np.rint(gray * (1.0 - weight) + colour[None] * weight).clip(0, 255).astype(np.uint8)
-
-
 def upsample_heatmap(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A ``[h,w]`` heatmap resized to ``shape`` (H, W), kept in [0,1] (cxrlib.cam's resize)."""
-    from cxrlib.cam import resize_heatmap
+    """A ``[h,w]`` heatmap resized to ``shape`` (H, W), kept in [0,1] (cxrlib.overlay's resize)."""
+    from cxrlib.overlay import resize_heatmap
 
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    if heatmap.shape == tuple(shape):
-        return heatmap
     return resize_heatmap(heatmap, shape)
 
 
 def render_overlay(image_u8: np.ndarray, heatmap: np.ndarray, boxes: Sequence = (),
                    max_side: int = MAX_DISPLAY_SIDE, alpha: float = 0.5) -> np.ndarray:
-    """RGB uint8 picture: the gray image, the heatmap in colour on top, the boxes outlined.
+    """RGB uint8 picture: the gray image, the heatmap in colour on top, the boxes outlined
+    (cxrlib.overlay's picture, the one the notebooks draw)."""
+    from cxrlib.overlay import render
 
-    Drawn with a lookup table and Pillow rather than matplotlib because it runs on every
-    click: tens of milliseconds at 1024 px against a few hundred for a figure. The colour's
-    opacity grows with the heat so that cold regions keep the radiograph readable.
-    """
-    from PIL import Image, ImageDraw
-
-    image = np.asarray(image_u8)
-    height, width = image.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    heat = upsample_heatmap(heatmap, image.shape[:2])
-    level = np.rint(heat * 255).astype(np.uint8)
-    rgb = _blend_lut(round(alpha, 3))[image, level]  # one table lookup per pixel
-    picture = Image.fromarray(rgb, mode="RGB")
-    if boxes:
-        draw = ImageDraw.Draw(picture)
-        line = max(2, round(max(picture.size) / 300))
-        for box in boxes:
-            x, y, w, h = (float(getattr(box, k)) * scale for k in ("x", "y", "w", "h"))
-            draw.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=line)
-    return np.asarray(picture)
+    return render(image_u8, heatmap, boxes, max_side=max_side, alpha=alpha)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 88) -> bytes:
