@@ -204,19 +204,32 @@ def test_overlay_on_full_resolution_image_with_boxes():
 
 @pytest.mark.slow
 def test_trained_model_points_at_the_mass_nearer_than_chance():
-    """A small CNN trained for a few steps on phantoms localises masses better than chance."""
-    from cxrlib.data.datasets import to_model_input
-    from cxrlib.data.phantoms import phantom_table, render_phantom
+    """Grad-CAM of a small CNN trained on phantoms points at held-out masses far above chance.
 
-    size, mass = 64, 4  # FINDINGS index of Mass
+    The claim must hold on any processor and thread count, where the same steps take other
+    floating-point paths, so it rests on a large effect and a statistical bar rather than
+    on one trajectory: ~470 training images (masses enlarged 2x), a network whose global
+    max pooling makes it take its evidence from one place (Oquab et al., CVPR 2015),
+    horizontal flips, 250 steps; then 72 held-out images with a mass, whose pointing-game
+    hits must be beyond chance (the mean mask share, the random-map baseline) at a
+    binomial p < 1e-6, i.e. at least 10 hits where chance expects about one. Trained runs
+    hit 17 to 58 of the 72 across seeds and thread counts.
+    """
+    from scipy.stats import binom
+
+    from cxrlib.data.datasets import to_model_input
+    from cxrlib.data.phantoms import PhantomSpec, phantom_table, render_phantom
+
+    size, mass, n_phantoms, cut = 64, 4, 6000, 4800  # FINDINGS index of Mass
+    spec = PhantomSpec(lesion_scale=2.0)
     set_seed(0)
-    table = phantom_table(3000, seed=0)
+    table = phantom_table(n_phantoms, seed=0, spec=spec)
     labels = table["Mass"].to_numpy()
     pos, neg = np.flatnonzero(labels), np.flatnonzero(labels == 0)
-    train_ids = np.concatenate([pos[pos < 2400], neg[neg < 2400][: int((pos < 2400).sum())]])
-    test_ids = pos[pos >= 2400]  # held-out phantoms
-    train = [render_phantom(int(i), size, seed=0) for i in train_ids]
-    test = [render_phantom(int(i), size, seed=0) for i in test_ids]
+    train_ids = np.concatenate([pos[pos < cut], neg[neg < cut][: int((pos < cut).sum())]])
+    test_ids = pos[pos >= cut]  # held-out phantoms, each with a mass
+    train = [render_phantom(int(i), size, seed=0, spec=spec) for i in train_ids]
+    test = [render_phantom(int(i), size, seed=0, spec=spec) for i in test_ids]
     x = to_model_input(np.stack([p.image for p in train]))
     y = torch.tensor(np.stack([p.labels[[mass]] for p in train]))
 
@@ -224,14 +237,16 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
     torch.manual_seed(0)
-    features = nn.Sequential(block(1, 16), block(16, 32, 2), block(32, 32), block(32, 64, 2), block(64, 64))
-    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1))
+    features = nn.Sequential(block(1, 8), block(8, 16, 2), block(16, 16), block(16, 32, 2), block(32, 32))
+    model = nn.Sequential(features, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(150):
+    for _ in range(250):
         idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        batch = torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -246,6 +261,10 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
         r, c = loc.peak(heat)
         peak_dist.append(np.hypot(r + 0.5 - cy, c + 0.5 - cx))
         random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())  # a uniform random point
-    assert np.mean(peak_dist) < 0.8 * np.mean(random_dist), (np.mean(peak_dist), np.mean(random_dist))
-    table = loc.localization_table(list(maps), masks, ["Mass"] * len(test))
-    assert table.loc["Mass", "pointing_game"] > 3 * table.loc["Mass", "random_baseline"]
+    assert np.mean(peak_dist) < 0.5 * np.mean(random_dist), (np.mean(peak_dist), np.mean(random_dist))
+    result = loc.localization_table(list(maps), masks, ["Mass"] * len(test)).loc["Mass"]
+    n, chance = int(result["n"]), float(result["random_baseline"])
+    hits = int(round(result["pointing_game"] * n))
+    assert n == len(test) >= 60 and chance < 0.05
+    p_value = binom.sf(hits - 1, n, chance)  # P(at least `hits` hits by chance)
+    assert p_value < 1e-6, f"{hits}/{n} hits, chance {chance:.4f} per image, p = {p_value:.2g}"
