@@ -255,8 +255,7 @@ def _context():
 
 def build_cache(key: str, ids: Sequence[str], size: int, loader: SlotLoader,
                 cache_dir: str | os.PathLike = "data/cache", workers: int = 0,
-                progress: bool = True, on_corrupt: str = "error",
-                _stop_after: int | None = None) -> ImageCache:
+                progress: bool = True, on_corrupt: str = "error") -> ImageCache:
     """Build (or finish, or just open) the cache of ``ids`` at ``size`` under ``cache_dir/key``.
 
     Slots are filled in parallel by ``workers`` processes (0 = all cores, 1 = in this
@@ -281,9 +280,7 @@ def build_cache(key: str, ids: Sequence[str], size: int, loader: SlotLoader,
         done = open_cache(cache_dir, key, size, ids)  # another process may have finished it
         if done is not None:
             return done
-        _fill(folder, key, ids, size, loader, workers, progress, on_corrupt, _stop_after)
-        if _stop_after is not None:
-            return None  # type: ignore[return-value]  (tests: a build "killed" halfway)
+        _fill(folder, key, ids, size, loader, workers, progress, on_corrupt)
         result = open_cache(cache_dir, key, size, ids)
     if result is None:  # pragma: no cover - would be a bug in _fill
         raise RuntimeError(f"cache {folder} was built but does not validate")
@@ -318,7 +315,7 @@ def _prepare(folder: Path, key: str, ids: list[str], size: int, masks: bool) -> 
 
 
 def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader, workers: int,
-          progress: bool, on_corrupt: str, stop_after: int | None) -> None:
+          progress: bool, on_corrupt: str) -> None:
     from tqdm.auto import tqdm
 
     masks = bool(loader.has_masks)
@@ -333,8 +330,6 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
     skipped_before = [ids[i] for i in np.flatnonzero(state == SKIPPED)]
     errors: dict[str, str] = {}
     nproc = min(resolve_workers(workers), max(1, len(todo)))
-    if stop_after is not None:
-        todo = todo[:stop_after]
     t0 = time.perf_counter()
     bar = tqdm(total=n, initial=n - int((state == TODO).sum()), desc=f"cache {key} {size}px",
                unit="img", disable=not progress, smoothing=0.05)
@@ -377,8 +372,6 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
     finally:
         commit()
         bar.close()
-    if stop_after is not None:
-        return
     skipped = sorted(set(skipped_before) | set(errors))
     manifest = {
         "format": FORMAT_VERSION, "key": key, "size": size, "count": n,
