@@ -187,22 +187,27 @@ def target_file(timm_name: str, folder: str | os.PathLike | None = None) -> Path
     return weights_dir(folder) / f"{timm_name}{suffix}"
 
 
+def fetch_command(timm_name: str, folder: str | os.PathLike | None = None) -> str | None:
+    """The shell command that puts ``timm_name``'s file in the weights folder (needs network)."""
+    url = download_url(timm_name)
+    return None if url is None else f"curl -L --create-dirs -o {target_file(timm_name, folder)} {url}"
+
+
 def fetch_help(timm_name: str, folder: str | os.PathLike | None = None) -> str:
     """What to do: the file, where to put it, and the command that fetches it."""
     target = target_file(timm_name, folder)
-    url = download_url(timm_name)
-    cfg = timm.models.get_pretrained_cfg(timm_name)
-    if url is None:
+    command = fetch_command(timm_name, folder)
+    if command is None:
+        cfg = timm.models.get_pretrained_cfg(timm_name)
         source = cfg.url if cfg is not None and cfg.url else "the model's ImageNet weights"
         return (f"download {source} on a machine with network and save it as {target} "
                 "(or pass weights_path=<that file>, ModelConfig.weights_path)")
-    cache = hub_cache_folder(timm_name)
     return (
         f"put the file {target.name} in the weights folder {target.parent} (model.weights_dir or "
-        f"${WEIGHTS_DIR_ENV}); on a machine with network: `curl -L --create-dirs -o {target} {url}`, "
-        f"then copy it here. Or fill the Hugging Face cache: `hf download {hub_repo(timm_name)} "
-        f"{hub_filename(timm_name)}` there, then copy its folder to {cache}. "
-        "Or pass weights_path=<file> (ModelConfig.weights_path) for this one backbone"
+        f"${WEIGHTS_DIR_ENV}); on a machine with network: `{command}`, then copy it here. Or fill the "
+        f"Hugging Face cache: `hf download {hub_repo(timm_name)} {hub_filename(timm_name)}` there, then copy "
+        f"its folder to {hub_cache_folder(timm_name)}. Or pass weights_path=<file> (ModelConfig.weights_path) "
+        "for this one backbone"
     )
 
 
