@@ -25,6 +25,7 @@ from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib import experiments, report
+from cxrlib.runs import format_results, results_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                out_dir=out, runs_dir=runs)
     wall = time.perf_counter() - t0
 
-    table = experiments.results_table(runs, n_bootstrap=base.train.n_bootstrap)
+    table = results_table(runs, n_bootstrap=base.train.n_bootstrap)
     lines = _markdown(args, profile, wall, result, table, caches_before)
     target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
     atomic_write_text("\n".join(lines) + "\n", target)
@@ -95,7 +96,7 @@ def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
         "| experiment | model | size | mean AUROC [95% CI] | vs baseline [95% CI] | p | train s |",
         "|---|---|---|---|---|---|---|",
     ]
-    text = experiments.format_results(table) if len(table) else None
+    text = format_results(table) if len(table) else None
     for i in range(len(table)):
         row, t = table.iloc[i], text.iloc[i]
         lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['mean AUROC [95% CI]']} | "

@@ -139,63 +139,61 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxrlib import runs  # imports torch and timm: only the commands that need them pay for it
     from cxrlib.data import load_data
-    from cxrlib.train import _with_channels, evaluate, load_model, load_run, write_evaluation
+    from cxrlib.distributed import resolve_device
+    from cxrlib.train import _with_channels, evaluate
 
     if args.run:
         run_dir = Path(args.run)
-        if not (run_dir / "config.json").is_file():
-            raise CLIError(f"--run {args.run!r} is not a run folder (no config.json there)")
-        cfg = ExperimentConfig.from_json(run_dir / "config.json")
+        if not (run_dir / runs.CONFIG).is_file():
+            raise CLIError(f"--run {args.run!r} is not a run folder (no {runs.CONFIG} there)")
+        cfg = runs.load_config(run_dir)
         extra = {k: v for k, v in {"data.data_dir": args.data_dir, "train.device": args.device}.items() if v}
         cfg = cfg.with_overrides(extra).with_overrides(list(args.overrides)) if (extra or args.overrides) else cfg
     else:
         cfg = build_config(args)
         run_dir = Path(cfg.run_dir)
-    if not (run_dir / "best.pt").is_file():
-        raise CLIError(f"no trained model in {run_dir} (best.pt missing): run `cxrlib train` first")
+    if not runs.has_model(run_dir):
+        raise CLIError(f"no trained model in {run_dir} ({runs.BEST} missing): run `cxrlib train` first")
     tta = args.tta or cfg.train.tta
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else cfg.train.n_bootstrap
-    from cxrlib.distributed import resolve_device
-
     device = resolve_device(cfg.train.device)
-    model = load_model(run_dir, device=device)
+    model = runs.load_model(run_dir, device=device)
     data = load_data(cfg.data, progress=not args.quiet)
     metrics, preds = evaluate(model, _with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
                               batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
-    old = load_run(run_dir, load_model=False)
-    full = write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
+    old = runs.load_run(run_dir, with_model=False)
+    full = runs.write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
     print(format_metrics(full))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cxrlib import models, runs  # imports torch and timm: only the commands that need them pay for it
     from cxrlib.data.imageio import read_image
-    from cxrlib.train import load_model, predict_images
+    from cxrlib.distributed import resolve_device
+    from cxrlib.labels import label_names
+    from cxrlib.train import predict_images
 
     if bool(args.run) == bool(args.model):
         raise CLIError("give exactly one of --run RUN_DIR (a trained run) or --model NAME (untrained weights)")
-    from cxrlib.distributed import resolve_device
-
     device = resolve_device(args.device)
     if args.run:
         run_dir = Path(args.run)
-        if not (run_dir / "best.pt").is_file():
-            raise CLIError(f"--run {args.run!r} holds no trained model (best.pt missing)")
-        cfg = ExperimentConfig.from_json(run_dir / "config.json")
-        model = load_model(run_dir, device=device)
+        if not runs.has_model(run_dir):
+            raise CLIError(f"--run {args.run!r} holds no trained model ({runs.BEST} missing)")
+        model = runs.load_model(run_dir, device=device)
         names = list(model.label_names)
-        size, channels = args.image_size or cfg.data.image_size, cfg.model.in_chans
+        size, channels = args.image_size or model.image_size, model.info.in_chans
     else:
-        from cxrlib.labels import label_names
-        from cxrlib.models import create_model, list_models
-
-        if args.model not in list_models():
-            raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(list_models())}")
+        if args.model not in models.list_models():
+            raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(models.list_models())}")
         warnings.warn(f"--model {args.model}: untrained weights, the probabilities are meaningless "
                       f"(use --run RUN_DIR for a trained model)", stacklevel=1)
-        model = create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
-        names, size, channels = label_names(), args.image_size or 224, 1
+        model = models.create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
+        # an untrained architecture has no size of its own: the one its registry entry was made for
+        names, size, channels = label_names(), args.image_size or models.get_model_spec(args.model).input_size, 1
     images = [read_image(p) for p in args.images]
     probs = predict_images(model, images, size, channels, device=device)
     if args.json:
@@ -267,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="RUN_DIR", help="a trained run folder (holds best.pt and config.json)")
     p.add_argument("--model", metavar="NAME", help="an untrained model by name (for trying the pipeline only)")
     p.add_argument("--image-size", type=_positive_int, metavar="PX",
-                   help="input side in pixels (default: the run's data.image_size, or 224 for --model)")
+                   help="input side in pixels (default: the run's data.image_size, or for --model the "
+                        "architecture's input_size in the registry, e.g. 224 for resnet18)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)

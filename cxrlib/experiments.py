@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib import runs
 from cxrlib.config import PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
-from cxrlib.labels import FINDINGS
 
 BASELINE = "baseline"
 # Set by the report runner under --redo: runs finished after this time (seconds since the
@@ -170,8 +170,8 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
     from cxrlib.train import run_experiment
 
     since = os.environ.get(REDO_SINCE_ENV)
-    metrics = Path(cfg.run_dir) / "metrics.json"
-    if redo and since and metrics.is_file() and metrics.stat().st_mtime >= float(since):
+    finished = runs.finished_at(cfg.run_dir)
+    if redo and since and finished is not None and finished >= float(since):
         redo = False
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
@@ -206,7 +206,7 @@ def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap
     for name, res in results.items():
         if name == baseline:
             continue
-        cmp = compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
+        cmp = runs.compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
         if cmp is None:
             rows.append({"experiment": name, "vs": baseline, "diff": math.nan, "95% CI": "other test set",
                          "p-value": math.nan})
@@ -220,170 +220,6 @@ def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap
             "p-value": _float(cmp.get("p_value")),
         })
     return pd.DataFrame(rows, columns=["experiment", "vs", "diff", "95% CI", "p-value"])
-
-
-def finished_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders under ``runs_dir`` that hold both metrics.json and test_predictions.npz."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    return sorted(
-        p for p in root.iterdir()
-        if p.is_dir() and (p / "metrics.json").is_file() and (p / "test_predictions.npz").is_file()
-    )
-
-
-def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """A run's test predictions: ids, patient_ids, targets, scores, label_names."""
-    path = Path(run_dir) / "test_predictions.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: {err}; re-run the experiment (--redo)") from err
-
-
-def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    names = [str(n) for n in pred["label_names"]]
-    cols = [names.index(f) for f in FINDINGS if f in names]
-    return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
-
-
-def compare_runs(
-    run_a: str | Path,
-    run_b: str | Path,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
-    """Paired mean-AUROC difference b - a on the test images both runs scored, or None.
-
-    None when the two runs share no test images with the same labels (another split or
-    dataset): such a difference would compare different questions.
-    """
-    from cxrlib.metrics import paired_comparison
-
-    a, b = load_predictions(run_a), load_predictions(run_b)
-    ya, sa, names_a = _finding_columns(a)
-    yb, sb, names_b = _finding_columns(b)
-    if names_a != names_b:
-        return None
-    ids_a = [str(i) for i in a["ids"]]
-    pos_b = {str(i): k for k, i in enumerate(b["ids"])}
-    common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-    if len(common) < 2:
-        return None
-    ia = np.array([k for k, _ in common])
-    ib = np.array([k for _, k in common])
-    if not np.array_equal(ya[ia], yb[ib]):
-        return None
-    patients = a["patient_ids"][ia] if "patient_ids" in a else None
-    # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
-    return paired_comparison(ya[ia], sb[ib], sa[ia], patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed,
-                             label_names=names_a)
-
-
-def results_table(
-    runs_dir: str | Path,
-    baseline: str = BASELINE,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per finished run: what it was, its mean AUROC with 95% CI and split, the paired
-    difference from ``baseline`` (CI, p-value) and its training time. Baseline first."""
-    rows = []
-    runs = finished_runs(runs_dir)
-    base_dir = next((r for r in runs if r.name == baseline), None)
-    for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
-        cfg_path = run / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        ci = metrics.get("mean_auroc_ci") or [math.nan, math.nan]
-        row: dict[str, Any] = {
-            "experiment": metrics.get("experiment", run.name),
-            "model": model.get("name", ""),
-            "head": model.get("head", ""),
-            "wrapper": model.get("wrapper") or "",
-            "loss": train.get("loss", ""),
-            "labels": len(metrics.get("label_names", [])) or None,
-            "image size": data.get("image_size"),
-            "split": metrics.get("split", ""),
-            "test images": metrics.get("n_images"),
-            "mean AUROC": _float(metrics.get("mean_auroc")),
-            "CI low": _float(ci[0]),
-            "CI high": _float(ci[1]),
-            "diff vs baseline": math.nan,
-            "diff CI low": math.nan,
-            "diff CI high": math.nan,
-            "p-value": math.nan,
-            "train seconds": _float(metrics.get("train_seconds")),
-            "run_dir": str(run),
-        }
-        if base_dir is not None and run != base_dir:
-            cmp = compare_runs(base_dir, run, n_bootstrap=n_bootstrap, seed=seed)
-            if cmp is not None:
-                dci = cmp.get("ci") or [math.nan, math.nan]
-                row.update({
-                    "diff vs baseline": _float(cmp.get("diff")),
-                    "diff CI low": _float(dci[0]),
-                    "diff CI high": _float(dci[1]),
-                    "p-value": _float(cmp.get("p_value")),
-                })
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    if len(table):
-        order = (table["experiment"] != baseline).astype(int)
-        table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
-    return table
-
-
-_COLUMNS = [
-    "experiment", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "mean AUROC", "CI low", "CI high", "diff vs baseline", "diff CI low", "diff CI high", "p-value",
-    "train seconds", "run_dir",
-]
-
-
-def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 (p=0.04)``."""
-    out = pd.DataFrame()
-    out["experiment"] = table["experiment"]
-    out["model"] = [
-        " + ".join(x for x in (r["model"], r["head"] if r["head"] not in ("", "gap") else "", r["wrapper"]) if x)
-        for _, r in table.iterrows()
-    ]
-    out["loss"] = table["loss"]
-    out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
-    out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
-    out["split"] = table["split"]
-    out["mean AUROC [95% CI]"] = [
-        _ci_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
-    ]
-    out["vs baseline [95% CI]"] = [
-        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
-    ]
-    out["p-value"] = table["p-value"].map(_p_text)
-    out["train time"] = table["train seconds"].map(_time_text)
-    return out
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    if pd.isna(m):
-        return "undefined"
-    return f"{m:.3f}" + ("" if pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
-
-
-def _p_text(p: float) -> str:
-    if pd.isna(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _time_text(s: float) -> str:
-    if pd.isna(s):
-        return ""
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
 def _float(value: Any) -> float:

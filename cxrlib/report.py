@@ -407,7 +407,7 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     try:
-        from cxrlib.experiments import results_table
+        from cxrlib.runs import results_table
 
         table = results_table(report.runs_dir, n_bootstrap=n_boot)
         results_html = _results_html(table) if len(table) else "<p>No finished runs yet.</p>"
@@ -436,7 +436,7 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
 
 
 def _results_html(table) -> str:
-    from cxrlib.experiments import format_results
+    from cxrlib.runs import format_results
 
     return format_results(table).to_html(index=False, na_rep="–", escape=True, border=0, classes="results")
 

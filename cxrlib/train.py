@@ -10,15 +10,14 @@
   config; an interrupted run resumes from ``last.pt`` and ends with the same weights as an
   uninterrupted one (on CPU).
 * :func:`evaluate` scores a dataset (optionally ten-crop averaged) and returns the metrics
-  and the predictions; :func:`run_experiment` is fit + test evaluation, writing
-  ``runs/<name>/{config.json, history.csv, metrics.json, test_predictions.npz, best.pt, last.pt}``.
+  and the predictions; :func:`run_experiment` is fit + test evaluation, writing the run
+  folder through :mod:`cxrlib.runs` (which alone knows its files).
 
 Scores are ``sigmoid(logits)`` for every loss.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -35,12 +34,16 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cxrlib import checkpoint as ckpt_io
-from cxrlib import distributed
+from cxrlib import distributed, runs
 from cxrlib.config import ExperimentConfig
 from cxrlib.losses import create_loss
-from cxrlib.fileio import atomic_file, atomic_write_text
 from cxrlib.metrics import auroc_report, mean_auroc
+from cxrlib.models import create_model_from_config
+from cxrlib.runs import RunResult
 from cxrlib.seed import derive_seed, set_seed
+
+# cxrlib.widgets reads runs through these names; the run folder itself is cxrlib.runs'.
+load_model, load_run = runs.load_model, runs.load_run
 
 FAULT_ENV = "CXRLIB_FAULT_AT_STEP"  # test hook: the process dies (os._exit) after this optimizer step
 CHECKPOINT_VERSION = 1
@@ -52,17 +55,6 @@ class FitResult:
     history: pd.DataFrame
     run_dir: Path
     train_seconds: float
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    config: ExperimentConfig
-    history: pd.DataFrame | None
-    metrics: dict[str, Any] | None
-    predictions: dict[str, np.ndarray] | None
-    train_seconds: float
-    model: nn.Module | None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -262,7 +254,7 @@ class _State:
     stopped: bool = False  # max_steps reached in the current stage
 
 
-def _checkpoint(path: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
+def _checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
                 label_names) -> None:
     ckpt = {
         "version": CHECKPOINT_VERSION,
@@ -278,15 +270,7 @@ def _checkpoint(path: Path, model, optimizer, scheduler, scaler, state: _State, 
         "fingerprint": cfg.fingerprint(),
         "label_names": list(label_names),
     }
-    ckpt_io.atomic_save(ckpt, path)
-
-
-def _history_frame(history: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(history)
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(_history_frame(history).to_csv(index=False), run_dir / "history.csv")
+    runs.save_last(run_dir, ckpt)
 
 
 def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progress: bool = True,
@@ -313,15 +297,12 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         val_ds.tencrop = False
     label_names = list(data.label_names)
     if model is None:
-        from cxrlib.models import create_model_from_config
-
         model = create_model_from_config(cfg.model, num_classes=len(label_names))
     if tc.batch_size % info.world_size:
         raise ValueError(f"train.batch_size={tc.batch_size} is the global batch and must divide by the "
                          f"{info.world_size} processes")
     rank_batch = tc.batch_size // info.world_size
     run_dir = Path(cfg.run_dir)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
 
     amp = _amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
@@ -334,22 +315,20 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     plan = _stage_plan(model, tc)
     scaler = torch.amp.GradScaler("cuda", enabled=amp[2])
 
-    state, history, best_state, ckpt = _State(), [], None, None
-    if resume and last_path.is_file():
-        ckpt = ckpt_io.load(last_path)
-        if ckpt.get("fingerprint") != cfg.fingerprint():
-            if info.is_main:
-                warnings.warn(f"{last_path} was written by a different config (fingerprint "
-                              f"{ckpt.get('fingerprint')} != {cfg.fingerprint()}): starting over", stacklevel=2)
-            ckpt = None
-        else:
-            state = _State(**ckpt["state"])
-            history = list(ckpt["history"])
-            best_state = ckpt["best_model"]
-            _unwrap(model).load_state_dict(ckpt["model"])
+    state, history, best_state = _State(), [], None
+    ckpt = runs.read_last(run_dir) if resume else None
+    if ckpt is not None and ckpt.get("fingerprint") != cfg.fingerprint():
+        if info.is_main:
+            warnings.warn(f"{run_dir / runs.LAST} was written by a different config (fingerprint "
+                          f"{ckpt.get('fingerprint')} != {cfg.fingerprint()}): starting over", stacklevel=2)
+        ckpt = None
+    if ckpt is not None:
+        state = _State(**ckpt["state"])
+        history = list(ckpt["history"])
+        best_state = ckpt["best_model"]
+        _unwrap(model).load_state_dict(ckpt["model"])
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg.to_json(), run_dir / "config.json")
+        runs.write_config(run_dir, cfg)
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     sampler = _ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
     from tqdm.auto import tqdm
@@ -408,7 +387,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
                 if checkpoint_every and state.step % checkpoint_every == 0 and info.is_main:
                     state.train_seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    _checkpoint(last_path, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
+                    _checkpoint(run_dir, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
                                 label_names)
                 if fault_at and state.step == fault_at:
                     os._exit(75)  # simulate a crash: no cleanup, no flush
@@ -447,16 +426,15 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             if stop_early or state.stopped:
                 break
             if info.is_main:
-                _checkpoint(last_path, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
+                _checkpoint(run_dir, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
                             label_names)
-                _write_history(run_dir, history)
+                runs.write_history(run_dir, history)
         # ---- end of stage: keep its best weights, then move on
         if best_state is not None:
             _unwrap(model).load_state_dict(best_state)
         if info.is_main and best_state is not None:
-            ckpt_io.atomic_save({"model": best_state, "epoch": state.best_epoch, "score": state.best_score,
-                                 "stage": stage, "label_names": label_names, "config": cfg.to_dict(),
-                                 "fingerprint": cfg.fingerprint()}, best_path)
+            runs.save_best(run_dir, best_state, cfg, label_names, epoch=state.best_epoch, score=state.best_score,
+                           stage=stage)
         if state.stage_index + 1 >= len(plan):
             state.done = True
         else:  # max_steps caps each stage, so a capped staged run still trains every stage
@@ -467,12 +445,12 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         if info.is_main:
             # a new stage starts with a new optimizer and schedule: store none for it
             fresh = not state.done
-            _checkpoint(last_path, model, None if fresh else optimizer, None if fresh else scheduler, scaler, state,
+            _checkpoint(run_dir, model, None if fresh else optimizer, None if fresh else scheduler, scaler, state,
                         history, best_state, cfg, label_names)
-            _write_history(run_dir, history)
+            runs.write_history(run_dir, history)
     distributed.barrier()
     model = _unwrap(model)
-    return FitResult(model=model, history=_history_frame(history), run_dir=run_dir,
+    return FitResult(model=model, history=pd.DataFrame(history), run_dir=run_dir,
                      train_seconds=state.train_seconds)
 
 
@@ -524,44 +502,15 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
     return metrics, predictions
 
 
-def _model_summary(cfg: ExperimentConfig, model: nn.Module) -> dict[str, Any]:
-    out = dataclasses.asdict(cfg.model)
-    out["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
-    info = getattr(model, "info", None)
-    if info is not None and hasattr(info, "name"):
-        out["info_name"] = str(info.name)
-    return out
-
-
-def _save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
-    with atomic_file(path, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v) for k, v in predictions.items()})
-
-
-def write_evaluation(run_dir: Path, cfg: ExperimentConfig, data, metrics: dict, predictions: dict,
-                     train_seconds: float, model: nn.Module) -> dict[str, Any]:
-    """Write ``test_predictions.npz`` then ``metrics.json`` (last: it marks the run complete)."""
-    full = {"experiment": cfg.name, "split": getattr(data, "split_name", "unknown"),
-            "source": getattr(data, "source", cfg.data.source)}
-    full.update(metrics)
-    full.update({"train_seconds": float(train_seconds), "model": _model_summary(cfg, model),
-                 "fingerprint": cfg.fingerprint()})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save_predictions(run_dir / "test_predictions.npz", predictions)
-    atomic_write_text(json.dumps(full, indent=2), run_dir / "metrics.json")
-    return full
-
-
 def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progress: bool = True,
                    model: nn.Module | None = None, checkpoint_every: int | None = None) -> RunResult:
     """Fit, then evaluate on the test split; reuse a finished run with the same fingerprint unless ``redo``."""
     run_dir = Path(cfg.run_dir)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
-    if not redo and _finished(run_dir, cfg):
-        return load_run(run_dir)
+    if not redo and runs.is_finished(run_dir, cfg):
+        return runs.load_run(run_dir)
     if redo and info.is_main:
-        for name in ("last.pt", "best.pt", "metrics.json", "test_predictions.npz", "history.csv"):
-            (run_dir / name).unlink(missing_ok=True)
+        runs.clear(run_dir)
     distributed.barrier()
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
@@ -571,55 +520,10 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
                                     batch_size=max(cfg.train.batch_size, 1), device=device, progress=progress,
                                     seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp)
     if distributed.current().is_main:
-        metrics = write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
+        metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)
-
-
-def _finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    m = run_dir / "metrics.json"
-    if not (m.is_file() and (run_dir / "best.pt").is_file()):
-        return False
-    try:
-        return json.loads(m.read_text()).get("fingerprint") == cfg.fingerprint()
-    except (ValueError, OSError):
-        return False
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The run's model with its best weights (``best.pt``, read with ``weights_only=True``)."""
-    from cxrlib.models import create_model_from_config
-
-    run_dir = Path(run_dir)
-    best = ckpt_io.load(run_dir / "best.pt")
-    cfg = ExperimentConfig.from_dict(best["config"])
-    model = create_model_from_config(cfg.model, num_classes=len(best["label_names"]))
-    if getattr(model, "stages", None) and best.get("stage"):
-        model.set_stage(best["stage"])
-    model.load_state_dict(best["model"])
-    model.label_names = list(best["label_names"])
-    return model.to(device).eval()
-
-
-def load_run(run_dir: str | Path, load_model: bool = True) -> RunResult:
-    """A finished (or trained but not evaluated) run read back from its folder."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {cfg_path.name} is missing")
-    cfg = ExperimentConfig.from_json(cfg_path)
-    hist = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else None
-    preds = None
-    if (run_dir / "test_predictions.npz").is_file():
-        with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
-            preds = {k: z[k] for k in z.files}
-    model = globals()["load_model"](run_dir) if load_model and (run_dir / "best.pt").is_file() else None
-    seconds = float(metrics.get("train_seconds", 0.0)) if metrics else float(hist["seconds"].iloc[-1]) if (
-        hist is not None and len(hist)) else 0.0
-    return RunResult(run_dir=run_dir, config=cfg, history=hist, metrics=metrics, predictions=preds,
-                     train_seconds=seconds, model=model)
 
 
 def predict_images(model: nn.Module, images_u8_list: Sequence[np.ndarray], image_size: int, channels: int,

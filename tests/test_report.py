@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from cxrlib import experiments, references, report
-from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,61 +85,6 @@ def test_variants_share_the_baseline():
     named = experiments.backbones("smoke", ["resnet18", "inception_v3"], max_steps={"inception_v3": 7})
     assert [c.name for c in named] == ["baseline", "inception_v3"]
     assert named[1].train.max_steps == 7 and named[1].data.image_size >= 75  # its stem's minimum
-
-
-# ----------------------------------------------------------------------------- results table
-
-
-def _fake_run(runs: Path, name: str, scores: np.ndarray, targets: np.ndarray, ids: np.ndarray,
-              split: str = "synthetic phantoms, patient-wise 70/10/20", **cfg_changes) -> Path:
-    """A finished run folder as run_experiment writes it (numbers from real AUROCs)."""
-    from cxrlib.metrics import auroc_report
-
-    cfg = experiments.experiment_config("smoke", name, cfg_changes or None)
-    d = runs / name
-    d.mkdir(parents=True)
-    patients = np.arange(len(ids)) // 2
-    metrics = auroc_report(targets, scores, list(FINDINGS), patient_ids=patients, n_bootstrap=50)
-    metrics.update({"experiment": name, "split": split, "source": "phantoms", "n_images": len(ids),
-                    "train_seconds": 12.5, "fingerprint": cfg.fingerprint()})
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    (d / "config.json").write_text(cfg.to_json())
-    np.savez(d / "test_predictions.npz", ids=ids, patient_ids=patients, targets=targets, scores=scores,
-             label_names=np.array(FINDINGS))
-    return d
-
-
-@pytest.fixture()
-def fake_runs(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    targets = (rng.random((n, len(FINDINGS))) < 0.3).astype(np.float32)
-    targets[:2] = 1 - targets[2:4]  # every class has both labels
-    ids = np.array([f"img_{i:03d}.png" for i in range(n)])
-    runs = tmp_path / "runs"
-    noise = rng.random((n, len(FINDINGS)))
-    _fake_run(runs, "baseline", 0.15 * targets + noise, targets, ids)
-    _fake_run(runs, "fpn", 0.6 * targets + noise, targets, ids, **{"model.head": "fpn"})
-    _fake_run(runs, "other_split", noise, targets, np.array([f"x_{i}" for i in range(n)]),
-              split="official patient-wise split (test_list.txt)")
-    (runs / "unfinished").mkdir()  # no metrics: not listed
-    return runs
-
-
-def test_results_table_pairs_runs_with_the_baseline(fake_runs):
-    table = experiments.results_table(fake_runs, n_bootstrap=200)
-    assert list(table["experiment"]) == ["baseline", "fpn", "other_split"]
-    base, fpn, other = (table.iloc[i] for i in range(3))
-    assert 0 <= base["CI low"] <= base["mean AUROC"] <= base["CI high"] <= 1
-    assert np.isnan(base["diff vs baseline"])
-    assert fpn["head"] == "fpn" and fpn["mean AUROC"] > base["mean AUROC"]
-    assert fpn["diff vs baseline"] == pytest.approx(fpn["mean AUROC"] - base["mean AUROC"], abs=1e-9)
-    assert fpn["diff CI low"] > 0 and fpn["p-value"] < 0.05
-    assert np.isnan(other["diff vs baseline"])  # another test set: no paired difference
-    text = experiments.format_results(table)
-    assert text.loc[1, "vs baseline [95% CI]"].startswith("+0.")
-    assert text.loc[2, "split"].startswith("official")
-    assert "[" in text.loc[0, "mean AUROC [95% CI]"]
 
 
 def test_reference_tables_carry_their_split():

@@ -16,9 +16,11 @@ import pytest
 import torch
 from torch import nn
 
+from cxrlib import runs
 from cxrlib.config import ExperimentConfig
+from cxrlib.runs import load_run
 from cxrlib.seed import derive_seed
-from cxrlib.train import FAULT_ENV, evaluate, fit, load_run, run_experiment
+from cxrlib.train import FAULT_ENV, evaluate, fit, run_experiment
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -142,7 +144,7 @@ def test_run_experiment_writes_contract_files(tmp_path):
     for name in ("best.pt", "last.pt"):
         ck = torch.load(d / name, weights_only=True)
         assert isinstance(ck["config"], dict)
-    again = load_run(d, load_model=False)
+    again = load_run(d, with_model=False)
     assert again.metrics["mean_auroc"] == m["mean_auroc"] and len(again.history) == 3
 
 
@@ -151,7 +153,7 @@ def test_finished_run_is_reused(tmp_path, monkeypatch):
     run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     import cxrlib.train as train
 
-    monkeypatch.setattr(train, "load_model", lambda run_dir, device="cpu": "loaded")
+    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": "loaded")
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a finished run must not be retrained"))
     res = run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     assert res.model == "loaded" and res.metrics["fingerprint"] == cfg.fingerprint()
