@@ -1,118 +1,49 @@
-"""Experiments as small changes to a profile's baseline, and the table of every run.
+"""Experiments as small changes to a profile's baseline, run or reused, and compared.
 
-A notebook asks for ``experiment_config(PROFILE, changes={"model.head": "fpn"})``: the
-profile's ``experiment`` section is the baseline, the notebook's changes make the variant,
-and the command line's overrides apply to both. Because the baseline's config is identical
-in every notebook, ``cxrlib.train.run_experiment`` trains it once and reuses it after.
+A notebook resolves its profile once and asks for variants of the baseline::
+
+    profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, overrides=OVERRIDES)
+    configs = experiments.variants(profile, {"fpn": {"model.head": "fpn"}})
+    results = experiments.run_all(configs)
+    experiments.compare(results)      # summary, paired comparison, per-class table, figure
+
+The command line's overrides apply to the baseline and every variant alike, so the
+baseline's config is identical in every notebook: it trains once and is reused after.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from cxrlib import runs
-from cxrlib.config import PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
+from cxrlib import plots, profiles, runs
+from cxrlib.config import BASELINE, ExperimentConfig
+from cxrlib.models import get_model_spec
+from cxrlib.profiles import Profile
+from cxrlib.runs import RunResult
+from cxrlib.train import run_experiment
 
-BASELINE = "baseline"
 # Set by the report runner under --redo: runs finished after this time (seconds since the
 # epoch) are this report's own, so the baseline that every notebook shares retrains once.
 REDO_SINCE_ENV = "CXRLIB_REDO_SINCE"
 
 
-def base_config(
-    profile: str | Path = "cpu",
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """The profile's baseline experiment with the notebook's common parameters applied.
-
-    ``data_dir`` (empty: the profile's data) points at ChestX-ray14; given with a profile
-    whose source is the synthetic phantoms, the source becomes ``chestxray14``. ``device``
-    empty keeps the profile's; ``runs_dir`` empty keeps ``runs/<profile>``.
-    """
-    path = profile_path(profile)
-    section = load_profile(path).get("experiment") or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"profile {path}: 'experiment' must be a mapping of config sections")
-    cfg = ExperimentConfig.from_dict(section)
-    d = cfg.to_dict()
-    d["name"] = BASELINE
-    if not section.get("runs_dir"):
-        d["runs_dir"] = str(Path("runs") / path.stem)
-    if data_dir:
-        d = ExperimentConfig.from_dict(d).with_data_dir(data_dir).to_dict()
-    if device:
-        d["train"]["device"] = str(device)
-    if runs_dir:
-        d["runs_dir"] = str(runs_dir)
-    d = apply_overrides(d, overrides or ())
-    d["runs_dir"] = str(project_path(d["runs_dir"]))
-    d["data"]["cache_dir"] = str(project_path(d["data"]["cache_dir"]))
-    return ExperimentConfig.from_dict(d)
-
-
-def project_path(path: str | Path) -> Path:
-    """A relative ``runs/...`` or ``data/cache`` path, anchored at the project root when working
-    inside the project: a notebook opened in JupyterLab runs in ``notebooks/``, and must find
-    the same runs and caches as ``python -m cxrlib report`` started from the root."""
-    path = Path(path)
-    root = PROFILES_DIR.parent
-    if path.is_absolute():
-        return path
-    cwd = Path.cwd().resolve()
-    if cwd != root and root in cwd.parents:
-        return root / path
-    return path
-
-
-def experiment_config(
-    profile: str | Path = "cpu",
-    name: str | None = None,
-    changes: Mapping[str, Any] | None = None,
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """A variant of the profile's baseline: ``changes`` like ``{"model.name": "resnet50"}``.
-
-    ``name`` defaults to ``baseline`` without changes, else to a name made from the changed
-    values (``fpn``, ``focal``). The changes are applied last: they define the experiment,
-    while ``overrides`` (the command line's ``--set``) adjust everything else.
-    """
-    cfg = base_config(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides)
-    changes = dict(changes or {})
-    d = apply_overrides(cfg.to_dict(), changes)
-    d["name"] = name or (BASELINE if not changes else variant_name(changes))
-    return ExperimentConfig.from_dict(d)
-
-
-def variants(
-    profile: str | Path,
-    changes: Mapping[str, Mapping[str, Any]],
-    **common: Any,
-) -> list[ExperimentConfig]:
+def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list[ExperimentConfig]:
     """The baseline followed by one config per named variant (``{name: changes}``).
 
     A variant whose config turns out identical to the baseline's (``{"train.loss": "bce"}``
     when the baseline uses BCE) *is* the baseline: it is named ``baseline`` and listed once,
     so its run is shared with every other notebook.
     """
-    base = experiment_config(profile, **common)
+    base = profile.config()
     configs = [base]
     for name, change in changes.items():
-        cfg = experiment_config(profile, name, change, **common)
+        cfg = profile.config(name, change)
         if dataclasses.replace(cfg, name=base.name).fingerprint() == base.fingerprint():
             continue
         if any(c.name == cfg.name for c in configs):
@@ -121,18 +52,11 @@ def variants(
     return configs
 
 
-def backbones(
-    profile: str | Path,
-    models: Sequence[str],
-    max_steps: Mapping[str, int] | None = None,
-    **common: Any,
-) -> list[ExperimentConfig]:
+def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, int] | None = None,
+              ) -> list[ExperimentConfig]:
     """The baseline and one variant per backbone in ``models``, each optionally capped at
     ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time)."""
-    import cxrlib.models.backbones  # noqa: F401  (registers the backbones)
-    from cxrlib.models.registry import get_model_spec
-
-    size = base_config(profile, **{k: v for k, v in common.items() if k != "name"}).data.image_size
+    size = profile.baseline.data.image_size
     changes: dict[str, dict[str, Any]] = {}
     for m in models:
         change: dict[str, Any] = {"model.name": m}
@@ -144,21 +68,13 @@ def backbones(
         if size < need:
             change["data.image_size"] = -(-need // 8) * 8
         changes[m] = change
-    return variants(profile, changes, **common)
+    return variants(profile, changes)
 
 
-def variant_name(changes: Mapping[str, Any]) -> str:
-    """A readable run name from changed values: ``{"model.head": "fpn"}`` -> ``fpn``."""
-    parts = []
-    for key, value in changes.items():
-        leaf = key.split(".")[-1]
-        if isinstance(value, bool):
-            parts.append(leaf if value else f"no_{leaf}")
-        elif isinstance(value, (str, int, float)) and value is not None:
-            parts.append(str(value))
-        else:
-            parts.append(f"{leaf}={json.dumps(value, sort_keys=True)}")
-    return "+".join(parts).replace("/", "_").replace(" ", "")
+def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
+                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
+    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
 
 
 # ----------------------------------------------------------------------------- runs
@@ -167,8 +83,6 @@ def variant_name(changes: Mapping[str, Any]) -> str:
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again."""
-    from cxrlib.train import run_experiment
-
     since = os.environ.get(REDO_SINCE_ENV)
     finished = runs.finished_at(cfg.run_dir)
     if redo and since and finished is not None and finished >= float(since):
@@ -176,12 +90,12 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
 
-def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, Any]:
+def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, RunResult]:
     """Run (or reuse) several experiments in order: ``{name: RunResult}``."""
     return {cfg.name: run(cfg, redo=redo, progress=progress) for cfg in configs}
 
 
-def summary(results: Mapping[str, Any]) -> pd.DataFrame:
+def summary(results: Mapping[str, RunResult]) -> pd.DataFrame:
     """Mean AUROC (95% CI), split and training time of RunResults, one row each."""
     rows = []
     for name, res in results.items():
@@ -198,7 +112,7 @@ def summary(results: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap: int = 1000,
+def comparison(results: Mapping[str, RunResult], baseline: str = BASELINE, n_bootstrap: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """Paired difference of each run from ``baseline`` (mean AUROC, 95% CI, p-value)."""
     base = results[baseline]
@@ -220,6 +134,52 @@ def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap
             "p-value": _float(cmp.get("p_value")),
         })
     return pd.DataFrame(rows, columns=["experiment", "vs", "diff", "95% CI", "p-value"])
+
+
+@dataclass
+class Comparison:
+    """A notebook's comparison of its runs: each part displays in a cell of its own, or all
+    of them in order when the value itself is displayed."""
+
+    baseline: str
+    summary: pd.DataFrame  # mean AUROC (95% CI), split, training time per run
+    paired: pd.DataFrame  # each run's paired difference from the baseline: 95% CI, p-value
+    per_class: pd.DataFrame  # AUROC per finding and run
+    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display  # only called inside IPython
+
+        for part in (self.summary, self.paired, self.per_class, self.figure):
+            display(part)
+
+
+def compare(results: Mapping[str, RunResult], baseline: str | None = None, n_bootstrap: int | None = None,
+            seed: int = 0) -> Comparison:
+    """Compare runs with ``baseline`` (default: the first, as :func:`variants` lists it).
+
+    ``n_bootstrap`` defaults to the baseline config's. The figure is not drawn into the
+    notebook's current pyplot state, so it appears where the comparison is displayed, once.
+    """
+    from matplotlib.figure import Figure  # matplotlib loads only when a figure is drawn, as in plots
+
+    baseline = baseline or next(iter(results))
+    if baseline not in results:
+        raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(results)}")
+    if n_bootstrap is None:
+        n_bootstrap = results[baseline].config.train.n_bootstrap
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
+    plots.plot_history({name: r.history for name, r in results.items()}, "val_mean_auroc", ax=axes[0])
+    plots.plot_roc_curves({name: r.predictions for name, r in results.items()}, ax=axes[1])
+    figure.tight_layout()
+    return Comparison(
+        baseline=baseline,
+        summary=summary(results),
+        paired=comparison(results, baseline=baseline, n_bootstrap=n_bootstrap, seed=seed),
+        per_class=plots.per_class_table({name: r.metrics for name, r in results.items()}),
+        figure=figure,
+    )
 
 
 def _float(value: Any) -> float:

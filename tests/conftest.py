@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cxrlib  # noqa: F401  (makes torchvision importable before any test imports it)
-from cxrlib import experiments, runs
+from cxrlib import profiles, runs
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
 
@@ -61,7 +61,7 @@ def pneumoniamnist_npz(shared_data) -> Path:
 def _fake_run(root: Path, name: str, scores: np.ndarray, targets: np.ndarray, ids: np.ndarray,
               split: str = "synthetic phantoms, patient-wise 70/10/20", **cfg_changes) -> Path:
     """A finished run folder as training writes it (numbers from real AUROCs; best.pt a stand-in)."""
-    cfg = experiments.experiment_config("smoke", name, cfg_changes or None)
+    cfg = profiles.load("smoke").config(name, cfg_changes or None)
     d = root / name
     d.mkdir(parents=True)
     patients = np.arange(len(ids)) // 2

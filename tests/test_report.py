@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import experiments, references, report
+from cxrlib import cli, profiles, references, report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,51 +40,9 @@ def test_discover_empty_folder_names_it(tmp_path):
         report.discover_notebooks(tmp_path)
 
 
-def test_notebook_parameters_from_profile_and_overrides():
-    params = report.notebook_parameters(
-        "01_baselines", "smoke", data_dir="/data/cxr", device="cuda", runs_dir="/r", redo=True,
-        overrides=["train.epochs=3", "notebooks.01_baselines.MODELS=[resnet50]", "06_losses.LOSSES=[focal]"],
-    )
-    assert params["PROFILE"] == "smoke" and params["DATA_DIR"] == "/data/cxr" and params["DEVICE"] == "cuda"
-    assert params["RUNS_DIR"] == "/r" and params["REDO"] is True
-    assert params["OVERRIDES"] == ["train.epochs=3"]  # experiment overrides reach every notebook
-    assert params["MODELS"] == ["resnet50"]  # the command line beats the profile
-    assert params["FIFTEEN_LABELS"] is True  # from profiles/smoke.yaml
-    assert "LOSSES" not in params  # that override belongs to 06
-    assert report.notebook_parameters("06_losses", "smoke", overrides=["06_losses.LOSSES=[focal]"])["LOSSES"] == ["focal"]
-
-
-def test_bad_override_and_profile_fail_early():
-    with pytest.raises(ValueError, match="unknown key 'epochz'"):
-        report.check_overrides("smoke", ["train.epochz=3"])
+def test_bad_profile_fails_early():
     with pytest.raises(FileNotFoundError, match="profile 'nope' not found"):
         report.run_report("nope", echo=None)
-
-
-def test_profiles_build_configs():
-    for name in ("smoke", "cpu", "full"):
-        cfg = experiments.base_config(name)
-        assert cfg.name == "baseline" and cfg.runs_dir == f"runs/{name}"
-        for stem, params in (report.load_profile(name).get("notebooks") or {}).items():
-            assert (REPO / "notebooks" / f"{stem}.ipynb").is_file(), f"{name}.yaml names a missing notebook {stem}"
-            assert isinstance(params, dict)
-    full = experiments.base_config("full", data_dir="/data/ChestX-ray14")
-    assert (full.data.source, full.data.split, full.data.image_size, full.model.name) == (
-        "chestxray14", "official", 224, "densenet121")
-    assert full.train.batch_size == 16 and full.model.pretrained
-    # a data dir given to the phantom profile switches it to the real data
-    assert experiments.base_config("cpu", data_dir="/x").data.source == "chestxray14"
-
-
-def test_variants_share_the_baseline():
-    configs = experiments.variants("smoke", {"bce": {"train.loss": "bce"}, "focal": {"train.loss": "focal"}},
-                                   overrides=["train.epochs=2"])
-    assert [c.name for c in configs] == ["baseline", "focal"]
-    assert all(c.train.epochs == 2 for c in configs)
-    assert experiments.experiment_config("smoke", overrides=["train.epochs=2"]).fingerprint() == configs[0].fingerprint()
-    named = experiments.backbones("smoke", ["resnet18", "inception_v3"], max_steps={"inception_v3": 7})
-    assert [c.name for c in named] == ["baseline", "inception_v3"]
-    assert named[1].train.max_steps == 7 and named[1].data.image_size >= 75  # its stem's minimum
 
 
 def test_reference_tables_carry_their_split():
@@ -116,8 +74,8 @@ def test_runner_goes_on_after_a_failure_and_names_it(tmp_path, fake_runs, capsys
     _notebook(nbs / "02_broken.ipynb", "raise RuntimeError('deliberate failure')")
     _notebook(nbs / "03_after.ipynb", "import pathlib\npathlib.Path(RUNS_DIR, 'after.txt').write_text('ran')")
     out = tmp_path / "reports"
-    code = report.main(["--profile", "smoke", "--notebooks-dir", str(nbs), "--out", str(out),
-                        "--runs-dir", str(fake_runs)])
+    code = cli.main(["report", "--profile", "smoke", "--notebooks-dir", str(nbs), "--out", str(out),
+                     "--runs-dir", str(fake_runs)])
     captured = capsys.readouterr()
     assert code == 1
     assert "02_broken" in captured.err and "RuntimeError" in captured.out and "deliberate failure" in captured.out
@@ -173,7 +131,7 @@ def test_notebooks_are_committed_clean():
         if path.stem == "08_demo":
             continue  # the demo has its own parameters and tests
         names = {p.name: p for p in PythonTranslator.inspect(tagged[0])}
-        for common in report.COMMON_PARAMETERS:
+        for common in profiles.COMMON_PARAMETERS:
             assert common in names, f"{path.name}: parameter {common} missing or not parseable by papermill"
         assert all(p.help for p in names.values()), f"{path.name}: every parameter needs a # comment"
         for c in code_cells:
