@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cxrlib import runs  # runs and train import timm: only the commands that need it pay for it
-    from cxrlib.train import _with_channels, evaluate
+    from cxrlib.train import with_channels, evaluate
 
     if args.run:
         run_dir = Path(args.run)
@@ -159,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = distributed.resolve_device(cfg.train.device)
     model = runs.load_model(run_dir, device=device)
     data = load_data(cfg.data, progress=not args.quiet)
-    metrics, preds = evaluate(model, _with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
+    metrics, preds = evaluate(model, with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
                               batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
     old = runs.load_run(run_dir, with_model=False)
     full = runs.write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)

@@ -60,7 +60,7 @@ class FitResult:
 # --------------------------------------------------------------------------- helpers
 
 
-class _ResumableSampler(DistributedSampler):
+class ResumableSampler(DistributedSampler):
     """DistributedSampler (shuffled per epoch from seed + epoch) that can skip batches already done.
 
     With one process it is simply a seeded per-epoch permutation; its order depends only on
@@ -76,7 +76,8 @@ class _ResumableSampler(DistributedSampler):
         return super().__len__() - self.skip
 
 
-def _loader(ds, batch_size, sampler, workers, pin, seed) -> DataLoader:
+def make_loader(ds, batch_size, sampler, workers, pin, seed) -> DataLoader:
+    """The engine's DataLoader: ``sampler`` order, ``workers`` processes, pinned memory if ``pin``."""
     # a private generator: creating the iterator must not draw from the global torch RNG,
     # or a run resumed mid-epoch would see different dropout masks than an uninterrupted one
     g = torch.Generator().manual_seed(seed)
@@ -84,7 +85,7 @@ def _loader(ds, batch_size, sampler, workers, pin, seed) -> DataLoader:
                       generator=g, persistent_workers=False, drop_last=False)
 
 
-def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
+def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
     """(autocast on?, its dtype, gradient scaler needed?): bf16 where supported, else fp16 + scaler."""
     if device.type != "cuda" or not enabled:
         return False, None, False
@@ -99,7 +100,7 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Mod
     """One optimizer step (forward under autocast when ``amp[0]``, loss in float32, backward).
 
     ``fit`` and the throughput benchmarks call this same function, so a benchmark times
-    exactly the engine's step. ``amp`` is what :func:`_amp_settings` returns.
+    exactly the engine's step. ``amp`` is what :func:`amp_settings` returns.
     """
     with torch.autocast(x.device.type, dtype=amp[1]) if amp[0] else nullcontext():
         logits = net(x)
@@ -115,7 +116,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _with_channels(ds, channels: int):
+def with_channels(ds, channels: int):
+    """``ds`` yielding ``channels``-channel images (a dataset that cannot change is returned as is)."""
     if hasattr(ds, "channels") and hasattr(ds, "with_channels") and ds.channels != channels:
         return ds.with_channels(channels)
     return ds
@@ -161,7 +163,8 @@ def _stage_plan(model: nn.Module, tc) -> list[tuple[str | None, int]]:
     return [(s, tc.epochs) for s in stages]
 
 
-def _model_input(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+def batch_to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
+    """A batch on ``device`` as the model takes it (channels_last for 4-D batches when asked)."""
     x = x.to(device, non_blocking=device.type == "cuda")
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -181,7 +184,7 @@ def _predict(model: nn.Module, ds, batch_size: int, device, amp: tuple, channels
     info = distributed.current()
     sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
     indices = np.fromiter(iter(sampler), dtype=np.int64)
-    loader = _loader(ds, batch_size, sampler, workers, device.type == "cuda", 0)
+    loader = make_loader(ds, batch_size, sampler, workers, device.type == "cuda", 0)
     net = _unwrap(model)
     was_training = net.training
     net.eval()
@@ -192,7 +195,7 @@ def _predict(model: nn.Module, ds, batch_size: int, device, amp: tuple, channels
         if crops:
             b, n = x.shape[:2]
             x = x.flatten(0, 1)
-        x = _model_input(x, device, channels_last)
+        x = batch_to_device(x, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
             out = net(x).float()
         if crops:
@@ -289,8 +292,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     set_seed(cfg.seed)
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
-    train_ds = _with_channels(data.train, cfg.model.in_chans)
-    val_ds = _with_channels(data.val, cfg.model.in_chans)
+    train_ds = with_channels(data.train, cfg.model.in_chans)
+    val_ds = with_channels(data.val, cfg.model.in_chans)
     if hasattr(train_ds, "augment"):
         train_ds.augment = bool(tc.augment)
     if hasattr(val_ds, "tencrop"):
@@ -304,7 +307,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     rank_batch = tc.batch_size // info.world_size
     run_dir = Path(cfg.run_dir)
 
-    amp = _amp_settings(device, tc.amp)
+    amp = amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
     model.to(device)
     if channels_last:
@@ -330,7 +333,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     if info.is_main:
         runs.write_config(run_dir, cfg)
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
-    sampler = _ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+    sampler = ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
     from tqdm.auto import tqdm
 
     net: nn.Module = model
@@ -367,13 +370,13 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             sampler.skip = state.batch_in_epoch * rank_batch
             if hasattr(train_ds, "set_epoch"):
                 train_ds.set_epoch(state.epoch)
-            loader = _loader(train_ds, rank_batch, sampler, tc.num_workers, device.type == "cuda",
+            loader = make_loader(train_ds, rank_batch, sampler, tc.num_workers, device.type == "cuda",
                              derive_seed(cfg.seed, state.epoch))
             net.train()
             bar = tqdm(loader, desc=f"epoch {state.epoch + 1}" + (f" [{stage}]" if stage else ""),
                        disable=not (progress and info.is_main), leave=False)
             for x, y in bar:
-                x = _model_input(x, device, channels_last)
+                x = batch_to_device(x, device, channels_last)
                 y = y.to(device, non_blocking=device.type == "cuda")
                 loss = train_step(net, x, y, loss_fn, optimizer, scaler, amp)
                 state.step += 1
@@ -481,7 +484,7 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
         dataset.tencrop = tta == "tencrop"
     try:
         channels_last = device.type == "cuda"
-        _, probs = _predict(model, dataset, batch_size, device, _amp_settings(device, amp), channels_last,
+        _, probs = _predict(model, dataset, batch_size, device, amp_settings(device, amp), channels_last,
                             num_workers, progress, "evaluate")
     finally:
         if old is not None:
@@ -515,7 +518,7 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
     result = fit(cfg, data=data, model=model, progress=progress, resume=not redo, checkpoint_every=checkpoint_every)
-    test_ds = _with_channels(data.test, cfg.model.in_chans)
+    test_ds = with_channels(data.test, cfg.model.in_chans)
     metrics, predictions = evaluate(result.model, test_ds, tta=cfg.train.tta, n_bootstrap=cfg.train.n_bootstrap,
                                     batch_size=max(cfg.train.batch_size, 1), device=device, progress=progress,
                                     seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp)
