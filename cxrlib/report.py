@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from cxrlib import profiles, references
+from cxrlib import profiles, progress, references
 from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
 from cxrlib.profiles import Profile
@@ -128,33 +128,62 @@ def kernel_dir(root: str | Path) -> Path:
 
 
 @contextmanager
-def _private_kernel(root: Path) -> Iterator[str]:
-    old = os.environ.get("JUPYTER_PATH")
-    data_dir = kernel_dir(root)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(data_dir.resolve())] + ([old] if old else []))
-    try:
-        yield KERNEL_NAME
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
-
-
-@contextmanager
-def _redo_since(redo: bool) -> Iterator[None]:
-    """Under --redo, tell the kernels when this report started (they inherit the variable):
-    a run retrained after that is reused, so the shared baseline trains once, not per notebook."""
-    old = os.environ.get(REDO_SINCE_ENV)
-    if redo:
-        os.environ[REDO_SINCE_ENV] = repr(time.time())
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` while inside (None: unchanged); kernels started inside inherit it."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(REDO_SINCE_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[REDO_SINCE_ENV] = old
+            os.environ[name] = old
+
+
+def _private_kernel(root: Path):
+    data_dir = kernel_dir(root)
+    old = os.environ.get("JUPYTER_PATH")
+    return _environment("JUPYTER_PATH", os.pathsep.join([str(data_dir.resolve())] + ([old] if old else [])))
+
+
+def _redo_since(redo: bool):
+    """Under --redo, tell the kernels when this report started: a run retrained after that is
+    reused, so the baseline every notebook shares trains once, not once per notebook."""
+    return _environment(REDO_SINCE_ENV, repr(time.time()) if redo else None)
+
+
+@contextmanager
+def _watch_progress(path: Path, echo: Callable[[str], None]) -> Iterator[None]:
+    """The kernels started inside report their training to ``path``; its lines reach ``echo``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with _environment(progress.ENV, str(path)), progress.Watcher(path, echo):
+        yield
+
+
+def kernel_manager_class():
+    """A kernel manager that gives each kernel CurveZMQ keys, or None where libzmq has no Curve.
+
+    Kernels talk to the runner over TCP on localhost; without keys ipykernel warns, for every
+    notebook, that the traffic is unencrypted. Our kernelspec declares Curve support, so with
+    ``transport_encryption = "auto"`` jupyter_client provisions the keys: the sockets are
+    encrypted and there is nothing to warn about.
+    """
+    import zmq
+    from jupyter_client import AsyncKernelManager  # nbclient's default manager
+    from traitlets import default
+
+    if not zmq.has("curve"):
+        return None
+
+    class CurveKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _transport_encryption_default(self) -> str:
+            return "auto"
+
+    return CurveKernelManager
 
 
 # ----------------------------------------------------------------------------- execution
@@ -178,6 +207,7 @@ def execute_notebook(
     import papermill as pm
 
     executed.parent.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
     try:
         pm.execute_notebook(
             str(notebook),
@@ -190,6 +220,7 @@ def execute_notebook(
             log_output=log_output,
             execution_timeout=timeout,
             request_save_on_cell_execute=True,
+            **({"kernel_manager_class": manager} if manager is not None else {}),
         )
     except Exception as err:  # a notebook error must not stop the others
         if err.__class__.__name__ == "PapermillExecutionError":
@@ -217,6 +248,10 @@ def export_html(executed: Path, html_path: Path) -> Path:
     return html_path
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # progress lines must reach a pipe (| tee) as they happen
+
+
 def run_report(
     profile: Profile | str | Path = "cpu",
     *,
@@ -227,7 +262,7 @@ def run_report(
     notebooks_dir: str | Path | None = None,
     timeout: float | None = None,
     log_output: bool = False,
-    echo: Callable[[str], None] | None = print,
+    echo: Callable[[str], None] | None = _print,
 ) -> ReportResult:
     """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
 
@@ -253,17 +288,18 @@ def run_report(
     say(f"report: profile {profile.name} ({profile.path or 'built-in defaults'}), {len(chosen)} notebook(s), "
         f"runs in {runs}, output in {out}")
     results: list[NotebookResult] = []
-    with _private_kernel(out / ".jupyter") as kernel, _redo_since(redo):
+    with _private_kernel(out / ".jupyter"), _redo_since(redo):
         for i, nb_path in enumerate(chosen, 1):
             stem = nb_path.stem
             params = profile.notebook_parameters(stem, redo=redo)
             executed = executed_dir / nb_path.name
             say(f"[{i}/{len(chosen)}] {stem} ...")
             t0 = time.perf_counter()
-            error = execute_notebook(
-                nb_path, executed, params, kernel_name=kernel, cwd=cwd, timeout=timeout,
-                log_output=log_output,
-            )
+            with _watch_progress(out / ".progress" / f"{stem}.jsonl", say):
+                error = execute_notebook(
+                    nb_path, executed, params, kernel_name=KERNEL_NAME, cwd=cwd, timeout=timeout,
+                    log_output=log_output,
+                )
             seconds = time.perf_counter() - t0
             html_path: Path | None = None
             if executed.exists():

@@ -32,9 +32,11 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
 
 from cxrlib import checkpoint as ckpt_io
 from cxrlib import distributed, runs
+from cxrlib import progress as progress_events  # named apart from fit's progress= flag
 from cxrlib.config import ExperimentConfig
 from cxrlib.losses import create_loss
 from cxrlib.metrics import auroc_report, mean_auroc
@@ -163,6 +165,11 @@ def _stage_plan(model: nn.Module, tc) -> list[tuple[str | None, int]]:
     return [(s, tc.epochs) for s in stages]
 
 
+def _planned_done(plan: list[tuple[str | None, int]], state: "_State") -> int:
+    """Epochs of the plan behind us: every earlier stage in full, and this stage's so far."""
+    return sum(n for _, n in plan[:state.stage_index]) + state.stage_epoch
+
+
 def batch_to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
     """A batch on ``device`` as the model takes it (channels_last for 4-D batches when asked)."""
     x = x.to(device, non_blocking=device.type == "cuda")
@@ -179,8 +186,6 @@ def _predict(model: nn.Module, ds, batch_size: int, device, amp: tuple, channels
     A ten-crop batch ``[B, 10, C, h, w]`` is scored crop by crop and the probabilities are
     averaged (CheXNet); its logits are the crops' mean logits.
     """
-    from tqdm.auto import tqdm
-
     info = distributed.current()
     sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
     indices = np.fromiter(iter(sampler), dtype=np.int64)
@@ -330,11 +335,13 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         history = list(ckpt["history"])
         best_state = ckpt["best_model"]
         _unwrap(model).load_state_dict(ckpt["model"])
+    total_epochs = sum(n for _, n in plan)
     if info.is_main:
         runs.write_config(run_dir, cfg)
+        progress_events.emit("start", cfg.name, total=total_epochs, done=_planned_done(plan, state),
+                             stages=[s for s, _ in plan if s])
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     sampler = ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
-    from tqdm.auto import tqdm
 
     net: nn.Module = model
     optimizer = scheduler = None
@@ -422,6 +429,11 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             state.stage_epoch += 1
             state.batch_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0.0
             stop_early = state.bad_epochs >= tc.early_stopping_patience
+            if info.is_main:
+                progress_events.emit("epoch", cfg.name, stage=stage, stage_index=state.stage_index,
+                                     n_stages=len(plan), epoch=state.stage_epoch, epochs=n_epochs,
+                                     done=_planned_done(plan, state), total=total_epochs, ran=state.epoch,
+                                     step=state.step, seconds=state.train_seconds, val_mean_auroc=val_auc)
             if info.is_main and progress:
                 print(f"epoch {state.epoch}{' [' + stage + ']' if stage else ''}: train loss "
                       f"{history[-1]['train_loss']:.4f}  val loss {val_loss:.4f}  val mean AUROC {val_auc:.4f}"
@@ -511,6 +523,8 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
     run_dir = Path(cfg.run_dir)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
     if not redo and runs.is_finished(run_dir, cfg):
+        if info.is_main:
+            progress_events.emit("reused", cfg.name)
         return runs.load_run(run_dir)
     if redo and info.is_main:
         runs.clear(run_dir)
@@ -524,6 +538,7 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
                                     seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp)
     if distributed.current().is_main:
         metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
+        progress_events.emit("finished", cfg.name, mean_auroc=metrics.get("mean_auroc"), split=metrics.get("split"))
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)

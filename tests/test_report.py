@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -113,6 +114,57 @@ def test_cli_report_end_to_end_on_smoke(tmp_path, fake_runs):
     text = "\n".join(o.get("data", {}).get("text/plain", "") for c in results.cells for o in c.get("outputs", []))
     assert "fpn" in text and "other_split" in text
     assert "<table" in (out / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_cli_report_streams_training_progress(tmp_path):
+    """`python -m cxrlib report --profile smoke`: which run trains, epoch n/N, stage, time left,
+    printed while the notebook runs; and no kernel warning about unencrypted transport."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    params = new_code_cell('PROFILE: str = "cpu"\nDATA_DIR: str = ""\nDEVICE: str = ""\nRUNS_DIR: str = ""\n'
+                           'REDO: bool = False\nOVERRIDES: list = []')
+    params.metadata["tags"] = ["parameters"]
+    cells = [
+        params,
+        new_code_cell("from cxrlib import experiments, profiles\n"
+                      "profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, "
+                      "overrides=OVERRIDES)\n"
+                      "experiments.run(profile.config(), redo=REDO)"),
+        new_code_cell("import time\ntime.sleep(3)  # the baseline's lines must be out before this ends"),
+        new_code_cell("experiments.run(profile.config('two_stage', {'model.wrapper': 'two_stage', "
+                      "'train.stage_epochs': [1, 1, 1]}), redo=REDO)"),
+    ]
+    nbformat.write(new_notebook(cells=cells), str(nbs / "01_train.ipynb"))
+    argv = [sys.executable, "-m", "cxrlib", "report", "--profile", "smoke", "--notebooks-dir", str(nbs),
+            "--out", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs"),
+            "--set", "train.epochs=2", "--set", "train.max_steps=null"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    arrived: list[tuple[float, str]] = []
+    for line in proc.stdout:
+        arrived.append((time.monotonic(), line.rstrip("\n")))
+    err = proc.stderr.read()
+    assert proc.wait(timeout=600) == 0, "\n".join(t for _, t in arrived)[-3000:] + err[-3000:]
+    lines = [t.strip() for _, t in arrived]
+    when = {t.strip(): at for at, t in arrived}
+
+    def one(prefix: str) -> str:
+        found = [t for t in lines if t.startswith(prefix)]
+        assert len(found) == 1, (prefix, lines)
+        return found[0]
+
+    assert one("baseline: training, 2 epochs")
+    assert one("baseline: epoch 1/2, ").endswith(" left")
+    assert one("baseline: epoch 2/2, ").endswith("finishing")
+    done = one("baseline: done, test mean AUROC ")
+    two = one("two_stage: training, 3 epochs, stages global -> local -> fusion")
+    for k, stage in enumerate(("global", "local", "fusion"), 1):
+        assert one(f"two_stage: epoch 1/1 [{stage}, stage {k}/3], ")
+    assert one("two_stage: done, test mean AUROC ")
+    # the baseline's lines were printed while the notebook ran, not collected at its end
+    assert when[two] - when[done] >= 2.0
+    assert lines.index(done) > lines.index("[1/1] 01_train ...") and lines[-1].startswith("report: 1/1")
+    assert "without encryption" not in err + "\n".join(lines)
 
 
 def test_notebooks_are_committed_clean():
