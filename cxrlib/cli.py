@@ -139,8 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cxrlib import runs  # runs and train import timm: only the commands that need it pay for it
-    from cxrlib.train import with_channels, evaluate
+    # runs and train import timm: only the commands that need it pay for it
+    from cxrlib import runs
+    from cxrlib.train import evaluate, with_channels
 
     if args.run:
         run_dir = Path(args.run)
@@ -168,7 +169,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cxrlib import models, runs  # models, runs and train import timm: only the commands that need it pay for it
+    # models, runs and train import timm: only the commands that need it pay for it
+    from cxrlib import models, runs
     from cxrlib.train import predict_images
 
     if bool(args.run) == bool(args.model):

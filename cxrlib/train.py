@@ -38,6 +38,8 @@ from cxrlib import checkpoint as ckpt_io
 from cxrlib import distributed, runs
 from cxrlib import progress as progress_events  # named apart from fit's progress= flag
 from cxrlib.config import ExperimentConfig
+from cxrlib.data import load_data
+from cxrlib.data.datasets import preprocess
 from cxrlib.losses import create_loss
 from cxrlib.metrics import auroc_report, mean_auroc
 from cxrlib.models import create_model_from_config
@@ -231,8 +233,6 @@ def _label_names(ds, k: int) -> list[str]:
 
 def _load_data_rank0_first(cfg: ExperimentConfig, progress: bool):
     """load_data, with rank 0 building the cache while the other ranks wait, then open it."""
-    from cxrlib.data import load_data
-
     info = distributed.current()
     data = load_data(cfg.data, progress=progress) if info.is_main else None
     distributed.barrier()
@@ -547,8 +547,6 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
 def predict_images(model: nn.Module, images_u8_list: Sequence[np.ndarray], image_size: int, channels: int,
                    batch_size: int = 32, device: str | torch.device | None = None) -> np.ndarray:
     """Probabilities ``[N, K]`` for uint8 grayscale images of any size (resized as the cache does)."""
-    from cxrlib.data.datasets import preprocess
-
     if device is None:
         p = next(iter(model.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
