@@ -28,6 +28,16 @@ def _targets(node: ast.AST, modules: dict[str, Path]) -> list[str]:
     return []
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node, less the ``if TYPE_CHECKING:`` blocks (imports for annotations never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in _runtime_nodes(child))
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _import_graph() -> dict[str, set[str]]:
     """Module -> the cxrlib modules it imports, at module level or inside functions (a cycle
     broken only by a function-level import is still a cycle)."""
@@ -36,7 +46,7 @@ def _import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
         edges = set()
-        for node in ast.walk(tree):
+        for node in _runtime_nodes(tree):
             for target in _targets(node, modules):
                 if target != name:
                     edges.add(target)
