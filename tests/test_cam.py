@@ -10,6 +10,7 @@ from torch import nn
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrlib import cam, localization as loc
+from cxrlib.overlay import render
 from cxrlib.seed import set_seed
 
 
@@ -173,14 +174,31 @@ def test_overlay_on_full_resolution_image_with_boxes():
     heat[2, 6] = 1.0
     box = SimpleNamespace(finding="Nodule", x=70, y=25, w=10, h=10)
     ax = cam.overlay(full, heat, boxes=[box], title="Nodule")
-    images = ax.get_images()
-    assert images[1].get_array().shape == (120, 100)  # heatmap resized to the full image
-    assert len(ax.patches) == 1 and ax.patches[0].get_xy() == (70, 25)
+    (image,) = ax.get_images()
+    picture = np.asarray(image.get_array())
+    assert picture.shape == (120, 100, 3)  # heatmap resized to the full image, blended
+    # The picture is cxrlib.overlay's, the one the demo shows, in full-image coordinates.
+    np.testing.assert_array_equal(picture, render(full, heat, [box]))
+    assert list(image.get_extent()) == [-0.5, 99.5, 119.5, -0.5]
+    assert picture[37, 81, 0] > picture[100, 20, 0], "the hot spot is drawn where the heatmap is hot"
+
+    def green(rgb):
+        return np.all(np.asarray(rgb) == (0, 255, 0), axis=-1)
+
+    assert green(picture)[25, 71] and green(picture)[30, 70]  # the box's top and left edges at (70, 25)
+    assert [t.get_text() for t in ax.texts] == ["Nodule"] and ax.texts[0].get_position() == (70, 21)
     assert ax.get_title() == "Nodule"
-    fig = cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], boxes=[box], probabilities=[0.1, 0.9])
+    mask = np.zeros((12, 10), bool)
+    mask[1:5, 1:4] = True
+    fig = cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], boxes=[box], probabilities=[0.1, 0.9],
+                           masks=[None, mask])
     panels = [a for a in fig.axes if a.get_images()]
-    assert [len(a.patches) for a in panels] == [0, 1]  # each finding's own box only
+    drawn = [green(a.get_images()[0].get_array()) for a in panels]
+    assert [d.any() for d in drawn] == [False, True]  # each finding's own box only
+    assert drawn[1][10:50, 10:40].any()  # and its own mask's outline
     assert panels[1].get_title() == "Nodule 0.90"
+    with pytest.raises(ValueError, match="one .or None. per finding"):
+        cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], masks=[mask])
     matplotlib.pyplot.close("all")
 
 
@@ -188,7 +206,7 @@ def test_overlay_on_full_resolution_image_with_boxes():
 def test_trained_model_points_at_the_mass_nearer_than_chance():
     """A small CNN trained for a few steps on phantoms localises masses better than chance."""
     from cxrlib.data.datasets import to_model_input
-    from cxrlib.data.phantoms import phantom_table, render_phantom
+    from cxrlib.phantoms import phantom_table, render_phantom
 
     size, mass = 64, 4  # FINDINGS index of Mass
     set_seed(0)

@@ -4,7 +4,11 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -12,17 +16,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrlib.labels import FINDINGS
-from cxrlib.widgets import (
+from cxrlib.demo import (
     DemoSession,
     UploadError,
     build_demo,
+    demo_config,
     demo_settings,
     list_model_choices,
     project_path,
     read_upload,
-    render_overlay,
 )
+from cxrlib.labels import FINDINGS
+from cxrlib.overlay import render
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,7 +102,6 @@ def rendered_size(app) -> tuple[int, int]:
 def phantom_data(tmp_path_factory):
     """The smoke profile's phantoms (64 images, 32 px cache), cached in a temporary folder."""
     from cxrlib.data import load_data
-    from cxrlib.widgets import demo_config
 
     cache = tmp_path_factory.mktemp("cache")
     config = demo_config("smoke", overrides=[f"data.cache_dir={cache}"])
@@ -161,14 +165,28 @@ def test_pick_image_click_finding_and_method(app, phantom_data):
     assert session.heatmap(button._finding, method="center").shape == (32, 32)
 
 
-def test_boxes_are_drawn_for_the_finding(app, phantom_data):
-    session = app.session
-    for image_id in phantom_data.test.image_ids:
-        boxes = phantom_data.boxes(str(image_id))
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory, cxr14_sample):
+    """The real ChestX-ray14 sample at 32 px: its official test part holds the boxed images."""
+    from cxrlib.data import load_data
+
+    cache = tmp_path_factory.mktemp("real_cache")
+    config = demo_config("smoke", data_dir=str(cxr14_sample),
+                         overrides=[f"data.cache_dir={cache}", "data.image_size=32"])
+    return load_data(config.data, progress=False)
+
+
+def test_boxes_are_drawn_for_the_finding(real_data, tmp_path):
+    """Real data offers annotated boxes: the picture draws the chosen finding's boxes."""
+    assert real_data.offers.boxes
+    for image_id in real_data.test.image_ids:
+        boxes = real_data.boxes(str(image_id))
         if boxes:
             break
     else:
-        pytest.fail("no phantom in the smoke test split has a box")
+        pytest.fail("no image of the sample's test part has a box")
+    app = build_demo(data=real_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
+    session = app.session
     app.image_menu.value = str(image_id)
     finding = boxes[0].finding
     app.finding_menu.value = finding
@@ -177,6 +195,39 @@ def test_boxes_are_drawn_for_the_finding(app, phantom_data):
     picture = session.overlay(finding)
     x, y = int(boxes[0].x), int(boxes[0].y)
     assert tuple(picture[y, x + 1]) == (0, 255, 0)
+
+
+def test_lesion_masks_are_outlined(app, phantom_data):
+    """Phantoms have lesion masks: the picture outlines the chosen finding's mask."""
+    session = app.session
+    for image_id in phantom_data.test.image_ids:
+        app.image_menu.value = str(image_id)
+        drawn = [f for f in session.findings if session.masks_for(f)]
+        if drawn:
+            break
+    else:
+        pytest.fail("no phantom in the smoke test split has a lesion mask")
+    finding = drawn[0]
+    np.testing.assert_array_equal(session.masks_for(finding)[0], phantom_data.mask(str(image_id), finding))
+    app.finding_menu.value = finding
+    assert "lesion outlined" in app.caption.value
+    picture = session.overlay(finding)
+    heat = session.heatmap(finding)
+    boxes = session.boxes_for(finding)
+    np.testing.assert_array_equal(picture, render(session.image.pixels, heat, boxes, session.masks_for(finding),
+                                                  max_side=2048))
+    # The outline adds green pixels that the boxes alone do not draw.
+    without = render(session.image.pixels, heat, boxes)
+    green = np.all(picture == (0, 255, 0), axis=-1)
+    assert (green & ~np.all(without == (0, 255, 0), axis=-1)).any()
+    # A finding without a mask has no outline.
+    bare = [f for f in session.findings if not session.masks_for(f) and not session.boxes_for(f)]
+    assert bare and "lesion outlined" not in _caption_for(app, bare[0])
+
+
+def _caption_for(app, finding: str) -> str:
+    app.finding_menu.value = finding
+    return app.caption.value
 
 
 @pytest.mark.parametrize("name, content, expect", [
@@ -301,7 +352,6 @@ def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
 def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     """A real (tiny) run: listed with its AUROC, loaded, and its probabilities match the engine's."""
     from cxrlib.train import predict_images, run_experiment
-    from cxrlib.widgets import demo_config
 
     config = demo_config("smoke", runs_dir=tmp_path / "runs",
                          overrides=[f"data.cache_dir={phantom_data.cache.folder.parent.parent}",
@@ -318,15 +368,6 @@ def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     app.model_menu.value = "untrained:resnet18"
     assert "Untrained model" in app.warning.value
     check_chart(session)
-
-
-def test_render_overlay_scales_large_images():
-    image = np.zeros((3000, 2000), np.uint8)
-    heat = np.zeros((8, 8), np.float32)
-    heat[0, 0] = 1.0
-    picture = render_overlay(image, heat, max_side=1024)
-    assert picture.shape == (1024, 683, 3) and picture.dtype == np.uint8
-    assert picture[0, 0, 0] > picture[-1, -1, 0], "hot corner drawn red-ish"
 
 
 def test_demo_settings_from_environment(monkeypatch):
@@ -348,6 +389,41 @@ def test_project_path_from_notebooks_folder(monkeypatch):
     assert project_path("runs/cpu") == Path("runs/cpu")
 
 
+def test_demo_imports_and_works_without_ipywidgets(tmp_path):
+    """Only cxrlib.demo.app needs ipywidgets: the session runs in a process that cannot import it."""
+    script = textwrap.dedent(f"""
+        import io, sys
+        sys.modules["ipywidgets"] = None  # any import of it now fails
+        import numpy as np
+        from PIL import Image
+        import cxrlib.demo as demo
+
+        session = demo.DemoSession(None, runs_dir={str(tmp_path)!r}, untrained=["resnet18"], image_size=32)
+        buffer = io.BytesIO()
+        Image.fromarray(np.tile(np.arange(96, dtype=np.uint8), (64, 1))).save(buffer, format="PNG")
+        session.load_upload(buffer.getvalue(), "x.png")
+        assert session.chart_data().probabilities.shape == (14,)
+        assert session.overlay(session.top_finding()).shape == (64, 96, 3)
+        assert not isinstance(sys.modules.get("ipywidgets"), type(sys)), "ipywidgets was imported"
+        try:
+            demo.build_demo
+        except ImportError as err:
+            assert "ipywidgets" in str(err), err
+        else:
+            raise AssertionError("build_demo without ipywidgets must raise ImportError")
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_only_the_app_imports_ipywidgets():
+    statement = re.compile(r"^\s*(import|from)\s+ipywidgets\b", re.MULTILINE)
+    importers = sorted(path.relative_to(REPO).as_posix() for path in (REPO / "cxrlib").rglob("*.py")
+                       if statement.search(path.read_text()))
+    assert importers == ["cxrlib/demo/app.py"]
+
+
 def test_notebook_is_thin_and_committed_without_outputs():
     nb = json.loads((REPO / "notebooks" / "08_demo.ipynb").read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -357,4 +433,4 @@ def test_notebook_is_thin_and_committed_without_outputs():
     for name in ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES"):
         assert f"{name}:" in tagged[0]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert "cxrlib.widgets.build_demo(" in source[-1]
+    assert "cxrlib.demo.build_demo(" in source[-1]
