@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from cxrlib.config import DataConfig
     from cxrlib.data import load_data
     from cxrlib.models import create_model
-    from cxrlib.train import _ResumableSampler, _amp_settings, _loader, _model_input, train_step
+    from cxrlib.train import ResumableSampler, amp_settings, make_loader, batch_to_device, train_step
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {len(ds)} training images < batch {args.batch_size}; raise --phantoms")
     k = len(data.label_names)
     channels_last = not args.no_channels_last
-    use_amp, amp_dtype, needs_scaler = _amp_settings(device, not args.no_amp)
+    use_amp, amp_dtype, needs_scaler = amp_settings(device, not args.no_amp)
     model = create_model(args.model, num_classes=k, in_chans=1).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -87,10 +87,10 @@ def main(argv=None) -> int:
     mem = []
     for b in range(n_mem):
         items = [ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]
-        mem.append((_model_input(torch.stack([x for x, _ in items]), device, channels_last),
+        mem.append((batch_to_device(torch.stack([x for x, _ in items]), device, channels_last),
                     torch.stack([y for _, y in items]).to(device)))
 
-    sampler = _ResumableSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler = ResumableSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
     epochs = itertools.count()
 
     def batches():
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             e = next(epochs)
             sampler.set_epoch(e)
             ds.set_epoch(e)
-            loader = _loader(ds, args.batch_size, sampler, args.workers, True, e)
+            loader = make_loader(ds, args.batch_size, sampler, args.workers, True, e)
             yield from loader
 
     feed = batches()
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
 
     def pipe_step(i):
         x, y = next(feed)
-        step(_model_input(x, device, channels_last), y.to(device, non_blocking=True))
+        step(batch_to_device(x, device, channels_last), y.to(device, non_blocking=True))
 
     timed(gpu_step, 5)
     timed(pipe_step, 5)

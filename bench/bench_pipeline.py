@@ -32,7 +32,7 @@ import torch
 from cxrlib.config import DataConfig
 from cxrlib.data import load_data
 from cxrlib.models import create_model
-from cxrlib.train import _ResumableSampler, _loader, _model_input, train_step
+from cxrlib.train import ResumableSampler, make_loader, batch_to_device, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         items = [ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]
         mem.append((torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)))
 
-    sampler = _ResumableSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
+    sampler = ResumableSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)
     epoch = itertools.count()
 
     def pipeline_batches():
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             e = next(epoch)
             sampler.set_epoch(e)
             ds.set_epoch(e)
-            yield from _loader(ds, args.batch_size, sampler, args.workers, device.type == "cuda", e)
+            yield from make_loader(ds, args.batch_size, sampler, args.workers, device.type == "cuda", e)
 
     feed = pipeline_batches()
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         t, c = time.perf_counter(), time.process_time()
         for _ in range(n):
             x, y = next(feed)
-            step(_model_input(x, device, False), y.to(device))
+            step(batch_to_device(x, device, False), y.to(device))
         cpu_rates[mode].append(n * args.batch_size / (time.process_time() - c))
         return n * args.batch_size / (time.perf_counter() - t)
 
