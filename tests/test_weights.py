@@ -10,7 +10,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from cxrlib.models import PretrainedWeightsError, create_model, get_model_spec
+from cxrlib import profiles
+from cxrlib.config import ModelConfig
+from cxrlib.models import PretrainedWeightsError, create_model, create_model_from_config, get_model_spec
 from cxrlib.models import weights
 
 
@@ -149,3 +151,29 @@ def test_weights_of_another_model_in_the_folder_are_refused(tmp_path, monkeypatc
     monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(folder))
     with pytest.raises(PretrainedWeightsError, match="resnet18.tv_in1k.safetensors do not fit resnet18"):
         create_model("resnet18", pretrained=True)
+
+
+def test_a_configs_weights_dir_serves_every_backbone(tmp_path, no_network):
+    """One model.weights_dir for all the backbones a profile trains, each its own file."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    saved = resnet18_imagenet_like(seed=4)
+    save_file(saved, folder / "resnet18.tv_in1k.safetensors")
+    cfg = ModelConfig(name="resnet18", pretrained=True, weights_dir=str(folder))
+    model = create_model_from_config(cfg, num_classes=14)
+    assert_loaded_exactly(model, saved)
+    assert model.info.pretrained == str(folder / "resnet18.tv_in1k.safetensors")
+    with pytest.raises(PretrainedWeightsError, match=f"resnet50.tv_in1k.safetensors in the weights folder {folder}"):
+        create_model_from_config(ModelConfig(name="resnet50", pretrained=True, weights_dir=str(folder)), 14)
+    # A finished run is rebuilt without them (its best.pt replaces them anyway).
+    assert create_model_from_config(ModelConfig(name="resnet50", pretrained=True, weights_dir=str(folder)), 14,
+                                    pretrained=False).info.pretrained == "none"
+    assert len(no_network) == 1  # one probe, for the missing resnet50
+
+
+def test_profile_anchors_a_relative_weights_dir_at_the_project(monkeypatch):
+    """A notebook's kernel starts in notebooks/: a relative weights folder still means the project's."""
+    monkeypatch.chdir(profiles.PROJECT_ROOT / "notebooks")
+    profile = profiles.load("full", overrides=["model.weights_dir=data/weights"])
+    assert profile.baseline.model.weights_dir == str(profiles.PROJECT_ROOT / "data" / "weights")
+    assert profiles.load("full").baseline.model.weights_dir is None  # unset: the default folder
