@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrlib import experiments, profiles, runs
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import chestxray14 as cx
 from cxrlib.data import medmnist
@@ -40,7 +41,8 @@ from cxrlib.data.sources import Plan, make_plan
 from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config, get_model_spec
 from cxrlib.models import weights as weights_lib
-from cxrlib.train import _amp_settings, _make_optimizer, train_step
+from cxrlib.profiles import Profile
+from cxrlib.train import _make_optimizer, amp_settings, train_step
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 STATUSES = (PROBLEM, WARNING, OK)
@@ -176,7 +178,7 @@ def _check_chestxray14_files(d) -> list[Finding]:
     if not d.data_dir:
         return [Finding("data", PROBLEM, "ChestX-ray14: no data folder given",
                         "pass --data-dir <the folder holding Data_Entry_2017*.csv and images/> (see data/README.md)")]
-    folder = Path(d.data_dir).expanduser()
+    folder = Path(d.data_dir).expanduser().absolute()
     if not folder.is_dir():
         return [Finding("data", PROBLEM, f"ChestX-ray14 folder {folder} does not exist",
                         "pass --data-dir with the folder NIH's release was unpacked into")]
@@ -384,9 +386,10 @@ class Speed:
 
 def _model_key(cfg: ExperimentConfig) -> str:
     m = cfg.model
-    return json.dumps([m.name, m.head, m.wrapper, m.in_chans, m.options, cfg.data.image_size,
-                       cfg.data.include_no_finding, cfg.train.device, cfg.train.batch_size, cfg.train.amp,
-                       cfg.train.channels_last], sort_keys=True, default=str)
+    # Not the loss or the label count (a 14- or 15-way classifier): they cost next to nothing.
+    return json.dumps([m.name, m.head, m.wrapper, m.in_chans, m.options, cfg.data.image_size, cfg.train.device,
+                       cfg.train.batch_size, cfg.train.amp, cfg.train.channels_last, cfg.train.optimizer,
+                       cfg.train.threads], sort_keys=True, default=str)
 
 
 def _sync(dev: torch.device) -> None:
@@ -433,7 +436,7 @@ def _measure(cfg: ExperimentConfig, batches: Sequence[int] | None, steps: int | 
     channels_last = cuda and cfg.train.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = _amp_settings(dev, cfg.train.amp)
+    amp = amp_settings(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp[2])
     loss_fn = nn.BCEWithLogitsLoss()  # any loss: its cost is nothing next to the network's
     optimizer = _make_optimizer(cfg.train.optimizer, [p for p in model.parameters() if p.requires_grad],
@@ -644,3 +647,25 @@ def run_checks(notebooks: Mapping[str, Sequence[ExperimentConfig]] | Sequence[Ex
             findings.append(Finding(name, PROBLEM, f"the {name} check failed: {type(err).__name__}: {err}",
                                     "report this; the other checks ran"))
     return findings
+
+
+def planned_experiments(profile: Profile, notebooks: Sequence[str | Path]) -> dict[str, list[ExperimentConfig]]:
+    """``{notebook: [configs]}``: what each of the ``notebooks`` (paths) trains, with the
+    parameters the report gives it (the notebook's own defaults, then the profile's)."""
+    planned = {}
+    for path in map(Path, notebooks):
+        params = {**profiles.parameter_defaults(path), **profile.notebook_parameters(path.stem)}
+        planned[path.stem] = experiments.notebook_configs(profile, path.stem, params)
+    return planned
+
+
+def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool = True,
+                  budget_s: float = PROBE_BUDGET_S) -> list[Finding]:
+    """Every check for the report of ``notebooks`` (paths) with ``profile``; finished runs
+    count no time (:func:`cxrlib.report.discover_notebooks` lists a folder's notebooks)."""
+    planned = planned_experiments(profile, notebooks)
+    if not any(planned.values()):  # nothing to train: the notebooks still read the data
+        reader = profile.baseline.with_overrides({"model.pretrained": False})
+        return run_checks([reader], probe=False)
+    return run_checks(planned, probe=probe, budget_s=budget_s,
+                      finished=lambda cfg: runs.is_finished(cfg.run_dir, cfg))

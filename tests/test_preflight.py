@@ -1,8 +1,11 @@
 """Preflight: every missing piece listed at once with what to do, in seconds, network blocked."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -204,3 +207,66 @@ def test_a_crashing_check_is_a_row_not_a_crash(tmp_path, monkeypatch):
     (row,) = rows(findings, "device")
     assert row.status == preflight.PROBLEM and "boom" in row.what
     assert rows(findings, "data") and rows(findings, "disk")  # the other checks ran
+
+
+# --------------------------------------------------------------------------- the command and the report
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_cli_check_full_profile_on_the_sample_lists_each_missing_piece(cxr14_sample, tmp_path):
+    """`cxrlib check --profile full --data-dir <sample>` here (no network, no weights): the
+    table names each missing weights file and the command, exits 1, in seconds."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hf"),
+               CXRLIB_WEIGHTS_DIR=str(tmp_path / "weights"))
+    command = [sys.executable, "-m", "cxrlib", "check", "--profile", "full", "--data-dir", str(cxr14_sample),
+               "--runs-dir", str(tmp_path / "runs"), "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    if torch.cuda.is_available():  # a GPU here would be probed; the probe has its own tests
+        command.append("--no-probe")
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert seconds < 30, f"the check took {seconds:.1f} s (goal: 10 s on a quiet machine)"
+    for timm_name in ("densenet121.tv_in1k", "resnet18.tv_in1k", "resnet50.tv_in1k", "inception_v3.tv_in1k",
+                      "nasnetalarge.tf_in1k"):
+        assert f"{timm_name}.safetensors is not in" in out
+        assert f"https://huggingface.co/timm/{timm_name}/resolve/main/model.safetensors" in out.replace("\n", "").replace(" ", "")
+    assert "HF_HUB_OFFLINE is set" in out  # no hub retries
+    if not torch.cuda.is_available():
+        assert "PROBLEM  device   train.device=cuda but no CUDA GPU is visible" in out
+    for part in ("train", "val", "test"):
+        assert f"WARNING  images   {part}: " in out
+    assert "box list BBox_List_2017.csv" in out and "at 224 px" in out and "at 448 px" in out
+    assert out.splitlines()[-2].startswith(("6 problem(s)", "5 problem(s)"))
+
+
+def _notebook(path: Path, source: str) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = new_code_cell('PROFILE: str = "cpu"\nRUNS_DIR: str = ""')
+    params.metadata["tags"] = ["parameters"]
+    nbformat.write(new_notebook(cells=[params, new_code_cell(source)]), str(path))
+
+
+@pytest.mark.slow
+def test_report_stops_on_a_problem_before_the_first_notebook(tmp_path):
+    from cxrlib import profiles, report
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_writes.ipynb", "import pathlib\npathlib.Path(RUNS_DIR, 'ran.txt').write_text('ran')")
+    lines = []
+    missing = profiles.load("smoke", data_dir=tmp_path / "no-such-release")
+    result = report.run_report(missing, notebooks_dir=nbs, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+                               echo=lines.append)
+    assert result.blocked and not result.ok and result.notebooks == []
+    assert not (tmp_path / "runs" / "ran.txt").exists()
+    text = "\n".join(lines)
+    assert "PROBLEM  data     ChestX-ray14 folder" in text and "stopped before the first notebook" in text
+    # Warnings only (the smoke profile's phantoms on this machine): the notebooks run.
+    ok = report.run_report("smoke", notebooks_dir=nbs, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
+                           echo=None)
+    assert ok.ok and (tmp_path / "runs" / "ran.txt").read_text() == "ran"

@@ -160,6 +160,11 @@ def hub_state(timeout: float = PROBE_TIMEOUT_S) -> HubState:
         return _state
 
 
+def known_offline() -> bool:
+    """True when this process already found the hub out of reach (asks nothing itself)."""
+    return _hub_offline_flag() or (_state is not None and not _state.reachable)
+
+
 def hub_reachable() -> bool:
     return hub_state().reachable
 
