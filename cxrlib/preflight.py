@@ -36,7 +36,7 @@ from cxrlib import experiments, profiles, runs
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import chestxray14 as cx
 from cxrlib.data import medmnist
-from cxrlib.data.cache import open_cache
+from cxrlib.data.cache import cache_files, open_cache
 from cxrlib.data.sources import Plan, make_plan
 from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config, get_model_spec
@@ -141,27 +141,20 @@ def check_data(configs: Sequence[ExperimentConfig], plans: _Plans | None = None)
     out: list[Finding] = []
     for cfg in _distinct(configs, _plan_key):
         d = cfg.data
-        if d.source == "phantoms":
-            out.append(Finding("data", OK, f"synthetic phantoms ({d.num_phantoms:,} images): built in, nothing to read"))
-        elif d.source == "chestxray14":
-            view = plans.view(cfg)
-            if view.plan is not None:  # the table and the split were read
-                sizes = ", ".join(f"{p} {len(v.image_ids):,}" for p, v in view.plan.parts.items())
-                out.append(Finding("data", OK, f"ChestX-ray14 in {d.data_dir}: metadata and {view.plan.split_name} "
-                                               f"read ({sizes} images present)"))
-                out += _check_box_list(Path(d.data_dir).expanduser())
-            else:
-                out += _check_chestxray14_files(d)
-        elif d.source in ("chestmnist", "pneumoniamnist"):
-            try:
-                path = medmnist.find_npz(d.source, d.data_dir)
-                out.append(Finding("data", OK, f"{d.source}: {path}"))
-            except FileNotFoundError as err:
-                out.append(Finding("data", PROBLEM, f"{d.source}: {err}",
-                                   f"put {d.source}.npz where data.data_dir points (--data-dir)"))
+        view = plans.view(cfg)
+        if view.plan is None and d.source == "chestxray14":
+            out += _check_chestxray14_files(d)  # each missing file on its own row
+        elif view.plan is None:
+            todo = (f"put {d.source}.npz where data.data_dir points (--data-dir)" if d.source in medmnist.LABEL_NAMES
+                    else "fix the data settings named above")
+            out.append(Finding("data", PROBLEM, f"{d.source}: {view.error}", todo))
         else:
-            out.append(Finding("data", PROBLEM, f"unknown data source {d.source!r}",
-                               "set data.source to phantoms, chestxray14, chestmnist or pneumoniamnist"))
+            plan = view.plan
+            sizes = ", ".join(f"{p} {len(v.image_ids):,}" for p, v in plan.parts.items())
+            where = f" in {Path(d.data_dir).expanduser().absolute()}" if d.data_dir else ""
+            out.append(Finding("data", OK, f"{d.source}{where}: {plan.split_name} ({sizes} images)"))
+            if plan.offers.boxes:
+                out += _check_box_list(Path(d.data_dir).expanduser().absolute())
     return out
 
 
@@ -224,11 +217,10 @@ def check_images(configs: Sequence[ExperimentConfig], plans: _Plans | None = Non
         plan = view.plan
         for part, p in plan.parts.items():
             used, missing = len(p.image_ids), int(plan.missing_by_part.get(part, 0))
-            listed = used + missing if d.limit is None else None
             if missing == 0:
                 out.append(Finding("images", OK, f"{part}: all {used:,} images present"))
             else:
-                total = f"{used + missing:,}" if listed is not None else "listed"
+                total = f"{used + missing:,}" if d.limit is None else "listed"  # a limit caps what is used
                 out.append(Finding(
                     "images", WARNING,
                     f"{part}: {missing:,} of the {total} images are missing; {used:,} will be used",
@@ -298,7 +290,7 @@ def check_device(configs: Sequence[ExperimentConfig]) -> list[Finding]:
             build = f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}"
             out.append(Finding("device", PROBLEM, f"train.device={asked} but no CUDA GPU is visible ({build})",
                                "run on a machine with an NVIDIA GPU and a CUDA build of torch, or pass --device cpu "
-                               "(see the time estimate: the full profile is days on a CPU)"))
+                               "(and check again for the time that takes on this CPU)"))
             continue
         if dev.type == "cuda":
             index = dev.index if dev.index is not None else 0
@@ -321,11 +313,6 @@ def check_device(configs: Sequence[ExperimentConfig]) -> list[Finding]:
 
 # --------------------------------------------------------------------------- disk
 
-def _cache_bytes(n_images: int, size: int, masks: bool) -> int:
-    # images.u8 is uint8 [N, S, S]; phantoms add masks.u16 uint16 [N, S, S] (see cxrlib.data.cache)
-    return n_images * size * size * (3 if masks else 1)
-
-
 def _existing_parent(path: Path) -> Path:
     path = path.absolute()
     while not path.exists() and path != path.parent:
@@ -334,7 +321,8 @@ def _existing_parent(path: Path) -> Path:
 
 
 def check_disk(configs: Sequence[ExperimentConfig], plans: _Plans | None = None) -> list[Finding]:
-    """Room for every decoded-image cache still to be built (images x size^2 bytes each)."""
+    """Room for every decoded-image cache still to be built (about images x size^2 bytes
+    each, three times that with the phantoms' lesion masks)."""
     plans = plans or _Plans()
     out: list[Finding] = []
     need_by_disk: dict[int, list[tuple[Path, int, str]]] = {}
@@ -343,7 +331,7 @@ def check_disk(configs: Sequence[ExperimentConfig], plans: _Plans | None = None)
         if view.plan is None:
             continue  # the data/images rows say why
         plan, size = view.plan, int(cfg.data.image_size)
-        nbytes = _cache_bytes(len(plan.cache_ids), size, plan.offers.masks)
+        nbytes = sum(cache_files(len(plan.cache_ids), size, plan.offers.masks).values())
         what = f"cache {plan.cache_key} at {size} px: {len(plan.cache_ids):,} images, {_gib(nbytes)}"
         if open_cache(cfg.data.cache_dir, plan.cache_key, size, plan.cache_ids) is not None:
             out.append(Finding("disk", OK, f"{what}, already built"))
@@ -379,6 +367,7 @@ class Speed:
     eval_image_s: float
     batches: tuple[int, ...]  # the batch sizes the probe ran
     peak_memory: int | None = None  # bytes at the largest probed batch (CUDA only)
+    device: str = "cpu"  # the device type probed
 
     def train_step_s(self, batch: int) -> float:
         return self.step_s + self.image_s * batch
@@ -470,7 +459,7 @@ def _measure(cfg: ExperimentConfig, batches: Sequence[int] | None, steps: int | 
         eval_s = (time.perf_counter() - t0) / len(x)
     peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
     step_s, image_s = _fit_line(times)
-    return Speed(step_s, image_s, eval_s, tuple(times), peak)
+    return Speed(step_s, image_s, eval_s, tuple(times), peak, dev.type)
 
 
 def _fit_line(times: Mapping[int, float]) -> tuple[float, float]:
@@ -582,6 +571,12 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
         else:
             out.append(Finding("time", OK, f"{notebook}: about {_duration(total)} on "
                                            f"{_device_name(configs[0].train.device)}: {', '.join(parts)}"))
+    on_cpu = any(isinstance(s, Speed) and s.device == "cpu" for s in speeds.values())
+    load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), os.cpu_count() or 1
+    if on_cpu and load > cores:
+        out.append(Finding("time", WARNING, f"this machine is busy (load average {load:.1f} on {cores} cores): the "
+                                            "CPU estimates include that load",
+                           "check again on a quiet machine for the time the runs take alone"))
     peaks = [(s.peak_memory, k) for k, s in speeds.items() if isinstance(s, Speed) and s.peak_memory]
     if peaks:
         peak, key = max(peaks)

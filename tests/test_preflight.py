@@ -96,19 +96,23 @@ def test_real_sample_images_per_part_and_cache_size(cxr14_sample, tmp_path):
         assert missing > 0 and f.status == preflight.WARNING  # the sample is a partial download
         assert f"{missing:,} of the {used + missing:,} images are missing; {used:,} will be used" in f.what
     assert any("BBox_List_2017.csv" in f.what for f in rows(findings, "data", preflight.OK))
-    need = len(plan.cache_ids) * 224 * 224
-    free = shutil.disk_usage(preflight._existing_parent(tmp_path / "cache")).free
-    assert rows(findings, "disk")[-1].what == (f"the caches to build need {preflight._gib(need)}; "
-                                              f"{preflight._gib(free)} free at {tmp_path}")
+    need = len(plan.cache_ids) * (224 * 224 + 1)  # images.u8 and one progress byte per image
+    summary = rows(findings, "disk")[-1].what
+    assert summary.startswith(f"the caches to build need {preflight._gib(need)}; ") and summary.endswith(
+        f" free at {tmp_path}")
+    free = float(summary.split("; ")[1].split()[0])  # GiB as printed; other processes write meanwhile
+    assert abs(free - shutil.disk_usage(tmp_path).free / 2**30) < 2
 
 
 def test_disk_counts_masks_and_trusts_only_a_finished_cache(tmp_path, monkeypatch):
     small, large = config(tmp_path), config(tmp_path, data={"image_size": 48})
     plan = make_plan(small.data)
-    need = len(plan.cache_ids) * (32 * 32 + 48 * 48) * 3  # uint8 images + uint16 masks
+    n = len(plan.cache_ids)
+    need = n * (32 * 32 + 48 * 48) * 3 + 2 * n  # uint8 images + uint16 masks, a progress byte each
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: Usage(10 * need, 0, need - 1))
     findings = preflight.check_disk([small, large])
     assert [f.status for f in findings] == ["ok", "ok", "problem"]
+    assert findings[-1].what.startswith(f"the caches to build need {preflight._gib(need)}")
     assert "point data.cache_dir at a larger disk" in findings[-1].todo
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: Usage(10 * need, 0, 10 * need))
     assert [f.status for f in preflight.check_disk([small, large])] == ["ok", "ok", "ok"]
@@ -185,6 +189,7 @@ def test_time_per_notebook_counts_a_shared_run_once(tmp_path, monkeypatch):
     fpn = config(tmp_path, model={"head": "fpn"})
     fpn = ExperimentConfig.from_dict({**fpn.to_dict(), "name": "fpn"})
     n = {p: len(v.image_ids) for p, v in make_plan(base.data).parts.items()}
+    monkeypatch.setattr(preflight.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     findings = preflight.estimate_times({"01": [base], "02": [base, fpn], "03": [base]})
     assert probed == ["gap", "fpn"]  # one probe per distinct model
     first, second, third = findings
@@ -196,6 +201,10 @@ def test_time_per_notebook_counts_a_shared_run_once(tmp_path, monkeypatch):
     assert "baseline done" in done[0].what
     spent = preflight.estimate_times({"02": [base, fpn]}, budget_s=-1)
     assert spent[0].status == preflight.WARNING and "probe time budget" in spent[0].what
+    # On a busy machine the CPU estimates say so.
+    monkeypatch.setattr(preflight.os, "getloadavg", lambda: (2.0 * os.cpu_count() + 1, 0.0, 0.0))
+    busy = preflight.estimate_times({"01": [base]})
+    assert busy[-1].status == preflight.WARNING and "this machine is busy" in busy[-1].what
 
 
 def test_a_crashing_check_is_a_row_not_a_crash(tmp_path, monkeypatch):
@@ -228,7 +237,10 @@ def test_cli_check_full_profile_on_the_sample_lists_each_missing_piece(cxr14_sam
     seconds = time.perf_counter() - t0
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
-    assert seconds < 30, f"the check took {seconds:.1f} s (goal: 10 s on a quiet machine)"
+    # The goal is 10 s on a quiet 2-core machine; these margins hold on a loaded one (34-39 s
+    # measured for the whole command with the load at 9 on 2 cores, most of it importing torch).
+    checked = float(out.splitlines()[-1].split(" in ")[1].split()[0])  # after the interpreter and torch load
+    assert checked < 30 and seconds < 90, f"the check took {checked:.1f} s, the command {seconds:.1f} s"
     for timm_name in ("densenet121.tv_in1k", "resnet18.tv_in1k", "resnet50.tv_in1k", "inception_v3.tv_in1k",
                       "nasnetalarge.tf_in1k"):
         assert f"{timm_name}.safetensors is not in" in out

@@ -152,6 +152,15 @@ class ImageCache:
         return f"ImageCache({self.key!r}, size={self.size}, n={len(self)}, folder={str(self.folder)!r})"
 
 
+def cache_files(n: int, size: int, masks: bool) -> dict[str, int]:
+    """The data files of a cache of ``n`` images at ``size`` px and their lengths in bytes
+    (what a build lays out, and what the disk must hold)."""
+    files = {"images.u8": n * size * size, "progress.u8": n}
+    if masks:
+        files["masks.u16"] = 2 * n * size * size
+    return files
+
+
 def cache_folder(cache_dir: str | os.PathLike, key: str, size: int) -> Path:
     return Path(cache_dir) / key / str(int(size))
 
@@ -306,9 +315,7 @@ def _prepare(folder: Path, key: str, ids: list[str], size: int, masks: bool) -> 
     n = len(ids)
     fp = ids_fingerprint(ids)
     build = {"format": FORMAT_VERSION, "key": key, "size": size, "count": n, "ids_sha256": fp, "masks": masks}
-    files = {"images.u8": n * size * size, "progress.u8": n}
-    if masks:
-        files["masks.u16"] = 2 * n * size * size
+    files = cache_files(n, size, masks)
     try:
         same = json.loads((folder / "build.json").read_text()) == build and all(
             (folder / f).stat().st_size == nbytes for f, nbytes in files.items())
