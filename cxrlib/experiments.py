@@ -16,12 +16,11 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from cxrlib import plots, profiles, runs
+from cxrlib import plots, runs
 from cxrlib.config import BASELINE, ExperimentConfig
 from cxrlib.models import get_model_spec
 from cxrlib.profiles import Profile
@@ -75,8 +74,8 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
     """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
     built with the calls that notebook makes; the preflight check plans from this.
 
-    A notebook not listed here trains nothing. ``tests/test_preflight.py`` runs each
-    notebook's own cells up to its training call and checks they give the same configs.
+    A notebook not listed here trains nothing. ``tests/test_notebooks.py`` checks that these
+    are exactly the runs the smoke report's notebooks trained.
     """
     build = {
         "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"))
@@ -101,12 +100,6 @@ def _head_variants(profile: Profile, head: str, backbone: str | None) -> list[Ex
     if backbone:  # the comparison needs the baseline on the same backbone
         configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
     return configs
-
-
-def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
-                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
-    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
 
 
 # ----------------------------------------------------------------------------- runs
