@@ -27,15 +27,14 @@ import huggingface_hub
 import timm
 from huggingface_hub import constants as hub_constants
 
-from cxrlib.config import PROFILES_DIR
 from cxrlib.models.errors import PretrainedWeightsError
+from cxrlib.profiles import PROJECT_ROOT
 
 WEIGHTS_DIR_ENV = "CXRLIB_WEIGHTS_DIR"
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # The file timm's hub repositories hold (timm falls back to pytorch_model.bin when absent).
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 PROBE_TIMEOUT_S = 2.0
-PROJECT_ROOT = PROFILES_DIR.parent
 
 
 @dataclass(frozen=True)
