@@ -137,10 +137,11 @@ def draw_params(seed: int, epoch: int, indices) -> torch.Tensor:
     sample gets the same draw in any batch, worker, rank or resumed run.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-    u = torch.empty((len(idx), len(PARAMS)), dtype=torch.float64)
+    if not len(idx):
+        return torch.empty((0, len(PARAMS)), dtype=torch.float32)
     g = torch.Generator()
-    for row, s in zip(u, derive_seeds(seed, epoch, idx).tolist()):
-        torch.rand(len(PARAMS), generator=g.manual_seed(s), dtype=torch.float64, out=row)
+    u = torch.stack([torch.rand(len(PARAMS), generator=g.manual_seed(s), dtype=torch.float64)
+                     for s in derive_seeds(seed, epoch, idx).tolist()])
     v = 2.0 * u - 1.0  # uniform in [-1, 1)
     flip = (u[:, 0] < 0.5).double()
     angle = v[:, 1] * math.radians(MAX_ROTATE_DEG)

@@ -153,16 +153,20 @@ class Feed:
         return -(-per_rank // self.batch_size)
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``, after the first ``skip`` (a run resumed mid-epoch)."""
+        """The model's ``(x, y)`` for ``epoch``, after the first ``skip`` batches (a run resumed mid-epoch)."""
+        for b in self.batches(epoch, skip):
+            yield self.to_device(b)
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator:
+        """The uint8 :class:`~cxrlib.data.datasets.Batch` es of ``epoch``, before they go to the device."""
         order = self.indices(epoch)[int(skip) * self.batch_size:]
         chunks = [order[a:a + self.batch_size] for a in range(0, len(order), self.batch_size)]
         if self.store is not None:
             for idx in chunks:
-                yield self.to_device(self.ds.batch(idx, epoch=epoch, resident=self.store))
+                yield self.ds.batch(idx, epoch=epoch, resident=self.store)
         else:
             self._requests.batches = [(int(epoch), idx) for idx in chunks]
-            for b in self._loader:
-                yield self.to_device(b)
+            yield from self._loader
 
     def to_device(self, b) -> tuple[torch.Tensor, torch.Tensor]:
         """A :class:`~cxrlib.data.datasets.Batch` -> ``(x, y)`` on the device (copies do not block)."""

@@ -19,8 +19,23 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+        select_kernels(deterministic=True)
+
+
+def select_kernels(deterministic: bool) -> None:
+    """Choose CUDA's kernels: repeatable, or fast. Determinism, when asked for, wins over speed.
+
+    Deterministic: cuDNN's deterministic algorithms, no autotuning (``benchmark`` picks
+    kernels by timing them, which can differ from run to run) and full float32 precision.
+    Fast: cuDNN autotunes once per input shape (training shapes are fixed) and float32
+    matmuls and convolutions use TF32 tensor cores (under AMP most work is bf16/fp16 anyway).
+    Only the legacy switches are used: mixing them with torch's newer ``fp32_precision``
+    settings makes ``torch.get_float32_matmul_precision`` (which torch.compile reads) raise.
+    """
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.set_float32_matmul_precision("highest" if deterministic else "high")
 
 
 # NumPy's SeedSequence (O'Neill's seed_seq hash), written out so that a whole batch of
