@@ -129,6 +129,7 @@ def main(argv=None) -> int:
         return ds
 
     # ---- 1. delivery: uint8 batches + targets + augmentation parameters, ready for the device
+    print(f"delivery: {args.size} px phantoms ...", flush=True)
     ds = training_split(args.size)
     bs = args.batch_size
     if len(ds) < bs:
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
     workers.close()
 
     # ---- 2. the batched augmentation on the CPU
+    print("augmentation on the CPU ...", flush=True)
     b = next(resident.batches(0))
     aug_ms, norm_ms = [], []
     model_input(b.images, b.params)
@@ -164,6 +166,7 @@ def main(argv=None) -> int:
     del resident, inline, no_params, old
 
     # ---- 3. the training step, fed three ways
+    print(f"training step: {args.step_size} px ...", flush=True)
     small = training_split(args.step_size)
     sb = args.step_batch
     torch.manual_seed(0)
