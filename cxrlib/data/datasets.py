@@ -157,10 +157,11 @@ class CachedDataset(torch.utils.data.Dataset):
                 images, targets = store.index_select(0, where), resident.targets.index_select(0, where)
             else:
                 # NumPy's take copies whole rows (torch's CPU index_select on uint8 is ~100x slower);
-                # a pinned store is gathered straight into pinned memory: one copy to the GPU left
+                # a pinned store is gathered straight into pinned memory: one copy to the GPU left.
+                # mode="clip": the indices are checked above, and "raise" would buffer the output.
                 images = torch.empty((len(idx),) + tuple(store.shape[1:]), dtype=store.dtype,
                                      pin_memory=store.is_pinned())
-                np.take(store.numpy(), idx, axis=0, out=images.numpy())
+                np.take(store.numpy(), idx, axis=0, out=images.numpy(), mode="clip")
                 targets = torch.from_numpy(resident.targets.numpy()[idx])
         params = draw_params(self.seed, self.epoch if epoch is None else epoch, idx) if self.augment else None
         return Batch(images, targets, params)
