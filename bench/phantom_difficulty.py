@@ -30,7 +30,7 @@ import timm
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cxrlib.data.phantoms import PhantomSpec, phantom_split, phantom_table, render_phantom
+from cxrlib.phantoms import PhantomSpec, phantom_split, phantom_table, render_phantom
 from cxrlib.labels import FINDINGS
 from cxrlib.seed import set_seed
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.no_write:
         command = "python bench/phantom_difficulty.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        title = "# Difficulty of the synthetic chest phantoms\n\nAll images here are synthetic phantoms (cxrlib.data.phantoms), not patient data.\n"
+        title = "# Difficulty of the synthetic chest phantoms\n\nAll images here are synthetic phantoms (cxrlib.phantoms), not patient data.\n"
         text = f"""
 ## Run: {", ".join(f"{s} px" for s in sizes)}
 

@@ -205,9 +205,31 @@ def pick_examples(dataset, n: int = 8, seed: int = 0, with_findings: bool = True
     return chosen[:n]
 
 
+def draw_mask_outlines(ax, masks: dict[str, np.ndarray | None], size: int, labels: bool = True) -> None:
+    """Outline each finding's mask (any size) on an image of ``size`` pixels, one colour per
+    finding (its index in FINDINGS), with the finding's name at the top of its outline."""
+    import matplotlib.pyplot as plt
+
+    for name, mask in masks.items():
+        if mask is None or not np.any(mask):
+            continue
+        mask = np.asarray(mask, dtype=float)
+        k = FINDINGS.index(name) if name in FINDINGS else 0
+        colour = plt.cm.tab20(k % 20)
+        s = size / mask.shape[0]
+        # Pixel centres of the mask in the image's pixels, so that the outline sits on the
+        # finding at any display size.
+        ax.contour((np.arange(mask.shape[1]) + 0.5) * s - 0.5, (np.arange(mask.shape[0]) + 0.5) * s - 0.5, mask,
+                   levels=[0.5], colors=[colour], linewidths=1.0)
+        if labels:
+            rows, cols = np.nonzero(mask)
+            ax.text((cols.min() + 0.5) * s, (rows.min() + 0.5) * s, name, color=colour, fontsize=6, va="bottom")
+
+
 def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = None, n: int = 8,
                   ncols: int = 4, full: bool = True, panel: float = 3.0):
-    """Example images with their labels; boxes (ChestX-ray14) or mask outlines (phantoms)."""
+    """Example images with their labels, and the ground truth the source offers: boxes
+    (ChestX-ray14's box list) or mask outlines (phantoms)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
@@ -225,18 +247,15 @@ def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = No
         labels = [names[k] for k in np.flatnonzero(np.asarray(ds.targets[i]) > 0)] or ["No Finding"]
         ax.set_title("\n".join([image_id] + [", ".join(labels[j:j + 2]) for j in range(0, len(labels), 2)]),
                      fontsize=7)
-        boxes = bundle.boxes(image_id) or []
-        for box in boxes:
+        offers = bundle.offers
+        for box in (bundle.boxes(image_id) if offers.boxes else []):
             b = box.to_size(box.image_size, img.shape[0]) if getattr(box, "image_size", None) else box
             ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor="lime", linewidth=1.2))
             ax.text(b.x, b.y, b.finding, color="lime", fontsize=6, va="bottom")
-        if not boxes:
-            for k in np.flatnonzero(np.asarray(ds.targets[i])[: len(FINDINGS)] > 0):
-                mask = bundle.mask(image_id, FINDINGS[k])
-                if mask is not None and mask.any():
-                    sy = img.shape[0] / mask.shape[0]
-                    ax.contour(np.arange(mask.shape[1]) * sy, np.arange(mask.shape[0]) * sy, mask.astype(float),
-                               levels=[0.5], colors=[plt.cm.tab20(k % 20)], linewidths=1.0)
+        if offers.masks:
+            present = np.flatnonzero(np.asarray(ds.targets[i])[: len(FINDINGS)] > 0)
+            draw_mask_outlines(ax, {FINDINGS[k]: bundle.mask(image_id, FINDINGS[k]) for k in present},
+                               img.shape[0])
     fig.tight_layout()
     return fig
 

@@ -206,7 +206,7 @@ def test_overlay_on_full_resolution_image_with_boxes():
 def test_trained_model_points_at_the_mass_nearer_than_chance():
     """A small CNN trained for a few steps on phantoms localises masses better than chance."""
     from cxrlib.data.datasets import to_model_input
-    from cxrlib.data.phantoms import phantom_table, render_phantom
+    from cxrlib.phantoms import phantom_table, render_phantom
 
     size, mass = 64, 4  # FINDINGS index of Mass
     set_seed(0)

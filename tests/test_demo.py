@@ -165,14 +165,28 @@ def test_pick_image_click_finding_and_method(app, phantom_data):
     assert session.heatmap(button._finding, method="center").shape == (32, 32)
 
 
-def test_boxes_are_drawn_for_the_finding(app, phantom_data):
-    session = app.session
-    for image_id in phantom_data.test.image_ids:
-        boxes = phantom_data.boxes(str(image_id))
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory, cxr14_sample):
+    """The real ChestX-ray14 sample at 32 px: its official test part holds the boxed images."""
+    from cxrlib.data import load_data
+
+    cache = tmp_path_factory.mktemp("real_cache")
+    config = demo_config("smoke", data_dir=str(cxr14_sample),
+                         overrides=[f"data.cache_dir={cache}", "data.image_size=32"])
+    return load_data(config.data, progress=False)
+
+
+def test_boxes_are_drawn_for_the_finding(real_data, tmp_path):
+    """Real data offers annotated boxes: the picture draws the chosen finding's boxes."""
+    assert real_data.offers.boxes
+    for image_id in real_data.test.image_ids:
+        boxes = real_data.boxes(str(image_id))
         if boxes:
             break
     else:
-        pytest.fail("no phantom in the smoke test split has a box")
+        pytest.fail("no image of the sample's test part has a box")
+    app = build_demo(data=real_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
+    session = app.session
     app.image_menu.value = str(image_id)
     finding = boxes[0].finding
     app.finding_menu.value = finding

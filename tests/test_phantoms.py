@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.data.phantoms import (
+from cxrlib.phantoms import (
     CXR14_COOCCURRENCE,
     CXR14_PREVALENCE,
     LUNG_FINDINGS,
@@ -170,3 +170,9 @@ def test_bad_inputs_are_clear_errors():
         PhantomSpec(contrast=-1)
     with pytest.raises(ValueError, match="n="):
         phantom_table(-5)
+
+
+def test_one_drawing_function_per_finding_in_label_order():
+    from cxrlib.phantoms.findings import DRAW
+
+    assert tuple(DRAW) == FINDINGS and all(callable(f) for f in DRAW.values())

@@ -30,6 +30,7 @@ from PIL import Image
 
 from cxrlib.fileio import atomic_write_text
 from cxrlib.data.imageio import ImageError, read_image
+from cxrlib.data.sources import make_plan
 
 FORMAT_VERSION = 1
 TODO, DONE, SKIPPED = 0, 1, 2
@@ -66,6 +67,19 @@ def ids_fingerprint(ids: Sequence[str]) -> str:
         h.update(str(i).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def select_cache_ids(used: Sequence[Sequence[str]], all_ids: Sequence[str] | None,
+                     limited: bool) -> tuple[list[str], str]:
+    """The ids a dataset's cache holds, and the suffix of its key.
+
+    All of the dataset's images (shared by every split) or, when the parts are capped
+    (``limited``), just the ``used`` ones, under a key suffix naming that subset.
+    """
+    if not limited and all_ids is not None:
+        return sorted(str(i) for i in all_ids), ""
+    ids = sorted(set().union(*(set(str(i) for i in u) for u in used)))
+    return ids, "-subset-" + ids_fingerprint(ids)[:8]
 
 
 @contextlib.contextmanager
@@ -391,9 +405,7 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
 
 def build_cache_from_config(data_cfg, progress: bool = True) -> ImageCache:
     """The cache that :func:`cxrlib.data.load_data` would read for ``data_cfg`` (``cxrlib cache``)."""
-    from cxrlib.data import _plan  # late import: the plan needs the source modules
-
-    plan = _plan(data_cfg)
+    plan = make_plan(data_cfg)
     return build_cache(plan.cache_key, plan.cache_ids, data_cfg.image_size, plan.loader,
                        cache_dir=data_cfg.cache_dir, workers=data_cfg.workers,
                        progress=progress, on_corrupt=data_cfg.on_corrupt)
