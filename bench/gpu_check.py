@@ -40,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# torch and cxrlib are imported inside the functions that use them, on purpose: the refusal
+# without CUDA must answer before any heavy import, and each part's process imports only
+# what that part needs.
 REPO = Path(__file__).resolve().parent.parent
 BUDGET_S = 450  # the whole check; eight minutes less start-up slack
 CAPS = {"env": 30, "train": 95, "pipeline": 110, "report": 150, "compile": 150}  # seconds per part
