@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+BASELINE = "baseline"  # name of a profile's baseline experiment, the run others are compared with
 
 
 @dataclass

@@ -1,118 +1,49 @@
-"""Experiments as small changes to a profile's baseline, and the table of every run.
+"""Experiments as small changes to a profile's baseline, run or reused, and compared.
 
-A notebook asks for ``experiment_config(PROFILE, changes={"model.head": "fpn"})``: the
-profile's ``experiment`` section is the baseline, the notebook's changes make the variant,
-and the command line's overrides apply to both. Because the baseline's config is identical
-in every notebook, ``cxrlib.train.run_experiment`` trains it once and reuses it after.
+A notebook resolves its profile once and asks for variants of the baseline::
+
+    profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, overrides=OVERRIDES)
+    configs = experiments.variants(profile, {"fpn": {"model.head": "fpn"}})
+    results = experiments.run_all(configs)
+    experiments.compare(results)      # summary, paired comparison, per-class table, figure
+
+The command line's overrides apply to the baseline and every variant alike, so the
+baseline's config is identical in every notebook: it trains once and is reused after.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
-from cxrlib.config import PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
-from cxrlib.labels import FINDINGS
+from cxrlib import plots, profiles, runs
+from cxrlib.config import BASELINE, ExperimentConfig
+from cxrlib.models import get_model_spec
+from cxrlib.profiles import Profile
+from cxrlib.runs import RunResult
+from cxrlib.train import run_experiment
 
-BASELINE = "baseline"
 # Set by the report runner under --redo: runs finished after this time (seconds since the
 # epoch) are this report's own, so the baseline that every notebook shares retrains once.
 REDO_SINCE_ENV = "CXRLIB_REDO_SINCE"
 
 
-def base_config(
-    profile: str | Path = "cpu",
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """The profile's baseline experiment with the notebook's common parameters applied.
-
-    ``data_dir`` (empty: the profile's data) points at ChestX-ray14; given with a profile
-    whose source is the synthetic phantoms, the source becomes ``chestxray14``. ``device``
-    empty keeps the profile's; ``runs_dir`` empty keeps ``runs/<profile>``.
-    """
-    path = profile_path(profile)
-    section = load_profile(path).get("experiment") or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"profile {path}: 'experiment' must be a mapping of config sections")
-    cfg = ExperimentConfig.from_dict(section)
-    d = cfg.to_dict()
-    d["name"] = BASELINE
-    if not section.get("runs_dir"):
-        d["runs_dir"] = str(Path("runs") / path.stem)
-    if data_dir:
-        d = ExperimentConfig.from_dict(d).with_data_dir(data_dir).to_dict()
-    if device:
-        d["train"]["device"] = str(device)
-    if runs_dir:
-        d["runs_dir"] = str(runs_dir)
-    d = apply_overrides(d, overrides or ())
-    d["runs_dir"] = str(project_path(d["runs_dir"]))
-    d["data"]["cache_dir"] = str(project_path(d["data"]["cache_dir"]))
-    return ExperimentConfig.from_dict(d)
-
-
-def project_path(path: str | Path) -> Path:
-    """A relative ``runs/...`` or ``data/cache`` path, anchored at the project root when working
-    inside the project: a notebook opened in JupyterLab runs in ``notebooks/``, and must find
-    the same runs and caches as ``python -m cxrlib report`` started from the root."""
-    path = Path(path)
-    root = PROFILES_DIR.parent
-    if path.is_absolute():
-        return path
-    cwd = Path.cwd().resolve()
-    if cwd != root and root in cwd.parents:
-        return root / path
-    return path
-
-
-def experiment_config(
-    profile: str | Path = "cpu",
-    name: str | None = None,
-    changes: Mapping[str, Any] | None = None,
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """A variant of the profile's baseline: ``changes`` like ``{"model.name": "resnet50"}``.
-
-    ``name`` defaults to ``baseline`` without changes, else to a name made from the changed
-    values (``fpn``, ``focal``). The changes are applied last: they define the experiment,
-    while ``overrides`` (the command line's ``--set``) adjust everything else.
-    """
-    cfg = base_config(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides)
-    changes = dict(changes or {})
-    d = apply_overrides(cfg.to_dict(), changes)
-    d["name"] = name or (BASELINE if not changes else variant_name(changes))
-    return ExperimentConfig.from_dict(d)
-
-
-def variants(
-    profile: str | Path,
-    changes: Mapping[str, Mapping[str, Any]],
-    **common: Any,
-) -> list[ExperimentConfig]:
+def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list[ExperimentConfig]:
     """The baseline followed by one config per named variant (``{name: changes}``).
 
     A variant whose config turns out identical to the baseline's (``{"train.loss": "bce"}``
     when the baseline uses BCE) *is* the baseline: it is named ``baseline`` and listed once,
     so its run is shared with every other notebook.
     """
-    base = experiment_config(profile, **common)
+    base = profile.config()
     configs = [base]
     for name, change in changes.items():
-        cfg = experiment_config(profile, name, change, **common)
+        cfg = profile.config(name, change)
         if dataclasses.replace(cfg, name=base.name).fingerprint() == base.fingerprint():
             continue
         if any(c.name == cfg.name for c in configs):
@@ -121,18 +52,11 @@ def variants(
     return configs
 
 
-def backbones(
-    profile: str | Path,
-    models: Sequence[str],
-    max_steps: Mapping[str, int] | None = None,
-    **common: Any,
-) -> list[ExperimentConfig]:
+def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, int] | None = None,
+              ) -> list[ExperimentConfig]:
     """The baseline and one variant per backbone in ``models``, each optionally capped at
     ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time)."""
-    import cxrlib.models.backbones  # noqa: F401  (registers the backbones)
-    from cxrlib.models.registry import get_model_spec
-
-    size = base_config(profile, **{k: v for k, v in common.items() if k != "name"}).data.image_size
+    size = profile.baseline.data.image_size
     changes: dict[str, dict[str, Any]] = {}
     for m in models:
         change: dict[str, Any] = {"model.name": m}
@@ -144,21 +68,13 @@ def backbones(
         if size < need:
             change["data.image_size"] = -(-need // 8) * 8
         changes[m] = change
-    return variants(profile, changes, **common)
+    return variants(profile, changes)
 
 
-def variant_name(changes: Mapping[str, Any]) -> str:
-    """A readable run name from changed values: ``{"model.head": "fpn"}`` -> ``fpn``."""
-    parts = []
-    for key, value in changes.items():
-        leaf = key.split(".")[-1]
-        if isinstance(value, bool):
-            parts.append(leaf if value else f"no_{leaf}")
-        elif isinstance(value, (str, int, float)) and value is not None:
-            parts.append(str(value))
-        else:
-            parts.append(f"{leaf}={json.dumps(value, sort_keys=True)}")
-    return "+".join(parts).replace("/", "_").replace(" ", "")
+def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
+                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
+    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
 
 
 # ----------------------------------------------------------------------------- runs
@@ -167,21 +83,19 @@ def variant_name(changes: Mapping[str, Any]) -> str:
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again."""
-    from cxrlib.train import run_experiment
-
     since = os.environ.get(REDO_SINCE_ENV)
-    metrics = Path(cfg.run_dir) / "metrics.json"
-    if redo and since and metrics.is_file() and metrics.stat().st_mtime >= float(since):
+    finished = runs.finished_at(cfg.run_dir)
+    if redo and since and finished is not None and finished >= float(since):
         redo = False
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
 
-def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, Any]:
+def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, RunResult]:
     """Run (or reuse) several experiments in order: ``{name: RunResult}``."""
     return {cfg.name: run(cfg, redo=redo, progress=progress) for cfg in configs}
 
 
-def summary(results: Mapping[str, Any]) -> pd.DataFrame:
+def summary(results: Mapping[str, RunResult]) -> pd.DataFrame:
     """Mean AUROC (95% CI), split and training time of RunResults, one row each."""
     rows = []
     for name, res in results.items():
@@ -198,7 +112,7 @@ def summary(results: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap: int = 1000,
+def comparison(results: Mapping[str, RunResult], baseline: str = BASELINE, n_bootstrap: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """Paired difference of each run from ``baseline`` (mean AUROC, 95% CI, p-value)."""
     base = results[baseline]
@@ -206,7 +120,7 @@ def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap
     for name, res in results.items():
         if name == baseline:
             continue
-        cmp = compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
+        cmp = runs.compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
         if cmp is None:
             rows.append({"experiment": name, "vs": baseline, "diff": math.nan, "95% CI": "other test set",
                          "p-value": math.nan})
@@ -222,168 +136,50 @@ def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap
     return pd.DataFrame(rows, columns=["experiment", "vs", "diff", "95% CI", "p-value"])
 
 
-def finished_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders under ``runs_dir`` that hold both metrics.json and test_predictions.npz."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    return sorted(
-        p for p in root.iterdir()
-        if p.is_dir() and (p / "metrics.json").is_file() and (p / "test_predictions.npz").is_file()
-    )
+@dataclass
+class Comparison:
+    """A notebook's comparison of its runs: each part displays in a cell of its own, or all
+    of them in order when the value itself is displayed."""
+
+    baseline: str
+    summary: pd.DataFrame  # mean AUROC (95% CI), split, training time per run
+    paired: pd.DataFrame  # each run's paired difference from the baseline: 95% CI, p-value
+    per_class: pd.DataFrame  # AUROC per finding and run
+    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display  # only called inside IPython
+
+        for part in (self.summary, self.paired, self.per_class, self.figure):
+            display(part)
 
 
-def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """A run's test predictions: ids, patient_ids, targets, scores, label_names."""
-    path = Path(run_dir) / "test_predictions.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: {err}; re-run the experiment (--redo)") from err
+def compare(results: Mapping[str, RunResult], baseline: str | None = None, n_bootstrap: int | None = None,
+            seed: int = 0) -> Comparison:
+    """Compare runs with ``baseline`` (default: the first, as :func:`variants` lists it).
 
-
-def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    names = [str(n) for n in pred["label_names"]]
-    cols = [names.index(f) for f in FINDINGS if f in names]
-    return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
-
-
-def compare_runs(
-    run_a: str | Path,
-    run_b: str | Path,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
-    """Paired mean-AUROC difference b - a on the test images both runs scored, or None.
-
-    None when the two runs share no test images with the same labels (another split or
-    dataset): such a difference would compare different questions.
+    ``n_bootstrap`` defaults to the baseline config's. The figure is not drawn into the
+    notebook's current pyplot state, so it appears where the comparison is displayed, once.
     """
-    from cxrlib.metrics import paired_comparison
+    from matplotlib.figure import Figure  # matplotlib loads only when a figure is drawn, as in plots
 
-    a, b = load_predictions(run_a), load_predictions(run_b)
-    ya, sa, names_a = _finding_columns(a)
-    yb, sb, names_b = _finding_columns(b)
-    if names_a != names_b:
-        return None
-    ids_a = [str(i) for i in a["ids"]]
-    pos_b = {str(i): k for k, i in enumerate(b["ids"])}
-    common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-    if len(common) < 2:
-        return None
-    ia = np.array([k for k, _ in common])
-    ib = np.array([k for _, k in common])
-    if not np.array_equal(ya[ia], yb[ib]):
-        return None
-    patients = a["patient_ids"][ia] if "patient_ids" in a else None
-    # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
-    return paired_comparison(ya[ia], sb[ib], sa[ia], patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed,
-                             label_names=names_a)
-
-
-def results_table(
-    runs_dir: str | Path,
-    baseline: str = BASELINE,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per finished run: what it was, its mean AUROC with 95% CI and split, the paired
-    difference from ``baseline`` (CI, p-value) and its training time. Baseline first."""
-    rows = []
-    runs = finished_runs(runs_dir)
-    base_dir = next((r for r in runs if r.name == baseline), None)
-    for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
-        cfg_path = run / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        ci = metrics.get("mean_auroc_ci") or [math.nan, math.nan]
-        row: dict[str, Any] = {
-            "experiment": metrics.get("experiment", run.name),
-            "model": model.get("name", ""),
-            "head": model.get("head", ""),
-            "wrapper": model.get("wrapper") or "",
-            "loss": train.get("loss", ""),
-            "labels": len(metrics.get("label_names", [])) or None,
-            "image size": data.get("image_size"),
-            "split": metrics.get("split", ""),
-            "test images": metrics.get("n_images"),
-            "mean AUROC": _float(metrics.get("mean_auroc")),
-            "CI low": _float(ci[0]),
-            "CI high": _float(ci[1]),
-            "diff vs baseline": math.nan,
-            "diff CI low": math.nan,
-            "diff CI high": math.nan,
-            "p-value": math.nan,
-            "train seconds": _float(metrics.get("train_seconds")),
-            "run_dir": str(run),
-        }
-        if base_dir is not None and run != base_dir:
-            cmp = compare_runs(base_dir, run, n_bootstrap=n_bootstrap, seed=seed)
-            if cmp is not None:
-                dci = cmp.get("ci") or [math.nan, math.nan]
-                row.update({
-                    "diff vs baseline": _float(cmp.get("diff")),
-                    "diff CI low": _float(dci[0]),
-                    "diff CI high": _float(dci[1]),
-                    "p-value": _float(cmp.get("p_value")),
-                })
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    if len(table):
-        order = (table["experiment"] != baseline).astype(int)
-        table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
-    return table
-
-
-_COLUMNS = [
-    "experiment", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "mean AUROC", "CI low", "CI high", "diff vs baseline", "diff CI low", "diff CI high", "p-value",
-    "train seconds", "run_dir",
-]
-
-
-def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 (p=0.04)``."""
-    out = pd.DataFrame()
-    out["experiment"] = table["experiment"]
-    out["model"] = [
-        " + ".join(x for x in (r["model"], r["head"] if r["head"] not in ("", "gap") else "", r["wrapper"]) if x)
-        for _, r in table.iterrows()
-    ]
-    out["loss"] = table["loss"]
-    out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
-    out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
-    out["split"] = table["split"]
-    out["mean AUROC [95% CI]"] = [
-        _ci_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
-    ]
-    out["vs baseline [95% CI]"] = [
-        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
-    ]
-    out["p-value"] = table["p-value"].map(_p_text)
-    out["train time"] = table["train seconds"].map(_time_text)
-    return out
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    if pd.isna(m):
-        return "undefined"
-    return f"{m:.3f}" + ("" if pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
-
-
-def _p_text(p: float) -> str:
-    if pd.isna(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _time_text(s: float) -> str:
-    if pd.isna(s):
-        return ""
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+    baseline = baseline or next(iter(results))
+    if baseline not in results:
+        raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(results)}")
+    if n_bootstrap is None:
+        n_bootstrap = results[baseline].config.train.n_bootstrap
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
+    plots.plot_history({name: r.history for name, r in results.items()}, "val_mean_auroc", ax=axes[0])
+    plots.plot_roc_curves({name: r.predictions for name, r in results.items()}, ax=axes[1])
+    figure.tight_layout()
+    return Comparison(
+        baseline=baseline,
+        summary=summary(results),
+        paired=comparison(results, baseline=baseline, n_bootstrap=n_bootstrap, seed=seed),
+        per_class=plots.per_class_table({name: r.metrics for name, r in results.items()}),
+        figure=figure,
+    )
 
 
 def _float(value: Any) -> float:

@@ -11,7 +11,6 @@ only itself down; the runner goes on with the next one and says at the end what 
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import html
 import json
@@ -26,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from cxrlib import profiles, progress, references
+from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
-from cxrlib.config import PROFILES_DIR, apply_overrides, load_profile, profile_path
+from cxrlib.profiles import Profile
+from cxrlib.runs import format_results, results_table
 
-REPO_DIR = PROFILES_DIR.parent
-NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
-# Parameters every numbered notebook declares in its `parameters` cell.
-COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")
 KERNEL_NAME = "cxrlib-python"
 
 
@@ -105,84 +104,6 @@ def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None
     return sorted(chosen)
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
-def profile_name(profile: str | Path) -> str:
-    return profile_path(profile).stem
-
-
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Separate experiment overrides (``train.epochs=3``) from notebook ones.
-
-    ``notebooks.01_baselines.MODELS=[resnet18]`` (or ``01_baselines.MODELS=...``) sets a
-    notebook parameter; everything else is passed to every notebook as an experiment
-    override and checked against the config here, so a typo fails before anything runs.
-    """
-    experiment: list[str] = []
-    notebook: dict[str, dict[str, Any]] = {}
-    for text in overrides or ():
-        key = text.split("=", 1)[0].strip()
-        parts = key.split(".")
-        if parts[0] == "notebooks" and len(parts) == 3:
-            stem, param = parts[1], parts[2]
-        elif len(parts) == 2 and NOTEBOOK_PATTERN.match(parts[0] + ".ipynb"):
-            stem, param = parts
-        else:
-            experiment.append(text)
-            continue
-        if "=" not in text:
-            raise ValueError(f"override {text!r} must look like notebooks.<stem>.<PARAM>=value")
-        value = apply_overrides({"v": None}, [f"v={text.split('=', 1)[1]}"])["v"]
-        notebook.setdefault(stem, {})[param] = value
-    return experiment, notebook
-
-
-def notebook_parameters(
-    stem: str,
-    profile: str | Path = "cpu",
-    *,
-    data_dir: str | None = None,
-    device: str | None = None,
-    runs_dir: str | Path | None = None,
-    redo: bool = False,
-    overrides: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The papermill parameters one notebook gets: the common ones, then the profile's."""
-    prof = load_profile(profile)
-    experiment, notebook = split_overrides(overrides)
-    params: dict[str, Any] = {
-        "PROFILE": str(profile),
-        "DATA_DIR": str(data_dir or ""),
-        "DEVICE": str(device or ""),
-        "RUNS_DIR": str(runs_dir or ""),
-        "REDO": bool(redo),
-        "OVERRIDES": list(experiment),
-    }
-    section = (prof.get("notebooks") or {}).get(stem) or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"profile {profile_path(profile)}: notebooks.{stem} must be a mapping of parameters")
-    params.update(section)
-    params.update(notebook.get(stem, {}))
-    return params
-
-
-def default_runs_dir(profile: str | Path) -> Path:
-    """The profile's ``experiment.runs_dir``, or ``runs/<profile>`` so profiles never mix."""
-    prof = load_profile(profile)
-    runs = (prof.get("experiment") or {}).get("runs_dir")
-    return Path(runs) if runs else Path("runs") / profile_name(profile)
-
-
-def check_overrides(profile: str | Path, overrides: Sequence[str]) -> None:
-    """Fail early, naming the key, when an experiment override is not a config field."""
-    from cxrlib.config import ExperimentConfig
-
-    experiment, _ = split_overrides(overrides)
-    base = (load_profile(profile).get("experiment") or {})
-    ExperimentConfig.from_dict(base).with_overrides(experiment)
-
-
 # ----------------------------------------------------------------------------- kernel
 
 
@@ -207,35 +128,62 @@ def kernel_dir(root: str | Path) -> Path:
 
 
 @contextmanager
-def _private_kernel(root: Path) -> Iterator[str]:
-    old = os.environ.get("JUPYTER_PATH")
-    data_dir = kernel_dir(root)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(data_dir.resolve())] + ([old] if old else []))
-    try:
-        yield KERNEL_NAME
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
-
-
-@contextmanager
-def _redo_since(redo: bool) -> Iterator[None]:
-    """Under --redo, tell the kernels when this report started (they inherit the variable):
-    a run retrained after that is reused, so the shared baseline trains once, not per notebook."""
-    from cxrlib.experiments import REDO_SINCE_ENV
-
-    old = os.environ.get(REDO_SINCE_ENV)
-    if redo:
-        os.environ[REDO_SINCE_ENV] = repr(time.time())
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` while inside (None: unchanged); kernels started inside inherit it."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(REDO_SINCE_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[REDO_SINCE_ENV] = old
+            os.environ[name] = old
+
+
+def _private_kernel(root: Path):
+    data_dir = kernel_dir(root)
+    old = os.environ.get("JUPYTER_PATH")
+    return _environment("JUPYTER_PATH", os.pathsep.join([str(data_dir.resolve())] + ([old] if old else [])))
+
+
+def _redo_since(redo: bool):
+    """Under --redo, tell the kernels when this report started: a run retrained after that is
+    reused, so the baseline every notebook shares trains once, not once per notebook."""
+    return _environment(REDO_SINCE_ENV, repr(time.time()) if redo else None)
+
+
+@contextmanager
+def _watch_progress(path: Path, echo: Callable[[str], None]) -> Iterator[None]:
+    """The kernels started inside report their training to ``path``; its lines reach ``echo``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with _environment(progress.ENV, str(path)), progress.Watcher(path, echo):
+        yield
+
+
+def kernel_manager_class():
+    """A kernel manager that gives each kernel CurveZMQ keys, or None where libzmq has no Curve.
+
+    Kernels talk to the runner over TCP on localhost; without keys ipykernel warns, for every
+    notebook, that the traffic is unencrypted. Our kernelspec declares Curve support, so with
+    ``transport_encryption = "auto"`` jupyter_client provisions the keys: the sockets are
+    encrypted and there is nothing to warn about.
+    """
+    import zmq
+    from jupyter_client import AsyncKernelManager  # nbclient's default manager
+    from traitlets import default
+
+    if not zmq.has("curve"):
+        return None
+
+    class CurveKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _transport_encryption_default(self) -> str:
+            return "auto"
+
+    return CurveKernelManager
 
 
 # ----------------------------------------------------------------------------- execution
@@ -259,6 +207,7 @@ def execute_notebook(
     import papermill as pm
 
     executed.parent.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
     try:
         pm.execute_notebook(
             str(notebook),
@@ -271,6 +220,7 @@ def execute_notebook(
             log_output=log_output,
             execution_timeout=timeout,
             request_save_on_cell_execute=True,
+            **({"kernel_manager_class": manager} if manager is not None else {}),
         )
     except Exception as err:  # a notebook error must not stop the others
         if err.__class__.__name__ == "PapermillExecutionError":
@@ -298,58 +248,58 @@ def export_html(executed: Path, html_path: Path) -> Path:
     return html_path
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # progress lines must reach a pipe (| tee) as they happen
+
+
 def run_report(
-    profile: str | Path = "cpu",
+    profile: Profile | str | Path = "cpu",
     *,
-    data_dir: str | None = None,
     only: str | Sequence[str] | None = None,
-    device: str | None = None,
     redo: bool = False,
-    overrides: Sequence[str] = (),
     out_dir: str | Path = "reports",
     runs_dir: str | Path | None = None,
     notebooks_dir: str | Path | None = None,
     timeout: float | None = None,
     log_output: bool = False,
-    echo: Callable[[str], None] | None = print,
+    echo: Callable[[str], None] | None = _print,
 ) -> ReportResult:
     """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
 
-    Parameters follow the command line: ``profile`` is smoke | cpu | full | a YAML path,
-    ``only`` selects notebooks by number or stem, ``overrides`` are ``section.key=value``
-    (experiment config) or ``notebooks.<stem>.<PARAM>=value`` (a notebook parameter).
-    Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    ``profile`` is a resolved :class:`~cxrlib.profiles.Profile` (or a profile name, resolved
+    with no changes); ``runs_dir`` moves its runs. ``only`` selects notebooks by number or
+    stem. Runs are reused by the notebooks when their config is unchanged unless ``redo``.
     """
     say = echo or (lambda _msg: None)
     t_start = time.perf_counter()
-    path = profile_path(profile)  # fails early, naming the profile
-    check_overrides(path, overrides)
+    if not isinstance(profile, Profile):
+        profile = profiles.load(profile)  # fails early, naming the profile
+    # absolute: the kernels may start elsewhere, and must write where this report reads
+    profile = profile.with_runs_dir(Path(runs_dir or profile.runs_dir).resolve())
     available = discover_notebooks(notebooks_dir)
     chosen = select_notebooks(available, only)
     out = Path(out_dir).resolve()
     executed_dir = out / "executed"
-    runs = Path(runs_dir) if runs_dir else default_runs_dir(path)
-    runs = runs.resolve()
+    runs = profile.runs_dir
     runs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
 
-    say(f"report: profile {path.stem} ({path}), {len(chosen)} notebook(s), runs in {runs}, output in {out}")
+    say(f"report: profile {profile.name} ({profile.path or 'built-in defaults'}), {len(chosen)} notebook(s), "
+        f"runs in {runs}, output in {out}")
     results: list[NotebookResult] = []
-    with _private_kernel(out / ".jupyter") as kernel, _redo_since(redo):
+    with _private_kernel(out / ".jupyter"), _redo_since(redo):
         for i, nb_path in enumerate(chosen, 1):
             stem = nb_path.stem
-            params = notebook_parameters(
-                stem, profile, data_dir=data_dir, device=device, runs_dir=str(runs), redo=redo,
-                overrides=overrides,
-            )
+            params = profile.notebook_parameters(stem, redo=redo)
             executed = executed_dir / nb_path.name
             say(f"[{i}/{len(chosen)}] {stem} ...")
             t0 = time.perf_counter()
-            error = execute_notebook(
-                nb_path, executed, params, kernel_name=kernel, cwd=cwd, timeout=timeout,
-                log_output=log_output,
-            )
+            with _watch_progress(out / ".progress" / f"{stem}.jsonl", say):
+                error = execute_notebook(
+                    nb_path, executed, params, kernel_name=KERNEL_NAME, cwd=cwd, timeout=timeout,
+                    log_output=log_output,
+                )
             seconds = time.perf_counter() - t0
             html_path: Path | None = None
             if executed.exists():
@@ -362,10 +312,10 @@ def run_report(
             status = "ok" if result.ok else f"FAILED ({error})"
             say(f"[{i}/{len(chosen)}] {stem} {status} in {_fmt_seconds(seconds)}")
 
-    report = ReportResult(str(profile), out, runs, None, results, time.perf_counter() - t_start,
+    report = ReportResult(profile.name, out, runs, None, results, time.perf_counter() - t_start,
                           [p.stem for p in available])
     try:
-        report.index = write_index(report, profile=path)
+        report.index = write_index(report, profile)
     except Exception:  # the index must not hide the notebooks' own outcome
         say("could not write index.html:\n" + traceback.format_exc())
     report.seconds = time.perf_counter() - t_start
@@ -380,12 +330,9 @@ def run_report(
 # ----------------------------------------------------------------------------- index page
 
 
-def write_index(report: ReportResult, profile: str | Path) -> Path:
+def write_index(report: ReportResult, profile: Profile) -> Path:
     """``index.html``: the notebooks with status and time, the results table, the references."""
-    from cxrlib import references
-
-    prof = load_profile(profile)
-    n_boot = int(((prof.get("experiment") or {}).get("train") or {}).get("n_bootstrap", 1000))
+    n_boot = profile.baseline.train.n_bootstrap
     rows = []
     ran = {r.stem: r for r in report.notebooks}
     # Notebooks not run this time (--only) keep their line, linking to an earlier page if any.
@@ -407,8 +354,6 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     try:
-        from cxrlib.experiments import results_table
-
         table = results_table(report.runs_dir, n_bootstrap=n_boot)
         results_html = _results_html(table) if len(table) else "<p>No finished runs yet.</p>"
     except Exception as err:
@@ -420,7 +365,7 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     machine = f"{platform.node()} · {os.cpu_count()} CPU · Python {platform.python_version()}"
     page = _INDEX_TEMPLATE.format(
-        profile=html.escape(Path(profile).stem),
+        profile=html.escape(profile.name),
         stamp=stamp,
         machine=html.escape(machine),
         total=_fmt_seconds(report.seconds),
@@ -436,8 +381,6 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
 
 
 def _results_html(table) -> str:
-    from cxrlib.experiments import format_results
-
     return format_results(table).to_html(index=False, na_rep="–", escape=True, border=0, classes="results")
 
 
@@ -473,63 +416,6 @@ train and test, which inflates AUROC.</p>
 """
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``cxrlib report`` (the CLI's subparser)."""
-    parser.add_argument("--profile", default="cpu",
-                        help="smoke | cpu | full | path to a profile YAML (default: cpu)")
-    parser.add_argument("--data-dir", default=None,
-                        help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
-    parser.add_argument("--only", default=None,
-                        help="notebooks to run, by number or name, comma-separated (e.g. 02,03)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
-    parser.add_argument("--redo", action="store_true", help="retrain runs even when a finished one matches")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (train.epochs=3) or a notebook parameter "
-                             "(notebooks.01_baselines.MODELS=[resnet18]); repeatable")
-    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--runs-dir", default=None,
-                        help="where runs are written and reused (default: the profile's, runs/<profile>)")
-    parser.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the report from parsed arguments; 0 if every notebook succeeded, else 1 (2: bad input)."""
-    try:
-        report = run_report(
-            args.profile,
-            data_dir=args.data_dir,
-            only=args.only,
-            device=args.device,
-            redo=args.redo,
-            overrides=args.overrides,
-            out_dir=args.out,
-            runs_dir=args.runs_dir,
-            notebooks_dir=args.notebooks_dir,
-            timeout=args.timeout,
-            log_output=args.log_output,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"cxrlib report: {err}", file=sys.stderr)
-        return 2
-    if report.failed:
-        names = ", ".join(r.stem for r in report.failed)
-        print(f"cxrlib report: {len(report.failed)} notebook(s) failed: {names}; "
-              f"partial outputs in {report.out_dir / 'executed'}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cxrlib report", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -539,6 +425,3 @@ def _fmt_seconds(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s"
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,12 +7,17 @@ can never turn into a green run that tested nothing.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cxrlib  # noqa: F401  (makes torchvision importable before any test imports it)
+from cxrlib import profiles, runs
+from cxrlib.labels import FINDINGS
+from cxrlib.metrics import auroc_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,3 +53,43 @@ def cxr14_sample(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def pneumoniamnist_npz(shared_data) -> Path:
     return _need(shared_data / "pneumoniamnist" / "pneumoniamnist.npz", "PneumoniaMNIST npz")
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def _fake_run(root: Path, name: str, scores: np.ndarray, targets: np.ndarray, ids: np.ndarray,
+              split: str = "synthetic phantoms, patient-wise 70/10/20", **cfg_changes) -> Path:
+    """A finished run folder as training writes it (numbers from real AUROCs; best.pt a stand-in)."""
+    cfg = profiles.load("smoke").config(name, cfg_changes or None)
+    d = root / name
+    d.mkdir(parents=True)
+    patients = np.arange(len(ids)) // 2
+    metrics = auroc_report(targets, scores, list(FINDINGS), patient_ids=patients, n_bootstrap=50)
+    metrics.update({"experiment": name, "split": split, "source": "phantoms", "n_images": len(ids),
+                    "train_seconds": 12.5, "fingerprint": cfg.fingerprint()})
+    (d / runs.METRICS).write_text(json.dumps(metrics))
+    (d / runs.CONFIG).write_text(cfg.to_json())
+    np.savez(d / runs.PREDICTIONS, ids=ids, patient_ids=patients, targets=targets, scores=scores,
+             label_names=np.array(FINDINGS))
+    (d / runs.BEST).write_bytes(b"weights")  # present, as in a finished run; never loaded by these tests
+    return d
+
+
+@pytest.fixture()
+def fake_runs(tmp_path):
+    """A runs folder: a baseline, a better FPN run on the same test images, a run on another
+    test set, and an unfinished run."""
+    rng = np.random.default_rng(0)
+    n = 60
+    targets = (rng.random((n, len(FINDINGS))) < 0.3).astype(np.float32)
+    targets[:2] = 1 - targets[2:4]  # every class has both labels
+    ids = np.array([f"img_{i:03d}.png" for i in range(n)])
+    root = tmp_path / "runs"
+    noise = rng.random((n, len(FINDINGS)))
+    _fake_run(root, "baseline", 0.15 * targets + noise, targets, ids)
+    _fake_run(root, "fpn", 0.6 * targets + noise, targets, ids, **{"model.head": "fpn"})
+    _fake_run(root, "other_split", noise, targets, np.array([f"x_{i}" for i in range(n)]),
+              split="official patient-wise split (test_list.txt)")
+    (root / "unfinished").mkdir()  # no metrics: not listed
+    return root

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import experiments, report
+from cxrlib import report, runs
 from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_results_lists_every_run(smoke):
     every = [n for names in RUNS.values() for n in names]
     for name in every:
         assert name in text
-    table = experiments.results_table(smoke.runs_dir, n_bootstrap=20)
+    table = runs.results_table(smoke.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
     assert table["mean AUROC"].between(0, 1).all()
     assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()

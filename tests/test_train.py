@@ -16,9 +16,11 @@ import pytest
 import torch
 from torch import nn
 
+from cxrlib import progress, runs
 from cxrlib.config import ExperimentConfig
+from cxrlib.runs import load_run
 from cxrlib.seed import derive_seed
-from cxrlib.train import FAULT_ENV, evaluate, fit, load_run, run_experiment
+from cxrlib.train import FAULT_ENV, evaluate, fit, run_experiment
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -142,7 +144,7 @@ def test_run_experiment_writes_contract_files(tmp_path):
     for name in ("best.pt", "last.pt"):
         ck = torch.load(d / name, weights_only=True)
         assert isinstance(ck["config"], dict)
-    again = load_run(d, load_model=False)
+    again = load_run(d, with_model=False)
     assert again.metrics["mean_auroc"] == m["mean_auroc"] and len(again.history) == 3
 
 
@@ -151,7 +153,7 @@ def test_finished_run_is_reused(tmp_path, monkeypatch):
     run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     import cxrlib.train as train
 
-    monkeypatch.setattr(train, "load_model", lambda run_dir, device="cpu": "loaded")
+    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": "loaded")
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a finished run must not be retrained"))
     res = run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     assert res.model == "loaded" and res.metrics["fingerprint"] == cfg.fingerprint()
@@ -257,6 +259,28 @@ def test_staged_model_trains_each_stage(tmp_path):
     assert last["state"]["done"] and last["state"]["stage_index"] == 1
     with pytest.raises(ValueError, match="stage_epochs"):
         fit(toy_cfg(tmp_path / "bad", stage_epochs=[1]), data=toy_data(), model=StagedToyNet(), progress=False)
+
+
+def test_training_reports_each_epoch_and_stage(tmp_path, monkeypatch):
+    """The events the report runner prints while a notebook trains (see cxrlib.progress)."""
+    log = tmp_path / "progress.jsonl"
+    monkeypatch.setenv(progress.ENV, str(log))
+    cfg = toy_cfg(tmp_path / "staged", stage_epochs=[2, 1])
+    run_experiment(cfg, data=toy_data(), model=StagedToyNet(), progress=False)
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["start", "epoch", "epoch", "epoch", "finished"]
+    start, *epochs, done = events
+    assert start["total"] == 3 and start["stages"] == ["global", "fusion"] and start["done"] == 0
+    assert [(e["stage"], e["epoch"], e["epochs"], e["done"], e["total"]) for e in epochs] == [
+        ("global", 1, 2, 1, 3), ("global", 2, 2, 2, 3), ("fusion", 1, 1, 3, 3)]
+    assert all(e["run"] == "staged" for e in events)
+    assert 0 < epochs[0]["seconds"] <= epochs[-1]["seconds"]
+    assert done["mean_auroc"] == json.loads((tmp_path / "staged" / "metrics.json").read_text())["mean_auroc"]
+    assert progress.describe(epochs[0]).startswith("staged: epoch 1/2 [global, stage 1/2], ")
+    assert progress.describe(epochs[0]).endswith(" left")
+    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": "loaded")
+    run_experiment(cfg, data=toy_data(), model=StagedToyNet(), progress=False)
+    assert json.loads(log.read_text().splitlines()[-1])["event"] == "reused"
 
 
 def test_max_steps_caps_each_stage(tmp_path):
