@@ -43,7 +43,7 @@ from cxrlib.config import DataConfig
 from cxrlib.data import load_data
 from cxrlib.feed import Feed
 from cxrlib.models import create_model
-from cxrlib.train import train_step
+from cxrlib.train import make_optimizer, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_DELIVERY = 20_000  # images/s from the resident store
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     sb = args.step_batch
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=len(small.label_names), in_chans=1).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer("adam", model.parameters(), 1e-3, 0.0)  # fit's optimizer (fused only on CUDA)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     no_amp = (False, None, False)  # the CPU runs without autocast, as the engine does

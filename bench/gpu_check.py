@@ -107,7 +107,7 @@ class Trainer:
         import torch
 
         from cxrlib.models import create_model
-        from cxrlib.train import _amp_settings
+        from cxrlib.train import amp_settings, make_optimizer
 
         torch.manual_seed(0)
         self.device, self.channels_last = device, channels_last
@@ -115,8 +115,8 @@ class Trainer:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model) if compile_ else self.model
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.amp = _amp_settings(device, amp)
+        self.opt = make_optimizer("adam", self.model.parameters(), 1e-3, 0.0, fused=device.type == "cuda")
+        self.amp = amp_settings(device, amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp[2])
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
 
