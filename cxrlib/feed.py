@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrlib.augment import model_input, ten_crop
+from cxrlib.config import TrainConfig
 
 RESIDENT = ("auto", "device", "host", "off")
 # "auto" keeps a dataset on the GPU only while it takes at most this share of the free GPU
@@ -50,7 +51,8 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1, sh
     return order[rank:total:world].astype(np.int64)
 
 
-def placement(ds, device: torch.device, resident: str = "auto", budget_gb: float = 16.0) -> str:
+def placement(ds, device: torch.device, resident: str = TrainConfig.resident,
+              budget_gb: float = TrainConfig.resident_gb) -> str:
     """Where ``ds``'s images go: ``"device"`` (GPU memory), ``"host"`` (memory; pinned on CUDA) or ``"stream"``.
 
     ``resident``: ``auto`` (the GPU if the dataset takes at most a quarter of its free
@@ -119,7 +121,8 @@ class Feed:
 
     def __init__(self, ds, batch_size: int, device: str | torch.device = "cpu", *, shuffle: bool = False,
                  seed: int = 0, rank: int = 0, world: int = 1, channels_last: bool = False, tencrop: bool = False,
-                 workers: int = 0, resident: str = "auto", budget_gb: float = 16.0, prefetch: int = 2):
+                 workers: int = 0, resident: str = TrainConfig.resident, budget_gb: float = TrainConfig.resident_gb,
+                 prefetch: int = 2):
         if not hasattr(ds, "batch"):
             raise TypeError(f"{type(ds).__name__} cannot feed the device: a dataset must hand out uint8 batches "
                             f"(cxrlib.data.CachedDataset.batch; CachedDataset.from_arrays wraps arrays in memory)")
