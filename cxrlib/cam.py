@@ -221,8 +221,7 @@ def _to_maps(
 
     ``repeat`` > 1 pairs one image's activations with ``repeat`` gradient sets (all findings).
     """
-    size = tuple(x.shape[-2:])
-    per_layer = []
+    raw_maps = []
     for i, act in enumerate(activations):
         act_np = act.detach().float().cpu().numpy()
         if repeat > 1:
@@ -231,12 +230,40 @@ def _to_maps(
         if grad_np is None:  # score-free: the library's get_cam_image never reads it
             grad_np = np.zeros_like(act_np)
         layer = layers[min(i, len(layers) - 1)]
-        raw = cam.get_cam_image(x, layer, targets, act_np, grad_np, False)
-        maps = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-        maps = _normalise(torch.relu(torch.nan_to_num(maps)))
-        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        per_layer.append(_normalise(maps))
+        raw_maps.append(cam.get_cam_image(x, layer, targets, act_np, grad_np, False))
+    return upsample_maps(raw_maps, tuple(x.shape[-2:]))
+
+
+def upsample_maps(maps: np.ndarray | Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Maps on a layer's grid ``[N,h,w]`` to input-size heatmaps ``[N,H,W]`` in [0, 1].
+
+    The one path every CAM map takes (and the random maps that measure its chance level):
+    ReLU, min-max, bilinear upsampling, min-max; a sequence holds one array per target
+    layer, averaged after upsampling and normalised again.
+    """
+    per_layer = []
+    for raw in [maps] if isinstance(maps, np.ndarray) else list(maps):
+        m = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        m = _normalise(torch.relu(torch.nan_to_num(m)))
+        m = F.interpolate(m[:, None], size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)[:, 0]
+        per_layer.append(_normalise(m))
     return _normalise(torch.stack(per_layer).mean(dim=0)).numpy().astype(np.float32)
+
+
+def target_grids(model: nn.Module, image: torch.Tensor,
+                 target_layers: Sequence[nn.Module] | None = None) -> list[tuple[int, int]]:
+    """The grid ``(h, w)`` of each target-layer activation for one image ``[C,H,W]``.
+
+    What a heatmap of this model is upsampled from: 7x7 for a ResNet's last stage at
+    224 px, 28x28 for the FPN head's fused layer.
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        raise ValueError(f"image must be a tensor [C,H,W], got {getattr(image, 'shape', type(image).__name__)}")
+    x = _check_images(image[None], model)
+    layers = resolve_target_layers(model, target_layers)
+    with _explaining(model), torch.no_grad():
+        _, acts = _forward(model, x, layers)
+    return [(int(a.shape[-2]), int(a.shape[-1])) for a in acts]
 
 
 def _method_instance(model: nn.Module, layers: list[nn.Module], method: str) -> BaseCAM:

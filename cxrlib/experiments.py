@@ -16,12 +16,11 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from cxrlib import plots, profiles, runs
+from cxrlib import plots, runs
 from cxrlib.config import BASELINE, ExperimentConfig
 from cxrlib.models import get_model_spec
 from cxrlib.profiles import Profile
@@ -69,12 +68,6 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
             change["data.image_size"] = -(-need // 8) * 8
         changes[m] = change
     return variants(profile, changes)
-
-
-def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
-                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
-    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
 
 
 # ----------------------------------------------------------------------------- runs

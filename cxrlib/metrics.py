@@ -11,6 +11,19 @@
 A class with no positives (or no negatives) has no AUROC: it is reported as undefined,
 left out of the mean, and a warning says so; nothing crashes.
 
+Two rules keep the bootstrap honest on small or incomplete test sets:
+
+* **Every resample is averaged over the same findings.** A resample in which a finding of
+  the mean has no positive (or no negative) left has no mean over those findings; it is
+  redrawn, and the returned ``bootstrap_redrawn`` says how many were. (Averaging such a
+  resample over the findings it still has, as ``np.nanmean`` would, mixes means over
+  different sets of findings into one interval.) The CI is then the bootstrap
+  distribution conditional on every finding being scorable, the only one a mean over a
+  fixed set of findings has.
+* **A missing patient id is a patient of its own.** Runs on data without patient ids store
+  -1 (or None, NaN, ""); grouping those together would make the whole test set one
+  patient, and every resample the same.
+
 The bootstrap never re-sorts: a resample is a vector of multiplicities (how often each image
 was drawn), and the AUROC of a weighted sample is computed from the scores sorted once.
 """
@@ -26,6 +39,10 @@ from scipy import stats
 from cxrlib.labels import NO_FINDING
 
 _CHUNK = 64  # bootstrap replicates computed together (memory: CHUNK x N floats)
+# Redrawing stops after this many draws per requested resample (a finding with a single
+# positive among many patients is missing from ~37% of resamples; one that is missing
+# from nearly all of them cannot be bootstrapped and is better reported than looped on).
+_MAX_DRAWS_PER_RESAMPLE = 20
 
 
 def _as_2d(a: Any, name: str) -> np.ndarray:
@@ -86,27 +103,87 @@ def auprc(targets, scores) -> np.ndarray:
     return out
 
 
+def _is_missing_id(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isnan(v)) or v < 0
+    if isinstance(v, (int, np.integer)):
+        return v < 0
+    return str(v).strip() in ("", "-1", "None", "nan")
+
+
+def patient_groups(patient_ids, n: int) -> np.ndarray | None:
+    """Group index per image for the cluster bootstrap (None: every image its own group).
+
+    Images sharing a patient id share a group; a missing id (None, NaN, a negative number
+    such as the -1 runs store for data without ids, "") is a group of its own.
+    """
+    if patient_ids is None:
+        return None
+    ids = np.asarray(patient_ids, dtype=object).ravel()
+    if len(ids) != n:
+        raise ValueError(f"patient_ids has {len(ids)} entries for {n} images")
+    # Numbered in order of first appearance, so that ids all missing (or all distinct) give
+    # exactly the image-level bootstrap.
+    index: dict[Any, int] = {}
+    groups = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(ids):
+        key = ("image", i) if _is_missing_id(v) else ("patient", str(v))
+        groups[i] = index.setdefault(key, len(index))
+    return groups
+
+
 def _bootstrap_weights(n: int, patient_ids, n_bootstrap: int, seed: int):
     """Yield multiplicity matrices [R, n] for ``n_bootstrap`` resamples in chunks.
 
     With patient ids, whole patients are drawn with replacement (cluster bootstrap); an
-    image's multiplicity is its patient's.
+    image's multiplicity is its patient's. Missing ids count as one patient per image.
     """
     rng = np.random.default_rng(seed)
-    if patient_ids is None:
-        groups, n_groups = None, n
-    else:
-        patient_ids = np.asarray(patient_ids)
-        if len(patient_ids) != n:
-            raise ValueError(f"patient_ids has {len(patient_ids)} entries for {n} images")
-        _, groups = np.unique(patient_ids, return_inverse=True)
-        n_groups = int(groups.max()) + 1 if n else 0
+    groups = patient_groups(patient_ids, n)
+    n_groups = n if groups is None else (int(groups.max()) + 1 if n else 0)
     done = 0
     while done < n_bootstrap:
         r = min(_CHUNK, n_bootstrap - done)
         counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=r).astype(np.float64)
         yield counts if groups is None else counts[:, groups]
         done += r
+
+
+class _Resamples:
+    """Bootstrap resamples in which every class of ``classes`` keeps a positive and a negative.
+
+    Iterating yields accepted multiplicity chunks until ``n_bootstrap`` are accepted (or the
+    draw cap is reached); ``redrawn`` then counts the rejected draws, ``accepted`` the rest.
+    """
+
+    def __init__(self, y: np.ndarray, patient_ids, n_bootstrap: int, seed: int, classes):
+        self.pos = y[:, list(classes)]
+        self.neg = 1.0 - self.pos
+        self.n, self.patient_ids, self.n_bootstrap, self.seed = len(y), patient_ids, n_bootstrap, seed
+        self.accepted = self.redrawn = 0
+
+    def __iter__(self):
+        cap = _MAX_DRAWS_PER_RESAMPLE * self.n_bootstrap
+        draws = _bootstrap_weights(self.n, self.patient_ids, cap, self.seed)
+        for w in draws:
+            ok = ((w @ self.pos) > 0).all(axis=1) & ((w @ self.neg) > 0).all(axis=1)
+            need = self.n_bootstrap - self.accepted
+            last = np.flatnonzero(ok)[need - 1] if ok.sum() >= need else len(ok) - 1
+            ok = ok[: last + 1]  # draws after the last resample needed are never made
+            w = w[: last + 1][ok]
+            self.redrawn += int((~ok).sum())
+            self.accepted += len(w)
+            if len(w):
+                yield w
+            if self.accepted >= self.n_bootstrap:
+                return
+        warnings.warn(
+            f"only {self.accepted} of {self.n_bootstrap} bootstrap resamples kept every finding scorable "
+            f"after {cap} draws: a finding has too few positives or negatives for a bootstrap CI",
+            stacklevel=3,
+        )
 
 
 def _ci(values: np.ndarray, level: float = 0.95) -> list[float]:
@@ -122,13 +199,26 @@ def _mean_mask(label_names: Sequence[str], defined: np.ndarray) -> np.ndarray:
     return np.array([d and name != NO_FINDING for name, d in zip(label_names, defined)], dtype=bool)
 
 
-def _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes) -> np.ndarray:
-    """[n_bootstrap, len(classes)] bootstrap AUROCs (same resamples for every class)."""
-    sorted_ = [_SortedClass(y[:, k], s[:, k]) for k in classes]
-    out = []
-    for w in _bootstrap_weights(len(y), patient_ids, n_bootstrap, seed):
-        out.append(np.stack([c.auc(w) for c in sorted_], axis=1) if sorted_ else np.zeros((len(w), 0)))
-    return np.concatenate(out) if out else np.zeros((0, len(classes)))
+def _boot_class_aucs(y, scores: Sequence[np.ndarray], patient_ids, n_bootstrap, seed, classes):
+    """Bootstrap AUROCs ``[accepted, len(classes)]`` per score matrix, on the same resamples.
+
+    Resamples that leave a class of ``classes`` without positives or negatives are redrawn
+    (see the module docstring); returns ``(per-score arrays, resampler)`` whose counts say
+    how many were.
+    """
+    classes = list(classes)
+    sorted_ = [[_SortedClass(y[:, k], s[:, k]) for k in classes] for s in scores]
+    resamples = _Resamples(y, patient_ids, n_bootstrap, seed, classes)
+    out: list[list[np.ndarray]] = [[] for _ in scores]
+    for w in resamples:
+        for j, per_class in enumerate(sorted_):
+            out[j].append(np.stack([c.auc(w) for c in per_class], axis=1) if per_class else np.zeros((len(w), 0)))
+    return [np.concatenate(o) if o else np.zeros((0, len(classes))) for o in out], resamples
+
+
+def _n_patients(patient_ids, n: int) -> int | None:
+    groups = patient_groups(patient_ids, n)
+    return None if groups is None else int(len(np.unique(groups)))
 
 
 def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, n_bootstrap: int = 1000,
@@ -137,7 +227,11 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
 
     Returns ``{"label_names", "per_class": {name: {"auroc", "auroc_ci", "auprc", "n_pos"}},
     "mean_auroc", "mean_auroc_ci", "undefined", "n_images", "n_patients", "n_bootstrap",
-    "bootstrap"}`` with NaN written as ``None`` (JSON-ready). ``n_bootstrap=0`` skips the CIs.
+    "bootstrap", "bootstrap_redrawn"}`` with NaN written as ``None`` (JSON-ready).
+    ``n_bootstrap`` is the number of resamples behind the CIs; ``bootstrap_redrawn`` counts
+    the resamples redrawn because a defined finding had lost all its positives or negatives
+    in them. Missing patient ids count as one patient per image. ``n_bootstrap=0`` skips the
+    CIs.
     """
     y, s = _check_inputs(targets, scores)
     label_names = list(label_names)
@@ -154,16 +248,16 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
     mean = float(aucs[in_mean].mean()) if in_mean.any() else math.nan
     ci = {name: [math.nan, math.nan] for name in label_names}
     mean_ci = [math.nan, math.nan]
+    accepted = redrawn = 0
     if n_bootstrap > 0 and defined.any():
         classes = np.flatnonzero(defined)
-        boot = _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes)
+        (boot,), resamples = _boot_class_aucs(y, [s], patient_ids, n_bootstrap, seed, classes)
+        accepted, redrawn = resamples.accepted, resamples.redrawn
         for j, k in enumerate(classes):
             ci[label_names[k]] = _ci(boot[:, j])
         cols = [j for j, k in enumerate(classes) if in_mean[k]]
-        if cols:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a resample may lack a rare class
-                mean_ci = _ci(np.nanmean(boot[:, cols], axis=1))
+        if cols and len(boot):
+            mean_ci = _ci(boot[:, cols].mean(axis=1))  # every resample: the same findings
     per_class = {
         name: {"auroc": _num(aucs[k]), "auroc_ci": [_num(v) for v in ci[name]], "auprc": _num(aps[k]),
                "n_pos": int(y[:, k].sum())}
@@ -176,9 +270,10 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
         "mean_auroc_ci": [_num(v) for v in mean_ci],
         "undefined": undefined,
         "n_images": int(len(y)),
-        "n_patients": None if patient_ids is None else int(len(np.unique(np.asarray(patient_ids)))),
-        "n_bootstrap": int(n_bootstrap),
+        "n_patients": _n_patients(patient_ids, len(y)),
+        "n_bootstrap": int(accepted),
         "bootstrap": "patients" if patient_ids is not None else "images",
+        "bootstrap_redrawn": int(redrawn),
     }
 
 
@@ -202,7 +297,9 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
     are given), so the shared difficulty of the images cancels. The p-value is two-sided:
     twice the share of resampled differences on the other side of zero (at least
     1/(R+1) so it is never reported as exactly 0). Also returns per-class differences with
-    DeLong's p-value. Classes undefined on these images are left out.
+    DeLong's p-value. Classes undefined on these images are left out; resamples that leave a
+    class of the mean without positives or negatives are redrawn (``bootstrap_redrawn``).
+    Missing patient ids count as one patient per image.
     """
     y, sa = _check_inputs(targets, scores_a, "scores_a")
     _, sb = _check_inputs(targets, scores_b, "scores_b")
@@ -217,13 +314,11 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
     diff = float(a_auc[in_mean].mean() - b_auc[in_mean].mean())
     cols = np.flatnonzero(in_mean)
     boot = np.full(0, np.nan)
+    redrawn = 0
     if n_bootstrap > 0:
-        ba = _boot_class_aucs(y, sa, patient_ids, n_bootstrap, seed, cols)
-        bb = _boot_class_aucs(y, sb, patient_ids, n_bootstrap, seed, cols)  # same seed: same resamples
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot = np.nanmean(ba, axis=1) - np.nanmean(bb, axis=1)
-        boot = boot[np.isfinite(boot)]
+        (ba, bb), resamples = _boot_class_aucs(y, [sa, sb], patient_ids, n_bootstrap, seed, cols)
+        redrawn = resamples.redrawn
+        boot = ba.mean(axis=1) - bb.mean(axis=1)  # both runs on the same resamples and findings
     if len(boot):
         tail = min((boot <= 0).mean(), (boot >= 0).mean())
         p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
@@ -243,11 +338,58 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
         "diff": diff,
         "ci": [_num(v) for v in ci],
         "p_value": _num(p),
-        "n_bootstrap": int(n_bootstrap),
+        "n_bootstrap": int(len(boot)),
         "bootstrap": "patients" if patient_ids is not None else "images",
+        "bootstrap_redrawn": int(redrawn),
         "n_images": int(len(y)),
+        "n_patients": _n_patients(patient_ids, len(y)),
         "classes": [names[k] for k in cols],
         "per_class": per_class,
+    }
+
+
+def paired_mean_difference(a, b, groups=None, n_bootstrap: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> dict[str, Any]:
+    """Mean of ``a - b`` over paired items, with a (cluster) bootstrap CI and p-value.
+
+    ``a[i]`` and ``b[i]`` are two scores of the same item (a model's localization hit and
+    the random-map hit rate on the same image and finding). ``groups`` (e.g. image or
+    patient ids) are resampled whole, so items of one image move together; missing ids
+    are groups of their own. The p-value is two-sided, as in :func:`paired_comparison`.
+    Returns ``{"mean_a", "mean_b", "diff", "ci", "p_value", "n", "n_groups", "n_bootstrap"}``.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores have {len(a)} and {len(b)} items: give one pair per item")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired scores contain NaN or infinite values")
+    n = len(a)
+    if n == 0:
+        return {"mean_a": None, "mean_b": None, "diff": None, "ci": [None, None], "p_value": None,
+                "n": 0, "n_groups": 0, "n_bootstrap": 0}
+    d = a - b
+    boot = []
+    if n_bootstrap > 0:
+        for w in _bootstrap_weights(n, groups, n_bootstrap, seed):
+            boot.append((w @ d) / w.sum(axis=1))
+    boot = np.concatenate(boot) if boot else np.zeros(0)
+    if len(boot):
+        tail = min((boot <= 0).mean(), (boot >= 0).mean())
+        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
+        ci = _ci(boot, level)
+    else:
+        p, ci = math.nan, [math.nan, math.nan]
+    groups_ = patient_groups(groups, n)
+    return {
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "diff": float(d.mean()),
+        "ci": [_num(v) for v in ci],
+        "p_value": _num(p),
+        "n": int(n),
+        "n_groups": int(n if groups_ is None else len(np.unique(groups_))),
+        "n_bootstrap": int(len(boot)),
     }
 
 

@@ -49,9 +49,6 @@ from cxrlib.models import create_model_from_config
 from cxrlib.runs import RunResult
 from cxrlib.seed import select_kernels, set_seed
 
-# cxrlib.demo reads runs through these names; the run folder itself is cxrlib.runs'.
-load_model, load_run = runs.load_model, runs.load_run
-
 FAULT_ENV = "CXRLIB_FAULT_AT_STEP"  # test hook: the process dies (os._exit) after this optimizer step
 CHECKPOINT_VERSION = 1
 

@@ -204,17 +204,29 @@ def test_overlay_on_full_resolution_image_with_boxes():
 
 @pytest.mark.slow
 def test_trained_model_points_at_the_mass_nearer_than_chance():
-    """A small CNN trained for a few steps on phantoms localises masses better than chance."""
+    """A small CNN trained on phantoms localises masses better than random maps on its grid.
+
+    The claim must hold on any processor (another CPU takes another floating-point path
+    through training), so it rests on a large effect judged with a statistical margin, not
+    on one trajectory: ~470 balanced training images and 300 steps, each score compared
+    with random maps drawn on the model's own 16x16 grid by a paired bootstrap over the 72
+    held-out images, whose 95% CI must exclude 0. Over four training seeds (standing in for
+    other processors' trajectories) the energy inside the mask was 3.1-7.1x the random
+    maps', pointing within one CAM cell 0.22-0.75 against 0.01 (CI lows 0.13-0.64), and
+    the peak 33-67% nearer the mass than a random point (CI included).
+    """
     from cxrlib.data.datasets import to_model_input
+    from cxrlib.metrics import paired_mean_difference
     from cxrlib.phantoms import phantom_table, render_phantom
 
-    size, mass = 64, 4  # FINDINGS index of Mass
+    size, mass, n_table = 64, 4, 6000  # FINDINGS index of Mass
     set_seed(0)
-    table = phantom_table(3000, seed=0)
+    table = phantom_table(n_table, seed=0)
     labels = table["Mass"].to_numpy()
+    cut = int(0.8 * n_table)
     pos, neg = np.flatnonzero(labels), np.flatnonzero(labels == 0)
-    train_ids = np.concatenate([pos[pos < 2400], neg[neg < 2400][: int((pos < 2400).sum())]])
-    test_ids = pos[pos >= 2400]  # held-out phantoms
+    train_ids = np.concatenate([pos[pos < cut], neg[neg < cut][: int((pos < cut).sum())]])
+    test_ids = pos[pos >= cut]  # held-out phantoms
     train = [render_phantom(int(i), size, seed=0) for i in train_ids]
     test = [render_phantom(int(i), size, seed=0) for i in test_ids]
     x = to_model_input(np.stack([p.image for p in train]))
@@ -229,7 +241,7 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(150):
+    for _ in range(300):
         idx = torch.randint(0, len(x), (32,), generator=g)
         loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
         opt.zero_grad()
@@ -239,13 +251,28 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
     tx = to_model_input(np.stack([p.image for p in test]))
     maps = cam.heatmaps(model, tx, [0] * len(test), target_layers=[features])
     masks = [p.masks[mass] for p in test]
+    ids = [str(i) for i in test_ids]
+    grid = cam.target_grids(model, tx[0], [features])
+    assert grid == [(16, 16)]
+    # A 16x16 grid at 64 px: a cell is 4 px. A peak within one cell of the mask counts, as
+    # the pointing game's 15 px tolerance does at 224 px (6-7% of the side either way).
+    tolerance = 4
+    scores = loc.localization_scores(list(maps), masks, ["Mass"] * len(test), ids, tolerance=tolerance)
+    chance = loc.random_map_scores(masks, ["Mass"] * len(test), [(size, size)] * len(test), grid, (size, size),
+                                   n_draws=20, image_ids=ids, tolerance=tolerance)
+    versus = loc.compare_with_random(scores.merge(chance, on=["image_id", "finding"]),
+                                     metrics=["pointing_game", "energy"], n_bootstrap=1000)
+    pointing, energy = versus.loc[("Mass", "pointing_game")], versus.loc[("Mass", "energy")]
+    assert pointing["ci_low"] > 0, versus
+    assert energy["ci_low"] > 0 and energy["model"] > 2 * energy["random map"], versus
+    # Nearer than chance: the peak's distance to the mask's centre against a uniformly random
+    # point's mean distance, paired over the same images.
     rows, cols = np.mgrid[0:size, 0:size]
     peak_dist, random_dist = [], []
     for heat, mask in zip(maps, masks):
         cy, cx = np.argwhere(mask).mean(axis=0) + 0.5
         r, c = loc.peak(heat)
         peak_dist.append(np.hypot(r + 0.5 - cy, c + 0.5 - cx))
-        random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())  # a uniform random point
-    assert np.mean(peak_dist) < 0.8 * np.mean(random_dist), (np.mean(peak_dist), np.mean(random_dist))
-    table = loc.localization_table(list(maps), masks, ["Mass"] * len(test))
-    assert table.loc["Mass", "pointing_game"] > 3 * table.loc["Mass", "random_baseline"]
+        random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())
+    nearer = paired_mean_difference(peak_dist, random_dist, n_bootstrap=1000)
+    assert nearer["ci"][1] < 0, nearer

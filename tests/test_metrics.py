@@ -145,3 +145,105 @@ def test_bad_shapes_raise():
         auroc_report(np.zeros((3, 2)), np.zeros((3, 2)), ["a"])
     with pytest.raises(ValueError, match="NaN"):
         auroc_report(np.zeros((3, 1)), np.array([[0.1], [np.nan], [0.2]]), ["a"])
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("missing", [-1, None, float("nan"), ""])
+def test_missing_patient_ids_are_one_patient_per_image(missing):
+    y, s = _data(n=200, k=2, signal=0.3)
+    better = s + 0.3 * y
+    ids = np.array([missing] * len(y), dtype=object)
+    res = paired_comparison(y, better, s, patient_ids=ids, n_bootstrap=300, seed=4)
+    lo, hi = res["ci"]
+    assert hi - lo > 0.005, "one patient for the whole test set: every resample the same"
+    assert res["n_patients"] == 200
+    # Exactly the image-level bootstrap.
+    images = paired_comparison(y, better, s, n_bootstrap=300, seed=4)
+    assert res["ci"] == images["ci"] and res["p_value"] == images["p_value"]
+    rep = auroc_report(y, s, ["a", "b"], patient_ids=ids, n_bootstrap=200, seed=1)
+    assert rep["n_patients"] == 200
+    assert rep["mean_auroc_ci"] == auroc_report(y, s, ["a", "b"], n_bootstrap=200, seed=1)["mean_auroc_ci"]
+    # Known ids beside missing ones still group: 3 images of patient 7, the rest alone.
+    mixed = np.array([7, 7, 7] + [missing] * 197, dtype=object)
+    from cxrlib.metrics import patient_groups
+    groups = patient_groups(mixed, 200)
+    assert groups[0] == groups[1] == groups[2] and len(np.unique(groups)) == 198
+
+
+def test_bootstrap_mean_is_over_the_same_findings_in_every_resample():
+    """A finding with one positive among 30 images: ~37% of resamples lose it. They are
+    redrawn and counted, and every resample's mean is over all three findings."""
+    from cxrlib.metrics import _bootstrap_weights
+
+    rng = np.random.default_rng(2)
+    n = 30
+    y = np.zeros((n, 3))
+    y[:12, 0] = 1
+    y[5:20, 1] = 1
+    y[3, 2] = 1  # a single positive
+    s = rng.normal(size=(n, 3)) + y
+    R = 400
+    rep = auroc_report(y, s, ["a", "b", "c"], n_bootstrap=R, seed=0)
+    assert rep["n_bootstrap"] == R
+    share = rep["bootstrap_redrawn"] / (rep["bootstrap_redrawn"] + R)
+    assert 0.25 < share < 0.50, share  # (1 - 1/30)^30 = 0.36
+    # The same rule, written out: draw, keep resamples where every finding has both
+    # classes, take the first R, average the three AUROCs of each.
+    means, redrawn = [], 0
+    for w in _bootstrap_weights(n, None, 20 * R, seed=0):
+        for row in w:
+            idx = np.repeat(np.arange(n), row.astype(int))
+            if len(means) == R:
+                break
+            if any(len(np.unique(y[idx, k])) < 2 for k in range(3)):
+                redrawn += 1
+                continue
+            means.append(np.mean([roc_auc_score(y[idx, k], s[idx, k]) for k in range(3)]))
+        if len(means) == R:
+            break
+    assert redrawn == rep["bootstrap_redrawn"]
+    assert rep["mean_auroc_ci"] == pytest.approx(list(np.quantile(means, [0.025, 0.975])), abs=1e-12)
+    # The paired comparison uses the same rule on the same resamples for both runs.
+    res = paired_comparison(y, s + 0.5 * y, s, n_bootstrap=R, seed=0)
+    assert res["n_bootstrap"] == R and res["bootstrap_redrawn"] == redrawn
+
+
+def test_hopeless_bootstrap_warns_and_says_how_many_resamples_it_kept():
+    n = 400
+    y = np.zeros((n, 1))
+    y[0, 0] = 1  # one positive among 400: missing from ~37% of resamples, but present often enough
+    y2 = np.zeros((n, 2))
+    y2[0, 0] = y2[1, 1] = 1
+    rep = auroc_report(y, np.arange(n, dtype=float)[:, None], ["a"], n_bootstrap=50)
+    assert rep["n_bootstrap"] == 50
+    from cxrlib import metrics
+    old = metrics._MAX_DRAWS_PER_RESAMPLE
+    metrics._MAX_DRAWS_PER_RESAMPLE = 1  # one draw per resample: some must be lost
+    try:
+        with pytest.warns(UserWarning, match="bootstrap resamples kept every finding"):
+            rep = auroc_report(y2, np.tile(np.arange(n, dtype=float)[:, None], (1, 2)), ["a", "b"], n_bootstrap=100)
+    finally:
+        metrics._MAX_DRAWS_PER_RESAMPLE = old
+    assert 0 < rep["n_bootstrap"] < 100 and rep["n_bootstrap"] + rep["bootstrap_redrawn"] == 100
+
+
+def test_paired_mean_difference_hand_worked():
+    from cxrlib.metrics import paired_mean_difference
+
+    a = np.array([1.0, 1.0, 0.0, 1.0])
+    b = np.array([0.5, 0.25, 0.0, 0.25])
+    res = paired_mean_difference(a, b, n_bootstrap=500, seed=0)
+    assert (res["mean_a"], res["mean_b"], res["diff"]) == (0.75, 0.25, 0.5)
+    # Differences 0.5, 0.75, 0, 0.75: every resample's mean lies in [0, 0.75].
+    lo, hi = res["ci"]
+    assert 0.0 <= lo < 0.5 < hi <= 0.75 and res["n"] == res["n_groups"] == 4
+    # All differences positive: the p-value is its floor, 1/(R+1).
+    res = paired_mean_difference([1.0, 1.0, 1.0], [0.0, 0.5, 0.25], n_bootstrap=99)
+    assert res["p_value"] == pytest.approx(0.01) and res["ci"][0] > 0
+    # Groups move together: two items of one image, identical differences within it.
+    res = paired_mean_difference([1, 1, 0, 0], [0, 0, 0, 0], groups=["x", "x", "y", "y"], n_bootstrap=200)
+    assert res["n_groups"] == 2 and res["diff"] == 0.5
+    with pytest.raises(ValueError, match="one pair per item"):
+        paired_mean_difference([1, 0], [1], n_bootstrap=10)
