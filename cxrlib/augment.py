@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrlib.seed import derive_seeds
+from cxrlib.seed import derive_seeds, uniforms
 
 # ImageNet's mean/std averaged over R, G, B: a 1-channel model made by timm from an RGB one
 # sums the first conv's weights over RGB, which matches gray input normalised this way.
@@ -133,15 +133,14 @@ def ten_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
 def draw_params(seed: int, epoch: int, indices) -> torch.Tensor:
     """Augmentation parameters ``float32 [B,5]`` for dataset ``indices`` in ``epoch``.
 
-    Each row comes from its own generator seeded by ``derive_seed(seed, epoch, index)``, so a
-    sample gets the same draw in any batch, worker, rank or resumed run.
+    Each row depends only on ``derive_seed(seed, epoch, index)`` (five counter-based draws,
+    :func:`cxrlib.seed.uniforms`), so a sample gets the same draw in any batch, worker, rank
+    or resumed run.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if not len(idx):
         return torch.empty((0, len(PARAMS)), dtype=torch.float32)
-    g = torch.Generator()
-    u = torch.stack([torch.rand(len(PARAMS), generator=g.manual_seed(s), dtype=torch.float64)
-                     for s in derive_seeds(seed, epoch, idx).tolist()])
+    u = torch.from_numpy(uniforms(derive_seeds(seed, epoch, idx), len(PARAMS)))
     v = 2.0 * u - 1.0  # uniform in [-1, 1)
     flip = (u[:, 0] < 0.5).double()
     angle = v[:, 1] * math.radians(MAX_ROTATE_DEG)

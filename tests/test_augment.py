@@ -11,15 +11,14 @@ import torch.nn.functional as F
 from cxrlib.augment import (GRAY_MEAN, GRAY_STD, MAX_ROTATE_DEG, MAX_SCALE, MAX_TRANSLATE, draw_params,
                             model_input, ten_crop, to_model_input)
 from cxrlib.data.datasets import CachedDataset
-from cxrlib.seed import derive_seed
+from cxrlib.seed import derive_seed, uniforms
 
 
 def _per_sample_reference(u8: torch.Tensor, seed: int, epoch: int, index: int) -> torch.Tensor:
     """The per-sample CPU augmentation the batched path replaces, kept verbatim as the oracle:
-    its own generator per image, flip then affine on [0, 1] pixels, then normalisation."""
-    g = torch.Generator().manual_seed(derive_seed(seed, epoch, index))
+    the image's own five draws, flip then affine on [0, 1] pixels, then normalisation."""
+    u = uniforms(derive_seed(seed, epoch, index), 5)
     x = u8.to(torch.float32).div_(255.0)[None]
-    u = torch.rand(5, generator=g, dtype=torch.float64)
     if u[0] < 0.5:
         x = x.flip(-1)
     angle = math.radians((2 * float(u[1]) - 1) * MAX_ROTATE_DEG)
