@@ -42,7 +42,7 @@ from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config, get_model_spec
 from cxrlib.models import weights as weights_lib
 from cxrlib.profiles import Profile
-from cxrlib.train import _make_optimizer, amp_settings, train_step
+from cxrlib.train import amp_settings, make_optimizer, train_step
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 STATUSES = (PROBLEM, WARNING, OK)
@@ -397,7 +397,9 @@ def speed_probe(cfg: ExperimentConfig, batches: Sequence[int] | None = None, ste
     which extrapolate to the profile's batch (a step's time is close to linear in the batch
     on a CPU; a per-image rate from a tiny batch alone overestimates by about 2x, as the
     optimizer update is paid once per step). ``train.threads`` applies as in training.
-    Data loading is not timed: the training loop is meant to keep the device fed.
+    Not timed: data loading and the batched augmentation (the loop keeps the device fed),
+    and ``torch.compile`` (the probe runs eagerly; a compiled run pays a warm-up, then its
+    steps are usually faster than these).
     """
     threads = torch.get_num_threads()
     if cfg.train.threads:  # as fit runs it
@@ -428,8 +430,8 @@ def _measure(cfg: ExperimentConfig, batches: Sequence[int] | None, steps: int | 
     amp = amp_settings(dev, cfg.train.amp)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp[2])
     loss_fn = nn.BCEWithLogitsLoss()  # any loss: its cost is nothing next to the network's
-    optimizer = _make_optimizer(cfg.train.optimizer, [p for p in model.parameters() if p.requires_grad],
-                                cfg.train.lr, cfg.train.weight_decay)
+    optimizer = make_optimizer(cfg.train.optimizer, [p for p in model.parameters() if p.requires_grad],
+                               cfg.train.lr, cfg.train.weight_decay, fused=cuda)  # as fit makes it
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
     times: dict[int, float] = {}
