@@ -43,6 +43,10 @@ class ModelConfig:
     wrapper: str | None = None  # None | multiscale | two_stage
     pretrained: bool = False  # ImageNet weights (local file or cache; see README)
     weights_path: str | None = None  # a local weights file for the backbone
+    # Folder of ImageNet weights, one file per model named as timm names it
+    # (densenet121.tv_in1k.safetensors), looked in before the Hugging Face cache and the hub;
+    # None: $CXRLIB_WEIGHTS_DIR, else data/weights (see cxrlib.models.weights).
+    weights_dir: str | None = None
     in_chans: int = 1
     options: dict[str, Any] = field(default_factory=dict)  # head / wrapper keyword arguments
 
@@ -104,6 +108,7 @@ class ExperimentConfig:
             d["train"].pop(key)
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
+        d["model"].pop("weights_dir")  # where the same ImageNet weights are found
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

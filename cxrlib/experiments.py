@@ -70,6 +70,38 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
     return variants(profile, changes)
 
 
+def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
+    """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
+    built with the calls that notebook makes; the preflight check plans from this.
+
+    A notebook not listed here trains nothing. ``tests/test_notebooks.py`` checks that these
+    are exactly the runs the smoke report's notebooks trained.
+    """
+    build = {
+        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"))
+        + ([profile.config("15labels", {"data.include_no_finding": True})] if params.get("FIFTEEN_LABELS") else []),
+        "02_fpn": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "03_psp": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "04_multiscale": lambda: variants(profile, {"multiscale": {
+            "model.wrapper": "multiscale", "model.options": {"low_res": 1.0 / params["SCALE"]},
+            "data.image_size": profile.baseline.data.image_size * params["SCALE"]}}),
+        "05_two_stage": lambda: variants(profile, {"two_stage": {"model.wrapper": "two_stage",
+                                                                 "train.stage_epochs": params["STAGE_EPOCHS"]}}),
+        "06_losses": lambda: variants(profile, {loss: {"train.loss": loss} for loss in params["LOSSES"]}),
+        "07_heatmaps": lambda: [variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1]
+                                if params.get("HEAD") else profile.baseline],
+    }
+    return build[stem]() if stem in build else []
+
+
+def _head_variants(profile: Profile, head: str, backbone: str | None) -> list[ExperimentConfig]:
+    changes = {"model.head": head, **({"model.name": backbone} if backbone else {})}
+    configs = variants(profile, {head: changes})
+    if backbone:  # the comparison needs the baseline on the same backbone
+        configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
+    return configs
+
+
 # ----------------------------------------------------------------------------- runs
 
 

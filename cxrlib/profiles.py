@@ -16,7 +16,9 @@ One rule per setting:
 
 * **runs folder**: the ``runs_dir`` given, else the profile's ``experiment.runs_dir``, else
   ``runs/<profile>`` (without a profile: ``runs``); **cache folder**: the profile's
-  ``data.cache_dir``. Both, when relative, are anchored by :func:`project_path`.
+  ``data.cache_dir``; **weights folder**: ``model.weights_dir`` when set (else
+  :func:`cxrlib.models.weights.default_weights_dir`). When relative, all are anchored by
+  :func:`project_path`.
 * **image size**: a config's ``data.image_size`` (the profile's, else the config default);
   a trained run is always fed at its own size; an untrained architecture (the demo's
   "untrained" models, ``cxrlib predict --model``) at its registry entry's ``input_size``,
@@ -26,6 +28,7 @@ One rule per setting:
 """
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +71,28 @@ def variant_name(changes: Mapping[str, Any]) -> str:
         else:
             parts.append(f"{leaf}={json.dumps(value, sort_keys=True)}")
     return "+".join(parts).replace("/", "_").replace(" ", "")
+
+
+def parameter_defaults(notebook: str | Path) -> dict[str, Any]:
+    """The values of a notebook's ``parameters`` cell (literal by the project's rule), which
+    papermill keeps where the profile and the command line set nothing."""
+    path = Path(notebook)
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ValueError(f"{path} has no cell tagged 'parameters'")
+    source = "".join(tagged[0].get("source", []))
+    values: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and node.value is not None:
+            try:
+                values[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                raise ValueError(f"{path}: parameter {target.id} is not a literal ({ast.unparse(node.value)}); "
+                                 "the parameters cell holds literals only") from None
+    return values
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -196,6 +221,8 @@ def load(
     d = apply_overrides(d, experiment)
     d["runs_dir"] = str(project_path(d["runs_dir"]))
     d["data"]["cache_dir"] = str(project_path(d["data"]["cache_dir"]))
+    if d["model"].get("weights_dir"):
+        d["model"]["weights_dir"] = str(project_path(d["model"]["weights_dir"]))
     notebooks: dict[str, dict[str, Any]] = {}
     for stem, params in (raw.get(NOTEBOOK_PREFIX) or {}).items():
         if not isinstance(params, dict):

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from cxrlib import profiles, progress, references
+from cxrlib import preflight, profiles, progress, references
 from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
+from cxrlib.models import weights
 from cxrlib.profiles import Profile
 from cxrlib.runs import format_results, results_table
 
 NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
+# The check before the first notebook probes each model's speed for at most this long.
+CHECK_PROBE_BUDGET_S = 15.0
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
 KERNEL_NAME = "cxrlib-python"
 
@@ -61,6 +64,7 @@ class ReportResult:
     notebooks: list[NotebookResult] = field(default_factory=list)
     seconds: float = 0.0
     all_stems: list[str] = field(default_factory=list)  # every numbered notebook, run or not
+    blocked: list = field(default_factory=list)  # the check's problems that stopped the report before it ran
 
     @property
     def failed(self) -> list[NotebookResult]:
@@ -68,7 +72,7 @@ class ReportResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.blocked
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -262,6 +266,7 @@ def run_report(
     notebooks_dir: str | Path | None = None,
     timeout: float | None = None,
     log_output: bool = False,
+    check: bool = True,
     echo: Callable[[str], None] | None = _print,
 ) -> ReportResult:
     """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
@@ -269,6 +274,9 @@ def run_report(
     ``profile`` is a resolved :class:`~cxrlib.profiles.Profile` (or a profile name, resolved
     with no changes); ``runs_dir`` moves its runs. ``only`` selects notebooks by number or
     stem. Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    With ``check``, :func:`cxrlib.preflight.check_profile` runs first and prints its table:
+    a problem (missing data, weights, device, disk) stops the report before any notebook
+    (``result.blocked``), warnings do not.
     """
     say = echo or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -287,8 +295,18 @@ def run_report(
 
     say(f"report: profile {profile.name} ({profile.path or 'built-in defaults'}), {len(chosen)} notebook(s), "
         f"runs in {runs}, output in {out}")
+    if check:
+        findings = preflight.check_profile(profile, chosen, budget_s=CHECK_PROBE_BUDGET_S)
+        say(preflight.format_table(findings))
+        blocked = preflight.problems(findings)
+        if blocked:
+            say(f"report: stopped before the first notebook: {len(blocked)} problem(s) above")
+            return ReportResult(profile.name, out, runs, None, [], time.perf_counter() - t_start,
+                                [p.stem for p in available], blocked)
     results: list[NotebookResult] = []
-    with _private_kernel(out / ".jupyter"), _redo_since(redo):
+    # Found offline once here: the kernels are told, instead of each asking the hub again.
+    offline = "1" if weights.known_offline() else None
+    with _private_kernel(out / ".jupyter"), _redo_since(redo), _environment("HF_HUB_OFFLINE", offline):
         for i, nb_path in enumerate(chosen, 1):
             stem = nb_path.stem
             params = profile.notebook_parameters(stem, redo=redo)

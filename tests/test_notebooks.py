@@ -166,3 +166,19 @@ def test_every_finding_is_in_the_per_class_tables(smoke):
     text = _text(_result(smoke, "02_fpn").executed)
     for finding in FINDINGS:
         assert finding in text
+
+
+def test_the_check_plans_what_the_notebooks_trained(smoke):
+    """cxrlib check estimates time and weights from the configs it expects each notebook to
+    train: they must be the configs the notebooks did train (same names, same fingerprints)."""
+    from cxrlib import preflight, profiles
+
+    profile = profiles.load("smoke").with_runs_dir(smoke.runs_dir)
+    paths = [REPO / "notebooks" / f"{stem}.ipynb" for stem in STEMS]
+    planned = preflight.planned_experiments(profile, paths)
+    for stem, names in RUNS.items():
+        fingerprints = {c.name: c.fingerprint() for c in planned[stem]}
+        assert set(names) <= set(fingerprints), (stem, sorted(fingerprints))
+        for name in fingerprints:
+            assert runs.is_finished(smoke.runs_dir / name, planned[stem][list(fingerprints).index(name)]), (stem, name)
+    assert planned["00_data_exploration"] == [] and planned["09_results"] == []
