@@ -8,6 +8,8 @@
   the config and label names;
 * ``test_predictions.npz``: ids, patient ids, targets, scores, label names;
 * ``metrics.json``: test AUROCs with CIs, the split, the config's fingerprint. Written last.
+* ``localization.json`` (heatmap runs only): the run's localization summary, a table per
+  finding (:func:`write_localization`, :func:`read_localization`).
 
 A run is **finished** when ``metrics.json``, ``test_predictions.npz`` and ``best.pt`` are all
 there (:func:`is_finished`); asked about a config, also when the metrics were made by that
@@ -43,7 +45,8 @@ METRICS = "metrics.json"
 PREDICTIONS = "test_predictions.npz"
 BEST = "best.pt"
 LAST = "last.pt"
-FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST)
+LOCALIZATION = "localization.json"
+FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST, LOCALIZATION)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def save_best(run_dir: str | Path, weights: Mapping[str, torch.Tensor], cfg: Exp
 def clear(run_dir: str | Path) -> None:
     """Delete a run's results and checkpoints (``--redo``); metrics first, so a folder left
     half-cleared by a crash reads as unfinished."""
-    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY):
+    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY, LOCALIZATION):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
@@ -143,6 +146,67 @@ def write_evaluation(run_dir: str | Path, cfg: ExperimentConfig, data, metrics: 
     save_predictions(run_dir, predictions)
     atomic_write_text(json.dumps(full, indent=2), run_dir / METRICS)
     return full
+
+
+def write_localization(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[str, Any] | None = None) -> Path:
+    """Store a run's localization summary (``localization.json`` beside ``metrics.json``).
+
+    ``table`` is any DataFrame of numbers or text (one row per finding, say, with the
+    model's score, the random-map chance and the published figure); ``notes`` any JSON-ready
+    facts about it (the method, the box rule, how many images). NaN is stored as null. The
+    run folder must exist: a summary belongs to a run.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"cannot write {LOCALIZATION}: run folder {run_dir} does not exist (train the run first)")
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"localization summary for {run_dir}: expected a pandas DataFrame, got {type(table).__name__}")
+    frame = table.astype(object).where(pd.notna(table), None)
+    payload = {
+        "index_names": [None if n is None else str(n) for n in frame.index.names],
+        "index": [_json_key(k) for k in frame.index],
+        "columns": [_json_key(c) for c in frame.columns],
+        "data": [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)],
+        "notes": dict(notes or {}),
+    }
+    path = run_dir / LOCALIZATION
+    atomic_write_text(json.dumps(payload, indent=1), path)
+    return path
+
+
+def read_localization(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's localization summary as written by :func:`write_localization` (its notes in
+    ``table.attrs["notes"]``), or None when the run has none."""
+    path = Path(run_dir) / LOCALIZATION
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        index = _index(payload["index"], payload.get("index_names") or [None])
+        columns = _index(payload["columns"], [None])
+        table = pd.DataFrame(payload["data"], index=index, columns=columns)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot read {path}: {err}; write it again (the heatmaps notebook does)") from err
+    table.attrs["notes"] = dict(payload.get("notes") or {})
+    return table.infer_objects()
+
+
+def _json_key(key: Any) -> Any:
+    return [_json_value(k) for k in key] if isinstance(key, tuple) else _json_value(key)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _index(keys: list, names: list) -> pd.Index:
+    if keys and all(isinstance(k, list) for k in keys):
+        return pd.MultiIndex.from_tuples([tuple(k) for k in keys], names=names)
+    return pd.Index(keys, name=names[0] if names else None)
 
 
 # ----------------------------------------------------------------------------- finished?

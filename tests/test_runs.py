@@ -122,3 +122,29 @@ def test_cli_evaluate_and_predict_a_pretrained_run_offline(tmp_path, offline, ca
     assert main(["predict", str(png), "--run", str(run_dir), "--json", "--device", "cpu"]) == 0
     probs = json.loads(capsys.readouterr().out)[0]["probabilities"]
     assert list(probs) == list(FINDINGS) and all(0 < p < 1 for p in probs.values())
+
+
+# ----------------------------------------------------------------------------- localization summary
+
+
+def test_localization_summary_round_trips_beside_the_metrics(fake_runs):
+    import pandas as pd
+
+    run = fake_runs / "fpn"
+    assert runs.read_localization(run) is None  # nothing written: nothing read
+    table = pd.DataFrame({"model": [0.41, np.nan], "random map": [0.12, 0.10], "Wang et al.": [0.69, 0.18],
+                          "method": ["gradcam", "gradcam"]},
+                         index=pd.Index(["Atelectasis", "Nodule"], name="finding"))
+    path = runs.write_localization(run, table, notes={"metric": "T(IoBB>0.1)", "images": 40})
+    assert path == run / runs.LOCALIZATION and path.is_file()
+    back = runs.read_localization(run)
+    pd.testing.assert_frame_equal(back, table)
+    assert back.attrs["notes"] == {"metric": "T(IoBB>0.1)", "images": 40}
+    assert runs.is_finished(run)  # a summary changes nothing about being finished
+    runs.clear(run)
+    assert runs.read_localization(run) is None  # --redo takes the summary away with the results
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.write_localization(fake_runs / "nope", table)
+    (fake_runs / "baseline" / runs.LOCALIZATION).write_text("{")
+    with pytest.raises(ValueError, match=runs.LOCALIZATION):
+        runs.read_localization(fake_runs / "baseline")
