@@ -301,6 +301,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     val_ds = with_channels(data.val, cfg.model.in_chans)
     if hasattr(train_ds, "augment"):
         train_ds.augment = bool(tc.augment)
+    if hasattr(train_ds, "seed"):  # augmentation draws follow the training seed; the split, data.seed
+        train_ds.seed = cfg.seed
     if hasattr(val_ds, "tencrop"):
         val_ds.tencrop = False
     label_names = list(data.label_names)
@@ -310,7 +312,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         raise ValueError(f"train.batch_size={tc.batch_size} is the global batch and must divide by the "
                          f"{info.world_size} processes")
     rank_batch = tc.batch_size // info.world_size
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
 
     amp = amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
@@ -520,7 +522,7 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
 def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progress: bool = True,
                    model: nn.Module | None = None, checkpoint_every: int | None = None) -> RunResult:
     """Fit, then evaluate on the test split; reuse a finished run with the same fingerprint unless ``redo``."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
     if not redo and runs.is_finished(run_dir, cfg):
         if info.is_main:

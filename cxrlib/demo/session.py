@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cxrlib import runs
 from cxrlib.overlay import render, resize_heatmap
 from cxrlib.cam import CAM_METHODS, SCORE_FREE_METHODS, heatmaps_all_findings
 from cxrlib.config import PROFILES_DIR, ExperimentConfig
@@ -88,6 +89,8 @@ def list_model_choices(
                 metrics = json.loads(metrics_path.read_text())
                 auroc = metrics.get("mean_auroc")
                 auroc = None if auroc is None else float(auroc)
+                if runs.kind_of(metrics) != runs.MODEL:
+                    continue  # a control (no network) has no probabilities or heatmaps to show
             except (OSError, ValueError, TypeError, AttributeError) as err:
                 if problems is not None:
                     problems.append(f"run {run_dir} skipped: cannot read {metrics_path.name} ({err})")
