@@ -559,7 +559,8 @@ class Verdict:
     called: bool  # a difference is claimed
     direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
     label: str  # "better", "worse", "no difference shown", "not compared"
-    reason: str  # why, in words made from the numbers
+    reason: str  # why, with the numbers that decided it
+    why: str  # why, in words alone (for a sentence that gives the numbers itself)
 
 
 def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
@@ -575,23 +576,31 @@ def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | 
         return x is None or not np.isfinite(x)
 
     if missing(ci_low) or missing(ci_high):
-        return Verdict(False, 0, "not compared", "no paired comparison: the runs were not scored on the same test images")
+        why = "the runs were not scored on the same test images"
+        return Verdict(False, 0, "not compared", f"no paired comparison: {why}", why)
     paired = 1 if ci_low > 0 else -1 if ci_high < 0 else 0
     measured = max(n_seeds, n_seeds_baseline) >= 2 and not (missing(seed_diff_min) or missing(seed_diff_max))
     seeds = (1 if seed_diff_min > 0 else -1 if seed_diff_max < 0 else 0) if measured else 0
-    ci_text = f"[{ci_low:+.3f}, {ci_high:+.3f}]"
-    seeds_text = "" if missing(seed_diff_min) else f"{seed_diff_min:+.3f} to {seed_diff_max:+.3f}"
+    ci_text = f" [{ci_low:+.3f}, {ci_high:+.3f}]"
+    seeds_text = "" if missing(seed_diff_min) else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})"
     if paired and paired == seeds:
         word = "better" if paired > 0 else "worse"
-        return Verdict(True, paired, word, f"the paired 95% CI {ci_text} excludes 0 and every seed agrees "
-                                           f"(per-seed differences {seeds_text})")
-    problems = []
+        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci_text, seeds_text))]
+        return Verdict(True, paired, word, *_both(parts))
+    parts = []
     if not paired:
-        problems.append(f"the paired 95% CI {ci_text} includes 0")
+        parts.append(("the paired 95% CI{} includes 0", (ci_text,)))
     if not measured:
-        problems.append("one seed each, so the seed spread is not measured")
+        parts.append(("one seed each, so the seed spread is not measured", ()))
     elif not seeds:
-        problems.append(f"the seeds overlap (per-seed differences {seeds_text})")
+        parts.append(("the seeds overlap{}", (seeds_text,)))
     elif paired and seeds != paired:
-        problems.append(f"the seeds point the other way (per-seed differences {seeds_text})")
-    return Verdict(False, 0, "no difference shown", " and ".join(problems))
+        parts.append(("the seeds point the other way{}", (seeds_text,)))
+    return Verdict(False, 0, "no difference shown", *_both(parts))
+
+
+def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
+    """The reason with its numbers, and the same words without them."""
+    with_numbers = " and ".join(text.format(*numbers) for text, numbers in parts)
+    words = " and ".join(text.format(*("" for _ in numbers)) for text, numbers in parts)
+    return with_numbers, words

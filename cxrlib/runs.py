@@ -546,7 +546,7 @@ def compare_runs(
 
 _COLUMNS = [
     "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "CI low", "CI high",
+    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high",
     "diff vs baseline", "diff CI low", "diff CI high", "p-value", "seed diff min", "seed diff max",
     "verdict", "reason", "train seconds", "run_dir",
 ]
@@ -566,9 +566,9 @@ def results_table(
     ``runs`` is a runs folder (every finished experiment in it, :func:`experiment_runs`) or
     ``{name: [run folder per seed]}``. Per experiment, over the findings:
 
-    * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC; ``seed SD``/``min``/
-      ``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the patient-bootstrap 95%
-      CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
+    * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC (``seed AUROCs``);
+      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the
+      patient-bootstrap 95% CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
     * ``diff vs baseline`` with ``diff CI``, ``p-value``: the paired difference of the two
       seed means on the same test patients; ``seed diff min``/``max``: the range of its
       per-seed differences (:func:`~cxrlib.metrics.paired_seed_comparison`);
@@ -608,6 +608,7 @@ def results_table(
             "seed SD": stats["sd"],
             "seed min": stats["min"],
             "seed max": stats["max"],
+            "seed AUROCs": tuple(stats["per_seed"]),
             "CI low": _float(stats["ci"][0]),
             "CI high": _float(stats["ci"][1]),
             "diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,

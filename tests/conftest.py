@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import cxrlib  # noqa: F401  (makes torchvision importable before any test imports it)
-from cxrlib import profiles, runs
+from cxrlib import metrics, profiles, runs
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
 
@@ -95,6 +95,27 @@ def fake_runs(tmp_path):
               split="official patient-wise split (test_list.txt)")
     (root / "unfinished").mkdir()  # no metrics: not listed
     return root
+
+
+def _control_run(root: Path, targets, ids, scores):
+    """A control's run folder written through runs.write_control, as experiments.run_control does."""
+    cfg = profiles.load("smoke", runs_dir=root).config("shortcut_control", {"model.name": "intensity_statistics"})
+    names = list(FINDINGS)
+    patients = np.arange(len(ids)) // 2
+    report = metrics.auroc_report(targets, scores, names, patient_ids=patients, n_bootstrap=50)
+
+    class Bundle:
+        split_name, source = "synthetic phantoms, patient-wise 70/10/20", "phantoms"
+
+    preds = {"ids": ids, "patient_ids": patients, "targets": targets, "scores": scores, "label_names": np.array(names)}
+    runs.write_control(runs.run_folder(cfg), cfg, Bundle(), report, preds, 0.4, {"name": "intensity statistics"})
+    return runs.run_folder(cfg), cfg
+
+
+@pytest.fixture()
+def control_run():
+    """``control_run(runs_dir, targets, ids, scores)`` writes a shortcut control's run folder."""
+    return _control_run
 
 
 def seeded_scores(targets: np.ndarray, signal: float, seed: int) -> np.ndarray:

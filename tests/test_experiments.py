@@ -109,3 +109,22 @@ def test_compare_displays_every_part_once(fake_runs, monkeypatch):
     cmp._ipython_display_()
     assert [type(x).__name__ for x in shown] == ["DataFrame", "DataFrame", "Markdown", "DataFrame", "Figure"]
     assert shown[2].data == cmp.rule and shown[4] is cmp.figure
+
+
+@pytest.mark.slow
+def test_a_seed_changes_training_not_the_split(tmp_path):
+    """Two seeds of one config: the same test images and labels (comparisons stay paired),
+    other initial weights, data order and augmentation draws, so other scores."""
+    from cxrlib.data import load_data
+
+    profile = profiles.load("smoke", runs_dir=tmp_path, overrides=["train.n_bootstrap=0", "seeds=[0, 1]"])
+    cfg = profile.config()
+    data = load_data(cfg.data, progress=False)
+    out = {}
+    for c in experiments.seed_configs(cfg, profile.seeds):
+        out[c.seed] = experiments.run_experiment(c, data=data, progress=False)
+        assert data.train.seed == c.seed  # the augmentation draws follow the training seed
+    a, b = out[0].predictions, out[1].predictions
+    assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["targets"], b["targets"])
+    assert not np.allclose(a["scores"], b["scores"])
+    assert out[1].run_dir == tmp_path / "baseline" / "seed1" and runs.is_finished(out[1].run_dir, out[1].config)

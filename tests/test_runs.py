@@ -137,25 +137,10 @@ def test_results_table_of_given_seed_folders_equals_the_folder_scan(seeded_runs)
 # ----------------------------------------------------------------------------- the shortcut control
 
 
-def _control_run(root: Path, targets, ids, scores):
-    """A control's run folder written through runs.write_control, as experiments.run_control does."""
-    cfg = profiles.load("smoke", runs_dir=root).config("shortcut_control", {"model.name": "intensity_statistics"})
-    names = list(FINDINGS)
-    patients = np.arange(len(ids)) // 2
-    report = metrics.auroc_report(targets, scores, names, patient_ids=patients, n_bootstrap=50)
-
-    class Bundle:
-        split_name, source = "synthetic phantoms, patient-wise 70/10/20", "phantoms"
-
-    preds = {"ids": ids, "patient_ids": patients, "targets": targets, "scores": scores, "label_names": np.array(names)}
-    runs.write_control(runs.run_folder(cfg), cfg, Bundle(), report, preds, 0.4, {"name": "intensity statistics"})
-    return runs.run_folder(cfg), cfg
-
-
-def test_control_run_is_finished_without_weights_and_never_in_the_model_menu(seeded_runs):
+def test_control_run_is_finished_without_weights_and_never_in_the_model_menu(seeded_runs, control_run):
     base = runs.load_predictions(seeded_runs / "baseline")
     noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
-    folder, cfg = _control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    folder, cfg = control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
     assert not (folder / runs.BEST).exists()
     assert runs.is_finished(folder) and runs.is_finished(folder, cfg)  # the one rule, told the run's kind
     assert json.loads((folder / runs.METRICS).read_text())["kind"] == runs.CONTROL
@@ -172,10 +157,10 @@ def test_control_run_is_finished_without_weights_and_never_in_the_model_menu(see
         runs.is_finished(seeded_runs / "mixed")
 
 
-def test_control_is_a_row_paired_with_the_baseline(seeded_runs):
+def test_control_is_a_row_paired_with_the_baseline(seeded_runs, control_run):
     base = runs.load_predictions(seeded_runs / "baseline")
     noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
-    _control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
     table = runs.results_table(seeded_runs, n_bootstrap=200)
     assert list(table["experiment"]) == ["baseline", "shortcut_control", "better", "mixed"]
     control = table.iloc[1]
