@@ -160,8 +160,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = distributed.resolve_device(cfg.train.device)
     model = runs.load_model(run_dir, device=device)
     data = load_data(cfg.data, progress=not args.quiet)
+    tc = cfg.train
     metrics, preds = evaluate(model, with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
-                              batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
+                              batch_size=tc.batch_size, device=device, progress=not args.quiet, seed=cfg.seed,
+                              num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident, resident_gb=tc.resident_gb)
     old = runs.load_run(run_dir, with_model=False)
     full = runs.write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
     print(format_metrics(full))

@@ -64,10 +64,14 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps, per stage (smoke runs)
     stage_epochs: list[int] | None = None  # staged models: epochs per stage
     tta: str = "none"  # none | tencrop, at evaluation
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader workers for a dataset that is streamed rather than resident
+    resident: str = "auto"  # auto | device | host | off: where a dataset within resident_gb lives (cxrlib.feed)
+    resident_gb: float = 16.0  # the most GiB of uint8 images one dataset may take to stay resident
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, on CUDA only
     channels_last: bool = True  # memory format, on CUDA only
+    compile: bool | str = "auto"  # torch.compile for training: auto (on CUDA, off on the CPU) | true | false
+    deterministic: bool = False  # CUDA: deterministic cuDNN, no autotuning, no TF32 (repeatable, slower)
     n_bootstrap: int = 1000  # resamples for the confidence intervals
     threads: int | None = None  # torch CPU threads (None = torch's default)
 
@@ -91,7 +95,9 @@ class ExperimentConfig:
         """Hash of everything that changes the result (not where the run is written)."""
         d = self.to_dict()
         d.pop("runs_dir")
-        d["train"].pop("num_workers")
+        # how fast, not what: where images live, compilation and kernel choice leave the experiment as it is
+        for key in ("num_workers", "resident", "resident_gb", "compile", "deterministic"):
+            d["train"].pop(key)
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

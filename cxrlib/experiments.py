@@ -17,13 +17,12 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrlib import plots, profiles, runs
+from cxrlib import plots, runs
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.metrics import VERDICT_RULE, auroc_report
@@ -85,12 +84,6 @@ def full_profile_only(profile: Profile, models: Sequence[str] | None = None) -> 
     """The models (of ``models``, or all) this profile leaves to the full profile, and why."""
     items = [(m, why) for m, why in profile.full_profile_only.items() if models is None or m in models]
     return pd.DataFrame(items, columns=["model", f"not trained by the {profile.name} profile, because"])
-
-
-def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
-                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
-    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
 
 
 # ----------------------------------------------------------------------------- runs

@@ -22,7 +22,8 @@ One rule per setting:
   ``data.cache_dir``. Both, when relative, are anchored by :func:`project_path`.
 * **image size**: a config's ``data.image_size`` (the profile's, else the config default);
   a trained run is always fed at its own size; an untrained architecture (the demo's
-  "untrained" models, ``cxrlib predict --model``) at its registry entry's ``input_size``.
+  "untrained" models, ``cxrlib predict --model``) at its registry entry's ``input_size``,
+  unless it is shown a dataset's images (the demo with a dataset: the dataset's size).
 * **a data folder given to a phantom profile** means the real ChestX-ray14 release
   (:meth:`~cxrlib.config.ExperimentConfig.with_data_dir`).
 * **seeds**: the profile's ``seeds:`` (``--set seeds.variants=[0]`` changes them), else the

@@ -140,7 +140,8 @@ def test_heatmaps(smoke):
     r = _result(smoke, "07_heatmaps")
     text = _text(r.executed)
     assert "pointing_game" in text and "randomcam" in text and "random_baseline" in text
-    assert "T(IoBB>0.1) Wang 2017" in text
+    # Wang et al.'s figures, each with the paper version it comes from
+    assert "CVPR 2017, Table 4" in text and "ChestX-ray14 update" in text
     assert _images(r.executed) >= 1  # the overlay grid
 
 

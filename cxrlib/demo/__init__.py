@@ -22,11 +22,10 @@ from cxrlib.demo.session import (
     DemoModel,
     DemoSession,
     ModelChoice,
-    demo_config,
+    demo_profile,
     demo_settings,
     encode_jpeg,
     list_model_choices,
-    project_path,
     untrained_module,
 )
 from cxrlib.demo.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UPLOAD_ACCEPT, UploadError, read_upload
@@ -68,11 +67,10 @@ __all__ = [
     "ModelChoice",
     "UploadError",
     "build_demo",
-    "demo_config",
+    "demo_profile",
     "demo_settings",
     "encode_jpeg",
     "list_model_choices",
-    "project_path",
     "read_upload",
     "untrained_module",
 ]
