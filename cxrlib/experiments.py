@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib import plots, runs
+from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.metrics import VERDICT_RULE, auroc_report
@@ -139,6 +140,7 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
     cfg = control_config(profile)
     folder = runs.run_folder(cfg)
     if not redo and runs.is_finished(folder, cfg):
+        progress_events.emit("reused", cfg.name)
         return runs.load_run(folder, with_model=False)
     data = data if data is not None else load_data(cfg.data, progress=False)
     t0 = time.perf_counter()
@@ -149,6 +151,7 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
     description = {"name": "intensity statistics", "sees": "each image's grey-level histogram, percentiles, mean "
                    "and SD: no spatial information", "fit": "logistic regression per finding on the train split"}
     written = runs.write_control(folder, cfg, data, metrics, predictions, seconds, description)
+    progress_events.emit("finished", cfg.name, mean_auroc=written.get("mean_auroc"), split=written.get("split"))
     return RunResult(run_dir=folder, config=cfg, history=None, metrics=written, predictions=predictions,
                      train_seconds=seconds, model=None)
 

@@ -339,7 +339,7 @@ def run_report(
 # ----------------------------------------------------------------------------- conclusions
 
 
-@dataclass
+@dataclass(repr=False)
 class Conclusions:
     """Each comparison of a results table in words made from its numbers, with the rule that
     decided it. Displays as a list in a notebook; :meth:`html` for the index page."""
@@ -356,6 +356,9 @@ class Conclusions:
     def html(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
         return f'<p class="note">{html.escape(self.rule)}</p><ul class="conclusions">{items}</ul>'
+
+    def __repr__(self) -> str:
+        return "\n".join([self.rule, ""] + [f"- {line}" for line in self.lines])
 
     def _repr_markdown_(self) -> str:
         return "\n".join([f"*{self.rule}*", ""] + [f"- {line}" for line in self.lines])

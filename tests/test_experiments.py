@@ -128,3 +128,33 @@ def test_a_seed_changes_training_not_the_split(tmp_path):
     assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["targets"], b["targets"])
     assert not np.allclose(a["scores"], b["scores"])
     assert out[1].run_dir == tmp_path / "baseline" / "seed1" and runs.is_finished(out[1].run_dir, out[1].config)
+
+
+def _mean_intensity_control(bundle):
+    """A stand-in for the shortcut control's fit: each image's mean grey level as every
+    finding's score (no spatial information), shaped like a run's test predictions."""
+    test = bundle.test
+    means = np.array([test.raw(i).mean() for i in range(len(test))], dtype=np.float32) / 255
+    return {"ids": test.image_ids, "patient_ids": test.patient_ids, "targets": test.targets,
+            "scores": np.repeat(means[:, None], test.targets.shape[1], axis=1), "label_names": np.array(test.label_names)}
+
+
+def test_run_control_writes_a_control_run_of_its_own_kind(tmp_path):
+    calls = []
+
+    def fit(bundle):
+        calls.append(bundle.split_name)
+        return _mean_intensity_control(bundle)
+
+    profile = profiles.load("smoke", runs_dir=tmp_path)
+    control = experiments.run_control(profile, fit=fit)
+    folder = tmp_path / experiments.CONTROL
+    assert control.run_dir == folder and control.model is None and len(calls) == 1
+    assert runs.is_finished(folder, experiments.control_config(profile)) and not (folder / runs.BEST).exists()
+    assert json.loads((folder / runs.METRICS).read_text())["kind"] == runs.CONTROL
+    again = experiments.run_control(profile, fit=fit)  # finished with the same config: reused, not refitted
+    assert len(calls) == 1 and again.metrics["mean_auroc"] == control.metrics["mean_auroc"]
+    other = profiles.load("smoke", runs_dir=tmp_path, overrides=["data.num_phantoms=80"])
+    experiments.run_control(other, fit=fit)  # the baseline's data changed: the control is fitted again
+    assert len(calls) == 2
+    assert runs.list_runs(tmp_path) == []  # never offered where a network is loaded
