@@ -81,10 +81,10 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
     return variants(profile, changes)
 
 
-def full_profile_only(profile: Profile, models: Sequence[str] | None = None) -> pd.DataFrame:
-    """The models (of ``models``, or all) this profile leaves to the full profile, and why."""
-    items = [(m, why) for m, why in profile.full_profile_only.items() if models is None or m in models]
-    return pd.DataFrame(items, columns=["model", f"not trained by the {profile.name} profile, because"])
+def full_profile_only(profile: Profile) -> pd.DataFrame:
+    """The models this profile leaves to the full profile, each with its measured reason."""
+    return pd.DataFrame(list(profile.full_profile_only.items()),
+                        columns=["model", f"not trained by the {profile.name} profile, because"])
 
 
 # ----------------------------------------------------------------------------- runs

@@ -95,7 +95,7 @@ def test_backbones_leave_out_what_the_profile_leaves_to_the_full_profile(tmp_pat
     profile = profiles.load(own)
     assert [c.name for c in experiments.backbones(profile, ["resnet18", "nasnet", "densenet121"])] == [
         "baseline", "densenet121"]
-    why = experiments.full_profile_only(profile, ["nasnet", "densenet121"])
+    why = experiments.full_profile_only(profile)
     assert why.values.tolist() == [["nasnet", "at 64 px it stays at chance"]]
 
 
