@@ -107,7 +107,7 @@ def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> 
     return [dataclasses.replace(cfg, seed=int(s)) for s in chosen]
 
 
-def run_all(configs: Sequence[ExperimentConfig], seeds: Seeds | Sequence[int] | None = None, redo: bool = False,
+def run_all(configs: Sequence[ExperimentConfig], *, seeds: Seeds | Sequence[int] | None = None, redo: bool = False,
             progress: bool = False) -> dict[str, list[RunResult]]:
     """Run (or reuse) several experiments in order, each once per seed (:func:`seed_configs`):
     ``{name: [RunResult per seed]}``. Seeds already finished with the same config are reused,
