@@ -582,7 +582,8 @@ def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | 
     measured = max(n_seeds, n_seeds_baseline) >= 2 and not (missing(seed_diff_min) or missing(seed_diff_max))
     seeds = (1 if seed_diff_min > 0 else -1 if seed_diff_max < 0 else 0) if measured else 0
     ci_text = f" [{ci_low:+.3f}, {ci_high:+.3f}]"
-    seeds_text = "" if missing(seed_diff_min) else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})"
+    seeds_text = ("" if missing(seed_diff_min)
+                  else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})")
     if paired and paired == seeds:
         word = "better" if paired > 0 else "worse"
         parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci_text, seeds_text))]

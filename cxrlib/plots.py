@@ -364,8 +364,8 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
         ax.scatter(seeds, [yi] * len(seeds), s=14, color=colour, zorder=3, edgecolors="white", linewidths=0.5)
         ax.scatter([r["mean AUROC"]], [yi], marker="D", s=40, color=colour, zorder=4)
         if np.isfinite(r["diff vs baseline"]):
-            ax.annotate(f"{r['diff vs baseline']:+.3f}  {r['verdict']}", xy=(1.01, yi), xycoords=("axes fraction", "data"),
-                        va="center", fontsize=8, color=colour)
+            ax.annotate(f"{r['diff vs baseline']:+.3f}  {r['verdict']}", xy=(1.01, yi),
+                        xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
     base = table[table["experiment"] == baseline]
     if len(base):
         b = base.iloc[0]

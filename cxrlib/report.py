@@ -544,7 +544,8 @@ def _figure_html(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="figure" alt="forest plot of every run against the baseline" src="data:image/png;base64,{data}">'
+    return (f'<img class="figure" alt="forest plot of every run against the baseline" '
+            f'src="data:image/png;base64,{data}">')
 
 
 def _results_html(table) -> str:
@@ -554,7 +555,8 @@ def _results_html(table) -> str:
 def _skipped_html(profile: Profile) -> str:
     if not profile.full_profile_only:
         return ""
-    items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(why)}</li>" for m, why in profile.full_profile_only.items())
+    items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(why)}</li>"
+                    for m, why in profile.full_profile_only.items())
     return (f"<h3>Full profile only</h3><p class=\"note\">Not trained by the {html.escape(profile.name)} profile, so "
             f"no result is shown for them; measured reasons:</p><ul>{items}</ul>")
 

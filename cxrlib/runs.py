@@ -106,6 +106,11 @@ def run_folder(cfg: ExperimentConfig) -> Path:
     return folder if cfg.seed == 0 else folder / f"seed{cfg.seed}"
 
 
+def run_label(cfg: ExperimentConfig) -> str:
+    """How progress lines name a run: its experiment, and the seed when it is not seed 0."""
+    return cfg.name if cfg.seed == 0 else f"{cfg.name} seed {cfg.seed}"
+
+
 def seed_folders(experiment_dir: str | Path) -> dict[int, Path]:
     """Every place a seed of the experiment in ``experiment_dir`` may live, finished or not:
     ``{seed: folder}``, seed 0 first."""
@@ -250,7 +255,8 @@ def write_localization(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"cannot write {LOCALIZATION}: run folder {run_dir} does not exist (train the run first)")
+        raise FileNotFoundError(f"cannot write {LOCALIZATION}: run folder {run_dir} does not exist "
+                                f"(train the run first)")
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"localization summary for {run_dir}: expected a pandas DataFrame, got {type(table).__name__}")
     frame = table.astype(object).where(pd.notna(table), None)
@@ -660,7 +666,8 @@ def format_results(table: pd.DataFrame) -> pd.DataFrame:
     ]
     out["p-value"] = table["p-value"].map(_p_text)
     out["per-seed differences"] = [
-        "" if pd.isna(lo) else f"{lo:+.3f} to {hi:+.3f}" for lo, hi in zip(table["seed diff min"], table["seed diff max"])
+        "" if pd.isna(lo) else f"{lo:+.3f} to {hi:+.3f}"
+        for lo, hi in zip(table["seed diff min"], table["seed diff max"])
     ]
     out["verdict"] = table["verdict"]
     out["train time"] = [_time_text(s) + (" per seed" if n > 1 and not pd.isna(s) else "")

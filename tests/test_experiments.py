@@ -136,7 +136,8 @@ def _mean_intensity_control(bundle):
     test = bundle.test
     means = np.array([test.raw(i).mean() for i in range(len(test))], dtype=np.float32) / 255
     return {"ids": test.image_ids, "patient_ids": test.patient_ids, "targets": test.targets,
-            "scores": np.repeat(means[:, None], test.targets.shape[1], axis=1), "label_names": np.array(test.label_names)}
+            "scores": np.repeat(means[:, None], test.targets.shape[1], axis=1),
+            "label_names": np.array(test.label_names)}
 
 
 def test_run_control_writes_a_control_run_of_its_own_kind(tmp_path):

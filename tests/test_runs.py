@@ -73,6 +73,7 @@ def test_seed_runs_live_inside_the_experiment_folder(tmp_path):
     cfg = profiles.load("smoke", runs_dir=tmp_path).config("fpn", {"model.head": "fpn"})
     assert runs.run_folder(cfg) == tmp_path / "fpn"  # seed 0: where runs were before seeds existed
     assert runs.run_folder(dataclasses.replace(cfg, seed=2)) == tmp_path / "fpn" / "seed2"
+    assert runs.run_label(cfg) == "fpn" and runs.run_label(dataclasses.replace(cfg, seed=2)) == "fpn seed 2"
     with pytest.raises(ValueError, match="seed must be a whole number"):
         runs.run_folder(dataclasses.replace(cfg, seed=-1))
 
@@ -80,7 +81,8 @@ def test_seed_runs_live_inside_the_experiment_folder(tmp_path):
 def test_experiment_runs_group_finished_seeds_and_leave_out_stale_ones(seeded_runs):
     groups = runs.experiment_runs(seeded_runs)
     assert sorted(groups) == ["baseline", "better", "mixed"]
-    assert groups["better"] == [seeded_runs / "better", seeded_runs / "better" / "seed1", seeded_runs / "better" / "seed2"]
+    better = seeded_runs / "better"
+    assert groups["better"] == [better, better / "seed1", better / "seed2"]
     # the demo's menu and list_runs see one run per experiment: its seed-0 run
     assert [r.name for r in runs.list_runs(seeded_runs)] == ["baseline", "better", "mixed"]
     # a seed left from an earlier config of the experiment is not mixed into its seeds
