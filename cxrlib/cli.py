@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(extra).with_overrides(list(args.overrides)) if (extra or args.overrides) else cfg
     else:
         cfg = build_config(args)
-        run_dir = Path(cfg.run_dir)
+        run_dir = runs.run_folder(cfg)
     if not runs.has_model(run_dir):
         raise CLIError(f"no trained model in {run_dir} ({runs.BEST} missing): run `cxrlib train` first")
     tta = args.tta or cfg.train.tta

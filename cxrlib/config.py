@@ -86,12 +86,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    runs_dir: str = "runs"
-    seed: int = 0
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+    runs_dir: str = "runs"  # the run folder is cxrlib.runs.run_folder(config)
+    seed: int = 0  # training seed: initial weights, data order, augmentation (never the split: data.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

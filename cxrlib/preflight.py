@@ -665,4 +665,4 @@ def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool
         reader = profile.baseline.with_overrides({"model.pretrained": False})
         return run_checks([reader], probe=False)
     return run_checks(planned, probe=probe, budget_s=budget_s,
-                      finished=lambda cfg: runs.is_finished(cfg.run_dir, cfg))
+                      finished=lambda cfg: runs.is_finished(runs.run_folder(cfg), cfg))

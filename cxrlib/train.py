@@ -310,6 +310,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     val_ds = with_channels(data.val, cfg.model.in_chans)
     if hasattr(train_ds, "augment"):
         train_ds.augment = bool(tc.augment)
+    if hasattr(train_ds, "seed"):  # augmentation draws follow the training seed; the split, data.seed
+        train_ds.seed = cfg.seed
     if hasattr(val_ds, "tencrop"):
         val_ds.tencrop = False
     label_names = list(data.label_names)
@@ -319,7 +321,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         raise ValueError(f"train.batch_size={tc.batch_size} is the global batch and must divide by the "
                          f"{info.world_size} processes")
     rank_batch = tc.batch_size // info.world_size
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
 
     amp = amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
@@ -347,7 +349,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     total_epochs = sum(n for _, n in plan)
     if info.is_main:
         runs.write_config(run_dir, cfg)
-        progress_events.emit("start", cfg.name, total=total_epochs, done=_planned_done(plan, state),
+        progress_events.emit("start", runs.run_label(cfg), total=total_epochs, done=_planned_done(plan, state),
                              stages=[s for s, _ in plan if s])
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
     # one order per epoch from (seed, epoch) for every rank; images resident or streamed
@@ -442,7 +444,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             state.batch_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0.0
             stop_early = state.bad_epochs >= tc.early_stopping_patience
             if info.is_main:
-                progress_events.emit("epoch", cfg.name, stage=stage, stage_index=state.stage_index,
+                progress_events.emit("epoch", runs.run_label(cfg), stage=stage, stage_index=state.stage_index,
                                      n_stages=len(plan), epoch=state.stage_epoch, epochs=n_epochs,
                                      done=_planned_done(plan, state), total=total_epochs, ran=state.epoch,
                                      step=state.step, seconds=state.train_seconds, val_mean_auroc=val_auc)
@@ -530,11 +532,11 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
 def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progress: bool = True,
                    model: nn.Module | None = None, checkpoint_every: int | None = None) -> RunResult:
     """Fit, then evaluate on the test split; reuse a finished run with the same fingerprint unless ``redo``."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
     if not redo and runs.is_finished(run_dir, cfg):
         if info.is_main:
-            progress_events.emit("reused", cfg.name)
+            progress_events.emit("reused", runs.run_label(cfg))
         return runs.load_run(run_dir)
     if redo and info.is_main:
         runs.clear(run_dir)
@@ -550,7 +552,8 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
                                     resident_gb=tc.resident_gb)
     if distributed.current().is_main:
         metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
-        progress_events.emit("finished", cfg.name, mean_auroc=metrics.get("mean_auroc"), split=metrics.get("split"))
+        progress_events.emit("finished", runs.run_label(cfg), mean_auroc=metrics.get("mean_auroc"),
+                             split=metrics.get("split"))
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)

@@ -325,6 +325,9 @@ def test_model_choices_from_runs_folder(tmp_path):
 
     make_run("baseline", 0.71)
     make_run("densenet", 0.82, "densenet121")
+    make_run("shortcut_control", 0.9, "intensity_statistics")  # a control: no network to load, never offered
+    control = json.loads((tmp_path / "shortcut_control" / "metrics.json").read_text())
+    (tmp_path / "shortcut_control" / "metrics.json").write_text(json.dumps({**control, "kind": "control"}))
     (tmp_path / "still_training").mkdir()  # no metrics.json yet: not offered
     _listed_run(tmp_path / "broken", None, metrics_text="{not json")
     problems: list[str] = []
