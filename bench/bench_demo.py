@@ -4,7 +4,7 @@
     python bench/bench_demo.py --quick    # a smoke run (3 repeats)
 
 What a person waits for after choosing an image, measured through the demo's own code
-(cxrlib.widgets.DemoSession, the path the widget takes): decode the 1024 x 1024 PNG, resize
+(cxrlib.demo.DemoSession, the path the widget takes): decode the 1024 x 1024 PNG, resize
 to the model's input, one forward pass for the 14 probabilities, the first Grad-CAM heatmap
 (the top finding) and the JPEG overlay on the full-resolution image. Then a click on
 another finding (its heatmap and overlay only). Targets: image to probabilities + first
@@ -30,7 +30,7 @@ from cxrlib.fileio import atomic_write_text
 import numpy as np
 import torch
 
-from cxrlib.widgets import DemoSession, _untrained_module, encode_jpeg
+from cxrlib.demo import DemoSession, encode_jpeg, untrained_module
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.md"
 TARGETS = {"resnet18": 1.0, "densenet121": 2.0}
@@ -56,12 +56,11 @@ def test_image() -> tuple[bytes, str]:
 
 def one_pass(session: DemoSession, content: bytes, model_key: str) -> dict[str, float]:
     """Fresh caches, the model already loaded: what choosing an image costs, step by step."""
-    for cache in (session._images, session._inputs, session._probs, session._heatmaps):
-        cache.clear()
+    session.clear_cache()
     t0 = time.perf_counter()
     session.load_upload(content, "bench.png")
     t1 = time.perf_counter()
-    session._input(session.model, session.image)
+    session.model_input()
     t2 = time.perf_counter()
     session.probabilities()  # the forward pass that also yields every heatmap
     names = session.chart_data().names
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             session = DemoSession(None, runs_dir=None, untrained=[name], image_size=args.size, device="cpu")
             session.select_method(args.method)
-            _untrained_module.cache_clear()  # time a real load in every row
+            untrained_module.cache_clear()  # time a real load in every row
             t0 = time.perf_counter()
             session.select_model(f"untrained:{name}")
             load_s = time.perf_counter() - t0

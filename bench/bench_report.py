@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -24,7 +25,8 @@ import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
 from cxrlib.fileio import atomic_write_text
 import torch
 
-from cxrlib import experiments, report
+from cxrlib import profiles, report
+from cxrlib.runs import format_results, results_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,24 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="markdown file (default: bench/results/report_<profile>.md)")
     args = parser.parse_args(argv)
 
-    profile = args.profile or ("smoke" if args.quick else "cpu")
-    name = report.profile_name(profile)
+    prof = profiles.load(args.profile or ("smoke" if args.quick else "cpu"), device=args.device,
+                         overrides=args.overrides)
+    name = prof.name
     out = Path(args.out or REPO / "reports" / f"bench-{name}")
     runs = out / "runs"
     if runs.exists() and not args.keep_runs:
         shutil.rmtree(runs)  # a fresh runs folder: every experiment trains inside the timing
-    base = experiments.base_config(profile, device=args.device or "", overrides=[
-        o for o in args.overrides if not o.startswith("notebooks.")])
-    cache = Path(base.data.cache_dir)
-    caches_before = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    caches_before = sorted(p.name for p in prof.cache_dir.iterdir()) if prof.cache_dir.is_dir() else []
 
     t0 = time.perf_counter()
-    result = report.run_report(profile, device=args.device, overrides=args.overrides, only=args.only,
-                               out_dir=out, runs_dir=runs)
+    result = report.run_report(prof, only=args.only, out_dir=out, runs_dir=runs)
     wall = time.perf_counter() - t0
 
-    table = experiments.results_table(runs, n_bootstrap=base.train.n_bootstrap)
-    lines = _markdown(args, profile, wall, result, table, caches_before)
+    table = results_table(runs, n_bootstrap=prof.baseline.train.n_bootstrap, leave_out=list(prof.full_profile_only))
+    lines = _markdown(args, prof, wall, result, table, caches_before)
     target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
     atomic_write_text("\n".join(lines) + "\n", target)
     print("\n".join(lines))
@@ -69,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
     cmd = "python bench/bench_report.py " + " ".join(sys.argv[1:] if args is not None else [])
-    device = args.device or experiments.base_config(profile).train.device
+    device = profile.baseline.train.device
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [
-        f"# Report wall time: profile `{report.profile_name(profile)}`",
+        f"# Report wall time: profile `{profile.name}`",
         "",
-        f"- command: `{cmd.strip()}` (runs `python -m cxrlib report --profile {profile}`"
+        f"- command: `{cmd.strip()}` (runs `python -m cxrlib report --profile {profile.name}`"
         + (f" --device {args.device}" if args.device else "") + ")",
         f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -83,26 +82,42 @@ def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
         f"- **total wall time: {wall / 60:.1f} min ({wall:.0f} s)**; notebooks ok: "
         f"{len(result.notebooks) - len(result.failed)}/{len(result.notebooks)}",
         "",
-        "| notebook | status | seconds |",
-        "|---|---|---|",
+        "| notebook | status | seconds | runs trained | runs reused |",
+        "|---|---|---|---|---|",
     ]
     for r in result.notebooks:
-        lines.append(f"| {r.stem} | {'ok' if r.ok else 'FAILED: ' + (r.error or '')} | {r.seconds:.0f} |")
+        trained, reused = _run_counts(result.out_dir / ".progress" / f"{r.stem}.jsonl")
+        lines.append(f"| {r.stem} | {'ok' if r.ok else 'FAILED: ' + (r.error or '')} | {r.seconds:.0f} | "
+                     f"{trained} | {reused} |")
+    n_runs = int(table["seeds"].sum()) if len(table) else 0
     lines += [
         "",
-        "Mean test AUROC over the 14 findings (95% bootstrap CI), paired difference from the baseline:",
+        f"Runs trained or fitted: {n_runs} ({len(table)} experiments, each with its seeds). Mean test AUROC over "
+        "the 14 findings, averaged over seeds (95% bootstrap CI of that mean; seed SD and range), paired "
+        "difference from the baseline, per-seed differences and the verdict (the paired test and every seed "
+        "must agree):",
         "",
-        "| experiment | model | size | mean AUROC [95% CI] | vs baseline [95% CI] | p | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| experiment | model | size | seeds | mean AUROC [95% CI] | seed SD [min, max] | vs baseline [95% CI] | p "
+        "| per-seed differences | verdict | train s per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    text = experiments.format_results(table) if len(table) else None
+    text = format_results(table) if len(table) else None
     for i in range(len(table)):
         row, t = table.iloc[i], text.iloc[i]
-        lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['mean AUROC [95% CI]']} | "
-                     f"{t['vs baseline [95% CI]']} | {t['p-value']} | {row['train seconds']:.1f} |")
+        lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['seeds']} | {t['mean AUROC [95% CI]']} | "
+                     f"{t['seed SD [min, max]']} | {t['vs baseline [95% CI]']} | {t['p-value']} | "
+                     f"{t['per-seed differences']} | {t['verdict']} | {row['train seconds']:.1f} |")
     if len(table):
         lines += ["", f"Split: {table['split'].iloc[0]}."]
     return lines
+
+
+def _run_counts(progress_file: Path) -> tuple[int, int]:
+    """Runs a notebook trained and reused (one per seed), from the progress events it wrote."""
+    if not progress_file.is_file():
+        return 0, 0
+    events = [json.loads(line).get("event") for line in progress_file.read_text().splitlines() if line.strip()]
+    return events.count("finished"), events.count("reused")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,11 @@ A model from outside the registry works when ``target_layers=[...]`` is passed.
 
 Scores are logits (before the sigmoid): the sigmoid is monotonic, and its gradient
 vanishes for confident predictions, which would flatten exactly the clearest heatmaps.
+
+The overlay (heatmap resized to the full image, blended, ground truth on top) is
+:mod:`cxrlib.overlay`'s, the same picture the demo shows: :func:`overlay` and
+:func:`overlay_grid` put it in matplotlib figures, and ``resize_heatmap`` here is that
+module's.
 """
 from __future__ import annotations
 
@@ -58,7 +63,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlib.labels import FINDINGS, finding_index
+from cxrlib.labels import FINDINGS, canonical, finding_index
+from cxrlib.models import cam_target_layers
+from cxrlib.overlay import DEFAULT_ALPHA, DEFAULT_CMAP, box_xywh, render, resize_heatmap
 
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM
 from pytorch_grad_cam.base_cam import BaseCAM
@@ -116,13 +123,6 @@ def resolve_target_layers(model: nn.Module, target_layers: Sequence[nn.Module] |
     if target_layers is not None:
         layers = list(target_layers)
     else:
-        try:
-            from cxrlib.models import cam_target_layers
-        except ImportError as err:  # registry not importable: say how to proceed
-            raise ValueError(
-                f"cannot find the Grad-CAM layer of {type(model).__name__}: cxrlib.models is not "
-                f"importable ({err}); pass target_layers=[...] explicitly"
-            ) from err
         layers = list(cam_target_layers(model))
     if not layers or not all(isinstance(layer, nn.Module) for layer in layers):
         raise ValueError(f"target_layers must be a non-empty list of nn.Module, got {layers!r}")
@@ -215,8 +215,7 @@ def _to_maps(
 
     ``repeat`` > 1 pairs one image's activations with ``repeat`` gradient sets (all findings).
     """
-    size = tuple(x.shape[-2:])
-    per_layer = []
+    raw_maps = []
     for i, act in enumerate(activations):
         act_np = act.detach().float().cpu().numpy()
         if repeat > 1:
@@ -225,12 +224,40 @@ def _to_maps(
         if grad_np is None:  # score-free: the library's get_cam_image never reads it
             grad_np = np.zeros_like(act_np)
         layer = layers[min(i, len(layers) - 1)]
-        raw = cam.get_cam_image(x, layer, targets, act_np, grad_np, False)
-        maps = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-        maps = _normalise(torch.relu(torch.nan_to_num(maps)))
-        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        per_layer.append(_normalise(maps))
+        raw_maps.append(cam.get_cam_image(x, layer, targets, act_np, grad_np, False))
+    return upsample_maps(raw_maps, tuple(x.shape[-2:]))
+
+
+def upsample_maps(maps: np.ndarray | Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Maps on a layer's grid ``[N,h,w]`` to input-size heatmaps ``[N,H,W]`` in [0, 1].
+
+    The one path every CAM map takes (and the random maps that measure its chance level):
+    ReLU, min-max, bilinear upsampling, min-max; a sequence holds one array per target
+    layer, averaged after upsampling and normalised again.
+    """
+    per_layer = []
+    for raw in [maps] if isinstance(maps, np.ndarray) else list(maps):
+        m = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        m = _normalise(torch.relu(torch.nan_to_num(m)))
+        m = F.interpolate(m[:, None], size=tuple(int(v) for v in size), mode="bilinear", align_corners=False)[:, 0]
+        per_layer.append(_normalise(m))
     return _normalise(torch.stack(per_layer).mean(dim=0)).numpy().astype(np.float32)
+
+
+def target_grids(model: nn.Module, image: torch.Tensor,
+                 target_layers: Sequence[nn.Module] | None = None) -> list[tuple[int, int]]:
+    """The grid ``(h, w)`` of each target-layer activation for one image ``[C,H,W]``.
+
+    What a heatmap of this model is upsampled from: 7x7 for a ResNet's last stage at
+    224 px, 28x28 for the FPN head's fused layer.
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        raise ValueError(f"image must be a tensor [C,H,W], got {getattr(image, 'shape', type(image).__name__)}")
+    x = _check_images(image[None], model)
+    layers = resolve_target_layers(model, target_layers)
+    with _explaining(model), torch.no_grad():
+        _, acts = _forward(model, x, layers)
+    return [(int(a.shape[-2]), int(a.shape[-1])) for a in acts]
 
 
 def _method_instance(model: nn.Module, layers: list[nn.Module], method: str) -> BaseCAM:
@@ -338,27 +365,15 @@ def heatmaps_all_findings(
 
 
 # ----------------------------------------------------------------------------- overlays
+# The picture is cxrlib.overlay's, the same one the demo shows; these only put it in a
+# matplotlib figure, with the titles and box labels a figure can add.
 
 
-def resize_heatmap(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a [h,w] heatmap to ``shape`` (rows, cols), kept in [0, 1].
-
-    Model inputs are the full image resized to a square (cxrlib.data.cache.resize_image), so
-    the heatmap maps back onto the full image by resizing it to the full image's shape.
-    """
-    h = np.asarray(heatmap, dtype=np.float32)
-    if h.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D [h,w], got shape {h.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(h))[None, None]
-    out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)[0, 0]
-    return out.clamp(0, 1).numpy()
-
-
-def _box_xywh(box) -> tuple[float, float, float, float]:
-    if all(hasattr(box, a) for a in ("x", "y", "w", "h")):
-        return float(box.x), float(box.y), float(box.w), float(box.h)
-    x, y, w, h = box
-    return float(x), float(y), float(w), float(h)
+def _axes_pixels(ax) -> int:
+    """Twice the Axes' longer side in screen pixels: the picture is drawn at about the size it
+    is shown (so its box and mask lines keep their width), with room for a sharper export."""
+    box = ax.get_window_extent()
+    return max(64, round(2 * max(box.width, box.height)))
 
 
 def overlay(
@@ -367,35 +382,36 @@ def overlay(
     boxes: Sequence | None = None,
     ax=None,
     title: str | None = None,
-    alpha: float = 0.4,
-    cmap: str = "jet",
+    alpha: float = DEFAULT_ALPHA,
+    cmap: str = DEFAULT_CMAP,
+    masks=None,
 ):
-    """Draw ``heatmap`` over the full-resolution gray image, with the findings' boxes.
+    """Draw ``heatmap`` over the full-resolution gray image, with the findings' ground truth.
 
     ``full_image_u8`` is the original image ([H,W] uint8, e.g. ``DataBundle.full_image``),
     not the resized model input; the heatmap (any size) is resized to it. ``boxes`` are Box
-    objects (or (x, y, w, h) tuples) in full-image pixels; each is drawn as a rectangle
-    labelled with its finding. Returns the matplotlib Axes.
+    objects (or (x, y, w, h) tuples) in full-image pixels; each is outlined and labelled
+    with its finding. ``masks`` (one bool ``[h,w]`` array or several, any resolution) are
+    outlined. The Axes keeps full-image pixel coordinates. Returns the matplotlib Axes.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt  # pyplot only for the figures; the picture needs none
 
     img = np.asarray(full_image_u8)
     if img.ndim != 2:
         raise ValueError(f"full_image_u8 must be a 2-D gray image, got shape {img.shape}")
-    hm = resize_heatmap(heatmap, img.shape)
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(img, cmap="gray", vmin=0, vmax=255 if img.dtype == np.uint8 else None)
-    ax.imshow(hm, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-    for box in boxes or []:
-        x, y, w, h = _box_xywh(box)
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="lime", linewidth=1.5))
+    boxes = list(boxes or [])
+    picture = render(img, heatmap, boxes, masks, max_side=_axes_pixels(ax), alpha=alpha, cmap=cmap)
+    height, width = img.shape
+    ax.imshow(picture, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    for box in boxes:
         label = getattr(box, "finding", None)
         if label:
+            x, y, _, _ = box_xywh(box)
             ax.text(x, max(y - 4, 0), str(label), color="lime", fontsize=8, va="bottom")
-    ax.set_xlim(-0.5, img.shape[1] - 0.5)
-    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -409,16 +425,18 @@ def overlay_grid(
     boxes: Sequence | None = None,
     probabilities: Sequence[float] | None = None,
     ncols: int = 4,
-    alpha: float = 0.4,
+    alpha: float = DEFAULT_ALPHA,
     panel_size: float = 2.6,
+    masks: Sequence | None = None,
 ):
     """A grid of overlays of one image, one panel per finding; returns the Figure.
 
     ``maps`` is ``[K,h,w]`` (e.g. from heatmaps_all_findings); ``findings`` names the panels
     (default: the 14 findings in order); a panel draws the boxes whose ``finding`` is its
-    own; ``probabilities`` (optional, length K) go into the panel titles.
+    own; ``masks`` (optional, length K: a bool mask or None per panel) are outlined in
+    their panel; ``probabilities`` (optional, length K) go into the panel titles.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # pyplot only for the figures; the picture needs none
 
     maps = np.asarray(maps)
     if maps.ndim != 3:
@@ -426,6 +444,8 @@ def overlay_grid(
     names = list(findings) if findings is not None else list(FINDINGS[: maps.shape[0]])
     if len(names) != maps.shape[0]:
         raise ValueError(f"{len(names)} finding names for {maps.shape[0]} heatmaps")
+    if masks is not None and len(masks) != len(names):
+        raise ValueError(f"{len(masks)} masks for {len(names)} heatmaps: give one (or None) per finding")
     ncols = max(1, min(ncols, len(names)))
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows), squeeze=False)
@@ -435,7 +455,8 @@ def overlay_grid(
             continue
         own = [b for b in boxes or [] if _same_finding(getattr(b, "finding", None), names[i])]
         title = names[i] if probabilities is None else f"{names[i]} {float(probabilities[i]):.2f}"
-        overlay(full_image_u8, maps[i], boxes=own, ax=ax, title=title, alpha=alpha)
+        overlay(full_image_u8, maps[i], boxes=own, ax=ax, title=title, alpha=alpha,
+                masks=None if masks is None else masks[i])
     fig.tight_layout()
     return fig
 
@@ -444,8 +465,6 @@ def _same_finding(a: str | None, b: str) -> bool:
     if a is None:
         return False
     try:
-        from cxrlib.labels import canonical
-
         return canonical(a) == canonical(b)
     except ValueError:
         return a == b

@@ -1,8 +1,13 @@
-"""The ``cxrlib`` command line: train, evaluate, predict, cache, report.
+"""The ``cxrlib`` command line: check, train, evaluate, predict, cache, report.
 
 Every configuration value comes from an ExperimentConfig: the defaults, then a profile's
-``experiment:`` section (``--profile smoke|cpu|full|path.yaml``), then the named options
-(``--epochs``, ``--model`` ...), then ``--set section.key=value`` overrides in order.
+``experiment:`` section (``--profile smoke|cpu|full|path.yaml``, resolved by
+:mod:`cxrlib.profiles`), then the named options (``--epochs``, ``--model`` ...), then
+``--set section.key=value`` overrides in order.
+
+This module owns every command's options, the report's included. Commands import torch,
+timm, papermill and nbconvert through the modules that need them, inside the command, so
+``cxrlib --help`` and a mistyped option answer at once.
 
 Several GPUs: ``torchrun --nproc_per_node N -m cxrlib train ...`` (DistributedDataParallel).
 """
@@ -11,13 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from cxrlib.config import ExperimentConfig, load_profile
-
-SOURCES = ("phantoms", "chestxray14", "chestmnist", "pneumoniamnist")
+from cxrlib import distributed, profiles
+from cxrlib.config import ExperimentConfig
+from cxrlib.data import SOURCES, load_data
+from cxrlib.data.cache import build_cache_from_config
+from cxrlib.data.imageio import read_image
+from cxrlib.labels import label_names
+from cxrlib.losses import LOSSES
 
 
 class CLIError(ValueError):
@@ -48,23 +58,19 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The ExperimentConfig that the options describe (errors name the bad value)."""
-    base: dict[str, Any] = {}
-    if args.profile:
-        prof = load_profile(args.profile)
-        if "experiment" not in prof or not isinstance(prof["experiment"], dict):
-            raise CLIError(f"profile {args.profile!r} has no 'experiment:' mapping; it must hold the "
-                           f"ExperimentConfig (name, data, model, train, runs_dir, seed)")
-        base = prof["experiment"]
-    cfg = ExperimentConfig.from_dict(base)
-    cfg = cfg.with_data_dir(args.data_dir)
+    """The ExperimentConfig that the options describe (errors name the bad value).
+
+    Without ``--name`` the run is called ``experiment`` (the config default), so a command
+    line run never overwrites the runs a report shares between its notebooks.
+    """
+    profile = profiles.load(args.profile, data_dir=args.data_dir, runs_dir=args.runs_dir)
     named = {"data.source": args.source, "model.name": args.model,
              "model.head": args.head, "model.wrapper": args.wrapper, "train.epochs": args.epochs,
-             "train.device": args.device, "name": args.name, "runs_dir": args.runs_dir}
+             "train.device": args.device}
     named = {k: v for k, v in named.items() if v is not None}
     if named.get("model.wrapper") in ("none", "None", ""):
         named["model.wrapper"] = None
-    cfg = cfg.with_overrides(named)
+    cfg = profile.config(args.name or ExperimentConfig.name, named)
     if args.overrides:
         cfg = cfg.with_overrides(list(args.overrides))
     _validate(cfg)
@@ -81,16 +87,12 @@ def _validate(cfg: ExperimentConfig) -> None:
     dev = str(cfg.train.device)
     if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
         raise CLIError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
-    from cxrlib.losses import LOSSES
-
     if cfg.train.loss not in LOSSES:
         raise CLIError(f"unknown loss {cfg.train.loss!r}: expected one of {', '.join(LOSSES)}")
     if cfg.train.tta not in ("none", "tencrop"):
         raise CLIError(f"unknown tta {cfg.train.tta!r}: expected none or tencrop")
-    try:
-        from cxrlib import models
-    except ImportError:  # the registry is optional for config checks
-        return
+    from cxrlib import models  # imports timm: only the commands that build a config pay for it
+
     if cfg.model.name not in models.list_models():
         raise CLIError(f"unknown model {cfg.model.name!r}: expected one of {', '.join(models.list_models())}")
     if cfg.model.head not in models.list_heads():
@@ -124,8 +126,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cxrlib import distributed
-    from cxrlib.train import run_experiment
+    from cxrlib.train import run_experiment  # imports timm: only the commands that need it pay for it
 
     cfg = build_config(args)
     try:
@@ -139,63 +140,60 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cxrlib.data import load_data
-    from cxrlib.train import _with_channels, evaluate, load_model, load_run, write_evaluation
+    # runs and train import timm: only the commands that need it pay for it
+    from cxrlib import runs
+    from cxrlib.train import evaluate, with_channels
 
     if args.run:
         run_dir = Path(args.run)
-        if not (run_dir / "config.json").is_file():
-            raise CLIError(f"--run {args.run!r} is not a run folder (no config.json there)")
-        cfg = ExperimentConfig.from_json(run_dir / "config.json")
+        if not (run_dir / runs.CONFIG).is_file():
+            raise CLIError(f"--run {args.run!r} is not a run folder (no {runs.CONFIG} there)")
+        cfg = runs.load_config(run_dir)
         extra = {k: v for k, v in {"data.data_dir": args.data_dir, "train.device": args.device}.items() if v}
         cfg = cfg.with_overrides(extra).with_overrides(list(args.overrides)) if (extra or args.overrides) else cfg
     else:
         cfg = build_config(args)
-        run_dir = Path(cfg.run_dir)
-    if not (run_dir / "best.pt").is_file():
-        raise CLIError(f"no trained model in {run_dir} (best.pt missing): run `cxrlib train` first")
+        run_dir = runs.run_folder(cfg)
+    if not runs.has_model(run_dir):
+        raise CLIError(f"no trained model in {run_dir} ({runs.BEST} missing): run `cxrlib train` first")
     tta = args.tta or cfg.train.tta
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else cfg.train.n_bootstrap
-    from cxrlib.distributed import resolve_device
-
-    device = resolve_device(cfg.train.device)
-    model = load_model(run_dir, device=device)
+    device = distributed.resolve_device(cfg.train.device)
+    model = runs.load_model(run_dir, device=device)
     data = load_data(cfg.data, progress=not args.quiet)
-    metrics, preds = evaluate(model, _with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
-                              batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
-    old = load_run(run_dir, load_model=False)
-    full = write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
+    tc = cfg.train
+    metrics, preds = evaluate(model, with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
+                              batch_size=tc.batch_size, device=device, progress=not args.quiet, seed=cfg.seed,
+                              num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident, resident_gb=tc.resident_gb)
+    old = runs.load_run(run_dir, with_model=False)
+    full = runs.write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
     print(format_metrics(full))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cxrlib.data.imageio import read_image
-    from cxrlib.train import load_model, predict_images
+    # models, runs and train import timm: only the commands that need it pay for it
+    from cxrlib import models, runs
+    from cxrlib.train import predict_images
 
     if bool(args.run) == bool(args.model):
         raise CLIError("give exactly one of --run RUN_DIR (a trained run) or --model NAME (untrained weights)")
-    from cxrlib.distributed import resolve_device
-
-    device = resolve_device(args.device)
+    device = distributed.resolve_device(args.device)
     if args.run:
         run_dir = Path(args.run)
-        if not (run_dir / "best.pt").is_file():
-            raise CLIError(f"--run {args.run!r} holds no trained model (best.pt missing)")
-        cfg = ExperimentConfig.from_json(run_dir / "config.json")
-        model = load_model(run_dir, device=device)
+        if not runs.has_model(run_dir):
+            raise CLIError(f"--run {args.run!r} holds no trained model ({runs.BEST} missing)")
+        model = runs.load_model(run_dir, device=device)
         names = list(model.label_names)
-        size, channels = args.image_size or cfg.data.image_size, cfg.model.in_chans
+        size, channels = args.image_size or model.image_size, model.info.in_chans
     else:
-        from cxrlib.labels import label_names
-        from cxrlib.models import create_model, list_models
-
-        if args.model not in list_models():
-            raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(list_models())}")
+        if args.model not in models.list_models():
+            raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(models.list_models())}")
         warnings.warn(f"--model {args.model}: untrained weights, the probabilities are meaningless "
                       f"(use --run RUN_DIR for a trained model)", stacklevel=1)
-        model = create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
-        names, size, channels = label_names(), args.image_size or 224, 1
+        model = models.create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
+        # an untrained architecture has no size of its own: the one its registry entry was made for
+        names, size, channels = label_names(), args.image_size or models.get_model_spec(args.model).input_size, 1
     images = [read_image(p) for p in args.images]
     probs = predict_images(model, images, size, channels, device=device)
     if args.json:
@@ -210,11 +208,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from cxrlib.data.cache import build_cache_from_config
-
     cfg = build_config(args)
     cache = build_cache_from_config(cfg.data, progress=not args.quiet)
     print(cache)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # torch and timm (the speed probe), and the report's notebook list: only this command pays
+    from cxrlib import preflight, report
+
+    profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
+                            overrides=args.overrides)
+    notebooks = report.select_notebooks(report.discover_notebooks(args.notebooks_dir), args.only)
+    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget)
+    print(preflight.format_table(findings))
+    print(f"checked profile {profile.name} in {time.perf_counter() - t0:.1f} s")
+    return 1 if preflight.problems(findings) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cxrlib import report  # papermill and nbconvert: only the report loads them
+
+    profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
+                            overrides=args.overrides)
+    result = report.run_report(profile, only=args.only, redo=args.redo, out_dir=args.out,
+                               notebooks_dir=args.notebooks_dir, timeout=args.timeout, log_output=args.log_output,
+                               check=not args.no_check)
+    if result.blocked:
+        print(f"cxrlib report: stopped before the first notebook: {len(result.blocked)} problem(s) found by the "
+              f"check (table above); fix them, or pass --no-check to run anyway", file=sys.stderr)
+        return 1
+    if result.failed:
+        names = ", ".join(r.stem for r in result.failed)
+        print(f"cxrlib report: {len(result.failed)} notebook(s) failed: {names}; "
+              f"partial outputs in {result.out_dir / 'executed'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -267,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="RUN_DIR", help="a trained run folder (holds best.pt and config.json)")
     p.add_argument("--model", metavar="NAME", help="an untrained model by name (for trying the pipeline only)")
     p.add_argument("--image-size", type=_positive_int, metavar="PX",
-                   help="input side in pixels (default: the run's data.image_size, or 224 for --model)")
+                   help="input side in pixels (default: the run's data.image_size, or for --model the "
+                        "architecture's input_size in the registry, e.g. 224 for resnet18)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)
@@ -279,20 +310,49 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_cache)
 
+    k = sub.add_parser("check", help="check that a profile's report can run here, in seconds",
+                       description="List at once everything the report would need and lacks: the metadata and "
+                       "split files, the images of each part, the ImageNet weights of every pretrained backbone "
+                       "(weights folder or Hugging Face cache; the hub is asked once), the device and its memory, "
+                       "disk room for the image caches, and a wall-time estimate per notebook from a short speed "
+                       "probe on this device. Exits 1 when something blocks the report.")
+    k.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    k.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    k.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    k.add_argument("--only", default=None, help="notebooks to check for, by number or name, comma-separated")
+    k.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (model.weights_dir=/data/weights) or a notebook parameter; "
+                        "repeatable")
+    k.add_argument("--runs-dir", default=None, help="where runs are reused from (default: the profile's)")
+    k.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    k.add_argument("--no-probe", action="store_true", help="skip the speed probe (no time estimates)")
+    k.add_argument("--probe-budget", type=float, default=30.0, metavar="SECONDS",
+                   help="stop probing models after this many seconds (default: 30)")
+    k.set_defaults(func=cmd_check)
+
     r = sub.add_parser("report", help="run the notebooks and export the HTML report",
-                       description="Run every notebook with papermill and export the HTML report to reports/.")
-    try:
-        from cxrlib import report
-    except ImportError as err:  # the report module is optional for the other commands
-        r.set_defaults(func=lambda a, _err=err: _report_missing(_err))
-    else:
-        report.add_arguments(r)
-        r.set_defaults(func=report.run_from_args)
+                       description="Run every numbered notebook with papermill (each run's epochs and the time "
+                       "left are printed as it trains) and export the HTML report to reports/.")
+    r.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    r.add_argument("--data-dir", default=None,
+                   help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    r.add_argument("--only", default=None,
+                   help="notebooks to run, by number or name, comma-separated (e.g. 02,03)")
+    r.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    r.add_argument("--redo", action="store_true", help="retrain runs even when a finished one matches")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (train.epochs=3) or a notebook parameter "
+                        "(notebooks.01_baselines.MODELS=[resnet18]); repeatable")
+    r.add_argument("--out", default="reports", help="output folder (default: reports)")
+    r.add_argument("--runs-dir", default=None,
+                   help="where runs are written and reused (default: the profile's, runs/<profile>)")
+    r.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    r.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
+    r.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
+    r.add_argument("--no-check", action="store_true",
+                   help="skip the check (cxrlib check) that otherwise runs first and stops the report on a problem")
+    r.set_defaults(func=cmd_report)
     return parser
-
-
-def _report_missing(err: Exception) -> int:
-    raise CLIError(f"the report command is unavailable: {err}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,118 +1,53 @@
-"""Experiments as small changes to a profile's baseline, and the table of every run.
+"""Experiments as small changes to a profile's baseline, run or reused, and compared.
 
-A notebook asks for ``experiment_config(PROFILE, changes={"model.head": "fpn"})``: the
-profile's ``experiment`` section is the baseline, the notebook's changes make the variant,
-and the command line's overrides apply to both. Because the baseline's config is identical
-in every notebook, ``cxrlib.train.run_experiment`` trains it once and reuses it after.
+A notebook resolves its profile once and asks for variants of the baseline::
+
+    profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, overrides=OVERRIDES)
+    configs = experiments.variants(profile, {"fpn": {"model.head": "fpn"}})
+    results = experiments.run_all(configs, seeds=profile.seeds)   # every seed of each
+    experiments.compare(results)      # summary, paired comparison with verdict, per-class table, figure
+
+The command line's overrides apply to the baseline and every variant alike, so the
+baseline's config is identical in every notebook: it trains once per seed and is reused
+after. The shortcut control (:func:`run_control`) is fitted on the baseline's data.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrlib.config import PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
-from cxrlib.labels import FINDINGS
+from cxrlib import plots, runs, shortcuts
+from cxrlib import progress as progress_events  # named apart from the progress= flags below
+from cxrlib.config import ExperimentConfig
+from cxrlib.data import load_data
+from cxrlib.metrics import VERDICT_RULE, auroc_report
+from cxrlib.models import get_model_spec
+from cxrlib.profiles import Profile, Seeds
+from cxrlib.runs import RunResult
+from cxrlib.train import run_experiment
 
-BASELINE = "baseline"
 # Set by the report runner under --redo: runs finished after this time (seconds since the
 # epoch) are this report's own, so the baseline that every notebook shares retrains once.
 REDO_SINCE_ENV = "CXRLIB_REDO_SINCE"
 
 
-def base_config(
-    profile: str | Path = "cpu",
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """The profile's baseline experiment with the notebook's common parameters applied.
-
-    ``data_dir`` (empty: the profile's data) points at ChestX-ray14; given with a profile
-    whose source is the synthetic phantoms, the source becomes ``chestxray14``. ``device``
-    empty keeps the profile's; ``runs_dir`` empty keeps ``runs/<profile>``.
-    """
-    path = profile_path(profile)
-    section = load_profile(path).get("experiment") or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"profile {path}: 'experiment' must be a mapping of config sections")
-    cfg = ExperimentConfig.from_dict(section)
-    d = cfg.to_dict()
-    d["name"] = BASELINE
-    if not section.get("runs_dir"):
-        d["runs_dir"] = str(Path("runs") / path.stem)
-    if data_dir:
-        d = ExperimentConfig.from_dict(d).with_data_dir(data_dir).to_dict()
-    if device:
-        d["train"]["device"] = str(device)
-    if runs_dir:
-        d["runs_dir"] = str(runs_dir)
-    d = apply_overrides(d, overrides or ())
-    d["runs_dir"] = str(project_path(d["runs_dir"]))
-    d["data"]["cache_dir"] = str(project_path(d["data"]["cache_dir"]))
-    return ExperimentConfig.from_dict(d)
-
-
-def project_path(path: str | Path) -> Path:
-    """A relative ``runs/...`` or ``data/cache`` path, anchored at the project root when working
-    inside the project: a notebook opened in JupyterLab runs in ``notebooks/``, and must find
-    the same runs and caches as ``python -m cxrlib report`` started from the root."""
-    path = Path(path)
-    root = PROFILES_DIR.parent
-    if path.is_absolute():
-        return path
-    cwd = Path.cwd().resolve()
-    if cwd != root and root in cwd.parents:
-        return root / path
-    return path
-
-
-def experiment_config(
-    profile: str | Path = "cpu",
-    name: str | None = None,
-    changes: Mapping[str, Any] | None = None,
-    *,
-    data_dir: str | None = "",
-    device: str | None = "",
-    runs_dir: str | Path | None = "",
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> ExperimentConfig:
-    """A variant of the profile's baseline: ``changes`` like ``{"model.name": "resnet50"}``.
-
-    ``name`` defaults to ``baseline`` without changes, else to a name made from the changed
-    values (``fpn``, ``focal``). The changes are applied last: they define the experiment,
-    while ``overrides`` (the command line's ``--set``) adjust everything else.
-    """
-    cfg = base_config(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides)
-    changes = dict(changes or {})
-    d = apply_overrides(cfg.to_dict(), changes)
-    d["name"] = name or (BASELINE if not changes else variant_name(changes))
-    return ExperimentConfig.from_dict(d)
-
-
-def variants(
-    profile: str | Path,
-    changes: Mapping[str, Mapping[str, Any]],
-    **common: Any,
-) -> list[ExperimentConfig]:
+def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list[ExperimentConfig]:
     """The baseline followed by one config per named variant (``{name: changes}``).
 
     A variant whose config turns out identical to the baseline's (``{"train.loss": "bce"}``
     when the baseline uses BCE) *is* the baseline: it is named ``baseline`` and listed once,
     so its run is shared with every other notebook.
     """
-    base = experiment_config(profile, **common)
+    base = profile.config()
     configs = [base]
     for name, change in changes.items():
-        cfg = experiment_config(profile, name, change, **common)
+        cfg = profile.config(name, change)
         if dataclasses.replace(cfg, name=base.name).fingerprint() == base.fingerprint():
             continue
         if any(c.name == cfg.name for c in configs):
@@ -121,20 +56,19 @@ def variants(
     return configs
 
 
-def backbones(
-    profile: str | Path,
-    models: Sequence[str],
-    max_steps: Mapping[str, int] | None = None,
-    **common: Any,
-) -> list[ExperimentConfig]:
+def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, int] | None = None,
+              ) -> list[ExperimentConfig]:
     """The baseline and one variant per backbone in ``models``, each optionally capped at
-    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time)."""
-    import cxrlib.models.backbones  # noqa: F401  (registers the backbones)
-    from cxrlib.models.registry import get_model_spec
+    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time).
 
-    size = base_config(profile, **{k: v for k, v in common.items() if k != "name"}).data.image_size
+    Models the profile lists as full profile only (:func:`full_profile_only`) are left out:
+    a run that cannot leave chance within the profile's budget would read as a finding.
+    """
+    size = profile.baseline.data.image_size
     changes: dict[str, dict[str, Any]] = {}
     for m in models:
+        if m in profile.full_profile_only:
+            continue
         change: dict[str, Any] = {"model.name": m}
         if max_steps and m in max_steps:
             change["train.max_steps"] = int(max_steps[m])
@@ -144,21 +78,52 @@ def backbones(
         if size < need:
             change["data.image_size"] = -(-need // 8) * 8
         changes[m] = change
-    return variants(profile, changes, **common)
+    return variants(profile, changes)
 
 
-def variant_name(changes: Mapping[str, Any]) -> str:
-    """A readable run name from changed values: ``{"model.head": "fpn"}`` -> ``fpn``."""
-    parts = []
-    for key, value in changes.items():
-        leaf = key.split(".")[-1]
-        if isinstance(value, bool):
-            parts.append(leaf if value else f"no_{leaf}")
-        elif isinstance(value, (str, int, float)) and value is not None:
-            parts.append(str(value))
-        else:
-            parts.append(f"{leaf}={json.dumps(value, sort_keys=True)}")
-    return "+".join(parts).replace("/", "_").replace(" ", "")
+def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
+    """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
+    built with the calls that notebook makes, once per training seed of the profile; the
+    preflight check plans from this.
+
+    A notebook not listed here trains nothing. ``tests/test_notebooks.py`` checks that these
+    are exactly the runs the smoke report's notebooks trained.
+    """
+    build = {
+        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"))
+        + ([profile.config("15labels", {"data.include_no_finding": True})] if params.get("FIFTEEN_LABELS") else []),
+        "02_fpn": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "03_psp": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "04_multiscale": lambda: variants(profile, {"multiscale": {
+            "model.wrapper": "multiscale", "model.options": {"low_res": 1.0 / params["SCALE"]},
+            "data.image_size": profile.baseline.data.image_size * params["SCALE"]}}),
+        "05_two_stage": lambda: variants(profile, {"two_stage": {"model.wrapper": "two_stage",
+                                                                 "train.stage_epochs": params["STAGE_EPOCHS"]}}),
+        "06_losses": lambda: variants(profile, {loss: {"train.loss": loss} for loss in params["LOSSES"]}),
+        "07_heatmaps": lambda: [variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1]
+                                if params.get("HEAD") else profile.baseline],
+        "10_shortcuts": lambda: list(shortcuts.lesson_configs(
+            variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1] if params.get("HEAD")
+            else profile.baseline, params["SHARE"], params.get("NUM_PHANTOMS", 0))),
+    }
+    configs = build[stem]() if stem in build else []
+    if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows
+        return configs
+    return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
+
+
+def _head_variants(profile: Profile, head: str, backbone: str | None) -> list[ExperimentConfig]:
+    changes = {"model.head": head, **({"model.name": backbone} if backbone else {})}
+    configs = variants(profile, {head: changes})
+    if backbone:  # the comparison needs the baseline on the same backbone
+        configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
+    return configs
+
+
+def full_profile_only(profile: Profile) -> pd.DataFrame:
+    """The models this profile leaves to the full profile, each with its measured reason."""
+    return pd.DataFrame(list(profile.full_profile_only.items()),
+                        columns=["model", f"not trained by the {profile.name} profile, because"])
 
 
 # ----------------------------------------------------------------------------- runs
@@ -167,227 +132,147 @@ def variant_name(changes: Mapping[str, Any]) -> str:
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again."""
-    from cxrlib.train import run_experiment
-
     since = os.environ.get(REDO_SINCE_ENV)
-    metrics = Path(cfg.run_dir) / "metrics.json"
-    if redo and since and metrics.is_file() and metrics.stat().st_mtime >= float(since):
+    finished = runs.finished_at(runs.run_folder(cfg))
+    if redo and since and finished is not None and finished >= float(since):
         redo = False
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
 
-def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Run (or reuse) several experiments in order: ``{name: RunResult}``."""
-    return {cfg.name: run(cfg, redo=redo, progress=progress) for cfg in configs}
+def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
+    """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:
+    the config's own seed). Only the seed differs, so each seed's run is reused on its own."""
+    chosen = (cfg.seed,) if seeds is None else seeds.of(cfg) if isinstance(seeds, Seeds) else tuple(seeds)
+    return [dataclasses.replace(cfg, seed=int(s)) for s in chosen]
 
 
-def summary(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Mean AUROC (95% CI), split and training time of RunResults, one row each."""
-    rows = []
-    for name, res in results.items():
-        m = res.metrics
-        ci = m.get("mean_auroc_ci") or [math.nan, math.nan]
-        rows.append({
-            "experiment": name,
-            "mean AUROC": _float(m.get("mean_auroc")),
-            "95% CI": "" if ci[0] is None else f"[{_float(ci[0]):.3f}, {_float(ci[1]):.3f}]",
-            "split": m.get("split", ""),
-            "test images": m.get("n_images"),
-            "train seconds": round(_float(getattr(res, "train_seconds", m.get("train_seconds"))), 1),
-        })
-    return pd.DataFrame(rows)
+def run_all(configs: Sequence[ExperimentConfig], *, seeds: Seeds | Sequence[int] | None = None, redo: bool = False,
+            progress: bool = False) -> dict[str, list[RunResult]]:
+    """Run (or reuse) several experiments in order, each once per seed (:func:`seed_configs`):
+    ``{name: [RunResult per seed]}``. Seeds already finished with the same config are reused,
+    so asking for more seeds trains only the new ones."""
+    return {cfg.name: [run(c, redo=redo, progress=progress) for c in seed_configs(cfg, seeds)] for cfg in configs}
 
 
-def comparison(results: Mapping[str, Any], baseline: str = BASELINE, n_bootstrap: int = 1000,
-               seed: int = 0) -> pd.DataFrame:
-    """Paired difference of each run from ``baseline`` (mean AUROC, 95% CI, p-value)."""
-    base = results[baseline]
-    rows = []
-    for name, res in results.items():
-        if name == baseline:
-            continue
-        cmp = compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
-        if cmp is None:
-            rows.append({"experiment": name, "vs": baseline, "diff": math.nan, "95% CI": "other test set",
-                         "p-value": math.nan})
-            continue
-        ci = cmp.get("ci") or [math.nan, math.nan]
-        rows.append({
-            "experiment": name,
-            "vs": baseline,
-            "diff": round(_float(cmp.get("diff")), 4),
-            "95% CI": f"[{_float(ci[0]):+.3f}, {_float(ci[1]):+.3f}]",
-            "p-value": _float(cmp.get("p_value")),
-        })
-    return pd.DataFrame(rows, columns=["experiment", "vs", "diff", "95% CI", "p-value"])
+CONTROL = "shortcut_control"  # the run name of the shortcut control
 
 
-def finished_runs(runs_dir: str | Path) -> list[Path]:
-    """Run folders under ``runs_dir`` that hold both metrics.json and test_predictions.npz."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    return sorted(
-        p for p in root.iterdir()
-        if p.is_dir() and (p / "metrics.json").is_file() and (p / "test_predictions.npz").is_file()
+def control_config(profile: Profile) -> ExperimentConfig:
+    """The shortcut control's config: the baseline's data and split, no network.
+
+    Its model section names what it is (global intensity statistics, logistic regression),
+    so its fingerprint changes whenever the baseline's data does and the control is refitted.
+    """
+    return profile.config(CONTROL, {"model.name": "intensity_statistics", "model.head": "logistic_regression",
+                                    "model.wrapper": None, "model.pretrained": False})
+
+
+def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]], redo: bool = False,
+                data=None) -> RunResult:
+    """Fit (or reuse) the shortcut control on the baseline's train split; score its test split.
+
+    ``fit(bundle)`` returns test predictions shaped like a run's (ids, patient_ids, targets,
+    scores, label_names). The run folder is written through :mod:`cxrlib.runs` as a run of
+    kind ``control``, so the results table pairs it with the baseline like any run, and the
+    demo never offers it.
+    """
+    cfg = control_config(profile)
+    folder = runs.run_folder(cfg)
+    if not redo and runs.is_finished(folder, cfg):
+        progress_events.emit("reused", cfg.name)
+        return runs.load_run(folder, with_model=False)
+    data = data if data is not None else load_data(cfg.data, progress=False)
+    t0 = time.perf_counter()
+    predictions = {k: np.asarray(v) for k, v in fit(data).items()}
+    seconds = time.perf_counter() - t0
+    metrics = auroc_report(predictions["targets"], predictions["scores"], [str(n) for n in predictions["label_names"]],
+                           patient_ids=predictions.get("patient_ids"), n_bootstrap=cfg.train.n_bootstrap, seed=cfg.seed)
+    description = {"name": "intensity statistics", "sees": "each image's grey-level histogram, percentiles, mean "
+                   "and SD: no spatial information", "fit": "logistic regression per finding on the train split"}
+    written = runs.write_control(folder, cfg, data, metrics, predictions, seconds, description)
+    progress_events.emit("finished", cfg.name, mean_auroc=written.get("mean_auroc"), split=written.get("split"))
+    return RunResult(run_dir=folder, config=cfg, history=None, metrics=written, predictions=predictions,
+                     train_seconds=seconds, model=None)
+
+
+def _seed_lists(results: Mapping[str, RunResult | Sequence[RunResult]]) -> dict[str, list[RunResult]]:
+    return {name: [r] if isinstance(r, RunResult) else list(r) for name, r in results.items()}
+
+
+_SUMMARY = ["experiment", "model", "size", "split", "seeds", "mean AUROC [95% CI]", "seed SD [min, max]",
+            "train time"]
+_PAIRED = ["experiment", "vs baseline [95% CI]", "p-value", "per-seed differences", "verdict"]
+
+
+@dataclass
+class Comparison:
+    """A notebook's comparison of its runs: each part displays in a cell of its own, or all
+    of them in order when the value itself is displayed.
+
+    The numbers are :func:`cxrlib.runs.results_table`'s over these runs, so a notebook and
+    the report's results page agree to the last digit.
+    """
+
+    baseline: str
+    table: pd.DataFrame  # runs.results_table over these runs (numbers)
+    summary: pd.DataFrame  # per experiment: seeds, mean AUROC [95% CI], seed spread, training time
+    paired: pd.DataFrame  # each run against the baseline: difference [95% CI], p, per-seed differences, verdict
+    per_class: pd.DataFrame  # AUROC per finding and run (mean over seeds)
+    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves (first seed)
+    rule: str = VERDICT_RULE  # when a difference is called a difference
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Markdown, display  # only called inside IPython
+
+        for part in (self.summary, self.paired, Markdown(self.rule), self.per_class, self.figure):
+            display(part)
+
+
+def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: str | None = None,
+            n_bootstrap: int | None = None, seed: int = 0) -> Comparison:
+    """Compare runs with ``baseline`` (default: the first, as :func:`variants` lists it).
+
+    ``results`` maps each experiment to its runs, one per seed (:func:`run_all`), or to one
+    run. ``n_bootstrap`` defaults to the baseline config's. The figure is not drawn into the
+    notebook's current pyplot state, so it appears where the comparison is displayed, once.
+    """
+    from matplotlib.figure import Figure  # matplotlib loads only when a figure is drawn, as in plots
+
+    seeds = _seed_lists(results)
+    baseline = baseline or next(iter(seeds))
+    if baseline not in seeds:
+        raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(seeds)}")
+    if n_bootstrap is None:
+        n_bootstrap = seeds[baseline][0].config.train.n_bootstrap
+    table = runs.results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
+                               n_bootstrap=n_bootstrap, seed=seed)
+    table = table.set_index("experiment").loc[list(seeds)].reset_index()  # the order the notebook asked for
+    text = runs.format_results(table)
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
+    plots.plot_history({name: rs[0].history for name, rs in seeds.items()}, "val_mean_auroc", ax=axes[0])
+    plots.plot_roc_curves({name: rs[0].predictions for name, rs in seeds.items()}, ax=axes[1])
+    if any(len(rs) > 1 for rs in seeds.values()):
+        axes[0].set_title(axes[0].get_title() + " (first seed)")
+        axes[1].set_title(axes[1].get_title() + " (first seed)")
+    figure.tight_layout()
+    return Comparison(
+        baseline=baseline,
+        table=table,
+        summary=text[_SUMMARY],
+        paired=text.loc[text["experiment"] != baseline, _PAIRED].reset_index(drop=True),
+        per_class=plots.per_class_table({name: _mean_metrics([r.metrics for r in rs]) for name, rs in seeds.items()}),
+        figure=figure,
     )
 
 
-def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """A run's test predictions: ids, patient_ids, targets, scores, label_names."""
-    path = Path(run_dir) / "test_predictions.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path}: {err}; re-run the experiment (--redo)") from err
-
-
-def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    names = [str(n) for n in pred["label_names"]]
-    cols = [names.index(f) for f in FINDINGS if f in names]
-    return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
-
-
-def compare_runs(
-    run_a: str | Path,
-    run_b: str | Path,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
-    """Paired mean-AUROC difference b - a on the test images both runs scored, or None.
-
-    None when the two runs share no test images with the same labels (another split or
-    dataset): such a difference would compare different questions.
-    """
-    from cxrlib.metrics import paired_comparison
-
-    a, b = load_predictions(run_a), load_predictions(run_b)
-    ya, sa, names_a = _finding_columns(a)
-    yb, sb, names_b = _finding_columns(b)
-    if names_a != names_b:
-        return None
-    ids_a = [str(i) for i in a["ids"]]
-    pos_b = {str(i): k for k, i in enumerate(b["ids"])}
-    common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-    if len(common) < 2:
-        return None
-    ia = np.array([k for k, _ in common])
-    ib = np.array([k for _, k in common])
-    if not np.array_equal(ya[ia], yb[ib]):
-        return None
-    patients = a["patient_ids"][ia] if "patient_ids" in a else None
-    # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
-    return paired_comparison(ya[ia], sb[ib], sa[ia], patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed,
-                             label_names=names_a)
-
-
-def results_table(
-    runs_dir: str | Path,
-    baseline: str = BASELINE,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per finished run: what it was, its mean AUROC with 95% CI and split, the paired
-    difference from ``baseline`` (CI, p-value) and its training time. Baseline first."""
-    rows = []
-    runs = finished_runs(runs_dir)
-    base_dir = next((r for r in runs if r.name == baseline), None)
-    for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
-        cfg_path = run / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        ci = metrics.get("mean_auroc_ci") or [math.nan, math.nan]
-        row: dict[str, Any] = {
-            "experiment": metrics.get("experiment", run.name),
-            "model": model.get("name", ""),
-            "head": model.get("head", ""),
-            "wrapper": model.get("wrapper") or "",
-            "loss": train.get("loss", ""),
-            "labels": len(metrics.get("label_names", [])) or None,
-            "image size": data.get("image_size"),
-            "split": metrics.get("split", ""),
-            "test images": metrics.get("n_images"),
-            "mean AUROC": _float(metrics.get("mean_auroc")),
-            "CI low": _float(ci[0]),
-            "CI high": _float(ci[1]),
-            "diff vs baseline": math.nan,
-            "diff CI low": math.nan,
-            "diff CI high": math.nan,
-            "p-value": math.nan,
-            "train seconds": _float(metrics.get("train_seconds")),
-            "run_dir": str(run),
-        }
-        if base_dir is not None and run != base_dir:
-            cmp = compare_runs(base_dir, run, n_bootstrap=n_bootstrap, seed=seed)
-            if cmp is not None:
-                dci = cmp.get("ci") or [math.nan, math.nan]
-                row.update({
-                    "diff vs baseline": _float(cmp.get("diff")),
-                    "diff CI low": _float(dci[0]),
-                    "diff CI high": _float(dci[1]),
-                    "p-value": _float(cmp.get("p_value")),
-                })
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    if len(table):
-        order = (table["experiment"] != baseline).astype(int)
-        table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
-    return table
-
-
-_COLUMNS = [
-    "experiment", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "mean AUROC", "CI low", "CI high", "diff vs baseline", "diff CI low", "diff CI high", "p-value",
-    "train seconds", "run_dir",
-]
-
-
-def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 (p=0.04)``."""
-    out = pd.DataFrame()
-    out["experiment"] = table["experiment"]
-    out["model"] = [
-        " + ".join(x for x in (r["model"], r["head"] if r["head"] not in ("", "gap") else "", r["wrapper"]) if x)
-        for _, r in table.iterrows()
-    ]
-    out["loss"] = table["loss"]
-    out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
-    out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
-    out["split"] = table["split"]
-    out["mean AUROC [95% CI]"] = [
-        _ci_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
-    ]
-    out["vs baseline [95% CI]"] = [
-        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
-    ]
-    out["p-value"] = table["p-value"].map(_p_text)
-    out["train time"] = table["train seconds"].map(_time_text)
-    return out
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    if pd.isna(m):
-        return "undefined"
-    return f"{m:.3f}" + ("" if pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
-
-
-def _p_text(p: float) -> str:
-    if pd.isna(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _time_text(s: float) -> str:
-    if pd.isna(s):
-        return ""
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _mean_metrics(seed_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-finding and mean AUROC averaged over seeds, shaped like one run's metrics."""
+    first = seed_metrics[0]
+    per_class = {}
+    for name in first.get("per_class", {}):
+        values = [(m.get("per_class", {}).get(name) or {}).get("auroc") for m in seed_metrics]
+        values = [v for v in values if v is not None]
+        per_class[name] = {"auroc": float(np.mean(values)) if values else None}
+    means = [m.get("mean_auroc") for m in seed_metrics if m.get("mean_auroc") is not None]
+    return {"per_class": per_class, "mean_auroc": float(np.mean(means)) if means else None}

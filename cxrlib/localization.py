@@ -1,4 +1,4 @@
-"""Does a heatmap point at the disease? Pointing game, T(IoBB) and a random baseline.
+"""Does a heatmap point at the disease, and more often than a random map would?
 
 Ground truth is a *region* in the heatmap's own pixel grid: a box (a ``Box`` from
 ``DataBundle.boxes`` rescaled to the heatmap, or an ``(x, y, w, h)`` tuple), a boolean mask
@@ -7,48 +7,112 @@ image has several boxes of one finding (a hit on any counts).
 
 Coordinates: pixel (row r, col c) covers the square [c, c+1) x [r, r+1); a box (x, y, w, h)
 covers [x, x+w] x [y, y+h]. ChestX-ray14's ``BBox_List_2017.csv`` uses this convention
-(x, y = top-left corner, in 1024-pixel coordinates).
+(x, y = top-left corner, in 1024-pixel coordinates). Where a box must become pixels (the
+energy share, the pointing game's chance), a pixel belongs to the box when its centre
+(c + 0.5, r + 0.5) lies in it, edges included: the pointing game's own rule.
 
 Scores
 ------
 * **Pointing game** (Zhang et al. 2016): a hit when the heatmap's maximum falls inside the
   region. The maximum is ``np.argmax`` of the map: on ties the *first* maximal pixel in
   row-major order (top-most, then left-most) is taken, so a flat map points at the top-left
-  corner and, as it should, almost always misses. The point is the pixel's centre
-  (c + 0.5, r + 0.5); ``tolerance`` (pixels, default 0) widens the region as in the
-  original protocol's 15-pixel tolerance.
-* **T(IoBB)** (Wang et al. 2017, ChestX-ray8, section 4 and appendix): the heatmap's
-  intensities are min-max scaled to [0, 255]; the map is binarised at each of the two
-  levels 60 and 180 (``pixel >= level``); every 8-connected component of either binary map
-  gives one predicted box (its pixel extent). IoBB of a predicted box = area(predicted box
-  ∩ ground truth) / area(predicted box) (for a mask: the mask pixels inside the box over
-  the box area). An image counts as correctly localised at threshold T when some predicted
-  box has IoBB > T; accuracy is the share of (image, finding) pairs localised. A flat map
-  yields no box and is a miss.
-* **Random baseline**: a uniformly random point lands in the region with probability equal
-  to the region's share of the image area, so the pointing game's chance level is the mean
-  area share (Nodule boxes: 0.5% of the image; Cardiomegaly: 17.6%).
+  corner and, as it should, almost always misses. The point is the pixel's centre;
+  ``tolerance`` (pixels, default 0) widens the region as in the original protocol's
+  15-pixel tolerance. Its chance level (:func:`pointing_chance`) is the share of pixels
+  whose centre lies within ``tolerance`` of the region: the hit rate of a uniformly random
+  peak (the area share when ``tolerance`` is 0).
+* **Energy** (the energy-based pointing game, Wang et al. 2020, Score-CAM): the share of
+  the map's positive mass inside the region. A uniform map scores the area share.
+* **T(IoBB) and T(IoU) with AFP** (Wang et al. 2017, ChestX-ray8, section 4): the map is
+  turned into boxes by :class:`BoxRule` (below). IoBB of a predicted box = area(box ∩
+  ground truth) / area(box); IoU = area(box ∩ ground truth) / area(box ∪ ground truth)
+  (for a mask: mask pixels inside the box). An (image, finding) is localised at T when some
+  predicted box has a score > T; every predicted box whose score is <= T is a false
+  positive, and AFP is their average number per (image, finding). Accuracy alone rewards
+  a map that scatters boxes; Wang et al. report the two together.
+* **Random maps** (:func:`random_maps`, :func:`random_map_scores`): chance is measured,
+  not assumed. Uniform noise is drawn on the CAM's own grid (the target layer's
+  resolution: 7x7 for a ResNet's last stage at 224 px, 28x28 for an FPN head), upsampled
+  exactly as CAM maps are (:func:`cxrlib.cam.upsample_maps`, then to the scoring size),
+  and scored with the same rule, many draws per region. :func:`compare_with_random` gives
+  the model's difference from that level per finding with a paired bootstrap CI over
+  images.
+
+The box rule
+------------
+Wang et al. binarise the [0, 255]-scaled map at 60 and 180 and take a box around every
+isolated region of either binary map; their heatmaps give 1-3 boxes each. Taken literally
+("every connected component") the rule is passed by noise: a white-noise 256 px map gives
+about 3,000 boxes, one of which sits inside any nodule box (IoBB 1.0), and 7x7 noise
+upsampled to 256 px reaches 0.60 / 0.42 / 0.27 at T(IoBB) = 0.1 / 0.25 / 0.5 on the
+release's 984 boxes (Wang et al.'s ResNet-50: 0.63 / 0.49 / 0.33). So :data:`WANG_RULE`
+states three things and AFP is always reported:
+
+* ``levels = (60, 180)``: Wang et al.'s two binarisation levels on the min-max scaled map
+  (``pixel >= level``); 8-connected components.
+* ``min_area = 0.001``: components smaller than 0.1% of the map are speckle, not a
+  prediction. That is below one cell of the finest CAM grid in the project (28x28 at 224
+  px: 0.13% of the image), so no real CAM region is lost, and it stops IoBB (which rewards
+  tiny boxes) from being won by a few pixels.
+* ``max_boxes = 3``: at most three boxes per map, the largest components first (ties by
+  level, then position) - the 1-3 boxes of Wang et al.'s maps. Identical boxes from the
+  two levels are one prediction, so a box is never counted twice as a false positive.
+
+:data:`UNLIMITED_RULE` is the rule without the last two (every component a box), kept to
+show what the limit changes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
+from cxrlib.cam import heatmaps_all_findings, resize_heatmap, target_grids, upsample_maps
 from cxrlib.labels import FINDINGS, canonical
+from cxrlib.metrics import paired_mean_difference
 
-DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5)
+DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 WANG_LEVELS: tuple[int, ...] = (60, 180)  # binarisation levels on the [0, 255]-scaled heatmap
+
+
+@dataclass(frozen=True)
+class BoxRule:
+    """How a heatmap becomes predicted boxes (see the module docstring for the why).
+
+    ``levels``: binarisation levels on the map min-max scaled to [0, 255]; ``min_area``:
+    smallest component kept, as a share of the map's pixels; ``max_boxes``: most boxes a map
+    may give (largest first; None: no limit).
+    """
+
+    levels: tuple[float, ...] = WANG_LEVELS
+    min_area: float = 0.001
+    max_boxes: int | None = 3
+
+    def __post_init__(self):
+        if not self.levels or any(not 0 <= float(v) <= 255 for v in self.levels):
+            raise ValueError(f"BoxRule levels must be values in [0, 255], got {self.levels!r}")
+        if not 0 <= self.min_area < 1:
+            raise ValueError(f"BoxRule min_area is a share of the map in [0, 1), got {self.min_area!r}")
+        if self.max_boxes is not None and int(self.max_boxes) < 1:
+            raise ValueError(f"BoxRule max_boxes must be >= 1 or None, got {self.max_boxes!r}")
+
+
+WANG_RULE = BoxRule()
+UNLIMITED_RULE = BoxRule(min_area=0.0, max_boxes=None)  # every component a box: for comparison only
 
 
 # ----------------------------------------------------------------------------- regions
 
 
 def _as_heatmap(heatmap: Any) -> np.ndarray:
-    h = np.asarray(heatmap, dtype=np.float64)
+    h = np.asarray(heatmap, dtype=np.float32)
     if h.ndim != 2 or h.size == 0:
         raise ValueError(f"heatmap must be a non-empty 2-D array [H,W], got shape {h.shape}")
+    if np.isfinite(h).all():  # the usual case: no copy (maps are scored many times over)
+        return h
     return np.nan_to_num(h, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -113,7 +177,7 @@ def _union_area(boxes: list[tuple[float, float, float, float]], shape: tuple[int
 
 
 def area_share(region: Any, shape: tuple[int, int]) -> float:
-    """Share of an image of ``shape`` (rows, cols) covered by the region: the random baseline.
+    """Share of an image of ``shape`` (rows, cols) covered by the region (exact area).
 
     Boxes are clipped to the image; several boxes count their union once.
     """
@@ -122,6 +186,40 @@ def area_share(region: Any, shape: tuple[int, int]) -> float:
     if kind == "mask":
         return float(items[0].mean())
     return _union_area(items, shape) / float(shape[0] * shape[1])
+
+
+def _within(items: list, kind: str, shape: tuple[int, int], tolerance: float = 0.0) -> np.ndarray:
+    """Boolean [H,W]: pixels whose centre lies within ``tolerance`` of the region."""
+    if kind == "mask":
+        mask = items[0]
+        if tolerance <= 0:
+            return mask
+        if not mask.any():
+            return mask
+        return ndimage.distance_transform_edt(~mask) <= tolerance
+    H, W = shape
+    px, py = np.arange(W) + 0.5, np.arange(H) + 0.5
+    out = np.zeros(shape, dtype=bool)
+    for x, y, w, h in items:
+        dx = np.maximum(np.maximum(x - px, 0.0), px - (x + w))
+        dy = np.maximum(np.maximum(y - py, 0.0), py - (y + h))
+        if tolerance <= 0:
+            out |= (dy[:, None] <= 0) & (dx[None, :] <= 0)
+        else:
+            out |= dy[:, None] ** 2 + dx[None, :] ** 2 <= tolerance * tolerance
+    return out
+
+
+def pointing_chance(region: Any, shape: tuple[int, int], tolerance: float = 0.0) -> float:
+    """The pointing game's chance level: the hit rate of a uniformly random peak pixel.
+
+    The share of pixels whose centre lies within ``tolerance`` of the region (inside it
+    when 0), counted with the pointing game's own rule, so ``tolerance`` raises chance as
+    it raises the score.
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    kind, items = _regions(region, shape)
+    return float(_within(items, kind, shape, tolerance).mean())
 
 
 # ----------------------------------------------------------------------------- scores
@@ -154,56 +252,173 @@ def pointing_game(heatmap: Any, box_or_mask: Any, tolerance: float = 0.0) -> boo
     return False
 
 
-def predicted_boxes(heatmap: Any, levels: Sequence[float] = WANG_LEVELS) -> list[tuple[int, int, int, int]]:
-    """Wang et al.'s boxes: (x, y, w, h) of each 8-connected component at each level.
+def energy_share(heatmap: Any, box_or_mask: Any) -> float:
+    """Share of the map's positive mass inside the region (0.0 for a map with no mass)."""
+    h = np.maximum(_as_heatmap(heatmap), 0.0)
+    kind, items = _regions(box_or_mask, h.shape)
+    total = float(h.sum(dtype=np.float64))
+    if total <= 0:
+        return 0.0
+    return float(h[_within(items, kind, h.shape)].sum(dtype=np.float64)) / total
 
-    The map is min-max scaled to [0, 255] and binarised as ``pixel >= level``; a flat map
-    gives no box.
+
+def predicted_boxes(heatmap: Any, rule: BoxRule = WANG_RULE) -> list[tuple[int, int, int, int]]:
+    """The boxes ``(x, y, w, h)`` a heatmap predicts under ``rule``: largest first.
+
+    The map is min-max scaled to [0, 255] and binarised as ``pixel >= level`` at each level;
+    every 8-connected component of at least ``min_area`` of the map gives its pixel extent;
+    identical boxes are one; at most ``max_boxes`` are kept. A flat map gives no box.
     """
-    import cv2
+    import cv2  # an optional heavy dependency, needed only to find components
 
     h = _as_heatmap(heatmap)
     lo, hi = float(h.min()), float(h.max())
     if not hi > lo:
         return []
-    scaled = (h - lo) / (hi - lo) * 255.0
-    boxes: list[tuple[int, int, int, int]] = []
-    for level in levels:
-        binary = (scaled >= float(level)).astype(np.uint8)
+    smallest = rule.min_area * h.size
+    found: dict[tuple[int, int, int, int], tuple[int, int]] = {}
+    for rank, level in enumerate(rule.levels):
+        # pixel >= level on the [0, 255]-scaled map, compared in the map's own units
+        binary = (h >= np.float32(lo + float(level) / 255.0 * (hi - lo))).astype(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        for x, y, w, hh, _area in stats[1:n]:  # row 0 is the background
-            boxes.append((int(x), int(y), int(w), int(hh)))
-    return boxes
+        for x, y, w, hh, area in stats[1:n]:  # row 0 is the background
+            if area >= smallest:
+                found.setdefault((int(x), int(y), int(w), int(hh)), (int(area), rank))
+    order = sorted(found, key=lambda b: (-found[b][0], found[b][1], b[1], b[0]))
+    return order if rule.max_boxes is None else order[: int(rule.max_boxes)]
 
 
-def _iobb_one(pred: tuple[int, int, int, int], kind: str, items: list) -> float:
-    x, y, w, h = pred
+def _box_scores(preds: Sequence[tuple[int, int, int, int]], kind: str, items: list,
+                mask_area: float, integral: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(IoBB, IoU) of each predicted box against the region (best over several boxes), vectorised.
+
+    For a mask, ``integral`` is its summed-area table (:func:`_integral`), so each box's
+    mask pixels cost four look-ups, not a sum over the box.
+    """
+    p = np.asarray(preds, dtype=np.float64).reshape(-1, 4)
+    if len(p) == 0:
+        return np.zeros(0), np.zeros(0)
+    x, y, w, h = p.T
+    area = w * h
     if kind == "mask":
-        return float(items[0][y : y + h, x : x + w].sum()) / float(w * h)
-    best = 0.0
+        S = _integral(items[0]) if integral is None else integral
+        x0, y0, x1, y1 = (v.astype(np.int64) for v in (x, y, x + w, y + h))
+        inter = (S[y1, x1] - S[y0, x1] - S[y1, x0] + S[y0, x0]).astype(np.float64)
+        return inter / area, inter / (area + mask_area - inter)
+    best_iobb, best_iou = np.zeros(len(p)), np.zeros(len(p))
     for gx, gy, gw, gh in items:
-        inter = _overlap(x, x + w, gx, gx + gw) * _overlap(y, y + h, gy, gy + gh)
-        best = max(best, inter / float(w * h))
-    return best
+        ix = np.clip(np.minimum(x + w, gx + gw) - np.maximum(x, gx), 0.0, None)
+        iy = np.clip(np.minimum(y + h, gy + gh) - np.maximum(y, gy), 0.0, None)
+        inter = ix * iy
+        best_iobb = np.maximum(best_iobb, inter / area)
+        best_iou = np.maximum(best_iou, inter / (area + gw * gh - inter))
+    return best_iobb, best_iou
 
 
-def iobb(heatmap: Any, box: Any, T: float | None = None, levels: Sequence[float] = WANG_LEVELS) -> float | bool:
+def _integral(mask: np.ndarray) -> np.ndarray:
+    """Summed-area table ``S[r, c]`` = mask pixels above row r and left of column c."""
+    S = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    S[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    return S
+
+
+def box_scores(heatmap: Any, region: Any, rule: BoxRule = WANG_RULE) -> list[tuple[float, float]]:
+    """(IoBB, IoU) of each predicted box against the region, in :func:`predicted_boxes` order."""
+    h = _as_heatmap(heatmap)
+    kind, items = _regions(region, h.shape)
+    area = float(items[0].sum()) if kind == "mask" else 0.0
+    b, u = _box_scores(predicted_boxes(h, rule), kind, items, area)
+    return [(float(i), float(j)) for i, j in zip(b, u)]
+
+
+def iobb(heatmap: Any, box: Any, T: float | None = None, rule: BoxRule = WANG_RULE) -> float | bool:
     """Best IoBB of the heatmap's predicted boxes against ``box`` (a box, boxes or a mask).
 
     Without ``T``: the largest IoBB over the predicted boxes (0.0 when there is none).
     With ``T``: the T(IoBB) verdict, ``IoBB > T``.
     """
-    h = _as_heatmap(heatmap)
-    kind, items = _regions(box, h.shape)
-    best = max((_iobb_one(p, kind, items) for p in predicted_boxes(h, levels)), default=0.0)
+    best = max((b for b, _ in box_scores(heatmap, box, rule)), default=0.0)
+    return best if T is None else bool(best > T)
+
+
+def iou(heatmap: Any, box: Any, T: float | None = None, rule: BoxRule = WANG_RULE) -> float | bool:
+    """Best IoU of the heatmap's predicted boxes against ``box``; with ``T`` the verdict ``IoU > T``."""
+    best = max((u for _, u in box_scores(heatmap, box, rule)), default=0.0)
     return best if T is None else bool(best > T)
 
 
 # ----------------------------------------------------------------------------- tables
 
 
-def _iobb_col(t: float) -> str:
-    return f"iobb@{t:g}"
+def _col(kind: str, t: float) -> str:
+    return f"{kind}@{t:g}"
+
+
+def score_columns(thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> list[str]:
+    """The score columns of a :func:`score_one` row, in table order."""
+    return ["pointing_game", "random_baseline", "energy", "area_share", "iobb", "iou", "n_boxes",
+            *(_col("iobb", t) for t in thresholds), *(_col("afp", t) for t in thresholds),
+            *(_col("iou", t) for t in thresholds), *(_col("afp_iou", t) for t in thresholds)]
+
+
+class _Truth:
+    """A region prepared once in a pixel grid: what every score of it needs, map aside."""
+
+    def __init__(self, region: Any, shape: tuple[int, int], tolerance: float):
+        self.region, self.shape, self.tolerance = region, (int(shape[0]), int(shape[1])), float(tolerance)
+        self.kind, self.items = _regions(region, self.shape)
+        self.mask_area = float(self.items[0].sum()) if self.kind == "mask" else 0.0
+        self.integral = _integral(self.items[0]) if self.kind == "mask" else None
+        self.inside = _within(self.items, self.kind, self.shape)
+        near = self.inside if tolerance <= 0 else _within(self.items, self.kind, self.shape, tolerance)
+        self.chance = float(near.mean())
+        self.area_share = area_share(region, self.shape)
+
+
+def _score(h: np.ndarray, truth: _Truth, thresholds: Sequence[float], rule: BoxRule) -> dict[str, Any]:
+    if h.shape != truth.shape:
+        raise ValueError(f"heatmap shape {h.shape} does not match the region's grid {truth.shape}")
+    b, u = _box_scores(predicted_boxes(h, rule), truth.kind, truth.items, truth.mask_area, truth.integral)
+    mass = np.maximum(h, 0.0)
+    total = float(mass.sum(dtype=np.float64))
+    row: dict[str, Any] = {
+        "pointing_game": pointing_game(h, truth.region, truth.tolerance),
+        "random_baseline": truth.chance,
+        "energy": float(mass[truth.inside].sum(dtype=np.float64)) / total if total > 0 else 0.0,
+        "area_share": truth.area_share,
+        "iobb": float(b.max()) if len(b) else 0.0,
+        "iou": float(u.max()) if len(u) else 0.0,
+        "n_boxes": len(b),
+    }
+    for t in thresholds:
+        row[_col("iobb", t)] = bool((b > t).any())
+        row[_col("afp", t)] = int((b <= t).sum())
+    for t in thresholds:
+        row[_col("iou", t)] = bool((u > t).any())
+        row[_col("afp_iou", t)] = int((u <= t).sum())
+    return row
+
+
+def score_one(
+    heatmap: Any,
+    region: Any,
+    finding: str,
+    image_id: str | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    rule: BoxRule = WANG_RULE,
+    tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """One row of scores for one heatmap and its region.
+
+    ``pointing_game`` (hit), ``random_baseline`` (its chance: :func:`pointing_chance` with
+    the same ``tolerance``), ``energy``, ``area_share``, the best ``iobb`` and ``iou``,
+    ``n_boxes``, and per threshold T: ``iobb@T`` / ``iou@T`` (localised) and ``afp@T`` /
+    ``afp_iou@T`` (false-positive boxes).
+    """
+    h = _as_heatmap(heatmap)
+    row = {"image_id": image_id, "finding": _finding_name(finding)}
+    row.update(_score(h, _Truth(region, h.shape, tolerance), thresholds, rule))
+    return row
 
 
 def localization_scores(
@@ -212,10 +427,10 @@ def localization_scores(
     findings: Sequence[str],
     image_ids: Sequence[str] | None = None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    levels: Sequence[float] = WANG_LEVELS,
+    rule: BoxRule = WANG_RULE,
     tolerance: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per (heatmap, region): finding, pointing_game, iobb, iobb@T..., area_share.
+    """One :func:`score_one` row per (heatmap, region).
 
     ``heatmaps[i]`` is the map of ``findings[i]`` on one image and ``regions[i]`` that
     finding's ground truth in the same pixel grid.
@@ -229,35 +444,10 @@ def localization_scores(
         )
     rows = [
         score_one(heatmaps[i], regions[i], findings[i], None if image_ids is None else image_ids[i],
-                  thresholds, levels, tolerance)
+                  thresholds, rule, tolerance)
         for i in range(n)
     ]
-    columns = ["image_id", "finding", "pointing_game", "iobb", *(_iobb_col(t) for t in thresholds), "area_share"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def score_one(
-    heatmap: Any,
-    region: Any,
-    finding: str,
-    image_id: str | None = None,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    levels: Sequence[float] = WANG_LEVELS,
-    tolerance: float = 0.0,
-) -> dict[str, Any]:
-    """The localization_scores row of one heatmap and its region."""
-    h = _as_heatmap(heatmap)
-    best = iobb(h, region, None, levels)
-    row = {
-        "image_id": image_id,
-        "finding": _finding_name(finding),
-        "pointing_game": pointing_game(h, region, tolerance),
-        "iobb": best,
-        "area_share": area_share(region, h.shape),
-    }
-    for t in thresholds:
-        row[_iobb_col(t)] = bool(best > t)
-    return row
+    return pd.DataFrame(rows, columns=["image_id", "finding", *score_columns(thresholds)])
 
 
 def _finding_name(name: str) -> str:
@@ -267,25 +457,43 @@ def _finding_name(name: str) -> str:
         return str(name)
 
 
-def summarize_scores(scores: pd.DataFrame, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> pd.DataFrame:
-    """Per-finding table from localization_scores rows (plus an ``All`` row pooling them)."""
-    cols = ["n", "pointing_game", "random_baseline", *(_iobb_col(t) for t in thresholds)]
-    if scores.empty:
-        return pd.DataFrame(columns=cols).rename_axis("finding")
+def _finding_order(names) -> list[str]:
     order = {name: i for i, name in enumerate(FINDINGS)}
+    return sorted(set(names), key=lambda f: (order.get(f, len(order)), f))
+
+
+def _thresholds_of(scores: pd.DataFrame, prefix: str = "") -> list[float]:
+    return [float(c.split("@")[1]) for c in scores.columns if c.startswith(prefix + "iobb@")]
+
+
+def summarize_scores(scores: pd.DataFrame, thresholds: Sequence[float] | None = None,
+                     prefix: str = "") -> pd.DataFrame:
+    """Per-finding means of score rows (plus an ``All`` row pooling them when there are several).
+
+    Columns: ``n, pointing_game, random_baseline`` (the pointing game's chance),
+    ``energy``, then per threshold the accuracies ``iobb@T``, the AFPs ``afp@T``, and the
+    IoU variants ``iou@T``, ``afp_iou@T``. ``prefix`` reads another set of columns (the
+    random-map columns ``random:...`` of :func:`random_map_scores` rows).
+    """
+    thresholds = _thresholds_of(scores, prefix) if thresholds is None else list(thresholds)
+    cols = ["pointing_game", "random_baseline", "energy", *(_col("iobb", t) for t in thresholds),
+            *(_col("afp", t) for t in thresholds), *(_col("iou", t) for t in thresholds),
+            *(_col("afp_iou", t) for t in thresholds)]
+    if prefix:
+        cols = [c for c in cols if prefix + c in scores.columns]
+    if scores.empty:
+        return pd.DataFrame(columns=["n", *cols]).rename_axis("finding")
 
     def agg(frame: pd.DataFrame) -> dict[str, float]:
-        out = {"n": int(len(frame)), "pointing_game": float(frame["pointing_game"].mean()),
-               "random_baseline": float(frame["area_share"].mean())}
-        for t in thresholds:
-            out[_iobb_col(t)] = float(frame[_iobb_col(t)].mean())
+        out = {"n": int(len(frame))}
+        out.update({c: float(frame[prefix + c].astype(float).mean()) for c in cols})
         return out
 
-    names = sorted(scores["finding"].unique(), key=lambda f: (order.get(f, len(order)), f))
+    names = _finding_order(scores["finding"])
     table = pd.DataFrame({name: agg(scores[scores["finding"] == name]) for name in names}).T
     if len(names) > 1:
         table.loc["All"] = agg(scores)
-    table = table[cols]
+    table = table[["n", *cols]]
     table["n"] = table["n"].astype(int)
     return table.rename_axis("finding")
 
@@ -295,17 +503,124 @@ def localization_table(
     regions: Sequence[Any],
     findings: Sequence[str],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    levels: Sequence[float] = WANG_LEVELS,
+    rule: BoxRule = WANG_RULE,
     tolerance: float = 0.0,
 ) -> pd.DataFrame:
-    """Per finding: n, pointing game, random baseline (mean area share), T(IoBB) accuracies.
+    """Per finding: n, pointing game and its chance, energy, T(IoBB) / T(IoU) accuracies and AFPs.
 
     Inputs as in :func:`localization_scores` (boxes or masks in the heatmaps' coordinates).
     Rows follow the CheXNet finding order, with an ``All`` row when there are several.
-    Columns: ``n, pointing_game, random_baseline, iobb@0.1, iobb@0.25, iobb@0.5``.
     """
-    scores = localization_scores(heatmaps, regions, findings, None, thresholds, levels, tolerance)
+    scores = localization_scores(heatmaps, regions, findings, None, thresholds, rule, tolerance)
     return summarize_scores(scores, thresholds)
+
+
+# ----------------------------------------------------------------------------- random maps
+
+
+def random_maps(grids: Sequence[tuple[int, int]], size: tuple[int, int], n: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """``n`` random heatmaps ``[n, H, W]``: uniform noise on each CAM grid, upsampled as CAM maps are.
+
+    ``grids`` holds one ``(h, w)`` per target layer (see :func:`cxrlib.cam.target_grids`);
+    ``size`` is the model's input size.
+    """
+    grids = [(int(g[0]), int(g[1])) for g in grids]
+    if not grids or any(min(g) < 1 for g in grids):
+        raise ValueError(f"grids must be a non-empty list of (h, w) with h, w >= 1, got {grids!r}")
+    noise = [rng.random((int(n), *g), dtype=np.float32) for g in grids]
+    return upsample_maps(noise, size)
+
+
+def random_map_scores(
+    regions: Sequence[Any],
+    findings: Sequence[str],
+    shapes: Sequence[tuple[int, int]],
+    grids: Sequence[tuple[int, int]],
+    input_size: tuple[int, int],
+    n_draws: int = 20,
+    image_ids: Sequence[str] | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    rule: BoxRule = WANG_RULE,
+    tolerance: float = 0.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The chance level of every score, per region: the mean over ``n_draws`` random maps.
+
+    Each region (``regions[i]`` of ``findings[i]``, in a ``shapes[i]`` pixel grid: the full
+    image for boxes, the input size for masks) is scored against ``n_draws`` maps drawn on
+    ``grids`` and upsampled to ``input_size`` as a CAM map is, then resized to ``shapes[i]``
+    as :func:`evaluate_localization` resizes a heatmap. Returns one row per region with
+    ``image_id``, ``finding`` and a ``random:<column>`` per score column (hit rates, mean
+    false-positive counts, mean energy), plus ``random:pointing_chance``.
+    """
+    n = len(regions)
+    if len(findings) != n or len(shapes) != n or (image_ids is not None and len(image_ids) != n):
+        raise ValueError("regions, findings, shapes (and image_ids) must have the same length")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        rows.append(_random_row(regions[i], findings[i], None if image_ids is None else image_ids[i],
+                                tuple(shapes[i]), grids, input_size, n_draws, rng, thresholds, rule, tolerance))
+    columns = ["image_id", "finding", *("random:" + c for c in score_columns(thresholds))]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _random_row(region, finding, image_id, shape, grids, input_size, n_draws, rng, thresholds, rule, tolerance):
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+    truth = _Truth(region, shape, tolerance)
+    maps = random_maps(grids, input_size, n_draws, rng)
+    rows = []
+    for m in maps:
+        if tuple(m.shape) != tuple(truth.shape):
+            m = resize_heatmap(m, truth.shape)
+        rows.append(_score(m, truth, thresholds, rule))
+    out: dict[str, Any] = {"image_id": image_id, "finding": _finding_name(finding)}
+    for c in score_columns(thresholds):
+        out["random:" + c] = float(np.mean([float(r[c]) for r in rows]))
+    return out
+
+
+def compare_with_random(
+    scores: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Model against random maps per finding and metric, paired over images.
+
+    ``scores`` holds the model's columns and the ``random:`` columns of the same rows (as
+    :func:`evaluate_localization` returns them). For each finding (and ``All``) and metric:
+    the model's mean, the random maps' mean, their difference with a 95% bootstrap CI over
+    images (the items of one image resampled together) and its p-value, and whether the
+    model is better than the random maps (CI excludes 0 on the better side: above for
+    accuracies and energy, below for AFPs). Default metrics: pointing game, energy,
+    T(IoBB) accuracy and AFP at each threshold.
+    """
+    if metrics is None:
+        thresholds = _thresholds_of(scores)
+        metrics = ["pointing_game", "energy", *(_col("iobb", t) for t in thresholds),
+                   *(_col("afp", t) for t in thresholds)]
+    missing = [m for m in metrics if m not in scores.columns or "random:" + m not in scores.columns]
+    if missing:
+        raise ValueError(f"scores lack the model or random-map columns of {missing}: score with "
+                         "evaluate_localization(..., n_random > 0) or join random_map_scores rows")
+    rows = []
+    names = _finding_order(scores["finding"])
+    for name in names + (["All"] if len(names) > 1 else []):
+        frame = scores if name == "All" else scores[scores["finding"] == name]
+        groups = frame["image_id"].to_numpy() if frame["image_id"].notna().all() else None
+        for metric in metrics:
+            res = paired_mean_difference(frame[metric].astype(float), frame["random:" + metric].astype(float),
+                                         groups=groups, n_bootstrap=n_bootstrap, seed=seed)
+            lo, hi = res["ci"]
+            lower_is_better = metric.startswith("afp")
+            beats = (hi is not None and hi < 0) if lower_is_better else (lo is not None and lo > 0)
+            rows.append({"finding": name, "metric": metric, "n": res["n"], "model": res["mean_a"],
+                         "random map": res["mean_b"], "difference": res["diff"], "ci_low": lo, "ci_high": hi,
+                         "p_value": res["p_value"], "better than random": bool(beats)})
+    return pd.DataFrame(rows).set_index(["finding", "metric"])
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -321,73 +636,125 @@ def evaluate_localization(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     tolerance: float = 0.0,
     target_layers=None,
+    rule: BoxRule = WANG_RULE,
+    n_random: int = 20,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score a model's heatmaps on a DataBundle's ground truth: (table, per-item scores).
+    """Score a model's heatmaps on a DataBundle's ground truth: ``(table, per-item scores)``.
 
-    Real ChestX-ray14 boxes (``data.boxes``, full-image pixels) are scored on the heatmap
-    resized to the full image (``data.full_image``), where the boxes were drawn; phantom
-    masks (``data.mask``, cache size) are scored on the heatmap at the model's input size.
-    Only images with ground truth for a finding count; ``limit`` caps the images scored.
+    What is scored against follows what the data offers (``data.offers``), never the
+    source's name: lesion masks when ``data.offers.masks`` (``data.mask(image_id,
+    finding)`` for each positive finding), scored at the model's input size where the
+    heatmap is made (a mask of another size is resized to it, nearest neighbour); else boxes
+    when ``data.offers.boxes`` (``data.boxes(image_id)``, full-image pixels), scored on the
+    heatmap resized to the full image (``data.full_image``) where they were drawn.
+    Only (image, finding) pairs with ground truth count; ``limit`` caps the images scored.
+
+    With ``n_random`` > 0 each scored region is also scored against that many random maps
+    on the model's own CAM grid (:func:`random_maps`), whose means fill the per-item
+    ``random:`` columns; :func:`compare_with_random` turns them into the paired comparison.
+    The table is :func:`summarize_scores` of the model's scores.
     """
-    from cxrlib.cam import heatmaps_all_findings, resize_heatmap
-
+    offers = getattr(data, "offers", None)
+    if offers is None:
+        raise TypeError(f"{type(data).__name__} does not say what ground truth it offers (no .offers): "
+                        "load it with cxrlib.data.load_data, whose bundles declare offers.masks / offers.boxes")
+    use_masks, use_boxes = bool(offers.masks), bool(offers.boxes)
+    if not (use_masks or use_boxes):
+        raise ValueError("the data offers neither lesion masks nor boxes: there is nothing to score "
+                         "localization against")
     dataset = getattr(data, part)
     label_names = list(getattr(dataset, "label_names", FINDINGS))
     wanted = None if findings is None else {canonical(f) for f in findings}
+    rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     scored = 0
+    grids = None
     for i, image_id in enumerate(dataset.image_ids):
         if limit is not None and scored >= limit:
             break
         image_id = str(image_id)
-        truth: dict[str, Any] = {}
-        full_shape = None
-        boxes = list(data.boxes(image_id) or [])
-        for box in boxes:
-            name = canonical(box.finding)
-            if wanted is None or name in wanted:
-                truth.setdefault(name, []).append(box)
-        if not truth and getattr(data, "source", "") == "phantoms":
-            for k, name in enumerate(label_names[: len(FINDINGS)]):
-                if (wanted is None or name in wanted) and dataset.targets[i, k] > 0:
-                    mask = data.mask(image_id, name)
-                    if mask is not None and np.any(mask):
-                        truth[name] = np.asarray(mask, dtype=bool)
+        truth = _masks_of(data, dataset, i, image_id, label_names, wanted) if use_masks else _boxes_of(data, image_id, wanted)
         if not truth:
             continue
-        if any(not _is_mask(v) for v in truth.values()):
-            full_shape = np.asarray(data.full_image(image_id)).shape[:2]
-        names = list(truth)
         image, _ = dataset[i]
-        maps = heatmaps_all_findings(
-            model, image, method=method, target_layers=target_layers,
-            classes=[label_names.index(n) for n in names],
-        )
+        names = list(truth)
+        maps = heatmaps_all_findings(model, image, method=method, target_layers=target_layers,
+                                     classes=[label_names.index(n) for n in names])
+        input_size = tuple(maps.shape[-2:])
+        if n_random > 0 and grids is None:
+            grids = target_grids(model, image, target_layers)
+        shape = input_size if use_masks else tuple(np.asarray(data.full_image(image_id)).shape[:2])
         for name, hm in zip(names, maps):
             region = truth[name]
-            if not _is_mask(region):
-                hm = resize_heatmap(hm, full_shape)
-            elif region.shape != hm.shape:
-                hm = resize_heatmap(hm, region.shape)
+            if use_masks and region.shape != input_size:
+                region = _resize_mask(region, input_size)
+            if tuple(hm.shape) != shape:
+                hm = resize_heatmap(hm, shape)
             # Scored at once: full-resolution maps of a whole test set would not fit in memory.
-            rows.append(score_one(hm, region, name, image_id, thresholds, WANG_LEVELS, tolerance))
+            row = score_one(hm, region, name, image_id, thresholds, rule, tolerance)
+            if n_random > 0:
+                chance = _random_row(region, name, image_id, shape, grids, input_size, n_random, rng,
+                                     thresholds, rule, tolerance)
+                row.update({k: v for k, v in chance.items() if k.startswith("random:")})
+            rows.append(row)
         scored += 1
-    columns = ["image_id", "finding", "pointing_game", "iobb", *(_iobb_col(t) for t in thresholds), "area_share"]
+    columns = ["image_id", "finding", *score_columns(thresholds)]
+    if n_random > 0:
+        columns += ["random:" + c for c in score_columns(thresholds)]
     scores = pd.DataFrame(rows, columns=columns)
     return summarize_scores(scores, thresholds), scores
 
 
+def _masks_of(data, dataset, i: int, image_id: str, label_names: list[str], wanted) -> dict[str, np.ndarray]:
+    truth = {}
+    for k, name in enumerate(label_names[: len(FINDINGS)]):
+        if (wanted is None or name in wanted) and dataset.targets[i, k] > 0:
+            mask = data.mask(image_id, name)
+            if mask is not None and np.any(mask):
+                truth[name] = np.asarray(mask, dtype=bool)
+    return truth
+
+
+def _boxes_of(data, image_id: str, wanted) -> dict[str, list]:
+    truth: dict[str, list] = {}
+    for box in data.boxes(image_id) or []:
+        name = canonical(box.finding)
+        if wanted is None or name in wanted:
+            truth.setdefault(name, []).append(box)
+    return truth
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a boolean mask to ``shape`` (rows, cols), pixel centres kept."""
+    H, W = shape
+    rows = np.minimum(((np.arange(H) + 0.5) * mask.shape[0] / H).astype(int), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * mask.shape[1] / W).astype(int), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "UNLIMITED_RULE",
     "WANG_LEVELS",
+    "WANG_RULE",
+    "BoxRule",
     "area_share",
+    "box_scores",
+    "compare_with_random",
+    "energy_share",
     "evaluate_localization",
     "iobb",
+    "iou",
     "localization_scores",
     "localization_table",
     "peak",
+    "pointing_chance",
     "pointing_game",
     "predicted_boxes",
+    "random_map_scores",
+    "random_maps",
+    "score_columns",
     "score_one",
     "summarize_scores",
 ]

@@ -8,9 +8,11 @@ loss below uses 0 as its threshold, which is ``sigmoid = 0.5``).
 
 ========================  ================================================================
 ``bce``                   binary cross-entropy with logits (optional ``pos_weight`` [K])
-``weighted_bce``          CheXNet's class-balanced BCE (Rajpurkar et al. 2017): positives
-                          weighted by |N|/(|P|+|N|), negatives by |P|/(|P|+|N|), per class,
-                          counted on the training set (``pos_fraction`` or ``train_targets``)
+``weighted_bce``          class-balanced BCE: positives weighted by |N|/(|P|+|N|), negatives
+                          by |P|/(|P|+|N|), per class, counted on the training set
+                          (``pos_fraction`` or ``train_targets``). CheXNet (Rajpurkar et al.
+                          2017) used this weighting for its binary pneumonia task; its
+                          14-finding model optimised unweighted BCE (``bce``)
 ``focal``                 focal loss (Lin et al. 2017, ICCV): ``gamma``, ``alpha``
 ``asymmetric``            asymmetric loss (Ridnik et al. 2021, ICCV): ``gamma_neg``,
                           ``gamma_pos``, ``clip``
@@ -57,10 +59,12 @@ def positive_fraction(train_targets: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 class WeightedBCELoss(nn.Module):
-    """CheXNet's weighted BCE: ``-w+ y log p - w- (1-y) log(1-p)``, w+ = |N|/(|P|+|N|), w- = |P|/(|P|+|N|).
+    """Class-balanced BCE: ``-w+ y log p - w- (1-y) log(1-p)``, w+ = |N|/(|P|+|N|), w- = |P|/(|P|+|N|).
 
-    Rajpurkar et al. 2017 (CheXNet, arXiv:1711.05225), section 2.2; |P| and |N| are the
-    positive and negative counts of each class in the training set.
+    The weighting of Rajpurkar et al. 2017 (CheXNet, arXiv:1711.05225), section 2.2, for
+    their binary pneumonia task, applied here per class; |P| and |N| are the positive and
+    negative counts of each class in the training set. (CheXNet's 14-finding model used
+    unweighted BCE.)
     """
 
     def __init__(self, pos_fraction: np.ndarray | torch.Tensor | list[float]):

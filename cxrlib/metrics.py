@@ -7,9 +7,25 @@
   difference in mean AUROC (same resamples for both runs) with a two-sided p-value.
 * :func:`delong_test`: DeLong's test for two correlated AUROCs of one class, computed with
   the fast midrank algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21(11)).
+* :func:`seed_mean_auroc` and :func:`paired_seed_comparison`: the same for an experiment
+  trained with several seeds, and :func:`verdict`, the one rule that calls a difference a
+  difference only when the paired test and the seed spread agree (:data:`VERDICT_RULE`).
 
 A class with no positives (or no negatives) has no AUROC: it is reported as undefined,
 left out of the mean, and a warning says so; nothing crashes.
+
+Two rules keep the bootstrap honest on small or incomplete test sets:
+
+* **Every resample is averaged over the same findings.** A resample in which a finding of
+  the mean has no positive (or no negative) left has no mean over those findings; it is
+  redrawn, and the returned ``bootstrap_redrawn`` says how many were. (Averaging such a
+  resample over the findings it still has, as ``np.nanmean`` would, mixes means over
+  different sets of findings into one interval.) The CI is then the bootstrap
+  distribution conditional on every finding being scorable, the only one a mean over a
+  fixed set of findings has.
+* **A missing patient id is a patient of its own.** Runs on data without patient ids store
+  -1 (or None, NaN, ""); grouping those together would make the whole test set one
+  patient, and every resample the same.
 
 The bootstrap never re-sorts: a resample is a vector of multiplicities (how often each image
 was drawn), and the AUROC of a weighted sample is computed from the scores sorted once.
@@ -18,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -26,6 +43,10 @@ from scipy import stats
 from cxrlib.labels import NO_FINDING
 
 _CHUNK = 64  # bootstrap replicates computed together (memory: CHUNK x N floats)
+# Redrawing stops after this many draws per requested resample (a finding with a single
+# positive among many patients is missing from ~37% of resamples; one that is missing
+# from nearly all of them cannot be bootstrapped and is better reported than looped on).
+_MAX_DRAWS_PER_RESAMPLE = 20
 
 
 def _as_2d(a: Any, name: str) -> np.ndarray:
@@ -86,27 +107,87 @@ def auprc(targets, scores) -> np.ndarray:
     return out
 
 
+def _is_missing_id(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, (float, np.floating)):
+        return bool(np.isnan(v)) or v < 0
+    if isinstance(v, (int, np.integer)):
+        return v < 0
+    return str(v).strip() in ("", "-1", "None", "nan")
+
+
+def patient_groups(patient_ids, n: int) -> np.ndarray | None:
+    """Group index per image for the cluster bootstrap (None: every image its own group).
+
+    Images sharing a patient id share a group; a missing id (None, NaN, a negative number
+    such as the -1 runs store for data without ids, "") is a group of its own.
+    """
+    if patient_ids is None:
+        return None
+    ids = np.asarray(patient_ids, dtype=object).ravel()
+    if len(ids) != n:
+        raise ValueError(f"patient_ids has {len(ids)} entries for {n} images")
+    # Numbered in order of first appearance, so that ids all missing (or all distinct) give
+    # exactly the image-level bootstrap.
+    index: dict[Any, int] = {}
+    groups = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(ids):
+        key = ("image", i) if _is_missing_id(v) else ("patient", str(v))
+        groups[i] = index.setdefault(key, len(index))
+    return groups
+
+
 def _bootstrap_weights(n: int, patient_ids, n_bootstrap: int, seed: int):
     """Yield multiplicity matrices [R, n] for ``n_bootstrap`` resamples in chunks.
 
     With patient ids, whole patients are drawn with replacement (cluster bootstrap); an
-    image's multiplicity is its patient's.
+    image's multiplicity is its patient's. Missing ids count as one patient per image.
     """
     rng = np.random.default_rng(seed)
-    if patient_ids is None:
-        groups, n_groups = None, n
-    else:
-        patient_ids = np.asarray(patient_ids)
-        if len(patient_ids) != n:
-            raise ValueError(f"patient_ids has {len(patient_ids)} entries for {n} images")
-        _, groups = np.unique(patient_ids, return_inverse=True)
-        n_groups = int(groups.max()) + 1 if n else 0
+    groups = patient_groups(patient_ids, n)
+    n_groups = n if groups is None else (int(groups.max()) + 1 if n else 0)
     done = 0
     while done < n_bootstrap:
         r = min(_CHUNK, n_bootstrap - done)
         counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=r).astype(np.float64)
         yield counts if groups is None else counts[:, groups]
         done += r
+
+
+class _Resamples:
+    """Bootstrap resamples in which every class of ``classes`` keeps a positive and a negative.
+
+    Iterating yields accepted multiplicity chunks until ``n_bootstrap`` are accepted (or the
+    draw cap is reached); ``redrawn`` then counts the rejected draws, ``accepted`` the rest.
+    """
+
+    def __init__(self, y: np.ndarray, patient_ids, n_bootstrap: int, seed: int, classes):
+        self.pos = y[:, list(classes)]
+        self.neg = 1.0 - self.pos
+        self.n, self.patient_ids, self.n_bootstrap, self.seed = len(y), patient_ids, n_bootstrap, seed
+        self.accepted = self.redrawn = 0
+
+    def __iter__(self):
+        cap = _MAX_DRAWS_PER_RESAMPLE * self.n_bootstrap
+        draws = _bootstrap_weights(self.n, self.patient_ids, cap, self.seed)
+        for w in draws:
+            ok = ((w @ self.pos) > 0).all(axis=1) & ((w @ self.neg) > 0).all(axis=1)
+            need = self.n_bootstrap - self.accepted
+            last = np.flatnonzero(ok)[need - 1] if ok.sum() >= need else len(ok) - 1
+            ok = ok[: last + 1]  # draws after the last resample needed are never made
+            w = w[: last + 1][ok]
+            self.redrawn += int((~ok).sum())
+            self.accepted += len(w)
+            if len(w):
+                yield w
+            if self.accepted >= self.n_bootstrap:
+                return
+        warnings.warn(
+            f"only {self.accepted} of {self.n_bootstrap} bootstrap resamples kept every finding scorable "
+            f"after {cap} draws: a finding has too few positives or negatives for a bootstrap CI",
+            stacklevel=3,
+        )
 
 
 def _ci(values: np.ndarray, level: float = 0.95) -> list[float]:
@@ -122,13 +203,26 @@ def _mean_mask(label_names: Sequence[str], defined: np.ndarray) -> np.ndarray:
     return np.array([d and name != NO_FINDING for name, d in zip(label_names, defined)], dtype=bool)
 
 
-def _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes) -> np.ndarray:
-    """[n_bootstrap, len(classes)] bootstrap AUROCs (same resamples for every class)."""
-    sorted_ = [_SortedClass(y[:, k], s[:, k]) for k in classes]
-    out = []
-    for w in _bootstrap_weights(len(y), patient_ids, n_bootstrap, seed):
-        out.append(np.stack([c.auc(w) for c in sorted_], axis=1) if sorted_ else np.zeros((len(w), 0)))
-    return np.concatenate(out) if out else np.zeros((0, len(classes)))
+def _boot_class_aucs(y, scores: Sequence[np.ndarray], patient_ids, n_bootstrap, seed, classes):
+    """Bootstrap AUROCs ``[accepted, len(classes)]`` per score matrix, on the same resamples.
+
+    Resamples that leave a class of ``classes`` without positives or negatives are redrawn
+    (see the module docstring); returns ``(per-score arrays, resampler)`` whose counts say
+    how many were.
+    """
+    classes = list(classes)
+    sorted_ = [[_SortedClass(y[:, k], s[:, k]) for k in classes] for s in scores]
+    resamples = _Resamples(y, patient_ids, n_bootstrap, seed, classes)
+    out: list[list[np.ndarray]] = [[] for _ in scores]
+    for w in resamples:
+        for j, per_class in enumerate(sorted_):
+            out[j].append(np.stack([c.auc(w) for c in per_class], axis=1) if per_class else np.zeros((len(w), 0)))
+    return [np.concatenate(o) if o else np.zeros((0, len(classes))) for o in out], resamples
+
+
+def _n_patients(patient_ids, n: int) -> int | None:
+    groups = patient_groups(patient_ids, n)
+    return None if groups is None else int(len(np.unique(groups)))
 
 
 def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, n_bootstrap: int = 1000,
@@ -137,7 +231,11 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
 
     Returns ``{"label_names", "per_class": {name: {"auroc", "auroc_ci", "auprc", "n_pos"}},
     "mean_auroc", "mean_auroc_ci", "undefined", "n_images", "n_patients", "n_bootstrap",
-    "bootstrap"}`` with NaN written as ``None`` (JSON-ready). ``n_bootstrap=0`` skips the CIs.
+    "bootstrap", "bootstrap_redrawn"}`` with NaN written as ``None`` (JSON-ready).
+    ``n_bootstrap`` is the number of resamples behind the CIs; ``bootstrap_redrawn`` counts
+    the resamples redrawn because a defined finding had lost all its positives or negatives
+    in them. Missing patient ids count as one patient per image. ``n_bootstrap=0`` skips the
+    CIs.
     """
     y, s = _check_inputs(targets, scores)
     label_names = list(label_names)
@@ -154,16 +252,16 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
     mean = float(aucs[in_mean].mean()) if in_mean.any() else math.nan
     ci = {name: [math.nan, math.nan] for name in label_names}
     mean_ci = [math.nan, math.nan]
+    accepted = redrawn = 0
     if n_bootstrap > 0 and defined.any():
         classes = np.flatnonzero(defined)
-        boot = _boot_class_aucs(y, s, patient_ids, n_bootstrap, seed, classes)
+        (boot,), resamples = _boot_class_aucs(y, [s], patient_ids, n_bootstrap, seed, classes)
+        accepted, redrawn = resamples.accepted, resamples.redrawn
         for j, k in enumerate(classes):
             ci[label_names[k]] = _ci(boot[:, j])
         cols = [j for j, k in enumerate(classes) if in_mean[k]]
-        if cols:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a resample may lack a rare class
-                mean_ci = _ci(np.nanmean(boot[:, cols], axis=1))
+        if cols and len(boot):
+            mean_ci = _ci(boot[:, cols].mean(axis=1))  # every resample: the same findings
     per_class = {
         name: {"auroc": _num(aucs[k]), "auroc_ci": [_num(v) for v in ci[name]], "auprc": _num(aps[k]),
                "n_pos": int(y[:, k].sum())}
@@ -176,9 +274,10 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
         "mean_auroc_ci": [_num(v) for v in mean_ci],
         "undefined": undefined,
         "n_images": int(len(y)),
-        "n_patients": None if patient_ids is None else int(len(np.unique(np.asarray(patient_ids)))),
-        "n_bootstrap": int(n_bootstrap),
+        "n_patients": _n_patients(patient_ids, len(y)),
+        "n_bootstrap": int(accepted),
         "bootstrap": "patients" if patient_ids is not None else "images",
+        "bootstrap_redrawn": int(redrawn),
     }
 
 
@@ -202,7 +301,9 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
     are given), so the shared difficulty of the images cancels. The p-value is two-sided:
     twice the share of resampled differences on the other side of zero (at least
     1/(R+1) so it is never reported as exactly 0). Also returns per-class differences with
-    DeLong's p-value. Classes undefined on these images are left out.
+    DeLong's p-value. Classes undefined on these images are left out; resamples that leave a
+    class of the mean without positives or negatives are redrawn (``bootstrap_redrawn``).
+    Missing patient ids count as one patient per image.
     """
     y, sa = _check_inputs(targets, scores_a, "scores_a")
     _, sb = _check_inputs(targets, scores_b, "scores_b")
@@ -217,13 +318,11 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
     diff = float(a_auc[in_mean].mean() - b_auc[in_mean].mean())
     cols = np.flatnonzero(in_mean)
     boot = np.full(0, np.nan)
+    redrawn = 0
     if n_bootstrap > 0:
-        ba = _boot_class_aucs(y, sa, patient_ids, n_bootstrap, seed, cols)
-        bb = _boot_class_aucs(y, sb, patient_ids, n_bootstrap, seed, cols)  # same seed: same resamples
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot = np.nanmean(ba, axis=1) - np.nanmean(bb, axis=1)
-        boot = boot[np.isfinite(boot)]
+        (ba, bb), resamples = _boot_class_aucs(y, [sa, sb], patient_ids, n_bootstrap, seed, cols)
+        redrawn = resamples.redrawn
+        boot = ba.mean(axis=1) - bb.mean(axis=1)  # both runs on the same resamples and findings
     if len(boot):
         tail = min((boot <= 0).mean(), (boot >= 0).mean())
         p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
@@ -243,11 +342,58 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
         "diff": diff,
         "ci": [_num(v) for v in ci],
         "p_value": _num(p),
-        "n_bootstrap": int(n_bootstrap),
+        "n_bootstrap": int(len(boot)),
         "bootstrap": "patients" if patient_ids is not None else "images",
+        "bootstrap_redrawn": int(redrawn),
         "n_images": int(len(y)),
+        "n_patients": _n_patients(patient_ids, len(y)),
         "classes": [names[k] for k in cols],
         "per_class": per_class,
+    }
+
+
+def paired_mean_difference(a, b, groups=None, n_bootstrap: int = 1000, seed: int = 0,
+                           level: float = 0.95) -> dict[str, Any]:
+    """Mean of ``a - b`` over paired items, with a (cluster) bootstrap CI and p-value.
+
+    ``a[i]`` and ``b[i]`` are two scores of the same item (a model's localization hit and
+    the random-map hit rate on the same image and finding). ``groups`` (e.g. image or
+    patient ids) are resampled whole, so items of one image move together; missing ids
+    are groups of their own. The p-value is two-sided, as in :func:`paired_comparison`.
+    Returns ``{"mean_a", "mean_b", "diff", "ci", "p_value", "n", "n_groups", "n_bootstrap"}``.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores have {len(a)} and {len(b)} items: give one pair per item")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired scores contain NaN or infinite values")
+    n = len(a)
+    if n == 0:
+        return {"mean_a": None, "mean_b": None, "diff": None, "ci": [None, None], "p_value": None,
+                "n": 0, "n_groups": 0, "n_bootstrap": 0}
+    d = a - b
+    boot = []
+    if n_bootstrap > 0:
+        for w in _bootstrap_weights(n, groups, n_bootstrap, seed):
+            boot.append((w @ d) / w.sum(axis=1))
+    boot = np.concatenate(boot) if boot else np.zeros(0)
+    if len(boot):
+        tail = min((boot <= 0).mean(), (boot >= 0).mean())
+        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
+        ci = _ci(boot, level)
+    else:
+        p, ci = math.nan, [math.nan, math.nan]
+    groups_ = patient_groups(groups, n)
+    return {
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "diff": float(d.mean()),
+        "ci": [_num(v) for v in ci],
+        "p_value": _num(p),
+        "n": int(n),
+        "n_groups": int(n if groups_ is None else len(np.unique(groups_))),
+        "n_bootstrap": int(len(boot)),
     }
 
 
@@ -290,3 +436,172 @@ def delong_test(y, s1, s2) -> dict[str, float]:
     p = float(2 * stats.norm.sf(abs(z)))
     return {"auc1": float(aucs[0]), "auc2": float(aucs[1]), "var1": float(cov[0, 0]), "var2": float(cov[1, 1]),
             "cov": float(cov[0, 1]), "z": float(z), "p_value": p}
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def seed_spread(values: Sequence[float]) -> dict[str, Any]:
+    """``n``, ``mean``, ``sd`` (n - 1 in the denominator; NaN below two values), ``min``, ``max``."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan}
+    return {"n": int(len(v)), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def _seed_inputs(targets, seeds: Sequence, name: str, label_names) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    if not len(seeds):
+        raise ValueError(f"{name}: no seeds given (one score matrix per training seed)")
+    y, first = _check_inputs(targets, seeds[0], name)
+    scores = [first] + [_check_inputs(targets, s, name)[1] for s in seeds[1:]]
+    names = list(label_names) if label_names is not None else [str(k) for k in range(y.shape[1])]
+    if len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} label names for {y.shape[1]} score columns")
+    return y, scores, names
+
+
+def seed_mean_auroc(targets, seeds: Sequence, label_names: Sequence[str] | None = None, patient_ids=None,
+                    n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean AUROC of one experiment trained with several seeds, scored on the same test images.
+
+    ``seeds`` holds one score matrix ``[N, K]`` per training seed. Returns ``per_seed`` (each
+    seed's mean AUROC over the defined findings), their ``mean`` (the experiment's number),
+    ``sd``/``min``/``max``/``n_seeds`` (the seed spread), and ``ci``: the 95% bootstrap CI of
+    that mean over seeds, every seed scored on the same resampled patients. So the CI is the
+    test-set uncertainty of exactly the number shown, holding the trained models fixed, and
+    the seed spread beside it is the training uncertainty; neither hides in the other.
+    """
+    y, scores, names = _seed_inputs(targets, seeds, "seed scores", label_names)
+    in_mean = _mean_mask(names, np.isfinite(auroc(y, scores[0])))
+    if not in_mean.any():
+        raise ValueError("no finding has both positives and negatives on these images: no mean AUROC")
+    cols = np.flatnonzero(in_mean)
+    per_seed = [float(auroc(y, s)[in_mean].mean()) for s in scores]
+    ci, accepted, redrawn = [math.nan, math.nan], 0, 0
+    if n_bootstrap > 0:
+        boot, resamples = _boot_class_aucs(y, scores, patient_ids, n_bootstrap, seed, cols)
+        accepted, redrawn = resamples.accepted, resamples.redrawn
+        if accepted:
+            ci = _ci(np.mean([b.mean(axis=1) for b in boot], axis=0))
+    spread = seed_spread(per_seed)
+    return {"per_seed": per_seed, "mean": spread["mean"], "sd": spread["sd"], "min": spread["min"],
+            "max": spread["max"], "n_seeds": spread["n"], "ci": [_num(v) for v in ci],
+            "n_bootstrap": int(accepted), "bootstrap_redrawn": int(redrawn),
+            "bootstrap": "patients" if patient_ids is not None else "images", "classes": [names[k] for k in cols]}
+
+
+def paired_seed_comparison(targets, seeds_a: Sequence, seeds_b: Sequence, patient_ids=None, n_bootstrap: int = 1000,
+                           seed: int = 0, label_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Experiment A against experiment B, each trained with one or more seeds, on the same test images.
+
+    ``diff`` is A's mean AUROC averaged over its seeds minus B's: the difference of the two
+    numbers a results table shows, whatever the number of seeds on each side (the AUROC of
+    seed-averaged scores would instead reward whichever side has more seeds, since an
+    ensemble scores higher than its members). Its ``ci`` and two-sided ``p_value`` come from
+    resampling test patients, every seed of both sides on the same resamples (as in
+    :func:`paired_comparison`, which this equals for one seed each). ``seed_diffs`` holds
+    every seed of A minus every seed of B: seeds are not paired across experiments (seed k
+    of another architecture starts from other weights), so every pairing counts, and their
+    range excludes 0 exactly when the two sets of seeds do not overlap.
+    """
+    y, sa, names = _seed_inputs(targets, seeds_a, "scores of A", label_names)
+    _, sb, _ = _seed_inputs(targets, seeds_b, "scores of B", label_names)
+    if sa[0].shape != sb[0].shape:
+        raise ValueError(f"scores of A {sa[0].shape} and of B {sb[0].shape} differ in shape")
+    in_mean = _mean_mask(names, np.isfinite(auroc(y, sa[0])))
+    if not in_mean.any():
+        raise ValueError("no class has both positives and negatives on these images: nothing to compare")
+    cols = np.flatnonzero(in_mean)
+    per_a = [float(auroc(y, s)[in_mean].mean()) for s in sa]
+    per_b = [float(auroc(y, s)[in_mean].mean()) for s in sb]
+    diff = float(np.mean(per_a) - np.mean(per_b))
+    boot, redrawn = np.full(0, np.nan), 0
+    if n_bootstrap > 0:
+        parts, resamples = _boot_class_aucs(y, sa + sb, patient_ids, n_bootstrap, seed, cols)
+        redrawn = resamples.redrawn
+        if resamples.accepted:
+            means = [p.mean(axis=1) for p in parts]  # every seed's mean AUROC on every resample
+            boot = np.mean(means[:len(sa)], axis=0) - np.mean(means[len(sa):], axis=0)
+    if len(boot):
+        tail = min((boot <= 0).mean(), (boot >= 0).mean())
+        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
+        ci = _ci(boot)
+    else:
+        p, ci = math.nan, [math.nan, math.nan]
+    seed_diffs = [a - b for a in per_a for b in per_b]
+    return {
+        "mean_auroc_a": float(np.mean(per_a)), "mean_auroc_b": float(np.mean(per_b)),
+        "per_seed_a": per_a, "per_seed_b": per_b, "diff": diff, "ci": [_num(v) for v in ci], "p_value": _num(p),
+        "seed_diffs": seed_diffs, "seed_diff_min": float(min(seed_diffs)), "seed_diff_max": float(max(seed_diffs)),
+        "n_seeds_a": len(per_a), "n_seeds_b": len(per_b), "n_bootstrap": int(len(boot)),
+        "bootstrap_redrawn": int(redrawn), "bootstrap": "patients" if patient_ids is not None else "images",
+        "n_images": int(len(y)), "n_patients": _n_patients(patient_ids, len(y)), "classes": [names[k] for k in cols],
+    }
+
+
+VERDICT_RULE = (
+    "A difference from the baseline is called a difference only when two checks agree. "
+    "Test patients: the 95% CI of the paired difference (the same test patients resampled for both "
+    "runs, each experiment's AUROC averaged over its seeds) excludes 0. "
+    "Training seeds: every seed of the one run lies on the same side of every seed of the other "
+    "(the range of the per-seed differences excludes 0), with at least two seeds on one side, "
+    "so that the seed spread is measured. Otherwise the table says 'no difference shown' and why: "
+    "with three seeds a side, seeds that do not overlap by chance alone happen one time in ten, so "
+    "neither check is enough by itself."
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`verdict` decided about one comparison with the baseline."""
+
+    called: bool  # a difference is claimed
+    direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
+    label: str  # "better", "worse", "no difference shown", "not compared"
+    reason: str  # why, with the numbers that decided it
+    why: str  # why, in words alone (for a sentence that gives the numbers itself)
+
+
+def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
+            seed_diff_max: float | None, n_seeds: int, n_seeds_baseline: int) -> Verdict:
+    """The rule of :data:`VERDICT_RULE` for one run against the baseline.
+
+    ``ci_low``/``ci_high``: the paired 95% CI of the difference (run minus baseline) from
+    :func:`paired_seed_comparison`; ``seed_diff_min``/``max``: the range of its per-seed
+    differences; ``n_seeds`` and ``n_seeds_baseline``: seeds on each side. A missing CI
+    (another test set) means the runs were not compared.
+    """
+    def missing(x) -> bool:
+        return x is None or not np.isfinite(x)
+
+    if missing(ci_low) or missing(ci_high):
+        why = "the runs were not scored on the same test images"
+        return Verdict(False, 0, "not compared", f"no paired comparison: {why}", why)
+    paired = 1 if ci_low > 0 else -1 if ci_high < 0 else 0
+    measured = max(n_seeds, n_seeds_baseline) >= 2 and not (missing(seed_diff_min) or missing(seed_diff_max))
+    seeds = (1 if seed_diff_min > 0 else -1 if seed_diff_max < 0 else 0) if measured else 0
+    ci_text = f" [{ci_low:+.3f}, {ci_high:+.3f}]"
+    seeds_text = ("" if missing(seed_diff_min)
+                  else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})")
+    if paired and paired == seeds:
+        word = "better" if paired > 0 else "worse"
+        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci_text, seeds_text))]
+        return Verdict(True, paired, word, *_both(parts))
+    parts = []
+    if not paired:
+        parts.append(("the paired 95% CI{} includes 0", (ci_text,)))
+    if not measured:
+        parts.append(("one seed each, so the seed spread is not measured", ()))
+    elif not seeds:
+        parts.append(("the seeds overlap{}", (seeds_text,)))
+    elif paired and seeds != paired:
+        parts.append(("the seeds point the other way{}", (seeds_text,)))
+    return Verdict(False, 0, "no difference shown", *_both(parts))
+
+
+def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
+    """The reason with its numbers, and the same words without them."""
+    with_numbers = " and ".join(text.format(*numbers) for text, numbers in parts)
+    words = " and ".join(text.format(*("" for _ in numbers)) for text, numbers in parts)
+    return with_numbers, words

@@ -3,7 +3,9 @@
 ``python -m cxrlib report`` re-runs the study headlessly. Each notebook in ``notebooks/``
 whose name starts with two digits (``00_data_exploration.ipynb`` ...) runs in order with the
 profile's parameters into ``reports/executed/``, is exported to ``reports/<stem>.html``, and
-``reports/index.html`` links them beside the results table of every run in the runs folder.
+``reports/index.html`` opens with a forest plot of every run against the baseline and the
+shortcut control, states each comparison's conclusion in words made from the numbers
+(:func:`conclusions`), then gives the results table and links the notebooks.
 
 Why a separate process per notebook (papermill's kernel) rather than ``exec``: the executed
 notebook with its outputs *is* the report, and a notebook that crashes or leaks memory takes
@@ -11,10 +13,12 @@ only itself down; the runner goes on with the next one and says at the end what 
 """
 from __future__ import annotations
 
-import argparse
+import base64
 import datetime as _dt
 import html
+import io
 import json
+import math
 import os
 import platform
 import re
@@ -26,14 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from cxrlib.fileio import atomic_write_text
-from cxrlib.config import PROFILES_DIR, apply_overrides, load_profile, profile_path
+import pandas as pd
 
-REPO_DIR = PROFILES_DIR.parent
-NOTEBOOKS_DIR = REPO_DIR / "notebooks"
+from cxrlib import plots, preflight, profiles, progress, references, runs
+from cxrlib.config import BASELINE
+from cxrlib.experiments import REDO_SINCE_ENV
+from cxrlib.fileio import atomic_write_text
+from cxrlib.metrics import VERDICT_RULE, verdict
+from cxrlib.models import weights
+from cxrlib.profiles import Profile
+from cxrlib.runs import format_results, results_table
+
+NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
+# The check before the first notebook probes each model's speed for at most this long.
+CHECK_PROBE_BUDGET_S = 15.0
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
-# Parameters every numbered notebook declares in its `parameters` cell.
-COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")
 KERNEL_NAME = "cxrlib-python"
 
 
@@ -62,6 +73,7 @@ class ReportResult:
     notebooks: list[NotebookResult] = field(default_factory=list)
     seconds: float = 0.0
     all_stems: list[str] = field(default_factory=list)  # every numbered notebook, run or not
+    blocked: list = field(default_factory=list)  # the check's problems that stopped the report before it ran
 
     @property
     def failed(self) -> list[NotebookResult]:
@@ -69,7 +81,7 @@ class ReportResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.blocked
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -105,84 +117,6 @@ def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None
     return sorted(chosen)
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
-def profile_name(profile: str | Path) -> str:
-    return profile_path(profile).stem
-
-
-def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Separate experiment overrides (``train.epochs=3``) from notebook ones.
-
-    ``notebooks.01_baselines.MODELS=[resnet18]`` (or ``01_baselines.MODELS=...``) sets a
-    notebook parameter; everything else is passed to every notebook as an experiment
-    override and checked against the config here, so a typo fails before anything runs.
-    """
-    experiment: list[str] = []
-    notebook: dict[str, dict[str, Any]] = {}
-    for text in overrides or ():
-        key = text.split("=", 1)[0].strip()
-        parts = key.split(".")
-        if parts[0] == "notebooks" and len(parts) == 3:
-            stem, param = parts[1], parts[2]
-        elif len(parts) == 2 and NOTEBOOK_PATTERN.match(parts[0] + ".ipynb"):
-            stem, param = parts
-        else:
-            experiment.append(text)
-            continue
-        if "=" not in text:
-            raise ValueError(f"override {text!r} must look like notebooks.<stem>.<PARAM>=value")
-        value = apply_overrides({"v": None}, [f"v={text.split('=', 1)[1]}"])["v"]
-        notebook.setdefault(stem, {})[param] = value
-    return experiment, notebook
-
-
-def notebook_parameters(
-    stem: str,
-    profile: str | Path = "cpu",
-    *,
-    data_dir: str | None = None,
-    device: str | None = None,
-    runs_dir: str | Path | None = None,
-    redo: bool = False,
-    overrides: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The papermill parameters one notebook gets: the common ones, then the profile's."""
-    prof = load_profile(profile)
-    experiment, notebook = split_overrides(overrides)
-    params: dict[str, Any] = {
-        "PROFILE": str(profile),
-        "DATA_DIR": str(data_dir or ""),
-        "DEVICE": str(device or ""),
-        "RUNS_DIR": str(runs_dir or ""),
-        "REDO": bool(redo),
-        "OVERRIDES": list(experiment),
-    }
-    section = (prof.get("notebooks") or {}).get(stem) or {}
-    if not isinstance(section, dict):
-        raise ValueError(f"profile {profile_path(profile)}: notebooks.{stem} must be a mapping of parameters")
-    params.update(section)
-    params.update(notebook.get(stem, {}))
-    return params
-
-
-def default_runs_dir(profile: str | Path) -> Path:
-    """The profile's ``experiment.runs_dir``, or ``runs/<profile>`` so profiles never mix."""
-    prof = load_profile(profile)
-    runs = (prof.get("experiment") or {}).get("runs_dir")
-    return Path(runs) if runs else Path("runs") / profile_name(profile)
-
-
-def check_overrides(profile: str | Path, overrides: Sequence[str]) -> None:
-    """Fail early, naming the key, when an experiment override is not a config field."""
-    from cxrlib.config import ExperimentConfig
-
-    experiment, _ = split_overrides(overrides)
-    base = (load_profile(profile).get("experiment") or {})
-    ExperimentConfig.from_dict(base).with_overrides(experiment)
-
-
 # ----------------------------------------------------------------------------- kernel
 
 
@@ -207,35 +141,62 @@ def kernel_dir(root: str | Path) -> Path:
 
 
 @contextmanager
-def _private_kernel(root: Path) -> Iterator[str]:
-    old = os.environ.get("JUPYTER_PATH")
-    data_dir = kernel_dir(root)
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(data_dir.resolve())] + ([old] if old else []))
-    try:
-        yield KERNEL_NAME
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = old
-
-
-@contextmanager
-def _redo_since(redo: bool) -> Iterator[None]:
-    """Under --redo, tell the kernels when this report started (they inherit the variable):
-    a run retrained after that is reused, so the shared baseline trains once, not per notebook."""
-    from cxrlib.experiments import REDO_SINCE_ENV
-
-    old = os.environ.get(REDO_SINCE_ENV)
-    if redo:
-        os.environ[REDO_SINCE_ENV] = repr(time.time())
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` while inside (None: unchanged); kernels started inside inherit it."""
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(REDO_SINCE_ENV, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[REDO_SINCE_ENV] = old
+            os.environ[name] = old
+
+
+def _private_kernel(root: Path):
+    data_dir = kernel_dir(root)
+    old = os.environ.get("JUPYTER_PATH")
+    return _environment("JUPYTER_PATH", os.pathsep.join([str(data_dir.resolve())] + ([old] if old else [])))
+
+
+def _redo_since(redo: bool):
+    """Under --redo, tell the kernels when this report started: a run retrained after that is
+    reused, so the baseline every notebook shares trains once, not once per notebook."""
+    return _environment(REDO_SINCE_ENV, repr(time.time()) if redo else None)
+
+
+@contextmanager
+def _watch_progress(path: Path, echo: Callable[[str], None]) -> Iterator[None]:
+    """The kernels started inside report their training to ``path``; its lines reach ``echo``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with _environment(progress.ENV, str(path)), progress.Watcher(path, echo):
+        yield
+
+
+def kernel_manager_class():
+    """A kernel manager that gives each kernel CurveZMQ keys, or None where libzmq has no Curve.
+
+    Kernels talk to the runner over TCP on localhost; without keys ipykernel warns, for every
+    notebook, that the traffic is unencrypted. Our kernelspec declares Curve support, so with
+    ``transport_encryption = "auto"`` jupyter_client provisions the keys: the sockets are
+    encrypted and there is nothing to warn about.
+    """
+    import zmq
+    from jupyter_client import AsyncKernelManager  # nbclient's default manager
+    from traitlets import default
+
+    if not zmq.has("curve"):
+        return None
+
+    class CurveKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _transport_encryption_default(self) -> str:
+            return "auto"
+
+    return CurveKernelManager
 
 
 # ----------------------------------------------------------------------------- execution
@@ -259,6 +220,7 @@ def execute_notebook(
     import papermill as pm
 
     executed.parent.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
     try:
         pm.execute_notebook(
             str(notebook),
@@ -271,6 +233,7 @@ def execute_notebook(
             log_output=log_output,
             execution_timeout=timeout,
             request_save_on_cell_execute=True,
+            **({"kernel_manager_class": manager} if manager is not None else {}),
         )
     except Exception as err:  # a notebook error must not stop the others
         if err.__class__.__name__ == "PapermillExecutionError":
@@ -298,58 +261,72 @@ def export_html(executed: Path, html_path: Path) -> Path:
     return html_path
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)  # progress lines must reach a pipe (| tee) as they happen
+
+
 def run_report(
-    profile: str | Path = "cpu",
+    profile: Profile | str | Path = "cpu",
     *,
-    data_dir: str | None = None,
     only: str | Sequence[str] | None = None,
-    device: str | None = None,
     redo: bool = False,
-    overrides: Sequence[str] = (),
     out_dir: str | Path = "reports",
     runs_dir: str | Path | None = None,
     notebooks_dir: str | Path | None = None,
     timeout: float | None = None,
     log_output: bool = False,
-    echo: Callable[[str], None] | None = print,
+    check: bool = True,
+    echo: Callable[[str], None] | None = _print,
 ) -> ReportResult:
     """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
 
-    Parameters follow the command line: ``profile`` is smoke | cpu | full | a YAML path,
-    ``only`` selects notebooks by number or stem, ``overrides`` are ``section.key=value``
-    (experiment config) or ``notebooks.<stem>.<PARAM>=value`` (a notebook parameter).
-    Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    ``profile`` is a resolved :class:`~cxrlib.profiles.Profile` (or a profile name, resolved
+    with no changes); ``runs_dir`` moves its runs. ``only`` selects notebooks by number or
+    stem. Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    With ``check``, :func:`cxrlib.preflight.check_profile` runs first and prints its table:
+    a problem (missing data, weights, device, disk) stops the report before any notebook
+    (``result.blocked``), warnings do not.
     """
     say = echo or (lambda _msg: None)
     t_start = time.perf_counter()
-    path = profile_path(profile)  # fails early, naming the profile
-    check_overrides(path, overrides)
+    if not isinstance(profile, Profile):
+        profile = profiles.load(profile)  # fails early, naming the profile
+    # absolute: the kernels may start elsewhere, and must write where this report reads
+    profile = profile.with_runs_dir(Path(runs_dir or profile.runs_dir).resolve())
     available = discover_notebooks(notebooks_dir)
     chosen = select_notebooks(available, only)
     out = Path(out_dir).resolve()
     executed_dir = out / "executed"
-    runs = Path(runs_dir) if runs_dir else default_runs_dir(path)
-    runs = runs.resolve()
+    runs = profile.runs_dir
     runs.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cwd = Path.cwd()
 
-    say(f"report: profile {path.stem} ({path}), {len(chosen)} notebook(s), runs in {runs}, output in {out}")
+    say(f"report: profile {profile.name} ({profile.path or 'built-in defaults'}), {len(chosen)} notebook(s), "
+        f"runs in {runs}, output in {out}")
+    if check:
+        findings = preflight.check_profile(profile, chosen, budget_s=CHECK_PROBE_BUDGET_S)
+        say(preflight.format_table(findings))
+        blocked = preflight.problems(findings)
+        if blocked:
+            say(f"report: stopped before the first notebook: {len(blocked)} problem(s) above")
+            return ReportResult(profile.name, out, runs, None, [], time.perf_counter() - t_start,
+                                [p.stem for p in available], blocked)
     results: list[NotebookResult] = []
-    with _private_kernel(out / ".jupyter") as kernel, _redo_since(redo):
+    # Found offline once here: the kernels are told, instead of each asking the hub again.
+    offline = "1" if weights.known_offline() else None
+    with _private_kernel(out / ".jupyter"), _redo_since(redo), _environment("HF_HUB_OFFLINE", offline):
         for i, nb_path in enumerate(chosen, 1):
             stem = nb_path.stem
-            params = notebook_parameters(
-                stem, profile, data_dir=data_dir, device=device, runs_dir=str(runs), redo=redo,
-                overrides=overrides,
-            )
+            params = profile.notebook_parameters(stem, redo=redo)
             executed = executed_dir / nb_path.name
             say(f"[{i}/{len(chosen)}] {stem} ...")
             t0 = time.perf_counter()
-            error = execute_notebook(
-                nb_path, executed, params, kernel_name=kernel, cwd=cwd, timeout=timeout,
-                log_output=log_output,
-            )
+            with _watch_progress(out / ".progress" / f"{stem}.jsonl", say):
+                error = execute_notebook(
+                    nb_path, executed, params, kernel_name=KERNEL_NAME, cwd=cwd, timeout=timeout,
+                    log_output=log_output,
+                )
             seconds = time.perf_counter() - t0
             html_path: Path | None = None
             if executed.exists():
@@ -362,10 +339,10 @@ def run_report(
             status = "ok" if result.ok else f"FAILED ({error})"
             say(f"[{i}/{len(chosen)}] {stem} {status} in {_fmt_seconds(seconds)}")
 
-    report = ReportResult(str(profile), out, runs, None, results, time.perf_counter() - t_start,
+    report = ReportResult(profile.name, out, runs, None, results, time.perf_counter() - t_start,
                           [p.stem for p in available])
     try:
-        report.index = write_index(report, profile=path)
+        report.index = write_index(report, profile)
     except Exception:  # the index must not hide the notebooks' own outcome
         say("could not write index.html:\n" + traceback.format_exc())
     report.seconds = time.perf_counter() - t_start
@@ -377,15 +354,149 @@ def run_report(
     return report
 
 
+# ----------------------------------------------------------------------------- conclusions
+
+
+@dataclass(repr=False)
+class Conclusions:
+    """Each comparison of a results table in words made from its numbers, with the rule that
+    decided it. Displays as a list in a notebook; :meth:`html` for the index page."""
+
+    rule: str
+    baseline: str | None  # the baseline's own numbers, or None when the table has no baseline
+    control: str | None  # how far the baseline is above the shortcut control
+    comparisons: list[str]  # one sentence per other run
+
+    @property
+    def lines(self) -> list[str]:
+        return [x for x in (self.baseline, self.control) if x] + self.comparisons
+
+    def html(self) -> str:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
+        return f'<p class="note">{html.escape(self.rule)}</p><ul class="conclusions">{items}</ul>'
+
+    def __repr__(self) -> str:
+        return "\n".join([self.rule, ""] + [f"- {line}" for line in self.lines])
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join([f"*{self.rule}*", ""] + [f"- {line}" for line in self.lines])
+
+
+def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
+    """Each run of ``table`` (:func:`cxrlib.runs.results_table`) against ``baseline`` in one
+    sentence: the difference, its 95% CI and p-value, the per-seed differences and the
+    verdict with its reason (:func:`cxrlib.metrics.verdict`); and how far the baseline is
+    above the shortcut control. Nothing here is typed by hand: change a number in the table
+    and the sentence changes with it.
+    """
+    rows = {r["experiment"]: r for _, r in table.iterrows()}
+    base = rows.get(baseline)
+    base_text = control_text = None
+    if base is not None:
+        base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {base['mean AUROC']:.3f} "
+                     f"{_seed_words(base)}, 95% CI {_ci_words(base['CI low'], base['CI high'], '.3f')} "
+                     f"over {int(base['test images'])} test images ({base['split']}).")
+    comparisons = []
+    for name, r in rows.items():
+        if name == baseline:
+            continue
+        if base is None:
+            comparisons.append(f"{name}: no baseline run to compare with.")
+            continue
+        if not math.isfinite(r["diff vs baseline"]):
+            comparisons.append(f"{name} ({_what(r)}), mean AUROC {r['mean AUROC']:.3f}, was not compared with the "
+                               f"baseline: {r['reason'] or 'no paired comparison'}.")
+            continue
+        if r["kind"] == runs.CONTROL:
+            control_text = _control_words(name, r, base)
+            continue
+        d = r["diff vs baseline"]
+        v = verdict(r["diff CI low"], r["diff CI high"], r["seed diff min"], r["seed diff max"], int(r["seeds"]),
+                    int(base["seeds"]))
+        change = "the same as the baseline" if d == 0 else f"{abs(d):.3f} {'above' if d > 0 else 'below'} the baseline"
+        outcome = {"better": "better than the baseline", "worse": "worse than the baseline"}.get(v.label, v.label)
+        comparisons.append(
+            f"{name} ({_what(r)}): mean AUROC {r['mean AUROC']:.3f} {_seed_words(r)}, {change}: {d:+.3f}, "
+            f"95% CI {_ci_words(r['diff CI low'], r['diff CI high'], '+.3f')}, p {_p_words(r['p-value'])}, "
+            f"per-seed differences {_ci_words(r['seed diff min'], r['seed diff max'], '+.3f')}. "
+            f"Verdict: {outcome}, because {v.why}.")
+    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=comparisons)
+
+
+def _control_words(name: str, r, base) -> str:
+    gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
+    v = verdict(-r["diff CI high"], -r["diff CI low"], -r["seed diff max"], -r["seed diff min"], int(base["seeds"]),
+                int(r["seeds"]))
+    where = f"{gap:.3f} above" if gap > 0 else f"{-gap:.3f} below"
+    numbers = (f"95% CI of the gap {_ci_words(-r['diff CI high'], -r['diff CI low'], '+.3f')}, "
+               f"p {_p_words(r['p-value'])}, per-seed gaps "
+               f"{_ci_words(-r['seed diff max'], -r['seed diff min'], '+.3f')}")
+    if v.label == "better":
+        meaning = "the baseline reads more from the images than their global intensity statistics give"
+    elif v.label == "worse":
+        meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
+                   "the images")
+    else:
+        meaning = (f"the gap is not shown to be real ({v.why}): on these images global intensity statistics do "
+                   f"about as well, so read the AUROCs above with care")
+    return (f"The baseline's mean AUROC ({base['mean AUROC']:.3f}) is {where} that of {name} "
+            f"({r['mean AUROC']:.3f}; {r['model']}: a logistic regression on each image's grey-level statistics, "
+            f"with no spatial information): {numbers}. So {meaning}.")
+
+
+def _what(r) -> str:
+    if r.get("kind") == runs.CONTROL:
+        return str(r["model"])
+    parts = [str(r["model"])] + [str(r[k]) for k in ("head", "wrapper") if r[k] and r[k] != "gap"]
+    if r["loss"]:
+        parts.append(f"{r['loss']} loss")
+    if r["image size"] and not pd.isna(r["image size"]):
+        parts.append(f"{int(r['image size'])} px")
+    return ", ".join(parts)
+
+
+def _seed_words(r) -> str:
+    n = int(r["seeds"])
+    if r.get("kind") == runs.CONTROL:
+        return "(fitted once, no seed)"
+    if n < 2:
+        return "(one seed)"
+    return f"(mean of {n} seeds, SD {r['seed SD']:.3f}, range {r['seed min']:.3f} to {r['seed max']:.3f})"
+
+
+def _ci_words(lo: float, hi: float, fmt: str) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not available"
+    return f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def _p_words(p: float) -> str:
+    if not math.isfinite(p):
+        return "not available"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def localization_summaries(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The localization summaries (:func:`cxrlib.runs.read_localization`) of the runs in
+    ``runs_dir``, by run name: the first seed of each experiment that has one."""
+    out = {}
+    for name, dirs in runs.experiment_runs(runs_dir).items():
+        for d in dirs:
+            table = runs.read_localization(d)
+            if table is not None:
+                out[name] = table
+                break
+    return out
+
+
 # ----------------------------------------------------------------------------- index page
 
 
-def write_index(report: ReportResult, profile: str | Path) -> Path:
-    """``index.html``: the notebooks with status and time, the results table, the references."""
-    from cxrlib import references
-
-    prof = load_profile(profile)
-    n_boot = int(((prof.get("experiment") or {}).get("train") or {}).get("n_bootstrap", 1000))
+def write_index(report: ReportResult, profile: Profile) -> Path:
+    """``index.html``: the forest plot of every run, the conclusions in words, the results
+    table, the models this profile leaves to the full profile, the localization summaries
+    (when runs have them), the notebooks with status and time, and the references."""
+    n_boot = profile.baseline.train.n_bootstrap
     rows = []
     ran = {r.stem: r for r in report.notebooks}
     # Notebooks not run this time (--only) keep their line, linking to an earlier page if any.
@@ -406,39 +517,78 @@ def write_index(report: ReportResult, profile: str | Path) -> Path:
         "<table><thead><tr><th>notebook</th><th>status</th><th>time</th><th>executed</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+    figure_html = words_html = ""
     try:
-        from cxrlib.experiments import results_table
-
-        table = results_table(report.runs_dir, n_bootstrap=n_boot)
+        table = results_table(report.runs_dir, n_bootstrap=n_boot, leave_out=list(profile.full_profile_only))
         results_html = _results_html(table) if len(table) else "<p>No finished runs yet.</p>"
     except Exception as err:
+        table = None
         results_html = f'<p class="fail">Results table unavailable: {html.escape(f"{type(err).__name__}: {err}")}</p>'
-
-    study = references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}")
-    published = references.published_table().to_html(index=False, na_rep="", border=0,
-                                                     float_format=lambda v: f"{v:.3f}")
+    if table is not None and len(table):
+        figure_html = _section("forest plot", lambda: _figure_html(plots.forest_plot(table)))
+        words_html = _section("conclusions", lambda: conclusions(table).html())
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     machine = f"{platform.node()} · {os.cpu_count()} CPU · Python {platform.python_version()}"
     page = _INDEX_TEMPLATE.format(
-        profile=html.escape(Path(profile).stem),
+        profile=html.escape(profile.name),
         stamp=stamp,
         machine=html.escape(machine),
         total=_fmt_seconds(report.seconds),
         runs=html.escape(str(report.runs_dir)),
+        figure=figure_html,
+        conclusions=words_html or "<p>No finished runs yet.</p>",
         notebooks=notebooks_html,
         results=results_html,
-        study=study,
-        published=published,
+        skipped=_skipped_html(profile),
+        localization=_section("localization section", lambda: _localization_html(report.runs_dir)),
+        study=references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}"),
+        published=references.published_table().to_html(index=False, na_rep="", border=0,
+                                                        float_format=lambda v: f"{v:.3f}"),
     )
     index = report.out_dir / "index.html"
     atomic_write_text(page, index)
     return index
 
 
-def _results_html(table) -> str:
-    from cxrlib.experiments import format_results
+def _section(what: str, make: Callable[[], str]) -> str:
+    """One part of the index; a part that fails says so in its place and spoils nothing else."""
+    try:
+        return make()
+    except Exception as err:
+        return f'<p class="fail">The {what} is unavailable: {html.escape(f"{type(err).__name__}: {err}")}</p>'
 
+
+def _figure_html(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<img class="figure" alt="forest plot of every run against the baseline" '
+            f'src="data:image/png;base64,{data}">')
+
+
+def _results_html(table) -> str:
     return format_results(table).to_html(index=False, na_rep="–", escape=True, border=0, classes="results")
+
+
+def _skipped_html(profile: Profile) -> str:
+    if not profile.full_profile_only:
+        return ""
+    items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(why)}</li>"
+                    for m, why in profile.full_profile_only.items())
+    return (f"<h3>Full profile only</h3><p class=\"note\">Not trained by the {html.escape(profile.name)} profile, so "
+            f"no result is shown for them; measured reasons:</p><ul>{items}</ul>")
+
+
+def _localization_html(runs_dir: Path) -> str:
+    summaries = localization_summaries(runs_dir)
+    if not summaries:
+        return ""  # nothing measured: nothing said
+    parts = ["<h2>Localization: model vs random map vs Wang et al.</h2>"]
+    for name, table in summaries.items():
+        notes = "; ".join(f"{k}: {v}" for k, v in table.attrs.get("notes", {}).items())
+        parts.append(f"<h3>{html.escape(name)}</h3>" + (f'<p class="note">{html.escape(notes)}</p>' if notes else ""))
+        parts.append(table.to_html(na_rep="–", border=0, float_format=lambda v: f"{v:.3f}"))
+    return "".join(parts)
 
 
 _INDEX_TEMPLATE = """<!DOCTYPE html>
@@ -451,17 +601,27 @@ th {{ background: #f3f3f3; }}
 tr:hover td {{ background: #fafafa; }}
 .fail {{ color: #b00; }}
 .note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
+.figure {{ max-width: 100%; }}
+ul.conclusions li {{ margin: 0.35em 0; max-width: 70em; }}
 </style></head><body>
 <h1>cxrlib report — profile <code>{profile}</code></h1>
 <p class="note">Generated {stamp} on {machine}; {total} in all. Runs: <code>{runs}</code>.</p>
+{figure}
+<h2>Conclusions</h2>
+{conclusions}
+<h2>Results: every run</h2>
+<p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it: the mean
+over the run's training seeds, with the 95% bootstrap confidence interval of that mean (test patients
+resampled) and the spread across seeds (SD, lowest and highest seed). "vs baseline" is the paired
+difference from the baseline on the same test images, its 95% CI and p-value; "per-seed differences"
+the range of every seed of the run minus every seed of the baseline; "verdict" applies the rule above.
+The shortcut control sees only each image's grey-level statistics. Numbers from different splits, or
+from synthetic phantoms, are not comparable with each other or with the tables below.</p>
+{results}
+{skipped}
+{localization}
 <h2>Notebooks</h2>
 {notebooks}
-<h2>Results: every run</h2>
-<p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it, with a
-95% bootstrap confidence interval (patients resampled). "vs baseline" is the paired difference
-from the baseline run on the same test images, its 95% CI and p-value. Numbers from different
-splits, or from synthetic phantoms, are not comparable with each other or with the tables below.</p>
-{results}
 <h2>The study this project grows from</h2>
 <p class="note">Its own split; ChestX-ray14, 14 labels unless noted.</p>
 {study}
@@ -473,63 +633,6 @@ train and test, which inflates AUROC.</p>
 """
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``cxrlib report`` (the CLI's subparser)."""
-    parser.add_argument("--profile", default="cpu",
-                        help="smoke | cpu | full | path to a profile YAML (default: cpu)")
-    parser.add_argument("--data-dir", default=None,
-                        help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
-    parser.add_argument("--only", default=None,
-                        help="notebooks to run, by number or name, comma-separated (e.g. 02,03)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
-    parser.add_argument("--redo", action="store_true", help="retrain runs even when a finished one matches")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (train.epochs=3) or a notebook parameter "
-                             "(notebooks.01_baselines.MODELS=[resnet18]); repeatable")
-    parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--runs-dir", default=None,
-                        help="where runs are written and reused (default: the profile's, runs/<profile>)")
-    parser.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
-    parser.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the report from parsed arguments; 0 if every notebook succeeded, else 1 (2: bad input)."""
-    try:
-        report = run_report(
-            args.profile,
-            data_dir=args.data_dir,
-            only=args.only,
-            device=args.device,
-            redo=args.redo,
-            overrides=args.overrides,
-            out_dir=args.out,
-            runs_dir=args.runs_dir,
-            notebooks_dir=args.notebooks_dir,
-            timeout=args.timeout,
-            log_output=args.log_output,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"cxrlib report: {err}", file=sys.stderr)
-        return 2
-    if report.failed:
-        names = ", ".join(r.stem for r in report.failed)
-        print(f"cxrlib report: {len(report.failed)} notebook(s) failed: {names}; "
-              f"partial outputs in {report.out_dir / 'executed'}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cxrlib report", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -539,6 +642,3 @@ def _fmt_seconds(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s"
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

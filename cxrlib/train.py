@@ -2,23 +2,25 @@
 
 * :func:`fit` trains with CheXNet's recipe by default (Adam lr 1e-3; learning rate divided
   by 10 when the validation loss plateaus; early stopping on validation mean AUROC; the best
-  weights are kept). On CUDA it uses mixed precision (bf16 where supported, else fp16 with a
-  gradient scaler), channels_last, pinned memory and non-blocking copies; on CPU the same
-  code runs without them. Under ``torchrun`` it uses DistributedDataParallel.
+  weights are kept). Batches come from :class:`cxrlib.feed.Feed`: uint8 images sliced from a
+  resident copy of the dataset (or streamed by persistent workers) and augmented on the
+  device, a batch at a time. On CUDA it uses mixed precision (bf16 where supported, else
+  fp16 with a gradient scaler), channels_last, fused optimizers, cuDNN autotuning and TF32
+  (unless ``train.deterministic``) and, by default, ``torch.compile``; on CPU the same code
+  runs without them. Under ``torchrun`` it uses DistributedDataParallel.
 * Checkpoints (``last.pt`` every epoch and optionally every N steps, ``best.pt``) are written
   atomically and hold model, optimizer, scheduler, epoch, step, every RNG state and the
   config; an interrupted run resumes from ``last.pt`` and ends with the same weights as an
   uninterrupted one (on CPU).
 * :func:`evaluate` scores a dataset (optionally ten-crop averaged) and returns the metrics
-  and the predictions; :func:`run_experiment` is fit + test evaluation, writing
-  ``runs/<name>/{config.json, history.csv, metrics.json, test_predictions.npz, best.pt, last.pt}``.
+  and the predictions; :func:`run_experiment` is fit + test evaluation, writing the run
+  folder through :mod:`cxrlib.runs` (which alone knows its files).
 
 Scores are ``sigmoid(logits)`` for every loss.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -32,15 +34,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
 
 from cxrlib import checkpoint as ckpt_io
-from cxrlib import distributed
-from cxrlib.config import ExperimentConfig
+from cxrlib import distributed, runs
+from cxrlib import progress as progress_events  # named apart from fit's progress= flag
+from cxrlib.config import ExperimentConfig, TrainConfig
+from cxrlib.data import load_data
+from cxrlib.data.datasets import preprocess
+from cxrlib.feed import Feed
 from cxrlib.losses import create_loss
-from cxrlib.fileio import atomic_file, atomic_write_text
 from cxrlib.metrics import auroc_report, mean_auroc
-from cxrlib.seed import derive_seed, set_seed
+from cxrlib.models import create_model_from_config
+from cxrlib.runs import RunResult
+from cxrlib.seed import select_kernels, set_seed
 
 FAULT_ENV = "CXRLIB_FAULT_AT_STEP"  # test hook: the process dies (os._exit) after this optimizer step
 CHECKPOINT_VERSION = 1
@@ -54,45 +61,10 @@ class FitResult:
     train_seconds: float
 
 
-@dataclass
-class RunResult:
-    run_dir: Path
-    config: ExperimentConfig
-    history: pd.DataFrame | None
-    metrics: dict[str, Any] | None
-    predictions: dict[str, np.ndarray] | None
-    train_seconds: float
-    model: nn.Module | None
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-class _ResumableSampler(DistributedSampler):
-    """DistributedSampler (shuffled per epoch from seed + epoch) that can skip batches already done.
-
-    With one process it is simply a seeded per-epoch permutation; its order depends only on
-    (seed, epoch), so a resumed epoch sees the same batches as the interrupted one.
-    """
-
-    skip = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.skip:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.skip
-
-
-def _loader(ds, batch_size, sampler, workers, pin, seed) -> DataLoader:
-    # a private generator: creating the iterator must not draw from the global torch RNG,
-    # or a run resumed mid-epoch would see different dropout masks than an uninterrupted one
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
-                      generator=g, persistent_workers=False, drop_last=False)
-
-
-def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
+def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
     """(autocast on?, its dtype, gradient scaler needed?): bf16 where supported, else fp16 + scaler."""
     if device.type != "cuda" or not enabled:
         return False, None, False
@@ -107,7 +79,7 @@ def train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Mod
     """One optimizer step (forward under autocast when ``amp[0]``, loss in float32, backward).
 
     ``fit`` and the throughput benchmarks call this same function, so a benchmark times
-    exactly the engine's step. ``amp`` is what :func:`_amp_settings` returns.
+    exactly the engine's step. ``amp`` is what :func:`amp_settings` returns.
     """
     with torch.autocast(x.device.type, dtype=amp[1]) if amp[0] else nullcontext():
         logits = net(x)
@@ -123,20 +95,62 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _with_channels(ds, channels: int):
+def with_channels(ds, channels: int):
+    """``ds`` yielding ``channels``-channel images (a dataset that cannot change is returned as is)."""
     if hasattr(ds, "channels") and hasattr(ds, "with_channels") and ds.channels != channels:
         return ds.with_channels(channels)
     return ds
 
 
-def _make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``fit`` uses; ``fused`` (CUDA): one kernel for all parameters instead of several per tensor."""
+    fused = bool(fused) or None  # None: torch's default implementation
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}: expected adam, adamw or sgd")
+
+
+def compile_enabled(setting, device: torch.device) -> bool:
+    """``train.compile``: ``auto`` compiles on CUDA only (on the CPU inductor's C++ build takes
+    minutes, longer than a CPU run trains), ``true`` and ``false`` decide everywhere."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"train.compile={setting!r}: expected auto, true or false")
+
+
+class _Stepper:
+    """``train_step`` through ``torch.compile(net)`` when asked, else through ``net``.
+
+    Compilation happens at the first step (and again for a new batch shape). If it fails under
+    ``compile=auto``, the run warns and goes on uncompiled: the failure comes before the
+    optimizer step, and the eager step starts by clearing the gradients, so nothing of the
+    failed attempt remains. Under ``compile=true`` it stops with the reason.
+    """
+
+    def __init__(self, net: nn.Module, setting, device: torch.device):
+        self.net, self.setting = net, setting
+        self.compiled = torch.compile(net) if compile_enabled(setting, device) else None
+
+    def __call__(self, x, y, loss_fn, optimizer, scaler, amp) -> torch.Tensor:
+        if self.compiled is None:
+            return train_step(self.net, x, y, loss_fn, optimizer, scaler, amp)
+        try:
+            loss = train_step(self.compiled, x, y, loss_fn, optimizer, scaler, amp)
+        except Exception as e:  # whatever the compiler raises: its backends have no common error type
+            if self.setting is True:
+                raise RuntimeError(f"torch.compile failed ({type(e).__name__}: {e}); set train.compile=false to "
+                                   f"train without it") from e
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:300]}); training without it "
+                          f"(set train.compile=false to skip the attempt)", stacklevel=3)
+            self.compiled = None
+            return train_step(self.net, x, y, loss_fn, optimizer, scaler, amp)
+        return loss
 
 
 def _make_scheduler(tc, optimizer, epochs: int):
@@ -169,59 +183,52 @@ def _stage_plan(model: nn.Module, tc) -> list[tuple[str | None, int]]:
     return [(s, tc.epochs) for s in stages]
 
 
-def _model_input(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=device.type == "cuda")
-    if channels_last and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+def _planned_done(plan: list[tuple[str | None, int]], state: "_State") -> int:
+    """Epochs of the plan behind us: every earlier stage in full, and this stage's so far."""
+    return sum(n for _, n in plan[:state.stage_index]) + state.stage_epoch
+
+
+def _feed(ds, batch_size: int, device: torch.device, tc, shuffle: bool = False, seed: int = 0,
+          tencrop: bool = False) -> Feed:
+    """This rank's batches of ``ds``, placed and streamed as ``tc`` (a TrainConfig) says."""
+    info = distributed.current()
+    return Feed(ds, batch_size, device, shuffle=shuffle, seed=seed, rank=info.rank, world=info.world_size,
+                channels_last=device.type == "cuda" and tc.channels_last, tencrop=tencrop, workers=tc.num_workers,
+                resident=tc.resident, budget_gb=tc.resident_gb)
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, ds, batch_size: int, device, amp: tuple, channels_last: bool, workers: int = 0,
-             progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probabilities for every item of ``ds`` in order (gathered over ranks).
+def _predict(model: nn.Module, feed: Feed, amp: tuple, progress: bool = False,
+             desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Logits and probabilities for every sample of ``feed.ds`` in order (gathered over ranks).
 
-    A ten-crop batch ``[B, 10, C, h, w]`` is scored crop by crop and the probabilities are
-    averaged (CheXNet); its logits are the crops' mean logits.
+    With ten crops the probabilities of an image's crops are averaged (CheXNet); its logits
+    are the crops' mean logits.
     """
-    from tqdm.auto import tqdm
-
     info = distributed.current()
-    sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
-    indices = np.fromiter(iter(sampler), dtype=np.int64)
-    loader = _loader(ds, batch_size, sampler, workers, device.type == "cuda", 0)
     net = _unwrap(model)
     was_training = net.training
     net.eval()
     use_amp, amp_dtype, _ = amp
     logits_all, probs_all = [], []
-    for x, _y in tqdm(loader, desc=desc, disable=not (progress and info.is_main), leave=False):
-        crops = x.ndim == 5
-        if crops:
-            b, n = x.shape[:2]
-            x = x.flatten(0, 1)
-        x = _model_input(x, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+    for x, y in tqdm(feed.epoch(0), total=len(feed), desc=desc, disable=not (progress and info.is_main),
+                     leave=False):
+        with torch.autocast(x.device.type, dtype=amp_dtype) if use_amp else nullcontext():
             out = net(x).float()
-        if crops:
-            out = out.view(b, n, -1)
-            probs_all.append(torch.sigmoid(out).mean(1).cpu())
-            logits_all.append(out.mean(1).cpu())
-        else:
-            probs_all.append(torch.sigmoid(out).cpu())
-            logits_all.append(out.cpu())
+        out = out.view(len(y), -1, out.shape[-1])  # [B, crops, K]; one crop without ten-crop
+        probs_all.append(torch.sigmoid(out).mean(1))
+        logits_all.append(out.mean(1))
     net.train(was_training)
-    k = len(getattr(ds, "label_names", [])) or None
-    logits = torch.cat(logits_all).numpy() if logits_all else np.zeros((0, k or 0), np.float32)
-    probs = torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k or 0), np.float32)
-    n = len(ds)
+    k = len(feed.ds.label_names)
+    # kept on the device until here: one copy back, not one sync per batch
+    logits = torch.cat(logits_all).cpu().numpy() if logits_all else np.zeros((0, k), np.float32)
+    probs = torch.cat(probs_all).cpu().numpy() if probs_all else np.zeros((0, k), np.float32)
+    indices, n = feed.indices(0), len(feed.ds)
     return distributed.gather_rows(indices, logits, n), distributed.gather_rows(indices, probs, n)
 
 
 def _targets(ds) -> np.ndarray:
-    if hasattr(ds, "targets"):
-        return np.asarray(ds.targets, dtype=np.float32)
-    return np.stack([np.asarray(ds[i][1], dtype=np.float32) for i in range(len(ds))])
+    return np.asarray(ds.targets, dtype=np.float32)
 
 
 def _label_names(ds, k: int) -> list[str]:
@@ -231,8 +238,6 @@ def _label_names(ds, k: int) -> list[str]:
 
 def _load_data_rank0_first(cfg: ExperimentConfig, progress: bool):
     """load_data, with rank 0 building the cache while the other ranks wait, then open it."""
-    from cxrlib.data import load_data
-
     info = distributed.current()
     data = load_data(cfg.data, progress=progress) if info.is_main else None
     distributed.barrier()
@@ -262,7 +267,7 @@ class _State:
     stopped: bool = False  # max_steps reached in the current stage
 
 
-def _checkpoint(path: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
+def _checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
                 label_names) -> None:
     ckpt = {
         "version": CHECKPOINT_VERSION,
@@ -278,15 +283,7 @@ def _checkpoint(path: Path, model, optimizer, scheduler, scaler, state: _State, 
         "fingerprint": cfg.fingerprint(),
         "label_names": list(label_names),
     }
-    ckpt_io.atomic_save(ckpt, path)
-
-
-def _history_frame(history: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(history)
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(_history_frame(history).to_csv(index=False), run_dir / "history.csv")
+    runs.save_last(run_dir, ckpt)
 
 
 def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progress: bool = True,
@@ -294,7 +291,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     """Train ``model`` (or the config's model) on ``data`` (or the config's data).
 
     ``data`` is anything with ``.train``, ``.val`` and ``.label_names`` (a DataBundle);
-    datasets yield ``(image, target)``. A ``last.pt`` in the run folder with the same config
+    its datasets hand out uint8 batches (:class:`~cxrlib.data.CachedDataset`; arrays in memory
+    through ``CachedDataset.from_arrays``). A ``last.pt`` in the run folder with the same config
     fingerprint is resumed (``resume=False`` starts over); ``checkpoint_every`` also
     checkpoints every that many optimizer steps. Returns the model with its best weights.
     """
@@ -302,28 +300,30 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     info, device = distributed.setup(tc.device)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
-    set_seed(cfg.seed)
+    set_seed(cfg.seed, deterministic=False)  # kernels are chosen below, for CUDA only
+    if device.type == "cuda":
+        select_kernels(tc.deterministic)  # when determinism is asked for, it wins over speed
+    compile_enabled(tc.compile, device)  # a bad value fails now, not after the data is loaded
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
-    train_ds = _with_channels(data.train, cfg.model.in_chans)
-    val_ds = _with_channels(data.val, cfg.model.in_chans)
+    train_ds = with_channels(data.train, cfg.model.in_chans)
+    val_ds = with_channels(data.val, cfg.model.in_chans)
     if hasattr(train_ds, "augment"):
         train_ds.augment = bool(tc.augment)
+    if hasattr(train_ds, "seed"):  # augmentation draws follow the training seed; the split, data.seed
+        train_ds.seed = cfg.seed
     if hasattr(val_ds, "tencrop"):
         val_ds.tencrop = False
     label_names = list(data.label_names)
     if model is None:
-        from cxrlib.models import create_model_from_config
-
         model = create_model_from_config(cfg.model, num_classes=len(label_names))
     if tc.batch_size % info.world_size:
         raise ValueError(f"train.batch_size={tc.batch_size} is the global batch and must divide by the "
                          f"{info.world_size} processes")
     rank_batch = tc.batch_size // info.world_size
-    run_dir = Path(cfg.run_dir)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    run_dir = runs.run_folder(cfg)
 
-    amp = _amp_settings(device, tc.amp)
+    amp = amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
     model.to(device)
     if channels_last:
@@ -334,25 +334,27 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     plan = _stage_plan(model, tc)
     scaler = torch.amp.GradScaler("cuda", enabled=amp[2])
 
-    state, history, best_state, ckpt = _State(), [], None, None
-    if resume and last_path.is_file():
-        ckpt = ckpt_io.load(last_path)
-        if ckpt.get("fingerprint") != cfg.fingerprint():
-            if info.is_main:
-                warnings.warn(f"{last_path} was written by a different config (fingerprint "
-                              f"{ckpt.get('fingerprint')} != {cfg.fingerprint()}): starting over", stacklevel=2)
-            ckpt = None
-        else:
-            state = _State(**ckpt["state"])
-            history = list(ckpt["history"])
-            best_state = ckpt["best_model"]
-            _unwrap(model).load_state_dict(ckpt["model"])
+    state, history, best_state = _State(), [], None
+    ckpt = runs.read_last(run_dir) if resume else None
+    if ckpt is not None and ckpt.get("fingerprint") != cfg.fingerprint():
+        if info.is_main:
+            warnings.warn(f"{run_dir / runs.LAST} was written by a different config (fingerprint "
+                          f"{ckpt.get('fingerprint')} != {cfg.fingerprint()}): starting over", stacklevel=2)
+        ckpt = None
+    if ckpt is not None:
+        state = _State(**ckpt["state"])
+        history = list(ckpt["history"])
+        best_state = ckpt["best_model"]
+        _unwrap(model).load_state_dict(ckpt["model"])
+    total_epochs = sum(n for _, n in plan)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg.to_json(), run_dir / "config.json")
+        runs.write_config(run_dir, cfg)
+        progress_events.emit("start", runs.run_label(cfg), total=total_epochs, done=_planned_done(plan, state),
+                             stages=[s for s, _ in plan if s])
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
-    sampler = _ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
-    from tqdm.auto import tqdm
+    # one order per epoch from (seed, epoch) for every rank; images resident or streamed
+    train_feed = _feed(train_ds, rank_batch, device, tc, shuffle=True, seed=cfg.seed)
+    val_feed = _feed(val_ds, max(rank_batch, 1) * 2, device, tc)
 
     net: nn.Module = model
     optimizer = scheduler = None
@@ -363,7 +365,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"stage {stage!r} of the model has no trainable parameters")
-        optimizer = _make_optimizer(tc.optimizer, params, tc.lr, tc.weight_decay)
+        optimizer = make_optimizer(tc.optimizer, params, tc.lr, tc.weight_decay, fused=device.type == "cuda")
         scheduler = _make_scheduler(tc, optimizer, n_epochs)
         if ckpt is not None:  # resuming inside this stage: restore its optimizer and schedule
             if ckpt["optimizer"] is not None:
@@ -378,45 +380,46 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
                 find_unused_parameters=stage is not None)
         else:
             net = _unwrap(model)
+        stepper = _Stepper(net, tc.compile, device)  # compiled per stage: a stage changes what trains
         if ckpt is not None:
             ckpt_io.set_rng_state(ckpt["rng"])  # last: nothing may draw between restore and training
             ckpt = None
 
         while state.stage_epoch < n_epochs and not state.stopped:
             t0 = time.perf_counter()
-            sampler.set_epoch(state.epoch)
-            sampler.skip = state.batch_in_epoch * rank_batch
-            if hasattr(train_ds, "set_epoch"):
-                train_ds.set_epoch(state.epoch)
-            loader = _loader(train_ds, rank_batch, sampler, tc.num_workers, device.type == "cuda",
-                             derive_seed(cfg.seed, state.epoch))
             net.train()
-            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}" + (f" [{stage}]" if stage else ""),
+            skip = state.batch_in_epoch  # a run resumed mid-epoch goes on with the batches it had left
+            bar = tqdm(train_feed.epoch(state.epoch, skip), total=len(train_feed) - skip,
+                       desc=f"epoch {state.epoch + 1}" + (f" [{stage}]" if stage else ""),
                        disable=not (progress and info.is_main), leave=False)
+            # the epoch's loss is summed on the device (float64, in the same order as a Python
+            # float would be) and read back only at checkpoints: reading it every step would
+            # make the CPU wait for the GPU and leave the GPU idle while the next step is queued
+            epoch_loss = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
             for x, y in bar:
-                x = _model_input(x, device, channels_last)
-                y = y.to(device, non_blocking=device.type == "cuda")
-                loss = train_step(net, x, y, loss_fn, optimizer, scaler, amp)
+                loss = stepper(x, y, loss_fn, optimizer, scaler, amp)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.loss_sum += float(loss.detach()) * len(y)
+                epoch_loss += loss.detach().double() * len(y)
                 state.loss_count += len(y)
-                bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}", refresh=False)
+                if not bar.disable and state.batch_in_epoch % 20 == 0:
+                    bar.set_postfix(loss=f"{float(epoch_loss) / state.loss_count:.4f}", refresh=False)
                 if tc.max_steps is not None and state.step - state.stage_start_step >= tc.max_steps:
                     state.stopped = True
                     break
                 if checkpoint_every and state.step % checkpoint_every == 0 and info.is_main:
                     state.train_seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    _checkpoint(last_path, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
+                    state.loss_sum = float(epoch_loss)
+                    _checkpoint(run_dir, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
                                 label_names)
                 if fault_at and state.step == fault_at:
                     os._exit(75)  # simulate a crash: no cleanup, no flush
             bar.close()
+            state.loss_sum = float(epoch_loss)
             # ---- end of epoch: validate on every rank (gathered predictions), then decide together
             loss_sum, loss_count = distributed.all_reduce_sum([state.loss_sum, state.loss_count], device)
-            val_logits, val_probs = _predict(net, val_ds, max(rank_batch, 1) * 2, device, amp, channels_last,
-                                             tc.num_workers, progress, "validate")
+            val_logits, val_probs = _predict(net, val_feed, amp, progress, "validate")
             val_y = _targets(val_ds)
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), torch.from_numpy(val_y).to(device)))
             val_auc = mean_auroc(val_y, val_probs, label_names)
@@ -440,6 +443,11 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             state.stage_epoch += 1
             state.batch_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0.0
             stop_early = state.bad_epochs >= tc.early_stopping_patience
+            if info.is_main:
+                progress_events.emit("epoch", runs.run_label(cfg), stage=stage, stage_index=state.stage_index,
+                                     n_stages=len(plan), epoch=state.stage_epoch, epochs=n_epochs,
+                                     done=_planned_done(plan, state), total=total_epochs, ran=state.epoch,
+                                     step=state.step, seconds=state.train_seconds, val_mean_auroc=val_auc)
             if info.is_main and progress:
                 print(f"epoch {state.epoch}{' [' + stage + ']' if stage else ''}: train loss "
                       f"{history[-1]['train_loss']:.4f}  val loss {val_loss:.4f}  val mean AUROC {val_auc:.4f}"
@@ -447,16 +455,15 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             if stop_early or state.stopped:
                 break
             if info.is_main:
-                _checkpoint(last_path, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
+                _checkpoint(run_dir, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
                             label_names)
-                _write_history(run_dir, history)
+                runs.write_history(run_dir, history)
         # ---- end of stage: keep its best weights, then move on
         if best_state is not None:
             _unwrap(model).load_state_dict(best_state)
         if info.is_main and best_state is not None:
-            ckpt_io.atomic_save({"model": best_state, "epoch": state.best_epoch, "score": state.best_score,
-                                 "stage": stage, "label_names": label_names, "config": cfg.to_dict(),
-                                 "fingerprint": cfg.fingerprint()}, best_path)
+            runs.save_best(run_dir, best_state, cfg, label_names, epoch=state.best_epoch, score=state.best_score,
+                           stage=stage)
         if state.stage_index + 1 >= len(plan):
             state.done = True
         else:  # max_steps caps each stage, so a capped staged run still trains every stage
@@ -467,12 +474,14 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         if info.is_main:
             # a new stage starts with a new optimizer and schedule: store none for it
             fresh = not state.done
-            _checkpoint(last_path, model, None if fresh else optimizer, None if fresh else scheduler, scaler, state,
+            _checkpoint(run_dir, model, None if fresh else optimizer, None if fresh else scheduler, scaler, state,
                         history, best_state, cfg, label_names)
-            _write_history(run_dir, history)
+            runs.write_history(run_dir, history)
+    train_feed.close()
+    val_feed.close()
     distributed.barrier()
     model = _unwrap(model)
-    return FitResult(model=model, history=_history_frame(history), run_dir=run_dir,
+    return FitResult(model=model, history=pd.DataFrame(history), run_dir=run_dir,
                      train_seconds=state.train_seconds)
 
 
@@ -481,11 +490,13 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
 
 def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 1000, batch_size: int = 32,
              device: str | torch.device | None = None, progress: bool = False, seed: int = 0,
-             num_workers: int = 0, amp: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             num_workers: int = 0, amp: bool = True, resident: str = TrainConfig.resident,
+             resident_gb: float = TrainConfig.resident_gb) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Score ``dataset`` with ``model``: (metrics dict, predictions dict).
 
-    ``tta="tencrop"`` sets ``dataset.tencrop`` and averages the ten crops' probabilities.
-    Metrics follow :func:`cxrlib.metrics.auroc_report` (patient-level bootstrap when the
+    ``tta="tencrop"`` averages the probabilities of ten crops per image, cropped from the
+    batch on the device. ``num_workers``, ``resident`` and ``resident_gb`` say where the
+    images come from (see :class:`cxrlib.feed.Feed`). Metrics follow :func:`cxrlib.metrics.auroc_report` (patient-level bootstrap when the
     dataset has ``patient_ids``) plus ``tta``; predictions hold ``ids``, ``patient_ids``,
     ``targets``, ``scores`` and ``label_names``.
     """
@@ -496,18 +507,12 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device) if not isinstance(device, torch.device) else device
     model = _unwrap(model).to(device)
-    if tta == "tencrop" and not hasattr(dataset, "tencrop"):
-        raise ValueError("tta='tencrop' needs a dataset with a .tencrop flag (cxrlib.data CachedDataset)")
-    old = getattr(dataset, "tencrop", None)
-    if old is not None:
-        dataset.tencrop = tta == "tencrop"
+    options = TrainConfig(num_workers=num_workers, resident=resident, resident_gb=resident_gb)
+    feed = _feed(dataset, batch_size, device, options, tencrop=tta == "tencrop")
     try:
-        channels_last = device.type == "cuda"
-        _, probs = _predict(model, dataset, batch_size, device, _amp_settings(device, amp), channels_last,
-                            num_workers, progress, "evaluate")
+        _, probs = _predict(model, feed, amp_settings(device, amp), progress, "evaluate")
     finally:
-        if old is not None:
-            dataset.tencrop = old
+        feed.close()
     y = _targets(dataset)
     names = _label_names(dataset, y.shape[1])
     patient_ids = getattr(dataset, "patient_ids", None)
@@ -524,109 +529,39 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
     return metrics, predictions
 
 
-def _model_summary(cfg: ExperimentConfig, model: nn.Module) -> dict[str, Any]:
-    out = dataclasses.asdict(cfg.model)
-    out["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
-    info = getattr(model, "info", None)
-    if info is not None and hasattr(info, "name"):
-        out["info_name"] = str(info.name)
-    return out
-
-
-def _save_predictions(path: Path, predictions: dict[str, np.ndarray]) -> None:
-    with atomic_file(path, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v) for k, v in predictions.items()})
-
-
-def write_evaluation(run_dir: Path, cfg: ExperimentConfig, data, metrics: dict, predictions: dict,
-                     train_seconds: float, model: nn.Module) -> dict[str, Any]:
-    """Write ``test_predictions.npz`` then ``metrics.json`` (last: it marks the run complete)."""
-    full = {"experiment": cfg.name, "split": getattr(data, "split_name", "unknown"),
-            "source": getattr(data, "source", cfg.data.source)}
-    full.update(metrics)
-    full.update({"train_seconds": float(train_seconds), "model": _model_summary(cfg, model),
-                 "fingerprint": cfg.fingerprint()})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _save_predictions(run_dir / "test_predictions.npz", predictions)
-    atomic_write_text(json.dumps(full, indent=2), run_dir / "metrics.json")
-    return full
-
-
 def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progress: bool = True,
                    model: nn.Module | None = None, checkpoint_every: int | None = None) -> RunResult:
     """Fit, then evaluate on the test split; reuse a finished run with the same fingerprint unless ``redo``."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
-    if not redo and _finished(run_dir, cfg):
-        return load_run(run_dir)
+    if not redo and runs.is_finished(run_dir, cfg):
+        if info.is_main:
+            progress_events.emit("reused", runs.run_label(cfg))
+        return runs.load_run(run_dir)
     if redo and info.is_main:
-        for name in ("last.pt", "best.pt", "metrics.json", "test_predictions.npz", "history.csv"):
-            (run_dir / name).unlink(missing_ok=True)
+        runs.clear(run_dir)
     distributed.barrier()
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
     result = fit(cfg, data=data, model=model, progress=progress, resume=not redo, checkpoint_every=checkpoint_every)
-    test_ds = _with_channels(data.test, cfg.model.in_chans)
-    metrics, predictions = evaluate(result.model, test_ds, tta=cfg.train.tta, n_bootstrap=cfg.train.n_bootstrap,
-                                    batch_size=max(cfg.train.batch_size, 1), device=device, progress=progress,
-                                    seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp)
+    test_ds = with_channels(data.test, cfg.model.in_chans)
+    tc = cfg.train
+    metrics, predictions = evaluate(result.model, test_ds, tta=tc.tta, n_bootstrap=tc.n_bootstrap,
+                                    batch_size=max(tc.batch_size, 1), device=device, progress=progress,
+                                    seed=cfg.seed, num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident,
+                                    resident_gb=tc.resident_gb)
     if distributed.current().is_main:
-        metrics = write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
+        metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
+        progress_events.emit("finished", runs.run_label(cfg), mean_auroc=metrics.get("mean_auroc"),
+                             split=metrics.get("split"))
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)
 
 
-def _finished(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    m = run_dir / "metrics.json"
-    if not (m.is_file() and (run_dir / "best.pt").is_file()):
-        return False
-    try:
-        return json.loads(m.read_text()).get("fingerprint") == cfg.fingerprint()
-    except (ValueError, OSError):
-        return False
-
-
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The run's model with its best weights (``best.pt``, read with ``weights_only=True``)."""
-    from cxrlib.models import create_model_from_config
-
-    run_dir = Path(run_dir)
-    best = ckpt_io.load(run_dir / "best.pt")
-    cfg = ExperimentConfig.from_dict(best["config"])
-    model = create_model_from_config(cfg.model, num_classes=len(best["label_names"]))
-    if getattr(model, "stages", None) and best.get("stage"):
-        model.set_stage(best["stage"])
-    model.load_state_dict(best["model"])
-    model.label_names = list(best["label_names"])
-    return model.to(device).eval()
-
-
-def load_run(run_dir: str | Path, load_model: bool = True) -> RunResult:
-    """A finished (or trained but not evaluated) run read back from its folder."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: {cfg_path.name} is missing")
-    cfg = ExperimentConfig.from_json(cfg_path)
-    hist = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else None
-    preds = None
-    if (run_dir / "test_predictions.npz").is_file():
-        with np.load(run_dir / "test_predictions.npz", allow_pickle=False) as z:
-            preds = {k: z[k] for k in z.files}
-    model = globals()["load_model"](run_dir) if load_model and (run_dir / "best.pt").is_file() else None
-    seconds = float(metrics.get("train_seconds", 0.0)) if metrics else float(hist["seconds"].iloc[-1]) if (
-        hist is not None and len(hist)) else 0.0
-    return RunResult(run_dir=run_dir, config=cfg, history=hist, metrics=metrics, predictions=preds,
-                     train_seconds=seconds, model=model)
-
-
 def predict_images(model: nn.Module, images_u8_list: Sequence[np.ndarray], image_size: int, channels: int,
                    batch_size: int = 32, device: str | torch.device | None = None) -> np.ndarray:
     """Probabilities ``[N, K]`` for uint8 grayscale images of any size (resized as the cache does)."""
-    from cxrlib.data.datasets import preprocess
-
     if device is None:
         p = next(iter(model.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")

@@ -10,6 +10,7 @@ from torch import nn
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrlib import cam, localization as loc
+from cxrlib.overlay import render
 from cxrlib.seed import set_seed
 
 
@@ -173,32 +174,65 @@ def test_overlay_on_full_resolution_image_with_boxes():
     heat[2, 6] = 1.0
     box = SimpleNamespace(finding="Nodule", x=70, y=25, w=10, h=10)
     ax = cam.overlay(full, heat, boxes=[box], title="Nodule")
-    images = ax.get_images()
-    assert images[1].get_array().shape == (120, 100)  # heatmap resized to the full image
-    assert len(ax.patches) == 1 and ax.patches[0].get_xy() == (70, 25)
+    (image,) = ax.get_images()
+    picture = np.asarray(image.get_array())
+    assert picture.shape == (120, 100, 3)  # heatmap resized to the full image, blended
+    # The picture is cxrlib.overlay's, the one the demo shows, in full-image coordinates.
+    np.testing.assert_array_equal(picture, render(full, heat, [box]))
+    assert list(image.get_extent()) == [-0.5, 99.5, 119.5, -0.5]
+    assert picture[37, 81, 0] > picture[100, 20, 0], "the hot spot is drawn where the heatmap is hot"
+
+    def green(rgb):
+        return np.all(np.asarray(rgb) == (0, 255, 0), axis=-1)
+
+    assert green(picture)[25, 71] and green(picture)[30, 70]  # the box's top and left edges at (70, 25)
+    assert [t.get_text() for t in ax.texts] == ["Nodule"] and ax.texts[0].get_position() == (70, 21)
     assert ax.get_title() == "Nodule"
-    fig = cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], boxes=[box], probabilities=[0.1, 0.9])
+    mask = np.zeros((12, 10), bool)
+    mask[1:5, 1:4] = True
+    fig = cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], boxes=[box], probabilities=[0.1, 0.9],
+                           masks=[None, mask])
     panels = [a for a in fig.axes if a.get_images()]
-    assert [len(a.patches) for a in panels] == [0, 1]  # each finding's own box only
+    drawn = [green(a.get_images()[0].get_array()) for a in panels]
+    assert [d.any() for d in drawn] == [False, True]  # each finding's own box only
+    assert drawn[1][10:50, 10:40].any()  # and its own mask's outline
     assert panels[1].get_title() == "Nodule 0.90"
+    with pytest.raises(ValueError, match="one .or None. per finding"):
+        cam.overlay_grid(full, np.stack([heat, heat]), ["Mass", "Nodule"], masks=[mask])
     matplotlib.pyplot.close("all")
 
 
 @pytest.mark.slow
 def test_trained_model_points_at_the_mass_nearer_than_chance():
-    """A small CNN trained for a few steps on phantoms localises masses better than chance."""
-    from cxrlib.data.datasets import to_model_input
-    from cxrlib.phantoms import phantom_table, render_phantom
+    """Grad-CAM of a small CNN trained on phantoms points at held-out masses far above chance.
 
-    size, mass = 64, 4  # FINDINGS index of Mass
+    The claim must hold on any processor and thread count, where the same steps take other
+    floating-point paths, so it rests on a large effect and statistical bars rather than on
+    one trajectory: ~470 training images (masses enlarged 2x), a network whose global max
+    pooling makes it take its evidence from one place (Oquab et al., CVPR 2015), horizontal
+    flips, 250 steps; then 72 held-out images with a mass. Bars: strict pointing-game hits
+    beyond the mean mask share at a binomial p < 1e-6 (at least 10 hits where chance expects
+    about one); pointing within one CAM cell and the energy inside the mask above random maps
+    on the model's own 16x16 grid, and the peak nearer the mass than a random point, each by
+    a paired bootstrap CI over the images. Measured: 58 (one thread) and 63 (two) strict hits
+    of the 72.
+    """
+    from scipy.stats import binom
+
+    from cxrlib.data.datasets import to_model_input
+    from cxrlib.metrics import paired_mean_difference
+    from cxrlib.phantoms import PhantomSpec, phantom_table, render_phantom
+
+    size, mass, n_phantoms, cut = 64, 4, 6000, 4800  # FINDINGS index of Mass
+    spec = PhantomSpec(lesion_scale=2.0)
     set_seed(0)
-    table = phantom_table(3000, seed=0)
+    table = phantom_table(n_phantoms, seed=0, spec=spec)
     labels = table["Mass"].to_numpy()
     pos, neg = np.flatnonzero(labels), np.flatnonzero(labels == 0)
-    train_ids = np.concatenate([pos[pos < 2400], neg[neg < 2400][: int((pos < 2400).sum())]])
-    test_ids = pos[pos >= 2400]  # held-out phantoms
-    train = [render_phantom(int(i), size, seed=0) for i in train_ids]
-    test = [render_phantom(int(i), size, seed=0) for i in test_ids]
+    train_ids = np.concatenate([pos[pos < cut], neg[neg < cut][: int((pos < cut).sum())]])
+    test_ids = pos[pos >= cut]  # held-out phantoms, each with a mass
+    train = [render_phantom(int(i), size, seed=0, spec=spec) for i in train_ids]
+    test = [render_phantom(int(i), size, seed=0, spec=spec) for i in test_ids]
     x = to_model_input(np.stack([p.image for p in train]))
     y = torch.tensor(np.stack([p.labels[[mass]] for p in train]))
 
@@ -206,14 +240,16 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
     torch.manual_seed(0)
-    features = nn.Sequential(block(1, 16), block(16, 32, 2), block(32, 32), block(32, 64, 2), block(64, 64))
-    model = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 1))
+    features = nn.Sequential(block(1, 8), block(8, 16, 2), block(16, 16), block(16, 32, 2), block(32, 32))
+    model = nn.Sequential(features, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(150):
+    for _ in range(250):
         idx = torch.randint(0, len(x), (32,), generator=g)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
+        flip = torch.rand(len(idx), generator=g) < 0.5
+        batch = torch.where(flip[:, None, None, None], x[idx].flip(-1), x[idx])
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -221,13 +257,33 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
     tx = to_model_input(np.stack([p.image for p in test]))
     maps = cam.heatmaps(model, tx, [0] * len(test), target_layers=[features])
     masks = [p.masks[mass] for p in test]
+    result = loc.localization_table(list(maps), masks, ["Mass"] * len(test)).loc["Mass"]
+    n, chance = int(result["n"]), float(result["random_baseline"])
+    hits = int(round(result["pointing_game"] * n))
+    assert n == len(test) >= 60 and chance < 0.05
+    p_value = binom.sf(hits - 1, n, chance)  # P(at least `hits` hits by chance)
+    assert p_value < 1e-6, f"{hits}/{n} hits, chance {chance:.4f} per image, p = {p_value:.2g}"
+    # Chance measured with random maps on the model's own grid: a 16x16 grid at 64 px, a cell
+    # is 4 px, and a peak within one cell of the mask counts (the pointing game's tolerance).
+    ids = [str(i) for i in test_ids]
+    grid = cam.target_grids(model, tx[0], [features])
+    assert grid == [(16, 16)]
+    scores = loc.localization_scores(list(maps), masks, ["Mass"] * len(test), ids, tolerance=4)
+    random_maps = loc.random_map_scores(masks, ["Mass"] * len(test), [(size, size)] * len(test), grid,
+                                        (size, size), n_draws=20, image_ids=ids, tolerance=4)
+    versus = loc.compare_with_random(scores.merge(random_maps, on=["image_id", "finding"]),
+                                     metrics=["pointing_game", "energy"], n_bootstrap=1000)
+    pointing, energy = versus.loc[("Mass", "pointing_game")], versus.loc[("Mass", "energy")]
+    assert pointing["ci_low"] > 0, versus
+    assert energy["ci_low"] > 0 and energy["model"] > 2 * energy["random map"], versus
+    # Nearer than chance: the peak's distance to the mask's centre against a uniformly random
+    # point's mean distance, paired over the same images.
     rows, cols = np.mgrid[0:size, 0:size]
     peak_dist, random_dist = [], []
     for heat, mask in zip(maps, masks):
         cy, cx = np.argwhere(mask).mean(axis=0) + 0.5
         r, c = loc.peak(heat)
         peak_dist.append(np.hypot(r + 0.5 - cy, c + 0.5 - cx))
-        random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())  # a uniform random point
-    assert np.mean(peak_dist) < 0.8 * np.mean(random_dist), (np.mean(peak_dist), np.mean(random_dist))
-    table = loc.localization_table(list(maps), masks, ["Mass"] * len(test))
-    assert table.loc["Mass", "pointing_game"] > 3 * table.loc["Mass", "random_baseline"]
+        random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())
+    nearer = paired_mean_difference(peak_dist, random_dist, n_bootstrap=1000)
+    assert nearer["ci"][1] < 0, nearer

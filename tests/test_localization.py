@@ -4,6 +4,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -60,14 +61,15 @@ def test_predicted_boxes_two_levels_on_a_ramp():
     assert loc.predicted_boxes(h) == [(3, 0, 7, 10), (7, 0, 3, 10)]
     # IoBB against the right-most three columns: 30/70 for the wide box, 1 for the narrow one.
     assert loc.iobb(h, (7, 0, 3, 10)) == pytest.approx(1.0)
-    assert loc.iobb(h, (7, 0, 3, 10), levels=(60,)) == pytest.approx(30 / 70)
+    assert loc.iobb(h, (7, 0, 3, 10), rule=loc.BoxRule(levels=(60,))) == pytest.approx(30 / 70)
 
 
 def test_iobb_hand_computed_two_components():
     h = np.zeros((10, 10), dtype=np.float32)
     h[0:2, 0:2] = 1.0  # scaled 255: in both binary maps
     h[6:10, 6:10] = 0.5  # scaled 127.5: only in the level-60 map
-    assert sorted(loc.predicted_boxes(h)) == [(0, 0, 2, 2), (0, 0, 2, 2), (6, 6, 4, 4)]
+    # The 2x2 component is the same box at both levels: one prediction, largest box first.
+    assert loc.predicted_boxes(h) == [(6, 6, 4, 4), (0, 0, 2, 2)]
     gt = (6, 6, 2, 2)  # covers a quarter of the 4x4 component
     assert loc.iobb(h, gt) == pytest.approx(0.25)
     assert loc.iobb(h, gt, 0.1) is True
@@ -90,6 +92,49 @@ def test_flat_map_predicts_no_box_and_misses():
     assert loc.predicted_boxes(nan_map) == []
 
 
+def test_box_rule_accuracy_iou_and_afp_hand_worked():
+    h = np.zeros((10, 10), dtype=np.float32)
+    h[0:2, 0:2] = 1.0  # a 2x2 box (at both levels: one prediction)
+    h[6:10, 6:10] = 0.5  # a 4x4 box (level 60 only)
+    row = loc.score_one(h, (6, 6, 2, 2), "Nodule")
+    # 4x4 box: IoBB = 4/16, IoU = 4/(16 + 4 - 4); the 2x2 box misses: 0, 0.
+    assert row["n_boxes"] == 2 and row["iobb"] == pytest.approx(0.25) and row["iou"] == pytest.approx(0.25)
+    assert (row["iobb@0.1"], row["afp@0.1"]) == (True, 1)  # the 2x2 box is a false positive
+    assert (row["iobb@0.25"], row["afp@0.25"]) == (False, 2)  # a hit needs > T; both boxes count
+    assert (row["iou@0.1"], row["afp_iou@0.1"], row["iou@0.5"], row["afp_iou@0.5"]) == (True, 1, False, 2)
+    exact = loc.score_one(h, (6, 6, 4, 4), "Nodule")
+    assert (exact["iobb@0.9"], exact["afp@0.9"], exact["iou@0.9"], exact["afp_iou@0.9"]) == (True, 1, True, 1)
+    # Against a mask: 6 of the 16 pixels of the 4x4 box; IoU 6 / (16 + 6 - 6).
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[6:8, 6:9] = True
+    m = loc.score_one(h, mask, "Mass")
+    assert m["iobb"] == pytest.approx(6 / 16) and m["iou"] == pytest.approx(6 / 16)
+    assert (m["iobb@0.25"], m["afp@0.25"], m["iobb@0.5"], m["afp@0.5"]) == (True, 1, False, 2)
+    # The rule's limits: one box (the largest), or no component under 5% of the map.
+    assert loc.predicted_boxes(h, loc.BoxRule(max_boxes=1)) == [(6, 6, 4, 4)]
+    assert loc.score_one(h, (6, 6, 2, 2), "Nodule", rule=loc.BoxRule(max_boxes=1))["afp@0.1"] == 0
+    assert loc.predicted_boxes(h, loc.BoxRule(min_area=0.05)) == [(6, 6, 4, 4)]
+    with pytest.raises(ValueError, match="max_boxes"):
+        loc.BoxRule(max_boxes=0)
+    with pytest.raises(ValueError, match="levels"):
+        loc.BoxRule(levels=(300,))
+
+
+def test_energy_share_hand_worked():
+    h = np.zeros((10, 10), dtype=np.float32)
+    h[0, 0], h[5, 5], h[9, 9] = 3.0, 1.0, -5.0  # negative evidence is not mass
+    assert loc.energy_share(h, (5, 5, 1, 1)) == pytest.approx(0.25)
+    assert loc.energy_share(h, [(5, 5, 1, 1), (0, 0, 1, 1)]) == pytest.approx(1.0)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[0, 0] = True
+    assert loc.energy_share(h, mask) == pytest.approx(0.75)
+    # A pixel belongs to a box when its centre is in it: (5.2, 5.2, 0.6, 0.6) holds (5.5, 5.5).
+    assert loc.energy_share(h, (5.2, 5.2, 0.6, 0.6)) == pytest.approx(0.25)
+    assert loc.energy_share(h, (4.6, 4.6, 0.8, 0.8)) == 0.0  # holds no centre
+    assert loc.energy_share(np.ones((10, 10)), (0, 0, 5, 2)) == pytest.approx(0.10)  # uniform: area share
+    assert loc.energy_share(np.zeros((4, 4)), (0, 0, 2, 2)) == 0.0
+
+
 # ----------------------------------------------------------------------------- random baseline
 
 
@@ -103,12 +148,109 @@ def test_area_share_boxes_masks_and_clipping():
     assert loc.area_share(mask, (10, 10)) == pytest.approx(0.07)
 
 
+def test_pointing_chance_counts_the_tolerance():
+    box = (4, 4, 2, 2)  # pixel centres 4.5 and 5.5 in each direction
+    assert loc.pointing_chance(box, (10, 10)) == pytest.approx(0.04)
+    assert loc.pointing_chance(box, (10, 10), tolerance=1) == pytest.approx(0.16)  # one ring of 0.5 px
+    # At 1.5 px: 6x6 centres minus the 3 of each corner farther than 1.5 (1.5^2 + 0.5^2 > 1.5^2).
+    assert loc.pointing_chance(box, (10, 10), tolerance=1.5) == pytest.approx(0.24)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[5, 5] = True
+    assert loc.pointing_chance(mask, (10, 10)) == pytest.approx(0.01)
+    assert loc.pointing_chance(mask, (10, 10), tolerance=1) == pytest.approx(0.05)  # 4 neighbours
+    assert loc.pointing_chance(mask, (10, 10), tolerance=1.5) == pytest.approx(0.09)  # and diagonals
+    row = loc.score_one(np.eye(10), box, "Mass", tolerance=1.5)
+    assert row["random_baseline"] == pytest.approx(0.24) and row["area_share"] == pytest.approx(0.04)
+    # The chance is what a uniformly random peak scores, tolerance included.
+    rng = np.random.default_rng(1)
+    hits = [loc.pointing_game(rng.random((10, 10)), box, tolerance=1.5) for _ in range(4000)]
+    assert np.mean(hits) == pytest.approx(0.24, abs=0.025)
+
+
 def test_random_point_hit_rate_equals_area_share():
     rng = np.random.default_rng(0)
     box = (0, 0, 10, 5)  # 50 of 400 pixels
     hits = [loc.pointing_game(rng.random((20, 20)), box) for _ in range(4000)]
     assert loc.area_share(box, (20, 20)) == pytest.approx(0.125)
     assert np.mean(hits) == pytest.approx(0.125, abs=0.02)
+
+
+# ----------------------------------------------------------------------------- random maps
+
+
+def test_random_maps_follow_the_cam_path():
+    from cxrlib import cam
+
+    a = loc.random_maps([(7, 7)], (64, 64), 5, np.random.default_rng(3))
+    assert a.shape == (5, 64, 64) and a.dtype == np.float32 and a.min() == 0.0 and a.max() == 1.0
+    noise = np.random.default_rng(3).random((5, 7, 7), dtype=np.float32)
+    assert np.array_equal(a, cam.upsample_maps(noise, (64, 64)))  # the same draws, the CAM upsampling
+    assert not np.array_equal(a, loc.random_maps([(7, 7)], (64, 64), 5, np.random.default_rng(4)))
+    two = loc.random_maps([(2, 2), (8, 8)], (32, 32), 2, np.random.default_rng(0))  # two target layers
+    assert two.shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="grids"):
+        loc.random_maps([], (32, 32), 1, np.random.default_rng(0))
+
+
+def test_white_noise_no_longer_passes_without_false_positives():
+    """White noise on a nodule-sized box: every component a box gives ~3,000 boxes and an
+    IoBB of 1.0; the box rule leaves at most 3 boxes and no hit at T = 0.5."""
+    nodule = (119, 119, 18, 18)  # 0.5% of a 256 px image, as the release's nodule boxes
+    noise = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    old = loc.score_one(noise, nodule, "Nodule", rule=loc.UNLIMITED_RULE)
+    assert old["n_boxes"] > 1000 and old["iobb"] == 1.0 and old["iobb@0.9"]
+    assert old["afp@0.9"] > 1000  # the accuracy came with a thousand false positives
+    rows = loc.random_map_scores([nodule], ["Nodule"], [(256, 256)], [(256, 256)], (256, 256), n_draws=30)
+    r = rows.iloc[0]
+    assert r["random:n_boxes"] <= 3
+    assert r["random:iobb@0.5"] <= 0.1 and r["random:iobb@0.25"] <= 0.1
+    assert r["random:afp@0.5"] >= 2.5  # whatever boxes noise gives are false positives
+
+
+def test_smooth_random_maps_pay_for_their_hits_in_afp():
+    """7x7 noise upsampled like a CAM, on a Cardiomegaly-sized box (17.6% of the image)."""
+    heart = (75, 110, 107, 107)
+    kw = dict(regions=[heart], findings=["Cardiomegaly"], shapes=[(256, 256)], grids=[(7, 7)],
+              input_size=(256, 256), n_draws=60, seed=0)
+    before = loc.random_map_scores(rule=loc.UNLIMITED_RULE, **kw).iloc[0]
+    after = loc.random_map_scores(rule=loc.WANG_RULE, **kw).iloc[0]
+    assert before["random:iobb@0.5"] > 0.5 and before["random:n_boxes"] > 5  # the defect
+    assert after["random:n_boxes"] <= 3
+    assert after["random:iobb@0.5"] < 0.3 and after["random:iobb@0.75"] < 0.15
+    assert after["random:afp@0.5"] > 2.5  # and what it hits comes with false positives
+    # A map that points at the heart keeps its hit with at most one false positive.
+    rows, cols = np.mgrid[0:256, 0:256]
+    blob = np.exp(-((rows - 163.5) ** 2 + (cols - 128.5) ** 2) / (2 * 30.0**2))
+    good = loc.score_one(blob, heart, "Cardiomegaly")
+    assert good["iobb@0.9"] and good["afp@0.5"] <= 1
+
+
+def test_compare_with_random_paired_over_images():
+    scores = pd.DataFrame({
+        "image_id": ["a", "b", "c", "d", "a"],
+        "finding": ["Mass", "Mass", "Mass", "Mass", "Nodule"],
+        "pointing_game": [1.0, 1.0, 1.0, 0.0, 1.0],
+        "random:pointing_game": [0.1, 0.2, 0.1, 0.2, 0.0],
+        "afp@0.5": [0, 0, 1, 0, 2],
+        "random:afp@0.5": [3, 3, 2, 3, 3],
+    })
+    versus = loc.compare_with_random(scores, metrics=["pointing_game", "afp@0.5"], n_bootstrap=400)
+    mass = versus.loc[("Mass", "pointing_game")]
+    assert (mass["model"], mass["random map"], mass["difference"]) == (0.75, pytest.approx(0.15), pytest.approx(0.6))
+    assert -0.2 <= mass["ci_low"] <= mass["ci_high"] <= 0.9
+    afp = versus.loc[("Mass", "afp@0.5")]
+    assert afp["difference"] == pytest.approx(-2.5) and afp["ci_high"] < 0 and afp["better than random"]
+    assert versus.loc[("All", "pointing_game"), "n"] == 5
+    with pytest.raises(ValueError, match="random-map columns"):
+        loc.compare_with_random(scores, metrics=["energy"])
+
+
+def test_target_grids_read_the_layer():
+    from cxrlib import cam
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=4, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert cam.target_grids(net, torch.zeros(1, 32, 24), [net[0]]) == [(8, 6)]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -125,13 +267,22 @@ def test_localization_table_exact_values():
         ["Nodule", "Nodule", "Mass"],
     )
     assert list(table.index) == ["Mass", "Nodule", "All"]  # CheXNet order, then All
-    assert list(table.columns) == ["n", "pointing_game", "random_baseline", "iobb@0.1", "iobb@0.25", "iobb@0.5"]
+    ts = loc.DEFAULT_THRESHOLDS
+    assert ts == (0.1, 0.25, 0.5, 0.75, 0.9)
+    assert list(table.columns) == ["n", "pointing_game", "random_baseline", "energy",
+                                   *(f"iobb@{t:g}" for t in ts), *(f"afp@{t:g}" for t in ts),
+                                   *(f"iou@{t:g}" for t in ts), *(f"afp_iou@{t:g}" for t in ts)]
     nodule = table.loc["Nodule"]
     assert nodule["n"] == 2
     assert nodule["pointing_game"] == pytest.approx(0.5)
     assert nodule["random_baseline"] == pytest.approx((0.04 + 0.10) / 2)
     assert nodule["iobb@0.1"] == pytest.approx(0.5)
     assert nodule["iobb@0.5"] == pytest.approx(0.5)
+    # a's single pixel box is no false positive, b's is one: AFP 0.5 at every T.
+    assert nodule["afp@0.1"] == nodule["afp@0.9"] == pytest.approx(0.5)
+    # IoU: a's 1-pixel box against the 2x2 box is 1/4; b's is 0.
+    assert (nodule["iou@0.1"], nodule["iou@0.25"]) == (pytest.approx(0.5), 0.0)
+    assert nodule["energy"] == pytest.approx(0.5)  # all of a's mass inside, none of b's
     mass = table.loc["Mass"]
     assert (mass["n"], mass["pointing_game"], mass["random_baseline"]) == (1, 1.0, pytest.approx(0.02))
     assert table.loc["All", "n"] == 3
@@ -181,6 +332,11 @@ class _FakeDataset:
         return self.image, torch.zeros(14)
 
 
+def _offers(masks: bool, boxes: bool) -> SimpleNamespace:
+    """What a DataBundle declares it offers (``bundle.offers``)."""
+    return SimpleNamespace(masks=masks, boxes=boxes)
+
+
 def test_evaluate_localization_boxes_on_full_image():
     size, full = 16, 64
     img = torch.zeros(1, size, size)
@@ -188,35 +344,54 @@ def test_evaluate_localization_boxes_on_full_image():
     box_hit = SimpleNamespace(finding="Nodule", x=48, y=16, w=4, h=4)  # the same spot, x4
     box_miss = SimpleNamespace(finding="Infiltrate", x=0, y=40, w=20, h=20)
     ds = _FakeDataset(["a.png", "b.png"], img)
+    ds.targets[:, 5] = 1.0  # targets say Nodule, but this data offers boxes only: no mask is asked for
     data = SimpleNamespace(
-        test=ds, source="chestxray14",
+        test=ds, source="phantoms", offers=_offers(masks=False, boxes=True),  # the name decides nothing
         boxes=lambda i: [box_hit, box_miss] if i == "a.png" else [],
         full_image=lambda i: np.zeros((full, full), np.uint8),
-        mask=lambda i, f: None,
+        mask=lambda i, f: pytest.fail("this data offers no masks"),
     )
     model = _PeakModel()
-    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv])
+    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv], n_random=8)
     assert list(scores["finding"]) == ["Nodule", "Infiltration"]
     assert list(scores["pointing_game"]) == [True, False]
     assert table.loc["Nodule", "random_baseline"] == pytest.approx(16 / full**2)
     assert table.loc["Infiltration", "n"] == 1
+    # Random maps on the model's grid (16x16 here), scored against the same boxes.
+    assert scores["random:random_baseline"].tolist() == pytest.approx(scores["random_baseline"].tolist())
+    assert scores["random:pointing_game"].between(0, 1).all() and scores["random:afp@0.1"].between(0, 3).all()
+    versus = loc.compare_with_random(scores, n_bootstrap=50)
+    assert versus.loc[("Nodule", "pointing_game"), "model"] == 1.0
+    assert versus.loc[("Nodule", "pointing_game"), "random map"] == scores["random:pointing_game"].iloc[0]
 
 
-def test_evaluate_localization_phantom_masks_at_model_size():
+def test_evaluate_localization_uses_masks_when_offered():
     size = 16
     img = torch.zeros(1, size, size)
     img[0, 10, 3] = 1.0
     ds = _FakeDataset(["p0.png", "p1.png"], img)
     ds.targets[0, 5] = 1.0  # Nodule positive on p0 only
-    mask = np.zeros((size, size), dtype=bool)
-    mask[9:12, 2:5] = True
+    mask = np.zeros((2 * size, 2 * size), dtype=bool)  # a mask at twice the input size...
+    mask[18:24, 4:10] = True  # ... rows 9-11, cols 2-4 at the input size
     data = SimpleNamespace(
-        test=ds, source="phantoms", boxes=lambda i: [],
-        full_image=lambda i: pytest.fail("phantom masks are scored at the model's size"),
+        test=ds, source="chestxray14", offers=_offers(masks=True, boxes=True),
+        boxes=lambda i: pytest.fail("masks are offered: boxes must not be used"),
+        full_image=lambda i: pytest.fail("masks are scored at the model's input size"),
         mask=lambda i, f: mask if f == "Nodule" else None,
     )
     model = _PeakModel()
-    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv])
+    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv], n_random=4)
     assert list(scores["image_id"]) == ["p0.png"] and list(scores["finding"]) == ["Nodule"]
     assert scores["pointing_game"].item() is True
     assert table.loc["Nodule", "random_baseline"] == pytest.approx(9 / 256)
+    assert table.loc["Nodule", "energy"] == pytest.approx(1.0)  # the Grad-CAM of one bright pixel
+
+
+def test_evaluate_localization_needs_declared_ground_truth():
+    ds = _FakeDataset(["a.png"], torch.zeros(1, 8, 8))
+    model = _PeakModel()
+    with pytest.raises(TypeError, match="offers"):
+        loc.evaluate_localization(model, SimpleNamespace(test=ds, source="phantoms"), target_layers=[model.conv])
+    with pytest.raises(ValueError, match="neither lesion masks nor boxes"):
+        loc.evaluate_localization(model, SimpleNamespace(test=ds, offers=_offers(False, False)),
+                                  target_layers=[model.conv])

@@ -7,7 +7,8 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrlib.labels import FINDINGS
-from cxrlib.metrics import auroc, auroc_report, delong_test, mean_auroc, paired_comparison
+from cxrlib.metrics import (VERDICT_RULE, auroc, auroc_report, delong_test, mean_auroc, paired_comparison,
+                            paired_seed_comparison, seed_mean_auroc, verdict)
 
 
 def _data(n=300, k=4, seed=0, signal=1.0):
@@ -145,3 +146,177 @@ def test_bad_shapes_raise():
         auroc_report(np.zeros((3, 2)), np.zeros((3, 2)), ["a"])
     with pytest.raises(ValueError, match="NaN"):
         auroc_report(np.zeros((3, 1)), np.array([[0.1], [np.nan], [0.2]]), ["a"])
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("missing", [-1, None, float("nan"), ""])
+def test_missing_patient_ids_are_one_patient_per_image(missing):
+    y, s = _data(n=200, k=2, signal=0.3)
+    better = s + 0.3 * y
+    ids = np.array([missing] * len(y), dtype=object)
+    res = paired_comparison(y, better, s, patient_ids=ids, n_bootstrap=300, seed=4)
+    lo, hi = res["ci"]
+    assert hi - lo > 0.005, "one patient for the whole test set: every resample the same"
+    assert res["n_patients"] == 200
+    # Exactly the image-level bootstrap.
+    images = paired_comparison(y, better, s, n_bootstrap=300, seed=4)
+    assert res["ci"] == images["ci"] and res["p_value"] == images["p_value"]
+    rep = auroc_report(y, s, ["a", "b"], patient_ids=ids, n_bootstrap=200, seed=1)
+    assert rep["n_patients"] == 200
+    assert rep["mean_auroc_ci"] == auroc_report(y, s, ["a", "b"], n_bootstrap=200, seed=1)["mean_auroc_ci"]
+    # Known ids beside missing ones still group: 3 images of patient 7, the rest alone.
+    mixed = np.array([7, 7, 7] + [missing] * 197, dtype=object)
+    from cxrlib.metrics import patient_groups
+    groups = patient_groups(mixed, 200)
+    assert groups[0] == groups[1] == groups[2] and len(np.unique(groups)) == 198
+
+
+def test_bootstrap_mean_is_over_the_same_findings_in_every_resample():
+    """A finding with one positive among 30 images: ~37% of resamples lose it. They are
+    redrawn and counted, and every resample's mean is over all three findings."""
+    from cxrlib.metrics import _bootstrap_weights
+
+    rng = np.random.default_rng(2)
+    n = 30
+    y = np.zeros((n, 3))
+    y[:12, 0] = 1
+    y[5:20, 1] = 1
+    y[3, 2] = 1  # a single positive
+    s = rng.normal(size=(n, 3)) + y
+    R = 400
+    rep = auroc_report(y, s, ["a", "b", "c"], n_bootstrap=R, seed=0)
+    assert rep["n_bootstrap"] == R
+    share = rep["bootstrap_redrawn"] / (rep["bootstrap_redrawn"] + R)
+    assert 0.25 < share < 0.50, share  # (1 - 1/30)^30 = 0.36
+    # The same rule, written out: draw, keep resamples where every finding has both
+    # classes, take the first R, average the three AUROCs of each.
+    means, redrawn = [], 0
+    for w in _bootstrap_weights(n, None, 20 * R, seed=0):
+        for row in w:
+            idx = np.repeat(np.arange(n), row.astype(int))
+            if len(means) == R:
+                break
+            if any(len(np.unique(y[idx, k])) < 2 for k in range(3)):
+                redrawn += 1
+                continue
+            means.append(np.mean([roc_auc_score(y[idx, k], s[idx, k]) for k in range(3)]))
+        if len(means) == R:
+            break
+    assert redrawn == rep["bootstrap_redrawn"]
+    assert rep["mean_auroc_ci"] == pytest.approx(list(np.quantile(means, [0.025, 0.975])), abs=1e-12)
+    # The paired comparison uses the same rule on the same resamples for both runs.
+    res = paired_comparison(y, s + 0.5 * y, s, n_bootstrap=R, seed=0)
+    assert res["n_bootstrap"] == R and res["bootstrap_redrawn"] == redrawn
+
+
+def test_hopeless_bootstrap_warns_and_says_how_many_resamples_it_kept():
+    n = 400
+    y = np.zeros((n, 1))
+    y[0, 0] = 1  # one positive among 400: missing from ~37% of resamples, but present often enough
+    y2 = np.zeros((n, 2))
+    y2[0, 0] = y2[1, 1] = 1
+    rep = auroc_report(y, np.arange(n, dtype=float)[:, None], ["a"], n_bootstrap=50)
+    assert rep["n_bootstrap"] == 50
+    from cxrlib import metrics
+    old = metrics._MAX_DRAWS_PER_RESAMPLE
+    metrics._MAX_DRAWS_PER_RESAMPLE = 1  # one draw per resample: some must be lost
+    try:
+        with pytest.warns(UserWarning, match="bootstrap resamples kept every finding"):
+            rep = auroc_report(y2, np.tile(np.arange(n, dtype=float)[:, None], (1, 2)), ["a", "b"], n_bootstrap=100)
+    finally:
+        metrics._MAX_DRAWS_PER_RESAMPLE = old
+    assert 0 < rep["n_bootstrap"] < 100 and rep["n_bootstrap"] + rep["bootstrap_redrawn"] == 100
+
+
+def test_paired_mean_difference_hand_worked():
+    from cxrlib.metrics import paired_mean_difference
+
+    a = np.array([1.0, 1.0, 0.0, 1.0])
+    b = np.array([0.5, 0.25, 0.0, 0.25])
+    res = paired_mean_difference(a, b, n_bootstrap=500, seed=0)
+    assert (res["mean_a"], res["mean_b"], res["diff"]) == (0.75, 0.25, 0.5)
+    # Differences 0.5, 0.75, 0, 0.75: every resample's mean lies in [0, 0.75].
+    lo, hi = res["ci"]
+    assert 0.0 <= lo < 0.5 < hi <= 0.75 and res["n"] == res["n_groups"] == 4
+    # All differences positive: the p-value is its floor, 1/(R+1).
+    res = paired_mean_difference([1.0, 1.0, 1.0], [0.0, 0.5, 0.25], n_bootstrap=99)
+    assert res["p_value"] == pytest.approx(0.01) and res["ci"][0] > 0
+    # Groups move together: two items of one image, identical differences within it.
+    res = paired_mean_difference([1, 1, 0, 0], [0, 0, 0, 0], groups=["x", "x", "y", "y"], n_bootstrap=200)
+    assert res["n_groups"] == 2 and res["diff"] == 0.5
+    with pytest.raises(ValueError, match="one pair per item"):
+        paired_mean_difference([1, 0], [1], n_bootstrap=10)
+
+
+# ----------------------------------------------------------------------------- seeds and the verdict
+
+
+def _seed_data(n=120, k=6, seed=3):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(float)
+    y[:2] = 1 - y[2:4]
+    patients = np.arange(n) // 2
+    return y, patients, rng
+
+
+def test_seed_mean_auroc_is_the_mean_over_seeds_with_a_ci_of_that_mean():
+    y, patients, rng = _seed_data()
+    seeds = [0.4 * y + rng.random(y.shape) for _ in range(3)]
+    out = seed_mean_auroc(y, seeds, patient_ids=patients, n_bootstrap=300, seed=1)
+    per_seed = [mean_auroc(y, s) for s in seeds]
+    assert out["per_seed"] == pytest.approx(per_seed) and out["mean"] == pytest.approx(np.mean(per_seed))
+    assert out["sd"] == pytest.approx(np.std(per_seed, ddof=1)) and out["n_seeds"] == 3
+    assert (out["min"], out["max"]) == pytest.approx((min(per_seed), max(per_seed)))
+    assert out["ci"][0] < out["mean"] < out["ci"][1] and out["n_bootstrap"] == 300
+    # one seed: exactly the CI auroc_report gives, on the same resamples
+    one = seed_mean_auroc(y, seeds[:1], patient_ids=patients, n_bootstrap=300, seed=1)
+    ref = auroc_report(y, seeds[0], [f"c{k}" for k in range(y.shape[1])], patient_ids=patients, n_bootstrap=300, seed=1)
+    assert one["ci"] == pytest.approx(ref["mean_auroc_ci"]) and math.isnan(one["sd"])
+    with pytest.raises(ValueError, match="no seeds"):
+        seed_mean_auroc(y, [])
+
+
+def test_paired_seed_comparison_differences_of_seed_means_and_every_seed_pair():
+    y, patients, rng = _seed_data()
+    a = [0.8 * y + rng.random(y.shape) for _ in range(3)]
+    b = [0.3 * y + rng.random(y.shape) for _ in range(2)]
+    out = paired_seed_comparison(y, a, b, patient_ids=patients, n_bootstrap=300, seed=2)
+    per_a, per_b = [mean_auroc(y, s) for s in a], [mean_auroc(y, s) for s in b]
+    assert out["diff"] == pytest.approx(np.mean(per_a) - np.mean(per_b))
+    assert len(out["seed_diffs"]) == 6  # every seed of A with every seed of B
+    assert out["seed_diff_min"] == pytest.approx(min(per_a) - max(per_b))
+    assert out["seed_diff_max"] == pytest.approx(max(per_a) - min(per_b))
+    assert out["ci"][0] > 0 and out["p_value"] < 0.05
+    # one seed each: the same numbers as paired_comparison, resample for resample
+    one = paired_seed_comparison(y, a[:1], b[:1], patient_ids=patients, n_bootstrap=300, seed=2)
+    ref = paired_comparison(y, a[0], b[0], patient_ids=patients, n_bootstrap=300, seed=2)
+    assert (one["diff"], one["p_value"]) == pytest.approx((ref["diff"], ref["p_value"]))
+    assert one["ci"] == pytest.approx(ref["ci"])
+
+
+@pytest.mark.parametrize("case, args, called, label, words", [
+    ("both agree, better", (0.01, 0.05, 0.002, 0.06, 3, 3), True, "better", "excludes 0 and every seed agrees"),
+    ("both agree, worse", (-0.05, -0.01, -0.07, -0.004, 3, 3), True, "worse", "every seed agrees"),
+    ("paired test significant, seeds disagree", (0.01, 0.05, -0.02, 0.08, 3, 3), False, "no difference shown",
+     "seeds overlap (per-seed differences -0.020 to +0.080)"),
+    ("seeds agree, paired CI includes 0", (-0.01, 0.05, 0.01, 0.04, 3, 3), False, "no difference shown",
+     "paired 95% CI [-0.010, +0.050] includes 0"),
+    ("neither", (-0.01, 0.05, -0.02, 0.04, 3, 3), False, "no difference shown", "includes 0 and the seeds overlap"),
+    ("one seed each", (0.01, 0.05, 0.03, 0.03, 1, 1), False, "no difference shown", "seed spread is not measured"),
+    ("one seed against the baseline's three", (0.01, 0.05, 0.01, 0.04, 1, 3), True, "better", "every seed agrees"),
+    ("the two checks point opposite ways", (0.01, 0.05, -0.04, -0.01, 3, 3), False, "no difference shown",
+     "point the other way"),
+    ("another test set", (math.nan, math.nan, math.nan, math.nan, 3, 3), False, "not compared", "same test images"),
+])
+def test_verdict_calls_a_difference_only_when_the_paired_test_and_the_seeds_agree(case, args, called, label, words):
+    v = verdict(*args)
+    assert (v.called, v.label) == (called, label), case
+    assert words in v.reason, (case, v.reason)
+    assert v.direction == (0 if not called else 1 if label == "better" else -1)
+
+
+def test_the_verdict_rule_is_stated_where_it_is_applied():
+    for phrase in ("95% CI of the paired difference", "excludes 0", "every seed", "at least two seeds"):
+        assert phrase in VERDICT_RULE

@@ -7,6 +7,7 @@ makes sockets fail and puts the Hugging Face hub offline with an empty cache.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,7 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("CXRLIB_WEIGHTS_DIR", str(tmp_path / "weights"))  # not the checkout's data/weights
 
 
 def side(model) -> int:
@@ -136,6 +138,26 @@ def test_create_model_from_config():
     model = create_model_from_config(cfg, num_classes=15)
     assert model.info.options["psp_channels"] == 64 and model.info.embedding_channels == 64
     assert model.classifier.drop.p == 0.2 and model.info.num_classes == 15
+
+
+def test_create_model_from_config_can_skip_pretrained_weights(tmp_path):
+    """A saved run rebuilds its architecture only: no hub, no weights file (it may be gone)."""
+    cfg = ModelConfig(name="resnet18", pretrained=True, weights_path=str(tmp_path / "gone.pth"))
+    model = create_model_from_config(cfg, num_classes=14, pretrained=False)
+    assert model.info.pretrained == "none"
+    with pytest.raises(PretrainedWeightsError, match="gone.pth"):
+        create_model_from_config(cfg, num_classes=14)
+
+
+def test_registry_is_a_leaf_module():
+    """The registry imports no model code, so the model modules can import it without a cycle."""
+    import ast
+
+    import cxrlib.models.registry as registry
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert {m for m in imported if m.startswith("cxrlib")} == {"cxrlib.models.errors"}
 
 
 # --- wrappers ---

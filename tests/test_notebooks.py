@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import experiments, report
+from cxrlib import report, runs
 from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,7 +141,8 @@ def test_heatmaps(smoke):
     r = _result(smoke, "07_heatmaps")
     text = _text(r.executed)
     assert "pointing_game" in text and "randomcam" in text and "random_baseline" in text
-    assert "T(IoBB>0.1) Wang 2017" in text
+    # Wang et al.'s figures, each with the paper version it comes from
+    assert "CVPR 2017, Table 4" in text and "ChestX-ray14 update" in text
     assert _images(r.executed) >= 1  # the overlay grid
 
 
@@ -195,18 +196,61 @@ def test_results_lists_every_run(smoke):
     every = [n for names in RUNS.values() for n in names]
     for name in every:
         assert name in text
-    table = experiments.results_table(smoke.runs_dir, n_bootstrap=20)
+    table = runs.results_table(smoke.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
     assert table["mean AUROC"].between(0, 1).all()
     assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()
     assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
+    # the verdict rule and each comparison in words, from the same table as the index
+    assert "called a difference only when two checks agree" in text
+    words = report.conclusions(runs.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
+    for line in words.comparisons:
+        assert line in text
     index = (smoke.out_dir / "index.html").read_text()
     for name in every + STEMS:
         assert name in index
+    assert "data:image/png;base64," in index and words.comparisons[0].split(":")[0] in index
     assert _images(r.executed) >= 3  # forest plot, ROC, ROC grid
+
+
+def base_bootstrap(smoke) -> int:
+    return json.loads((smoke.runs_dir / "baseline" / "config.json").read_text())["train"]["n_bootstrap"]
+
+
+def test_the_baseline_is_trained_with_the_profiles_seeds(smoke):
+    """smoke.yaml gives the baseline two seeds: both trained, in the experiment's folder, on one
+    test set; the variants one seed each."""
+    seeds = runs.experiment_runs(smoke.runs_dir)
+    assert seeds["baseline"] == [smoke.runs_dir / "baseline", smoke.runs_dir / "baseline" / "seed1"]
+    assert all(len(seeds[n]) == 1 for n in seeds if n != "baseline")
+    a, b = (runs.load_predictions(d) for d in seeds["baseline"])
+    assert np.array_equal(a["ids"], b["ids"]) and not np.array_equal(a["scores"], b["scores"])
+    table = runs.results_table(smoke.runs_dir, n_bootstrap=20).set_index("experiment")
+    assert table.loc["baseline", "seeds"] == 2 and table.loc["baseline", "seed SD"] >= 0
+    assert set(table["verdict"].iloc[1:]) <= {"better", "worse", "no difference shown"}
 
 
 def test_every_finding_is_in_the_per_class_tables(smoke):
     text = _text(_result(smoke, "02_fpn").executed)
     for finding in FINDINGS:
         assert finding in text
+
+
+def test_the_check_plans_what_the_notebooks_trained(smoke):
+    """cxrlib check estimates time and weights from the configs it expects each notebook to
+    train: they must be the configs the notebooks did train (same names, same fingerprints)."""
+    from cxrlib import preflight, profiles
+
+    profile = profiles.load("smoke").with_runs_dir(smoke.runs_dir)
+    paths = [REPO / "notebooks" / f"{stem}.ipynb" for stem in STEMS]
+    planned = preflight.planned_experiments(profile, paths)
+    for stem, names in RUNS.items():
+        assert set(names) <= {c.name for c in planned[stem]}, (stem, sorted(c.name for c in planned[stem]))
+        for cfg in planned[stem]:  # every seed of every planned run was trained with that very config
+            assert cfg.seed in profile.seeds.of(cfg), (stem, cfg.name, cfg.seed)
+            assert runs.is_finished(runs.run_folder(cfg), cfg), (stem, cfg.name, cfg.seed)
+    assert [c.seed for c in planned["01_baselines"] if c.name == "baseline"] == list(profile.seeds.of("baseline"))
+    assert planned["00_data_exploration"] == [] and planned["09_results"] == []
+    lesson = planned["10_shortcuts"]  # the shortcut lesson's two runs, one seed each
+    assert [c.name for c in lesson] == ["clean", "drain"]
+    assert all(runs.is_finished(runs.run_folder(c), c) for c in lesson)

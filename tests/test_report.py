@@ -1,18 +1,20 @@
 """The report runner: notebook selection, parameters, the results table, failures, the index."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import experiments, references, report
-from cxrlib.labels import FINDINGS
+from cxrlib import cli, metrics, plots, profiles, references, report, runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,106 +44,9 @@ def test_discover_empty_folder_names_it(tmp_path):
         report.discover_notebooks(tmp_path)
 
 
-def test_notebook_parameters_from_profile_and_overrides():
-    params = report.notebook_parameters(
-        "01_baselines", "smoke", data_dir="/data/cxr", device="cuda", runs_dir="/r", redo=True,
-        overrides=["train.epochs=3", "notebooks.01_baselines.MODELS=[resnet50]", "06_losses.LOSSES=[focal]"],
-    )
-    assert params["PROFILE"] == "smoke" and params["DATA_DIR"] == "/data/cxr" and params["DEVICE"] == "cuda"
-    assert params["RUNS_DIR"] == "/r" and params["REDO"] is True
-    assert params["OVERRIDES"] == ["train.epochs=3"]  # experiment overrides reach every notebook
-    assert params["MODELS"] == ["resnet50"]  # the command line beats the profile
-    assert params["FIFTEEN_LABELS"] is True  # from profiles/smoke.yaml
-    assert "LOSSES" not in params  # that override belongs to 06
-    assert report.notebook_parameters("06_losses", "smoke", overrides=["06_losses.LOSSES=[focal]"])["LOSSES"] == ["focal"]
-
-
-def test_bad_override_and_profile_fail_early():
-    with pytest.raises(ValueError, match="unknown key 'epochz'"):
-        report.check_overrides("smoke", ["train.epochz=3"])
+def test_bad_profile_fails_early():
     with pytest.raises(FileNotFoundError, match="profile 'nope' not found"):
         report.run_report("nope", echo=None)
-
-
-def test_profiles_build_configs():
-    for name in ("smoke", "cpu", "full"):
-        cfg = experiments.base_config(name)
-        assert cfg.name == "baseline" and cfg.runs_dir == f"runs/{name}"
-        for stem, params in (report.load_profile(name).get("notebooks") or {}).items():
-            assert (REPO / "notebooks" / f"{stem}.ipynb").is_file(), f"{name}.yaml names a missing notebook {stem}"
-            assert isinstance(params, dict)
-    full = experiments.base_config("full", data_dir="/data/ChestX-ray14")
-    assert (full.data.source, full.data.split, full.data.image_size, full.model.name) == (
-        "chestxray14", "official", 224, "densenet121")
-    assert full.train.batch_size == 16 and full.model.pretrained
-    # a data dir given to the phantom profile switches it to the real data
-    assert experiments.base_config("cpu", data_dir="/x").data.source == "chestxray14"
-
-
-def test_variants_share_the_baseline():
-    configs = experiments.variants("smoke", {"bce": {"train.loss": "bce"}, "focal": {"train.loss": "focal"}},
-                                   overrides=["train.epochs=2"])
-    assert [c.name for c in configs] == ["baseline", "focal"]
-    assert all(c.train.epochs == 2 for c in configs)
-    assert experiments.experiment_config("smoke", overrides=["train.epochs=2"]).fingerprint() == configs[0].fingerprint()
-    named = experiments.backbones("smoke", ["resnet18", "inception_v3"], max_steps={"inception_v3": 7})
-    assert [c.name for c in named] == ["baseline", "inception_v3"]
-    assert named[1].train.max_steps == 7 and named[1].data.image_size >= 75  # its stem's minimum
-
-
-# ----------------------------------------------------------------------------- results table
-
-
-def _fake_run(runs: Path, name: str, scores: np.ndarray, targets: np.ndarray, ids: np.ndarray,
-              split: str = "synthetic phantoms, patient-wise 70/10/20", **cfg_changes) -> Path:
-    """A finished run folder as run_experiment writes it (numbers from real AUROCs)."""
-    from cxrlib.metrics import auroc_report
-
-    cfg = experiments.experiment_config("smoke", name, cfg_changes or None)
-    d = runs / name
-    d.mkdir(parents=True)
-    patients = np.arange(len(ids)) // 2
-    metrics = auroc_report(targets, scores, list(FINDINGS), patient_ids=patients, n_bootstrap=50)
-    metrics.update({"experiment": name, "split": split, "source": "phantoms", "n_images": len(ids),
-                    "train_seconds": 12.5, "fingerprint": cfg.fingerprint()})
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    (d / "config.json").write_text(cfg.to_json())
-    np.savez(d / "test_predictions.npz", ids=ids, patient_ids=patients, targets=targets, scores=scores,
-             label_names=np.array(FINDINGS))
-    return d
-
-
-@pytest.fixture()
-def fake_runs(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 60
-    targets = (rng.random((n, len(FINDINGS))) < 0.3).astype(np.float32)
-    targets[:2] = 1 - targets[2:4]  # every class has both labels
-    ids = np.array([f"img_{i:03d}.png" for i in range(n)])
-    runs = tmp_path / "runs"
-    noise = rng.random((n, len(FINDINGS)))
-    _fake_run(runs, "baseline", 0.15 * targets + noise, targets, ids)
-    _fake_run(runs, "fpn", 0.6 * targets + noise, targets, ids, **{"model.head": "fpn"})
-    _fake_run(runs, "other_split", noise, targets, np.array([f"x_{i}" for i in range(n)]),
-              split="official patient-wise split (test_list.txt)")
-    (runs / "unfinished").mkdir()  # no metrics: not listed
-    return runs
-
-
-def test_results_table_pairs_runs_with_the_baseline(fake_runs):
-    table = experiments.results_table(fake_runs, n_bootstrap=200)
-    assert list(table["experiment"]) == ["baseline", "fpn", "other_split"]
-    base, fpn, other = (table.iloc[i] for i in range(3))
-    assert 0 <= base["CI low"] <= base["mean AUROC"] <= base["CI high"] <= 1
-    assert np.isnan(base["diff vs baseline"])
-    assert fpn["head"] == "fpn" and fpn["mean AUROC"] > base["mean AUROC"]
-    assert fpn["diff vs baseline"] == pytest.approx(fpn["mean AUROC"] - base["mean AUROC"], abs=1e-9)
-    assert fpn["diff CI low"] > 0 and fpn["p-value"] < 0.05
-    assert np.isnan(other["diff vs baseline"])  # another test set: no paired difference
-    text = experiments.format_results(table)
-    assert text.loc[1, "vs baseline [95% CI]"].startswith("+0.")
-    assert text.loc[2, "split"].startswith("official")
-    assert "[" in text.loc[0, "mean AUROC [95% CI]"]
 
 
 def test_reference_tables_carry_their_split():
@@ -152,7 +57,9 @@ def test_reference_tables_carry_their_split():
     chexnet = pub[pub["reference"].str.contains("CheXNet\\)")].iloc[0]
     assert chexnet["mean AUROC"] == 0.841 and "random patient-wise" in chexnet["split"]
     assert len(references.chexnet_per_class()) == 14
-    assert references.localization_reference()["T(IoBB>0.5) Wang 2017"].iloc[1] == 0.945
+    loc = references.localization_reference()
+    v5 = loc[loc["source"].str.contains("1705.02315v5") & (loc["T(IoBB)"] == 0.5)]
+    assert v5["Cardiomegaly"].item() == 0.945 and "880 boxed images" in v5["protocol"].item()
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -173,8 +80,8 @@ def test_runner_goes_on_after_a_failure_and_names_it(tmp_path, fake_runs, capsys
     _notebook(nbs / "02_broken.ipynb", "raise RuntimeError('deliberate failure')")
     _notebook(nbs / "03_after.ipynb", "import pathlib\npathlib.Path(RUNS_DIR, 'after.txt').write_text('ran')")
     out = tmp_path / "reports"
-    code = report.main(["--profile", "smoke", "--notebooks-dir", str(nbs), "--out", str(out),
-                        "--runs-dir", str(fake_runs)])
+    code = cli.main(["report", "--profile", "smoke", "--notebooks-dir", str(nbs), "--out", str(out),
+                     "--runs-dir", str(fake_runs)])
     captured = capsys.readouterr()
     assert code == 1
     assert "02_broken" in captured.err and "RuntimeError" in captured.out and "deliberate failure" in captured.out
@@ -214,6 +121,57 @@ def test_cli_report_end_to_end_on_smoke(tmp_path, fake_runs):
     assert "<table" in (out / "index.html").read_text()
 
 
+@pytest.mark.slow
+def test_cli_report_streams_training_progress(tmp_path):
+    """`python -m cxrlib report --profile smoke`: which run trains, epoch n/N, stage, time left,
+    printed while the notebook runs; and no kernel warning about unencrypted transport."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    params = new_code_cell('PROFILE: str = "cpu"\nDATA_DIR: str = ""\nDEVICE: str = ""\nRUNS_DIR: str = ""\n'
+                           'REDO: bool = False\nOVERRIDES: list = []')
+    params.metadata["tags"] = ["parameters"]
+    cells = [
+        params,
+        new_code_cell("from cxrlib import experiments, profiles\n"
+                      "profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, "
+                      "overrides=OVERRIDES)\n"
+                      "experiments.run(profile.config(), redo=REDO)"),
+        new_code_cell("import time\ntime.sleep(3)  # the baseline's lines must be out before this ends"),
+        new_code_cell("experiments.run(profile.config('two_stage', {'model.wrapper': 'two_stage', "
+                      "'train.stage_epochs': [1, 1, 1]}), redo=REDO)"),
+    ]
+    nbformat.write(new_notebook(cells=cells), str(nbs / "01_train.ipynb"))
+    argv = [sys.executable, "-m", "cxrlib", "report", "--profile", "smoke", "--notebooks-dir", str(nbs),
+            "--out", str(tmp_path / "reports"), "--runs-dir", str(tmp_path / "runs"),
+            "--set", "train.epochs=2", "--set", "train.max_steps=null"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    arrived: list[tuple[float, str]] = []
+    for line in proc.stdout:
+        arrived.append((time.monotonic(), line.rstrip("\n")))
+    err = proc.stderr.read()
+    assert proc.wait(timeout=600) == 0, "\n".join(t for _, t in arrived)[-3000:] + err[-3000:]
+    lines = [t.strip() for _, t in arrived]
+    when = {t.strip(): at for at, t in arrived}
+
+    def one(prefix: str) -> str:
+        found = [t for t in lines if t.startswith(prefix)]
+        assert len(found) == 1, (prefix, lines)
+        return found[0]
+
+    assert one("baseline: training, 2 epochs")
+    assert one("baseline: epoch 1/2, ").endswith(" left")
+    assert one("baseline: epoch 2/2, ").endswith("finishing")
+    done = one("baseline: done, test mean AUROC ")
+    two = one("two_stage: training, 3 epochs, stages global -> local -> fusion")
+    for k, stage in enumerate(("global", "local", "fusion"), 1):
+        assert one(f"two_stage: epoch 1/1 [{stage}, stage {k}/3], ")
+    assert one("two_stage: done, test mean AUROC ")
+    # the baseline's lines were printed while the notebook ran, not collected at its end
+    assert when[two] - when[done] >= 2.0
+    assert lines.index(done) > lines.index("[1/1] 01_train ...") and lines[-1].startswith("report: 1/1")
+    assert "without encryption" not in err + "\n".join(lines)
+
+
 def test_notebooks_are_committed_clean():
     """No outputs, no execution counts, one annotated parameters cell with the common names."""
     from papermill.translators import PythonTranslator
@@ -230,7 +188,7 @@ def test_notebooks_are_committed_clean():
         if path.stem == "08_demo":
             continue  # the demo has its own parameters and tests
         names = {p.name: p for p in PythonTranslator.inspect(tagged[0])}
-        for common in report.COMMON_PARAMETERS:
+        for common in profiles.COMMON_PARAMETERS:
             assert common in names, f"{path.name}: parameter {common} missing or not parseable by papermill"
         assert all(p.help for p in names.values()), f"{path.name}: every parameter needs a # comment"
         for c in code_cells:
@@ -254,3 +212,85 @@ def test_exported_html_needs_no_widget_javascript(tmp_path):
     html = report.export_html(executed, tmp_path / "nb.html").read_text()
     assert "static chart" in html
     assert "widget-state+json" not in html
+
+
+# ----------------------------------------------------------------------------- the index: picture and words
+
+
+@pytest.fixture()
+def study(seeded_runs, control_run):
+    """The seeded runs folder with a shortcut control beside the baseline."""
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    return seeded_runs
+
+
+def test_forest_plot_draws_every_run_its_seeds_and_the_references(study):
+    table = runs.results_table(study, n_bootstrap=100)
+    fig = plots.forest_plot(table)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(table["experiment"])
+    seed_dots = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets()) > 1)
+    assert seed_dots == 3 * 3  # three experiments with three seeds; the control's one point is its mean
+    lines = {line.get_label() for line in ax.get_lines()}
+    assert {"baseline", "shortcut_control (no spatial information)", "chance"} <= lines
+    notes = [t.get_text() for t in ax.texts]
+    assert any(n.endswith("better") and n.startswith("+0.") for n in notes)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    assert png.getvalue()[:4] == b"\x89PNG" and len(png.getvalue()) > 10_000
+
+
+def test_conclusions_are_made_from_the_numbers(study):
+    table = runs.results_table(study, n_bootstrap=100)
+    words = report.conclusions(table)
+    assert words.rule == metrics.VERDICT_RULE
+    better = next(line for line in words.comparisons if line.startswith("better "))
+    row = table.set_index("experiment").loc["better"]
+    for number in (row["mean AUROC"], row["diff CI low"], row["seed diff max"]):
+        assert f"{abs(number):.3f}" in better
+    assert "Verdict: better than the baseline" in better
+    mixed = next(line for line in words.comparisons if line.startswith("mixed "))
+    assert "Verdict: no difference shown, because the seeds overlap" in mixed
+    assert words.control.startswith("The baseline's mean AUROC") and "above that of shortcut_control" in words.control
+    # change a number and the sentence changes with it, verdict included
+    changed = table.copy()
+    i = changed.index[changed["experiment"] == "better"][0]
+    changed.loc[i, ["diff CI low", "seed diff min"]] = [-0.004, -0.02]
+    again = next(line for line in report.conclusions(changed).comparisons if line.startswith("better "))
+    assert again != better and "-0.004" in again and "-0.020" in again
+    assert "Verdict: no difference shown, because the paired 95% CI includes 0 and the seeds overlap" in again
+    # the control above the baseline reads the other way
+    j = changed.index[changed["experiment"] == "shortcut_control"][0]
+    changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "seed diff min", "seed diff max"]] = [
+        0.05, 0.02, 0.08, 0.01, 0.09]
+    assert "0.050 below that of shortcut_control" in report.conclusions(changed).control
+    assert "intensity statistics alone beat the baseline" in report.conclusions(changed).control
+    md = words._repr_markdown_()
+    assert md.startswith("*A difference from the baseline") and "\n- better " in md
+
+
+def test_index_opens_with_the_forest_plot_and_the_conclusions(study, tmp_path):
+    profile = profiles.load("smoke")
+    result = report.ReportResult("smoke", tmp_path, study, None, [], 1.0, [])
+    html = report.write_index(result, profile).read_text()
+    assert html.index("data:image/png;base64,") < html.index("<h2>Conclusions</h2>") < html.index("<h2>Results")
+    assert "Verdict: better than the baseline" in html and "two checks agree" in html
+    assert "above that of shortcut_control" in html and "none (fitted)" in html
+    assert "Localization" not in html  # no run has a localization summary: nothing said
+    table = pd.DataFrame({"model": [0.41], "random map": [0.12], "Wang et al.": [0.69]}, index=["Atelectasis"])
+    runs.write_localization(study / "better", table, notes={"metric": "T(IoBB>0.1)"})
+    html = report.write_index(result, profile).read_text()
+    assert "Localization: model vs random map vs Wang et al." in html and "T(IoBB&gt;0.1)" in html
+    assert "0.690" in html
+
+
+def test_index_lists_what_the_profile_leaves_to_the_full_profile(study, tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("full_profile_only:\n  mixed: measured 0.50 after 8 steps\n")
+    result = report.ReportResult("mine", tmp_path, study, None, [], 1.0, [])
+    html = report.write_index(result, profiles.load(own)).read_text()
+    assert "Full profile only" in html and "measured 0.50 after 8 steps" in html
+    results = html[html.index("<h2>Results"):html.index("Full profile only")]
+    assert "mixed" not in results  # never shown as a result

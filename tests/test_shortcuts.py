@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cxrlib import phantoms, shortcuts
+from cxrlib import phantoms, runs, shortcuts
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
@@ -26,11 +26,11 @@ def test_lesson_configs_differ_from_the_clean_run_in_the_drains_only(tmp_path):
     clean, drain = shortcuts.lesson_configs(base, 0.8)
     assert clean is base  # the study's baseline is reused
     assert drain.data.phantom_options == {"confounder": 0.8}
-    assert drain.run_dir == tmp_path / "runs" / "shortcuts" / "drain"
+    assert runs.run_folder(drain) == tmp_path / "runs" / "shortcuts" / "drain"
     assert dataclasses.replace(drain.data, phantom_options={}) == base.data
     assert drain.model == base.model and drain.train == base.train
     clean, drain = shortcuts.lesson_configs(base, 0.8, num_phantoms=600)
-    assert clean.name == "clean" and clean.run_dir.parent == drain.run_dir.parent
+    assert clean.name == "clean" and runs.run_folder(clean).parent == runs.run_folder(drain).parent
     assert clean.data.num_phantoms == drain.data.num_phantoms == 600
     # a profile on real data gets phantoms at its size for both runs
     clean, drain = shortcuts.lesson_configs(base.with_overrides({"data.source": "chestxray14"}), 0.8)

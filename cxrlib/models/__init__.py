@@ -7,12 +7,11 @@ say what exists, ``model.info`` describes a built model and ``cam_target_layers(
 gives the layer Grad-CAM should hook.
 """
 from cxrlib.models.errors import ModelError, PretrainedWeightsError
+from cxrlib.models.factory import create_model, create_model_from_config
 from cxrlib.models.registry import (
     BackboneSpec,
     ModelInfo,
     cam_target_layers,
-    create_model,
-    create_model_from_config,
     get_model_spec,
     list_heads,
     list_models,
@@ -23,7 +22,8 @@ from cxrlib.models.registry import (
     unwrap,
 )
 
-# Importing these modules registers the backbones, heads and wrappers.
+# Importing these modules registers the backbones, heads and wrappers (the factory already
+# imported backbones, heads and base; the wrappers register here).
 from cxrlib.models import backbones, heads, base, multiscale, two_stage  # noqa: E402,F401  isort: skip
 
 __all__ = [

@@ -9,11 +9,12 @@ any head and wrapper, and a notebook names a model instead of building one::
     create_model("resnet50", wrapper="two_stage", num_classes=15, tau=0.7)
 
 Registering is one line for a new backbone (see :mod:`cxrlib.models.backbones`), and
-``register_head`` / ``register_wrapper`` decorate classes; there are no if-chains.
+``register_head`` / ``register_wrapper`` decorate classes; there are no if-chains. This
+module only records entries (it imports no model code); :mod:`cxrlib.models.factory`
+builds them.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -137,88 +138,14 @@ def get_head(name: str) -> type:
         raise ModelError(f"unknown head {name!r}: known heads are {', '.join(list_heads())}") from None
 
 
-def get_wrapper(name: str | None) -> type:
-    from cxrlib.models.base import CXRModel  # the plain backbone + head model
-
-    if name is None or name in ("", "none"):
-        return CXRModel
+def get_wrapper(name: str) -> type:
+    """The registered wrapper class ``name`` (the plain model is :mod:`cxrlib.models.factory`'s default)."""
     try:
         return _WRAPPERS[name]
     except KeyError:
         raise ModelError(
             f"unknown wrapper {name!r}: known wrappers are {', '.join(list_wrappers())} (or None)"
         ) from None
-
-
-def _keyword_names(fn: Callable, skip: set[str]) -> list[str]:
-    params = inspect.signature(fn).parameters.values()
-    return [p.name for p in params if p.kind == p.KEYWORD_ONLY or (p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in skip)]
-
-
-def create_model(
-    name: str,
-    head: str = "gap",
-    num_classes: int = 14,
-    in_chans: int = 1,
-    pretrained: bool = False,
-    weights_path: str | None = None,
-    wrapper: str | None = None,
-    **options: Any,
-) -> nn.Module:
-    """Build ``name`` (a backbone) with ``head`` and optionally ``wrapper``.
-
-    ``forward(x [B, in_chans, H, W]) -> logits [B, num_classes]``. ``num_classes=15`` gives
-    the 14 findings plus No Finding. ``pretrained=True`` loads ImageNet weights through timm
-    (Hugging Face hub or its cache); ``weights_path`` loads a local timm/torchvision-style
-    state dict instead (and implies pretrained). With ``in_chans=1`` the first convolution
-    of pretrained weights is summed over RGB, not re-initialised. ``options`` go to the head
-    (e.g. ``fpn_channels``), the classifier (``drop_rate``) or the wrapper (e.g. ``tau``);
-    an option none of them takes is an error that lists the ones they do.
-    """
-    spec = get_model_spec(name)
-    head_cls = get_head(head)
-    model_cls = get_wrapper(wrapper)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive int (14 findings, or 15 with No Finding), got {num_classes!r}")
-    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
-        raise ModelError(f"in_chans must be a positive int (1 for grayscale, 3 for RGB-replicated), got {in_chans!r}")
-    head_keys = _keyword_names(head_cls.__init__, {"self", "in_channels"})
-    model_keys = _keyword_names(
-        model_cls.__init__,
-        {"self", "spec", "head", "head_options", "num_classes", "in_chans", "pretrained", "weights_path"},
-    )
-    unknown = sorted(set(options) - set(head_keys) - set(model_keys))
-    if unknown:
-        raise ModelError(
-            f"unknown option(s) {unknown} for {name} with head={head!r}, wrapper={wrapper!r}: "
-            f"head options {sorted(head_keys)}, model options {sorted(model_keys)}"
-        )
-    head_options = {k: v for k, v in options.items() if k in head_keys}
-    model_options = {k: v for k, v in options.items() if k not in head_keys}
-    return model_cls(
-        spec,
-        head=head,
-        head_options=head_options,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        pretrained=pretrained,
-        weights_path=weights_path,
-        **model_options,
-    )
-
-
-def create_model_from_config(model_cfg, num_classes: int) -> nn.Module:
-    """Build the model a :class:`cxrlib.config.ModelConfig` describes."""
-    return create_model(
-        model_cfg.name,
-        head=model_cfg.head,
-        num_classes=num_classes,
-        in_chans=model_cfg.in_chans,
-        pretrained=model_cfg.pretrained,
-        weights_path=model_cfg.weights_path,
-        wrapper=model_cfg.wrapper,
-        **dict(model_cfg.options or {}),
-    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:

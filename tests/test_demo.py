@@ -4,7 +4,11 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import re
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -12,17 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrlib.labels import FINDINGS
-from cxrlib.widgets import (
+from cxrlib.demo import (
     DemoSession,
     UploadError,
     build_demo,
+    demo_profile,
     demo_settings,
     list_model_choices,
-    project_path,
     read_upload,
-    render_overlay,
 )
+from cxrlib.labels import FINDINGS
+from cxrlib.overlay import render
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -97,10 +101,9 @@ def rendered_size(app) -> tuple[int, int]:
 def phantom_data(tmp_path_factory):
     """The smoke profile's phantoms (64 images, 32 px cache), cached in a temporary folder."""
     from cxrlib.data import load_data
-    from cxrlib.widgets import demo_config
 
     cache = tmp_path_factory.mktemp("cache")
-    config = demo_config("smoke", overrides=[f"data.cache_dir={cache}"])
+    config = demo_profile("smoke", overrides=[f"data.cache_dir={cache}"]).baseline
     return load_data(config.data, progress=False)
 
 
@@ -161,14 +164,28 @@ def test_pick_image_click_finding_and_method(app, phantom_data):
     assert session.heatmap(button._finding, method="center").shape == (32, 32)
 
 
-def test_boxes_are_drawn_for_the_finding(app, phantom_data):
-    session = app.session
-    for image_id in phantom_data.test.image_ids:
-        boxes = phantom_data.boxes(str(image_id))
+@pytest.fixture(scope="module")
+def real_data(tmp_path_factory, cxr14_sample):
+    """The real ChestX-ray14 sample at 32 px: its official test part holds the boxed images."""
+    from cxrlib.data import load_data
+
+    cache = tmp_path_factory.mktemp("real_cache")
+    config = demo_profile("smoke", data_dir=str(cxr14_sample),
+                         overrides=[f"data.cache_dir={cache}", "data.image_size=32"]).baseline
+    return load_data(config.data, progress=False)
+
+
+def test_boxes_are_drawn_for_the_finding(real_data, tmp_path):
+    """Real data offers annotated boxes: the picture draws the chosen finding's boxes."""
+    assert real_data.offers.boxes
+    for image_id in real_data.test.image_ids:
+        boxes = real_data.boxes(str(image_id))
         if boxes:
             break
     else:
-        pytest.fail("no phantom in the smoke test split has a box")
+        pytest.fail("no image of the sample's test part has a box")
+    app = build_demo(data=real_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
+    session = app.session
     app.image_menu.value = str(image_id)
     finding = boxes[0].finding
     app.finding_menu.value = finding
@@ -177,6 +194,39 @@ def test_boxes_are_drawn_for_the_finding(app, phantom_data):
     picture = session.overlay(finding)
     x, y = int(boxes[0].x), int(boxes[0].y)
     assert tuple(picture[y, x + 1]) == (0, 255, 0)
+
+
+def test_lesion_masks_are_outlined(app, phantom_data):
+    """Phantoms have lesion masks: the picture outlines the chosen finding's mask."""
+    session = app.session
+    for image_id in phantom_data.test.image_ids:
+        app.image_menu.value = str(image_id)
+        drawn = [f for f in session.findings if session.masks_for(f)]
+        if drawn:
+            break
+    else:
+        pytest.fail("no phantom in the smoke test split has a lesion mask")
+    finding = drawn[0]
+    np.testing.assert_array_equal(session.masks_for(finding)[0], phantom_data.mask(str(image_id), finding))
+    app.finding_menu.value = finding
+    assert "lesion outlined" in app.caption.value
+    picture = session.overlay(finding)
+    heat = session.heatmap(finding)
+    boxes = session.boxes_for(finding)
+    np.testing.assert_array_equal(picture, render(session.image.pixels, heat, boxes, session.masks_for(finding),
+                                                  max_side=2048))
+    # The outline adds green pixels that the boxes alone do not draw.
+    without = render(session.image.pixels, heat, boxes)
+    green = np.all(picture == (0, 255, 0), axis=-1)
+    assert (green & ~np.all(without == (0, 255, 0), axis=-1)).any()
+    # A finding without a mask has no outline.
+    bare = [f for f in session.findings if not session.masks_for(f) and not session.boxes_for(f)]
+    assert bare and "lesion outlined" not in _caption_for(app, bare[0])
+
+
+def _caption_for(app, finding: str) -> str:
+    app.finding_menu.value = finding
+    return app.caption.value
 
 
 @pytest.mark.parametrize("name, content, expect", [
@@ -256,20 +306,30 @@ def test_upload_only_demo_without_dataset(tmp_path):
     check_chart(session)
 
 
+def _listed_run(folder: Path, auroc, arch: str = "resnet18", metrics_text: str | None = None) -> None:
+    """A run folder with every file a finished run has (cxrlib.runs.is_finished); its best.pt
+    is a stand-in, so loading it fails."""
+    from cxrlib import profiles, runs
+
+    folder.mkdir(parents=True)
+    (folder / runs.CONFIG).write_text(profiles.load("smoke").config(folder.name, {"model.name": arch}).to_json())
+    (folder / runs.METRICS).write_text(metrics_text if metrics_text is not None else json.dumps(
+        {"mean_auroc": auroc, "split": "official", "model": {"name": arch}}))
+    np.savez(folder / runs.PREDICTIONS, ids=np.array(["a.png"]))
+    (folder / runs.BEST).write_bytes(b"not a checkpoint")
+
+
 def test_model_choices_from_runs_folder(tmp_path):
     def make_run(name: str, auroc, arch: str = "resnet18") -> None:
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"model": {"name": arch}}))
-        (folder / "metrics.json").write_text(json.dumps({"mean_auroc": auroc, "split": "official",
-                                                         "model": {"name": arch}}))
+        _listed_run(tmp_path / name, auroc, arch)
 
     make_run("baseline", 0.71)
     make_run("densenet", 0.82, "densenet121")
+    make_run("shortcut_control", 0.9, "intensity_statistics")  # a control: no network to load, never offered
+    control = json.loads((tmp_path / "shortcut_control" / "metrics.json").read_text())
+    (tmp_path / "shortcut_control" / "metrics.json").write_text(json.dumps({**control, "kind": "control"}))
     (tmp_path / "still_training").mkdir()  # no metrics.json yet: not offered
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "metrics.json").write_text("{not json")
+    _listed_run(tmp_path / "broken", None, metrics_text="{not json")
     problems: list[str] = []
     choices = list_model_choices(tmp_path, ["resnet18"], problems)
     assert [c.key for c in choices] == ["run:densenet", "run:baseline", "untrained:resnet18"]
@@ -280,10 +340,7 @@ def test_model_choices_from_runs_folder(tmp_path):
 
 
 def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
-    broken = tmp_path / "runs" / "no_checkpoint"
-    broken.mkdir(parents=True)
-    (broken / "metrics.json").write_text(json.dumps({"mean_auroc": 0.9, "model": {"name": "resnet18"}}))
-    (broken / "config.json").write_text(json.dumps({"name": "no_checkpoint"}))
+    _listed_run(tmp_path / "runs" / "no_checkpoint", 0.9)  # finished, but its checkpoint is unreadable
     app = build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
     session = app.session
     assert [c.key for c in session.model_choices] == ["run:no_checkpoint", "untrained:resnet18"]
@@ -301,11 +358,10 @@ def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
 def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     """A real (tiny) run: listed with its AUROC, loaded, and its probabilities match the engine's."""
     from cxrlib.train import predict_images, run_experiment
-    from cxrlib.widgets import demo_config
 
-    config = demo_config("smoke", runs_dir=tmp_path / "runs",
+    config = demo_profile("smoke", runs_dir=tmp_path / "runs",
                          overrides=[f"data.cache_dir={phantom_data.cache.folder.parent.parent}",
-                                    "train.max_steps=1", "train.n_bootstrap=10"])
+                                    "train.max_steps=1", "train.n_bootstrap=10"]).baseline
     result = run_experiment(config, data=phantom_data, progress=False)
     app = build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
     session = app.session
@@ -320,15 +376,6 @@ def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     check_chart(session)
 
 
-def test_render_overlay_scales_large_images():
-    image = np.zeros((3000, 2000), np.uint8)
-    heat = np.zeros((8, 8), np.float32)
-    heat[0, 0] = 1.0
-    picture = render_overlay(image, heat, max_side=1024)
-    assert picture.shape == (1024, 683, 3) and picture.dtype == np.uint8
-    assert picture[0, 0, 0] > picture[-1, -1, 0], "hot corner drawn red-ish"
-
-
 def test_demo_settings_from_environment(monkeypatch):
     monkeypatch.setenv("CXRLIB_DEMO_PROFILE", "smoke")
     monkeypatch.setenv("CXRLIB_DEMO_OVERRIDES", "data.num_phantoms=40; data.limit=4")
@@ -341,11 +388,39 @@ def test_demo_settings_from_environment(monkeypatch):
                    "untrained": ["resnet18"], "max_images": 5, "threshold": 0.3}
 
 
-def test_project_path_from_notebooks_folder(monkeypatch):
-    monkeypatch.chdir(REPO / "notebooks")
-    assert project_path("runs/cpu") == REPO / "runs" / "cpu"
-    monkeypatch.chdir(REPO)
-    assert project_path("runs/cpu") == Path("runs/cpu")
+def test_demo_imports_and_works_without_ipywidgets(tmp_path):
+    """Only cxrlib.demo.app needs ipywidgets: the session runs in a process that cannot import it."""
+    script = textwrap.dedent(f"""
+        import io, sys
+        sys.modules["ipywidgets"] = None  # any import of it now fails
+        import numpy as np
+        from PIL import Image
+        import cxrlib.demo as demo
+
+        session = demo.DemoSession(None, runs_dir={str(tmp_path)!r}, untrained=["resnet18"], image_size=32)
+        buffer = io.BytesIO()
+        Image.fromarray(np.tile(np.arange(96, dtype=np.uint8), (64, 1))).save(buffer, format="PNG")
+        session.load_upload(buffer.getvalue(), "x.png")
+        assert session.chart_data().probabilities.shape == (14,)
+        assert session.overlay(session.top_finding()).shape == (64, 96, 3)
+        assert not isinstance(sys.modules.get("ipywidgets"), type(sys)), "ipywidgets was imported"
+        try:
+            demo.build_demo
+        except ImportError as err:
+            assert "ipywidgets" in str(err), err
+        else:
+            raise AssertionError("build_demo without ipywidgets must raise ImportError")
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_only_the_app_imports_ipywidgets():
+    statement = re.compile(r"^\s*(import|from)\s+ipywidgets\b", re.MULTILINE)
+    importers = sorted(path.relative_to(REPO).as_posix() for path in (REPO / "cxrlib").rglob("*.py")
+                       if statement.search(path.read_text()))
+    assert importers == ["cxrlib/demo/app.py"]
 
 
 def test_notebook_is_thin_and_committed_without_outputs():
@@ -357,4 +432,4 @@ def test_notebook_is_thin_and_committed_without_outputs():
     for name in ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES"):
         assert f"{name}:" in tagged[0]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert "cxrlib.widgets.build_demo(" in source[-1]
+    assert "cxrlib.demo.build_demo(" in source[-1]
