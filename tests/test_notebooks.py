@@ -164,7 +164,7 @@ def test_shortcut_lesson(smoke):
         assert cfg["clean"][section] == cfg["drain"][section]
     assert clean["n_images"] == drain["n_images"]
     # the study's results table leaves the lesson's runs out
-    assert not {"clean", "drain"} & {p.name for p in experiments.finished_runs(smoke.runs_dir)}
+    assert not {"clean", "drain", shortcuts.LESSON_DIR} & set(runs.experiment_runs(smoke.runs_dir))
 
     dcfg = ExperimentConfig.from_dict(cfg["drain"]).data
     data = load_data(dcfg, progress=False)
