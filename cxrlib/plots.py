@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
 from cxrlib.labels import FINDINGS
 
 
@@ -28,8 +29,6 @@ def _axes(ax, figsize=(6, 4)):
 def metadata_table(data_dir: str | Path) -> pd.DataFrame | None:
     """ChestX-ray14's Data_Entry table (all 112,120 rows) with the 14 findings as 0/1 columns,
     or None when ``data_dir`` holds none. Age, sex and view position come along."""
-    from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
-
     if not data_dir:
         return None
     try:

@@ -38,7 +38,7 @@ def __getattr__(name: str):
         # ipywidgets is needed for the widget only: imported here, on first use, so that the
         # rest of the demo imports without it.
         try:
-            from cxrlib.demo import app
+            from cxrlib.demo import app  # ipywidgets behind it: loaded on first use
         except ImportError as err:
             raise ImportError(f"cxrlib.demo.{name} needs ipywidgets ({err}): "
                               "pip install -r requirements.txt") from err
