@@ -7,6 +7,11 @@ A notebook resolves its profile once and asks for variants of the baseline::
     results = experiments.run_all(configs, seeds=profile.seeds)   # every seed of each
     experiments.compare(results)      # summary, paired comparison with verdict, per-class table, figure
 
+Each training notebook builds its runs with one function here (:func:`backbones`,
+:func:`head_variants`, :func:`multiscale_variants`, :func:`two_stage_variants`,
+:func:`loss_variants`), and :func:`notebook_configs` maps each notebook to that same call, so
+what ``cxrlib check`` plans is what the notebooks train.
+
 The command line's overrides apply to the baseline and every variant alike, so the
 baseline's config is identical in every notebook: it trains once per seed and is reused
 after. The shortcut control (:func:`run_control`) is fitted on the baseline's data.
@@ -57,9 +62,10 @@ def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list
 
 
 def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, int] | None = None,
-              ) -> list[ExperimentConfig]:
+              fifteen_labels: bool = False) -> list[ExperimentConfig]:
     """The baseline and one variant per backbone in ``models``, each optionally capped at
-    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time).
+    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time);
+    with ``fifteen_labels``, also the baseline with No Finding as a 15th output (``15labels``).
 
     Models the profile lists as full profile only (:func:`full_profile_only`) are left out:
     a run that cannot leave chance within the profile's budget would read as a finding.
@@ -78,28 +84,64 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
         if size < need:
             change["data.image_size"] = -(-need // 8) * 8
         changes[m] = change
-    return variants(profile, changes)
+    configs = variants(profile, changes)
+    if fifteen_labels:  # its mean AUROC is still over the 14 findings, so it pairs with the baseline
+        configs.append(profile.config("15labels", {"data.include_no_finding": True}))
+    return configs
+
+
+def head_variants(profile: Profile, head: str, backbone: str = "") -> list[ExperimentConfig]:
+    """The baseline and the baseline with ``head`` (``fpn``, ``psp``) in place of global pooling.
+
+    With a ``backbone`` both runs use it, and the first is ``baseline_<backbone>``: the
+    comparison needs the baseline on the same backbone, never the profile's other one.
+    """
+    changes = {"model.head": head, **({"model.name": backbone} if backbone else {})}
+    configs = variants(profile, {head: changes})
+    if backbone:
+        configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
+    return configs
+
+
+def multiscale_variants(profile: Profile, scale: int) -> list[ExperimentConfig]:
+    """The baseline and ``multiscale``: input ``scale`` times the baseline's side, whose deep
+    branch reads it downsampled by ``scale``, so it sees exactly what the baseline sees and
+    any difference comes from the full-resolution shallow branch."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"SCALE must be a whole number >= 1 (input side as a multiple of the baseline's), got {scale!r}")
+    return variants(profile, {"multiscale": {
+        "model.wrapper": "multiscale", "model.options": {"low_res": 1.0 / scale},
+        "data.image_size": profile.baseline.data.image_size * scale}})
+
+
+def two_stage_variants(profile: Profile, stage_epochs: Sequence[int]) -> list[ExperimentConfig]:
+    """The baseline and ``two_stage`` (AG-CNN), trained ``stage_epochs`` = epochs of the
+    global, local and fusion stages, in that order."""
+    return variants(profile, {"two_stage": {"model.wrapper": "two_stage", "train.stage_epochs": list(stage_epochs)}})
+
+
+def loss_variants(profile: Profile, losses: Sequence[str]) -> list[ExperimentConfig]:
+    """The baseline and one variant per loss, named after it; the baseline's own loss is the
+    baseline (listed once)."""
+    return variants(profile, {loss: {"train.loss": loss} for loss in losses})
 
 
 def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
     """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
-    built with the calls that notebook makes, once per training seed of the profile; the
-    preflight check plans from this.
+    once per training seed of the profile; the preflight check plans from this.
 
-    A notebook not listed here trains nothing. ``tests/test_notebooks.py`` checks that these
-    are exactly the runs the smoke report's notebooks trained.
+    Each entry is the very call that notebook makes, so the plan and the notebook cannot
+    drift apart. A notebook not listed here trains nothing. ``tests/test_notebooks.py``
+    checks that these are exactly the runs the smoke report's notebooks trained.
     """
     build = {
-        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"))
-        + ([profile.config("15labels", {"data.include_no_finding": True})] if params.get("FIFTEEN_LABELS") else []),
-        "02_fpn": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
-        "03_psp": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
-        "04_multiscale": lambda: variants(profile, {"multiscale": {
-            "model.wrapper": "multiscale", "model.options": {"low_res": 1.0 / params["SCALE"]},
-            "data.image_size": profile.baseline.data.image_size * params["SCALE"]}}),
-        "05_two_stage": lambda: variants(profile, {"two_stage": {"model.wrapper": "two_stage",
-                                                                 "train.stage_epochs": params["STAGE_EPOCHS"]}}),
-        "06_losses": lambda: variants(profile, {loss: {"train.loss": loss} for loss in params["LOSSES"]}),
+        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"),
+                                          fifteen_labels=bool(params.get("FIFTEEN_LABELS"))),
+        "02_fpn": lambda: head_variants(profile, params["HEAD"], params.get("BACKBONE") or ""),
+        "03_psp": lambda: head_variants(profile, params["HEAD"], params.get("BACKBONE") or ""),
+        "04_multiscale": lambda: multiscale_variants(profile, params["SCALE"]),
+        "05_two_stage": lambda: two_stage_variants(profile, params["STAGE_EPOCHS"]),
+        "06_losses": lambda: loss_variants(profile, params["LOSSES"]),
         "07_heatmaps": lambda: [variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1]
                                 if params.get("HEAD") else profile.baseline],
         "10_shortcuts": lambda: list(shortcuts.lesson_configs(
@@ -110,14 +152,6 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
     if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows
         return configs
     return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
-
-
-def _head_variants(profile: Profile, head: str, backbone: str | None) -> list[ExperimentConfig]:
-    changes = {"model.head": head, **({"model.name": backbone} if backbone else {})}
-    configs = variants(profile, {head: changes})
-    if backbone:  # the comparison needs the baseline on the same backbone
-        configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
-    return configs
 
 
 def full_profile_only(profile: Profile) -> pd.DataFrame:

@@ -14,7 +14,9 @@ import pytest
 import timm
 import torch
 
+from cxrlib import plots
 from cxrlib.config import ModelConfig
+from cxrlib.labels import FINDINGS
 from cxrlib.models import (
     ModelError,
     PretrainedWeightsError,
@@ -219,6 +221,28 @@ def test_two_stage_crops_inside_the_image_and_the_local_branch_learns_through_th
     inside[20:44, 10:34] = True
     g = xin.grad[0, 0]
     assert g[inside].abs().min() > 0 and g[~inside].abs().sum() == 0
+
+
+def test_the_attention_figure_draws_the_models_own_box_and_crop():
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=14, tau=0.7).eval()
+    images = torch.randn(2, 1, 64, 64)
+    targets = np.zeros((2, 14), dtype=np.float32)
+    targets[0, 5] = 1
+    dataset = type("Images", (), {"targets": targets, "image_ids": ["a", "b"], "label_names": list(FINDINGS),
+                                  "__getitem__": lambda self, i: (images[i], torch.as_tensor(targets[i]))})()
+    fig = plots.plot_attention_crops(model, dataset, [0, 1])
+    _, boxes = model.attention(images)
+    assert len(fig.axes) == 6
+    for row, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        first, _, crop = fig.axes[3 * row: 3 * row + 3]
+        (rect,) = first.patches
+        assert (rect.get_width(), rect.get_height()) == (x1 - x0, y1 - y0)
+        assert crop.images[0].get_array().shape == (y1 - y0, x1 - x0)  # the very pixels the local branch reads
+        np.testing.assert_allclose(crop.images[0].get_array(), images[row, 0, y0:y1, x0:x1].numpy())
+    assert "Nodule" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="needs a two-stage model"):
+        plots.plot_attention_crops(create_model("resnet18"), dataset, [0])
 
 
 def test_two_stage_stages_choose_the_output_and_what_trains():
