@@ -353,6 +353,8 @@ def plot_phantom_knobs(index: int | None = None, size: int = 192, seed: int = 0,
         labels = ", ".join(FINDINGS[k] for k in np.flatnonzero(p.labels)) or "No Finding"
         ax.set_title(f"{title}\n{labels}", fontsize=7)
     fig.tight_layout()
+    return fig
+
 
 def plot_attention_crops(model, dataset, indices: Sequence[int], panel: float = 2.4):
     """What a two-stage (AG-CNN) model's global branch chose to look at, one row per image:
