@@ -71,6 +71,12 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
     return variants(profile, changes)
 
 
+def heatmap_config(profile: Profile, head: str = "") -> ExperimentConfig:
+    """The run whose heatmaps are scored (notebook 07): the baseline, or its variant with the
+    head ``head``, the same config (so the same run) that the head's own notebook trains."""
+    return variants(profile, {head: {"model.head": head}})[-1] if head else profile.config()
+
+
 def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
                 runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""

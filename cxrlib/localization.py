@@ -1025,7 +1025,7 @@ def difference_text(row) -> str:
 
 def _clause(versus: pd.DataFrame, finding: str, metric: str) -> str:
     row = versus.loc[(finding, metric)]
-    text = f"{metric_words(metric)} {row['model']:.2f} vs {row['random map']:.2f}"
+    text = f"{metric_words(metric)} {row['model']:.3f} vs {row['random map']:.3f}"
     afp = "afp@" + metric.split("@")[1] if metric.startswith("iobb@") else None
     if afp and (finding, afp) in versus.index:
         other = versus.loc[(finding, afp)]

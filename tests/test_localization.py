@@ -464,7 +464,7 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     # The peak sits in the box on all 7 images: better than the random maps, in words.
     versus = heat.versus("gradcam")
     assert versus.loc[("Nodule", "pointing_game"), "verdict"] == loc.BETTER
-    assert "- Nodule (7 images): gradcam beats the random maps on the pointing game 1.00 vs" in heat.verdict()
+    assert "- Nodule (7 images): gradcam beats the random maps on the pointing game 1.000 vs" in heat.verdict()
     table = heat.table()
     assert set(table.index.get_level_values("maps")) == {"gradcam", "gradcam++", "eigencam", loc.RANDOM_MAPS}
     side = heat.side_by_side("gradcam")
@@ -487,9 +487,9 @@ def test_verdict_is_written_from_the_numbers(tmp_path):
     assert lines[0] == ("gradcam beats the random maps on at least one of these metrics for 1 of the 2 findings "
                         "that have enough images; for the other 1 it does not.")
     assert "- Effusion (2 images): too few images to tell whether gradcam beats the random maps" in text
-    assert "- Mass (8 images): gradcam beats the random maps on the pointing game 1.00 vs 0.10: +0.900" in text
+    assert "- Mass (8 images): gradcam beats the random maps on the pointing game 1.000 vs 0.100: +0.900" in text
     nodule = next(line for line in lines if line.startswith("- Nodule"))
-    assert "gradcam does not beat the random maps on the pointing game 0.50 vs 0.50" in nodule
+    assert "gradcam does not beat the random maps on the pointing game 0.500 vs 0.500" in nodule
     assert nodule.endswith("(the CI includes 0).")
     # The table kept beside a run reads back into the same words.
     kept = versus.reset_index().assign(method="gradcam")

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import report, runs
+from cxrlib import localization, references, report, runs
 from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,8 +139,16 @@ def test_data_exploration(smoke):
 def test_heatmaps(smoke):
     r = _result(smoke, "07_heatmaps")
     text = _text(r.executed)
-    assert "pointing_game" in text and "randomcam" in text and "random_baseline" in text
-    assert "T(IoBB>0.1) Wang 2017" in text
+    # Phantoms offer lesion masks: scored against them, never against boxes.
+    assert "scored against lesion masks (what the phantoms data offers)" in text
+    assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
+    assert "pointing_game" in text and "random_baseline" in text and localization.RANDOM_MAPS in text
+    assert references.WANG_CVPR in text and references.WANG_V5 in text
+    summary = localization.read_summary(smoke.runs_dir / "fpn")  # the profile's HEAD: fpn
+    assert summary is not None and set(summary["method"]) == {"gradcam", "randomcam"}
+    assert set(summary["ground truth"]) == {"lesion masks"} and set(summary["CAM grid"]) == {"4x4"}
+    every = summary[(summary["finding"] == "All") & (summary["metric"] == "pointing_game")]
+    assert list(every["images"]) == [4, 4]  # N_IMAGES images with a lesion
     assert _images(r.executed) >= 1  # the overlay grid
 
 
