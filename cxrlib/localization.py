@@ -63,6 +63,7 @@ show what the limit changes.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -947,18 +948,52 @@ class HeatmapScores:
                      "box: these scores say little about where this model looks.")
         return lead + "\n" + verdict_text(self.versus(method), method, metrics)
 
-    def summary(self) -> pd.DataFrame:
-        """Every method's comparison with the random maps, one row per (method, finding, metric),
-        with what it was scored against: the table kept beside the run for the report."""
-        frames = []
+    def summary(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
+        """Per finding, for the report: the method against the random maps on ``metrics`` (each
+        T(IoBB) accuracy with its AFP), the paired difference with its 95% CI, what it beats
+        the random maps on, and Wang et al.'s T(IoBB) > 0.1 accuracy from each paper version."""
+        method = self._method(method)
+        versus = self.versus(method)
+        rows = []
+        for finding in versus.index.unique(level="finding"):
+            v = versus.loc[finding]
+            row: dict[str, Any] = {"finding": finding, "n": int(v["n"].iloc[0]), "images": int(v["images"].iloc[0])}
+            for metric in metrics:
+                label = short_words(metric)
+                row[label] = v.loc[metric, "model"]
+                if metric.startswith("iobb@"):
+                    row[f"{label} AFP"] = v.loc["afp@" + metric.split("@")[1], "model"]
+                row[f"{label}, {RANDOM_MAPS}"] = v.loc[metric, "random map"]
+                if metric.startswith("iobb@"):
+                    row[f"{label} AFP, {RANDOM_MAPS}"] = v.loc["afp@" + metric.split("@")[1], "random map"]
+                row[f"{label} difference [95% CI]"] = difference_text(v.loc[metric])
+            verdicts = v.loc[list(metrics), "verdict"]
+            better = [short_words(m) for m in metrics if verdicts[m] == BETTER]
+            row[f"beats the {RANDOM_MAPS} on"] = (", ".join(better) if better else
+                                                  TOO_FEW if (verdicts == TOO_FEW).all() else "none")
+            k = WANG_FINDINGS.index(finding) if finding in WANG_FINDINGS else None
+            for source, table in ((WANG_CVPR, WANG_IOBB_CVPR), (WANG_V5, WANG_IOBB_V5)):
+                row[f"{source}, T(IoBB) > 0.1"] = math.nan if k is None else table[0.1][k]
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("finding")
+
+    def pooled(self, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
+        """Every method against the random maps over all findings (the ``All`` rows, or the one
+        finding's), on ``metrics``: one row per (method, metric)."""
+        frames = {}
         for m in self.methods:
-            frame = self.versus(m).reset_index()
-            frame.insert(0, "method", m)
-            frame["ground truth"] = self.ground_truth
-            frame["CAM grid"] = self.grid_text
-            frame["random maps per region"] = self.n_random
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+            versus = self.versus(m)
+            key = "All" if "All" in versus.index.get_level_values("finding") else versus.index[0][0]
+            frames[m] = versus.loc[key].loc[[x for x in metrics if x in versus.loc[key].index]]
+        return pd.concat(frames, names=["method"])[["n", "images", "model", "random map", "difference", "ci_low",
+                                                    "ci_high", "verdict"]]
+
+    def notes(self, method: str | None = None) -> dict[str, Any]:
+        """What :meth:`summary` was measured on and its verdict in words, to keep beside it."""
+        method = self._method(method)
+        return {"method": method, "ground truth": self.ground_truth, "images": self.n_images,
+                "regions": len(self.random), "CAM grid": self.grid_text, "random maps per region": self.n_random,
+                "box rule": self.rule.describe(), "verdict": self.verdict(method)}
 
 
 def score_heatmaps(
@@ -1003,6 +1038,14 @@ def score_heatmaps(
 # ----------------------------------------------------------------------------- in words
 
 _METRIC_WORDS = {"pointing_game": "the pointing game", "energy": "the energy share"}
+
+
+def short_words(metric: str) -> str:
+    """A metric's short name for a table column (``iobb@0.1`` -> ``T(IoBB) > 0.1``)."""
+    kind, _, t = metric.partition("@")
+    return {"pointing_game": "pointing game", "energy": "energy share"}.get(metric) or {
+        "iobb": f"T(IoBB) > {t}", "iou": f"T(IoU) > {t}", "afp": f"AFP at T(IoBB) = {t}",
+        "afp_iou": f"AFP at T(IoU) = {t}"}.get(kind, metric)
 
 
 def metric_words(metric: str) -> str:
@@ -1083,25 +1126,37 @@ def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequenc
 
 # ----------------------------------------------------------------------------- kept beside the run
 
-SUMMARY_FILE = "localization.csv"
+SUMMARY_FILE = "localization_summary.json"
 
 
-def write_summary(run_dir, table: pd.DataFrame) -> Path:
-    """Keep :meth:`HeatmapScores.summary` beside the run whose heatmaps were scored (atomically)."""
-    path = Path(run_dir) / SUMMARY_FILE
-    atomic_write_text(table.to_csv(index=False), path)
+def write_summary(run_dir, table: pd.DataFrame, notes: dict[str, Any] | None = None) -> Path:
+    """Keep a localization summary (:meth:`HeatmapScores.summary`, with its
+    :meth:`HeatmapScores.notes`) beside the run whose heatmaps were scored, atomically."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"cannot keep a localization summary in {run_dir}: no such run folder")
+    payload = {"table": json.loads(table.to_json(orient="split")), "index": table.index.name,
+               "notes": dict(notes or {})}
+    path = run_dir / SUMMARY_FILE
+    atomic_write_text(json.dumps(payload, indent=1), path)
     return path
 
 
 def read_summary(run_dir) -> pd.DataFrame | None:
-    """The localization summary kept beside a run, or None where its heatmaps were never scored."""
+    """The localization summary kept beside a run (its notes in ``.attrs["notes"]``), or None
+    where the run's heatmaps were never scored."""
     path = Path(run_dir) / SUMMARY_FILE
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
+        payload = json.loads(path.read_text())
+        split = payload["table"]
+        table = pd.DataFrame(split["data"], index=split["index"], columns=split["columns"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"cannot read {path}: {err}; re-run notebook 07 to rewrite it") from err
+    table.index.name = payload.get("index")
+    table.attrs["notes"] = payload.get("notes", {})
+    return table
 
 
 __all__ = [
@@ -1143,6 +1198,7 @@ __all__ = [
     "score_columns",
     "score_heatmaps",
     "score_one",
+    "short_words",
     "summarize_scores",
     "verdict_text",
     "write_summary",

@@ -471,6 +471,20 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     assert side.loc[("Nodule", 0.1), references.WANG_CVPR] == references.WANG_IOBB_CVPR[0.1][5]
     assert side.loc[("Nodule", 0.5), references.WANG_V5] == references.WANG_IOBB_V5[0.5][5]
     assert side.loc[("Nodule", 0.1), "verdict"] == versus.loc[("Nodule", "iobb@0.1"), "verdict"]
+    # The report's summary: per finding, the model beside the random maps and both paper versions.
+    summary = heat.summary("gradcam")
+    row = summary.loc["Nodule"]
+    assert (row["n"], row["images"]) == (7, 7) and row["pointing game"] == 1.0
+    assert row["pointing game, random maps"] == versus.loc[("Nodule", "pointing_game"), "random map"]
+    assert row["T(IoBB) > 0.1 AFP"] == versus.loc[("Nodule", "afp@0.1"), "model"]
+    assert "pointing game" in row["beats the random maps on"].split(", ")
+    assert row[f"{references.WANG_CVPR}, T(IoBB) > 0.1"] == references.WANG_IOBB_CVPR[0.1][5]
+    notes = heat.notes("gradcam")
+    assert notes["ground truth"] == loc.BOXES and notes["CAM grid"] == "16x16" and notes["images"] == 7
+    assert notes["verdict"] == heat.verdict("gradcam") and notes["box rule"] == loc.WANG_RULE.describe()
+    pooled = heat.pooled()
+    assert set(pooled.index.get_level_values("method")) == set(heat.methods)
+    assert pooled.loc[("gradcam", "pointing_game"), "verdict"] == loc.BETTER
 
 
 def test_verdict_is_written_from_the_numbers(tmp_path):
