@@ -29,26 +29,25 @@ from torchvision import transforms
 
 from cxrlib.data import chestxray14 as cx
 from cxrlib.data.cache import FileLoader, build_cache
-from cxrlib.data.datasets import GRAY_MEAN, GRAY_STD, CachedDataset
+from cxrlib.data.datasets import CachedDataset, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("CXRLIB_SHARED_DATA", REPO.parent / "shared" / "data")) / "chestxray14-sample"
 
 
 class PngDataset(torch.utils.data.Dataset):
-    """Decode and resize the PNG on every access (what the cache replaces)."""
+    """Decode and resize the PNG on every access (what the cache replaces), then normalise as the model needs."""
 
     def __init__(self, paths, size):
         self.paths = paths
-        self.tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                                      transforms.Normalize([GRAY_MEAN], [GRAY_STD])])
+        self.resize = transforms.Resize((size, size))
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        img = Image.open(self.paths[i]).convert("L")
-        return self.tf(img), torch.zeros(14)
+        img = self.resize(Image.open(self.paths[i]).convert("L"))
+        return to_model_input(np.asarray(img)), torch.zeros(14)
 
 
 def throughput(dataset, passes: int, workers: int, batch: int) -> tuple[float, int]:

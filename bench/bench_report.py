@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     result = report.run_report(prof, only=args.only, out_dir=out, runs_dir=runs)
     wall = time.perf_counter() - t0
 
-    table = results_table(runs, n_bootstrap=prof.baseline.train.n_bootstrap)
+    table = results_table(runs, n_bootstrap=prof.baseline.train.n_bootstrap, leave_out=list(prof.full_profile_only))
     lines = _markdown(args, prof, wall, result, table, caches_before)
     target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
     atomic_write_text("\n".join(lines) + "\n", target)
@@ -81,26 +82,42 @@ def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
         f"- **total wall time: {wall / 60:.1f} min ({wall:.0f} s)**; notebooks ok: "
         f"{len(result.notebooks) - len(result.failed)}/{len(result.notebooks)}",
         "",
-        "| notebook | status | seconds |",
-        "|---|---|---|",
+        "| notebook | status | seconds | runs trained | runs reused |",
+        "|---|---|---|---|---|",
     ]
     for r in result.notebooks:
-        lines.append(f"| {r.stem} | {'ok' if r.ok else 'FAILED: ' + (r.error or '')} | {r.seconds:.0f} |")
+        trained, reused = _run_counts(result.out_dir / ".progress" / f"{r.stem}.jsonl")
+        lines.append(f"| {r.stem} | {'ok' if r.ok else 'FAILED: ' + (r.error or '')} | {r.seconds:.0f} | "
+                     f"{trained} | {reused} |")
+    n_runs = int(table["seeds"].sum()) if len(table) else 0
     lines += [
         "",
-        "Mean test AUROC over the 14 findings (95% bootstrap CI), paired difference from the baseline:",
+        f"Runs trained or fitted: {n_runs} ({len(table)} experiments, each with its seeds). Mean test AUROC over "
+        "the 14 findings, averaged over seeds (95% bootstrap CI of that mean; seed SD and range), paired "
+        "difference from the baseline, per-seed differences and the verdict (the paired test and every seed "
+        "must agree):",
         "",
-        "| experiment | model | size | mean AUROC [95% CI] | vs baseline [95% CI] | p | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| experiment | model | size | seeds | mean AUROC [95% CI] | seed SD [min, max] | vs baseline [95% CI] | p "
+        "| per-seed differences | verdict | train s per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     text = format_results(table) if len(table) else None
     for i in range(len(table)):
         row, t = table.iloc[i], text.iloc[i]
-        lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['mean AUROC [95% CI]']} | "
-                     f"{t['vs baseline [95% CI]']} | {t['p-value']} | {row['train seconds']:.1f} |")
+        lines.append(f"| {row['experiment']} | {t['model']} | {t['size']} | {t['seeds']} | {t['mean AUROC [95% CI]']} | "
+                     f"{t['seed SD [min, max]']} | {t['vs baseline [95% CI]']} | {t['p-value']} | "
+                     f"{t['per-seed differences']} | {t['verdict']} | {row['train seconds']:.1f} |")
     if len(table):
         lines += ["", f"Split: {table['split'].iloc[0]}."]
     return lines
+
+
+def _run_counts(progress_file: Path) -> tuple[int, int]:
+    """Runs a notebook trained and reused (one per seed), from the progress events it wrote."""
+    if not progress_file.is_file():
+        return 0, 0
+    events = [json.loads(line).get("event") for line in progress_file.read_text().splitlines() if line.strip()]
+    return events.count("finished"), events.count("reused")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrlib.labels import FINDINGS, canonical, finding_index
+from cxrlib.models import cam_target_layers
 from cxrlib.overlay import DEFAULT_ALPHA, DEFAULT_CMAP, box_xywh, render, resize_heatmap
 
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, RandomCAM
@@ -122,13 +123,6 @@ def resolve_target_layers(model: nn.Module, target_layers: Sequence[nn.Module] |
     if target_layers is not None:
         layers = list(target_layers)
     else:
-        try:
-            from cxrlib.models import cam_target_layers
-        except ImportError as err:  # registry not importable: say how to proceed
-            raise ValueError(
-                f"cannot find the Grad-CAM layer of {type(model).__name__}: cxrlib.models is not "
-                f"importable ({err}); pass target_layers=[...] explicitly"
-            ) from err
         layers = list(cam_target_layers(model))
     if not layers or not all(isinstance(layer, nn.Module) for layer in layers):
         raise ValueError(f"target_layers must be a non-empty list of nn.Module, got {layers!r}")

@@ -1,4 +1,4 @@
-"""The ``cxrlib`` command line: train, evaluate, predict, cache, report.
+"""The ``cxrlib`` command line: check, train, evaluate, predict, cache, report.
 
 Every configuration value comes from an ExperimentConfig: the defaults, then a profile's
 ``experiment:`` section (``--profile smoke|cpu|full|path.yaml``, resolved by
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -152,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(extra).with_overrides(list(args.overrides)) if (extra or args.overrides) else cfg
     else:
         cfg = build_config(args)
-        run_dir = Path(cfg.run_dir)
+        run_dir = runs.run_folder(cfg)
     if not runs.has_model(run_dir):
         raise CLIError(f"no trained model in {run_dir} ({runs.BEST} missing): run `cxrlib train` first")
     tta = args.tta or cfg.train.tta
@@ -160,8 +161,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = distributed.resolve_device(cfg.train.device)
     model = runs.load_model(run_dir, device=device)
     data = load_data(cfg.data, progress=not args.quiet)
+    tc = cfg.train
     metrics, preds = evaluate(model, with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
-                              batch_size=cfg.train.batch_size, device=device, progress=not args.quiet, seed=cfg.seed)
+                              batch_size=tc.batch_size, device=device, progress=not args.quiet, seed=cfg.seed,
+                              num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident, resident_gb=tc.resident_gb)
     old = runs.load_run(run_dir, with_model=False)
     full = runs.write_evaluation(run_dir, cfg, data, metrics, preds, old.train_seconds, model)
     print(format_metrics(full))
@@ -211,13 +214,32 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # torch and timm (the speed probe), and the report's notebook list: only this command pays
+    from cxrlib import preflight, report
+
+    profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
+                            overrides=args.overrides)
+    notebooks = report.select_notebooks(report.discover_notebooks(args.notebooks_dir), args.only)
+    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget)
+    print(preflight.format_table(findings))
+    print(f"checked profile {profile.name} in {time.perf_counter() - t0:.1f} s")
+    return 1 if preflight.problems(findings) else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from cxrlib import report  # papermill and nbconvert: only the report loads them
 
     profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
                             overrides=args.overrides)
     result = report.run_report(profile, only=args.only, redo=args.redo, out_dir=args.out,
-                               notebooks_dir=args.notebooks_dir, timeout=args.timeout, log_output=args.log_output)
+                               notebooks_dir=args.notebooks_dir, timeout=args.timeout, log_output=args.log_output,
+                               check=not args.no_check)
+    if result.blocked:
+        print(f"cxrlib report: stopped before the first notebook: {len(result.blocked)} problem(s) found by the "
+              f"check (table above); fix them, or pass --no-check to run anyway", file=sys.stderr)
+        return 1
     if result.failed:
         names = ", ".join(r.stem for r in result.failed)
         print(f"cxrlib report: {len(result.failed)} notebook(s) failed: {names}; "
@@ -288,6 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_cache)
 
+    k = sub.add_parser("check", help="check that a profile's report can run here, in seconds",
+                       description="List at once everything the report would need and lacks: the metadata and "
+                       "split files, the images of each part, the ImageNet weights of every pretrained backbone "
+                       "(weights folder or Hugging Face cache; the hub is asked once), the device and its memory, "
+                       "disk room for the image caches, and a wall-time estimate per notebook from a short speed "
+                       "probe on this device. Exits 1 when something blocks the report.")
+    k.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    k.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    k.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    k.add_argument("--only", default=None, help="notebooks to check for, by number or name, comma-separated")
+    k.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (model.weights_dir=/data/weights) or a notebook parameter; "
+                        "repeatable")
+    k.add_argument("--runs-dir", default=None, help="where runs are reused from (default: the profile's)")
+    k.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    k.add_argument("--no-probe", action="store_true", help="skip the speed probe (no time estimates)")
+    k.add_argument("--probe-budget", type=float, default=30.0, metavar="SECONDS",
+                   help="stop probing models after this many seconds (default: 30)")
+    k.set_defaults(func=cmd_check)
+
     r = sub.add_parser("report", help="run the notebooks and export the HTML report",
                        description="Run every numbered notebook with papermill (each run's epochs and the time "
                        "left are printed as it trains) and export the HTML report to reports/.")
@@ -307,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
     r.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
     r.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
+    r.add_argument("--no-check", action="store_true",
+                   help="skip the check (cxrlib check) that otherwise runs first and stops the report on a problem")
     r.set_defaults(func=cmd_report)
     return parser
 

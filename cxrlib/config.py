@@ -43,6 +43,10 @@ class ModelConfig:
     wrapper: str | None = None  # None | multiscale | two_stage
     pretrained: bool = False  # ImageNet weights (local file or cache; see README)
     weights_path: str | None = None  # a local weights file for the backbone
+    # Folder of ImageNet weights, one file per model named as timm names it
+    # (densenet121.tv_in1k.safetensors), looked in before the Hugging Face cache and the hub;
+    # None: $CXRLIB_WEIGHTS_DIR, else data/weights (see cxrlib.models.weights).
+    weights_dir: str | None = None
     in_chans: int = 1
     options: dict[str, Any] = field(default_factory=dict)  # head / wrapper keyword arguments
 
@@ -64,10 +68,14 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps, per stage (smoke runs)
     stage_epochs: list[int] | None = None  # staged models: epochs per stage
     tta: str = "none"  # none | tencrop, at evaluation
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader workers for a dataset that is streamed rather than resident
+    resident: str = "auto"  # auto | device | host | off: where a dataset within resident_gb lives (cxrlib.feed)
+    resident_gb: float = 16.0  # the most GiB of uint8 images one dataset may take to stay resident
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision, on CUDA only
     channels_last: bool = True  # memory format, on CUDA only
+    compile: bool | str = "auto"  # torch.compile for training: auto (on CUDA, off on the CPU) | true | false
+    deterministic: bool = False  # CUDA: deterministic cuDNN, no autotuning, no TF32 (repeatable, slower)
     n_bootstrap: int = 1000  # resamples for the confidence intervals
     threads: int | None = None  # torch CPU threads (None = torch's default)
 
@@ -78,12 +86,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    runs_dir: str = "runs"
-    seed: int = 0
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+    runs_dir: str = "runs"  # the run folder is cxrlib.runs.run_folder(config)
+    seed: int = 0  # training seed: initial weights, data order, augmentation (never the split: data.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -95,9 +99,12 @@ class ExperimentConfig:
         """Hash of everything that changes the result (not where the run is written)."""
         d = self.to_dict()
         d.pop("runs_dir")
-        d["train"].pop("num_workers")
+        # how fast, not what: where images live, compilation and kernel choice leave the experiment as it is
+        for key in ("num_workers", "resident", "resident_gb", "compile", "deterministic"):
+            d["train"].pop(key)
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
+        d["model"].pop("weights_dir")  # where the same ImageNet weights are found
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -4,27 +4,31 @@ A notebook resolves its profile once and asks for variants of the baseline::
 
     profile = profiles.load(PROFILE, data_dir=DATA_DIR, device=DEVICE, runs_dir=RUNS_DIR, overrides=OVERRIDES)
     configs = experiments.variants(profile, {"fpn": {"model.head": "fpn"}})
-    results = experiments.run_all(configs)
-    experiments.compare(results)      # summary, paired comparison, per-class table, figure
+    results = experiments.run_all(configs, seeds=profile.seeds)   # every seed of each
+    experiments.compare(results)      # summary, paired comparison with verdict, per-class table, figure
 
 The command line's overrides apply to the baseline and every variant alike, so the
-baseline's config is identical in every notebook: it trains once and is reused after.
+baseline's config is identical in every notebook: it trains once per seed and is reused
+after. The shortcut control (:func:`run_control`) is fitted on the baseline's data.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
-from cxrlib import plots, profiles, runs
-from cxrlib.config import BASELINE, ExperimentConfig
+from cxrlib import plots, runs
+from cxrlib import progress as progress_events  # named apart from the progress= flags below
+from cxrlib.config import ExperimentConfig
+from cxrlib.data import load_data
+from cxrlib.metrics import VERDICT_RULE, auroc_report
 from cxrlib.models import get_model_spec
-from cxrlib.profiles import Profile
+from cxrlib.profiles import Profile, Seeds
 from cxrlib.runs import RunResult
 from cxrlib.train import run_experiment
 
@@ -55,10 +59,16 @@ def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list
 def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, int] | None = None,
               ) -> list[ExperimentConfig]:
     """The baseline and one variant per backbone in ``models``, each optionally capped at
-    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time)."""
+    ``max_steps[model]`` optimizer steps (so a slow backbone gets about the same wall time).
+
+    Models the profile lists as full profile only (:func:`full_profile_only`) are left out:
+    a run that cannot leave chance within the profile's budget would read as a finding.
+    """
     size = profile.baseline.data.image_size
     changes: dict[str, dict[str, Any]] = {}
     for m in models:
+        if m in profile.full_profile_only:
+            continue
         change: dict[str, Any] = {"model.name": m}
         if max_steps and m in max_steps:
             change["train.max_steps"] = int(max_steps[m])
@@ -73,123 +83,185 @@ def backbones(profile: Profile, models: Sequence[str], max_steps: Mapping[str, i
 
 def heatmap_config(profile: Profile, head: str = "") -> ExperimentConfig:
     """The run whose heatmaps are scored (notebook 07): the baseline, or its variant with the
-    head ``head``, the same config (so the same run) that the head's own notebook trains."""
+    head ``head``, the same config (so the same run) that the head's own notebook trains on
+    the profile's baseline backbone (02/03 with ``BACKBONE`` empty)."""
     return variants(profile, {head: {"model.head": head}})[-1] if head else profile.config()
 
 
-def base_config(profile: str | Path = "cpu", *, data_dir: str | None = "", device: str | None = "",
-                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The profile's baseline: ``profiles.load(...).baseline`` (the demo still asks here)."""
-    return profiles.load(profile, data_dir=data_dir, device=device, runs_dir=runs_dir, overrides=overrides).baseline
+def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
+    """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
+    built with the calls that notebook makes, once per training seed of the profile; the
+    preflight check plans from this.
 
+    A notebook not listed here trains nothing. ``tests/test_notebooks.py`` checks that these
+    are exactly the runs the smoke report's notebooks trained.
+    """
+    build = {
+        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"))
+        + ([profile.config("15labels", {"data.include_no_finding": True})] if params.get("FIFTEEN_LABELS") else []),
+        "02_fpn": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "03_psp": lambda: _head_variants(profile, params["HEAD"], params.get("BACKBONE")),
+        "04_multiscale": lambda: variants(profile, {"multiscale": {
+            "model.wrapper": "multiscale", "model.options": {"low_res": 1.0 / params["SCALE"]},
+            "data.image_size": profile.baseline.data.image_size * params["SCALE"]}}),
+        "05_two_stage": lambda: variants(profile, {"two_stage": {"model.wrapper": "two_stage",
+                                                                 "train.stage_epochs": params["STAGE_EPOCHS"]}}),
+        "06_losses": lambda: variants(profile, {loss: {"train.loss": loss} for loss in params["LOSSES"]}),
+        "07_heatmaps": lambda: [heatmap_config(profile, params.get("HEAD", ""))],
+    }
+    configs = build[stem]() if stem in build else []
+    if stem == "07_heatmaps":  # it scores the heatmaps of one run: the seed the demo also shows
+        return configs
+    return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
+
+def _head_variants(profile: Profile, head: str, backbone: str | None) -> list[ExperimentConfig]:
+    changes = {"model.head": head, **({"model.name": backbone} if backbone else {})}
+    configs = variants(profile, {head: changes})
+    if backbone:  # the comparison needs the baseline on the same backbone
+        configs[0] = profile.config(f"baseline_{backbone}", {"model.name": backbone})
+    return configs
+
+def full_profile_only(profile: Profile) -> pd.DataFrame:
+    """The models this profile leaves to the full profile, each with its measured reason."""
+    return pd.DataFrame(list(profile.full_profile_only.items()),
+                        columns=["model", f"not trained by the {profile.name} profile, because"])
 
 # ----------------------------------------------------------------------------- runs
-
 
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again."""
     since = os.environ.get(REDO_SINCE_ENV)
-    finished = runs.finished_at(cfg.run_dir)
+    finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
         redo = False
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
+def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
+    """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:
+    the config's own seed). Only the seed differs, so each seed's run is reused on its own."""
+    chosen = (cfg.seed,) if seeds is None else seeds.of(cfg) if isinstance(seeds, Seeds) else tuple(seeds)
+    return [dataclasses.replace(cfg, seed=int(s)) for s in chosen]
 
-def run_all(configs: Sequence[ExperimentConfig], redo: bool = False, progress: bool = False) -> dict[str, RunResult]:
-    """Run (or reuse) several experiments in order: ``{name: RunResult}``."""
-    return {cfg.name: run(cfg, redo=redo, progress=progress) for cfg in configs}
+def run_all(configs: Sequence[ExperimentConfig], *, seeds: Seeds | Sequence[int] | None = None, redo: bool = False,
+            progress: bool = False) -> dict[str, list[RunResult]]:
+    """Run (or reuse) several experiments in order, each once per seed (:func:`seed_configs`):
+    ``{name: [RunResult per seed]}``. Seeds already finished with the same config are reused,
+    so asking for more seeds trains only the new ones."""
+    return {cfg.name: [run(c, redo=redo, progress=progress) for c in seed_configs(cfg, seeds)] for cfg in configs}
 
+CONTROL = "shortcut_control"  # the run name of the shortcut control
 
-def summary(results: Mapping[str, RunResult]) -> pd.DataFrame:
-    """Mean AUROC (95% CI), split and training time of RunResults, one row each."""
-    rows = []
-    for name, res in results.items():
-        m = res.metrics
-        ci = m.get("mean_auroc_ci") or [math.nan, math.nan]
-        rows.append({
-            "experiment": name,
-            "mean AUROC": _float(m.get("mean_auroc")),
-            "95% CI": "" if ci[0] is None else f"[{_float(ci[0]):.3f}, {_float(ci[1]):.3f}]",
-            "split": m.get("split", ""),
-            "test images": m.get("n_images"),
-            "train seconds": round(_float(getattr(res, "train_seconds", m.get("train_seconds"))), 1),
-        })
-    return pd.DataFrame(rows)
+def control_config(profile: Profile) -> ExperimentConfig:
+    """The shortcut control's config: the baseline's data and split, no network.
 
+    Its model section names what it is (global intensity statistics, logistic regression),
+    so its fingerprint changes whenever the baseline's data does and the control is refitted.
+    """
+    return profile.config(CONTROL, {"model.name": "intensity_statistics", "model.head": "logistic_regression",
+                                    "model.wrapper": None, "model.pretrained": False})
 
-def comparison(results: Mapping[str, RunResult], baseline: str = BASELINE, n_bootstrap: int = 1000,
-               seed: int = 0) -> pd.DataFrame:
-    """Paired difference of each run from ``baseline`` (mean AUROC, 95% CI, p-value)."""
-    base = results[baseline]
-    rows = []
-    for name, res in results.items():
-        if name == baseline:
-            continue
-        cmp = runs.compare_runs(base.run_dir, res.run_dir, n_bootstrap=n_bootstrap, seed=seed)
-        if cmp is None:
-            rows.append({"experiment": name, "vs": baseline, "diff": math.nan, "95% CI": "other test set",
-                         "p-value": math.nan})
-            continue
-        ci = cmp.get("ci") or [math.nan, math.nan]
-        rows.append({
-            "experiment": name,
-            "vs": baseline,
-            "diff": round(_float(cmp.get("diff")), 4),
-            "95% CI": f"[{_float(ci[0]):+.3f}, {_float(ci[1]):+.3f}]",
-            "p-value": _float(cmp.get("p_value")),
-        })
-    return pd.DataFrame(rows, columns=["experiment", "vs", "diff", "95% CI", "p-value"])
+def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]], redo: bool = False,
+                data=None) -> RunResult:
+    """Fit (or reuse) the shortcut control on the baseline's train split; score its test split.
 
+    ``fit(bundle)`` returns test predictions shaped like a run's (ids, patient_ids, targets,
+    scores, label_names). The run folder is written through :mod:`cxrlib.runs` as a run of
+    kind ``control``, so the results table pairs it with the baseline like any run, and the
+    demo never offers it.
+    """
+    cfg = control_config(profile)
+    folder = runs.run_folder(cfg)
+    if not redo and runs.is_finished(folder, cfg):
+        progress_events.emit("reused", cfg.name)
+        return runs.load_run(folder, with_model=False)
+    data = data if data is not None else load_data(cfg.data, progress=False)
+    t0 = time.perf_counter()
+    predictions = {k: np.asarray(v) for k, v in fit(data).items()}
+    seconds = time.perf_counter() - t0
+    metrics = auroc_report(predictions["targets"], predictions["scores"], [str(n) for n in predictions["label_names"]],
+                           patient_ids=predictions.get("patient_ids"), n_bootstrap=cfg.train.n_bootstrap, seed=cfg.seed)
+    description = {"name": "intensity statistics", "sees": "each image's grey-level histogram, percentiles, mean "
+                   "and SD: no spatial information", "fit": "logistic regression per finding on the train split"}
+    written = runs.write_control(folder, cfg, data, metrics, predictions, seconds, description)
+    progress_events.emit("finished", cfg.name, mean_auroc=written.get("mean_auroc"), split=written.get("split"))
+    return RunResult(run_dir=folder, config=cfg, history=None, metrics=written, predictions=predictions,
+                     train_seconds=seconds, model=None)
+
+def _seed_lists(results: Mapping[str, RunResult | Sequence[RunResult]]) -> dict[str, list[RunResult]]:
+    return {name: [r] if isinstance(r, RunResult) else list(r) for name, r in results.items()}
+
+_SUMMARY = ["experiment", "model", "size", "split", "seeds", "mean AUROC [95% CI]", "seed SD [min, max]",
+            "train time"]
+_PAIRED = ["experiment", "vs baseline [95% CI]", "p-value", "per-seed differences", "verdict"]
 
 @dataclass
 class Comparison:
     """A notebook's comparison of its runs: each part displays in a cell of its own, or all
-    of them in order when the value itself is displayed."""
+    of them in order when the value itself is displayed.
+
+    The numbers are :func:`cxrlib.runs.results_table`'s over these runs, so a notebook and
+    the report's results page agree to the last digit.
+    """
 
     baseline: str
-    summary: pd.DataFrame  # mean AUROC (95% CI), split, training time per run
-    paired: pd.DataFrame  # each run's paired difference from the baseline: 95% CI, p-value
-    per_class: pd.DataFrame  # AUROC per finding and run
-    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves
+    table: pd.DataFrame  # runs.results_table over these runs (numbers)
+    summary: pd.DataFrame  # per experiment: seeds, mean AUROC [95% CI], seed spread, training time
+    paired: pd.DataFrame  # each run against the baseline: difference [95% CI], p, per-seed differences, verdict
+    per_class: pd.DataFrame  # AUROC per finding and run (mean over seeds)
+    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves (first seed)
+    rule: str = VERDICT_RULE  # when a difference is called a difference
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display  # only called inside IPython
+        from IPython.display import Markdown, display  # only called inside IPython
 
-        for part in (self.summary, self.paired, self.per_class, self.figure):
+        for part in (self.summary, self.paired, Markdown(self.rule), self.per_class, self.figure):
             display(part)
 
-
-def compare(results: Mapping[str, RunResult], baseline: str | None = None, n_bootstrap: int | None = None,
-            seed: int = 0) -> Comparison:
+def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: str | None = None,
+            n_bootstrap: int | None = None, seed: int = 0) -> Comparison:
     """Compare runs with ``baseline`` (default: the first, as :func:`variants` lists it).
 
-    ``n_bootstrap`` defaults to the baseline config's. The figure is not drawn into the
+    ``results`` maps each experiment to its runs, one per seed (:func:`run_all`), or to one
+    run. ``n_bootstrap`` defaults to the baseline config's. The figure is not drawn into the
     notebook's current pyplot state, so it appears where the comparison is displayed, once.
     """
     from matplotlib.figure import Figure  # matplotlib loads only when a figure is drawn, as in plots
 
-    baseline = baseline or next(iter(results))
-    if baseline not in results:
-        raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(results)}")
+    seeds = _seed_lists(results)
+    baseline = baseline or next(iter(seeds))
+    if baseline not in seeds:
+        raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(seeds)}")
     if n_bootstrap is None:
-        n_bootstrap = results[baseline].config.train.n_bootstrap
+        n_bootstrap = seeds[baseline][0].config.train.n_bootstrap
+    table = runs.results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
+                               n_bootstrap=n_bootstrap, seed=seed)
+    table = table.set_index("experiment").loc[list(seeds)].reset_index()  # the order the notebook asked for
+    text = runs.format_results(table)
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
-    plots.plot_history({name: r.history for name, r in results.items()}, "val_mean_auroc", ax=axes[0])
-    plots.plot_roc_curves({name: r.predictions for name, r in results.items()}, ax=axes[1])
+    plots.plot_history({name: rs[0].history for name, rs in seeds.items()}, "val_mean_auroc", ax=axes[0])
+    plots.plot_roc_curves({name: rs[0].predictions for name, rs in seeds.items()}, ax=axes[1])
+    if any(len(rs) > 1 for rs in seeds.values()):
+        axes[0].set_title(axes[0].get_title() + " (first seed)")
+        axes[1].set_title(axes[1].get_title() + " (first seed)")
     figure.tight_layout()
     return Comparison(
         baseline=baseline,
-        summary=summary(results),
-        paired=comparison(results, baseline=baseline, n_bootstrap=n_bootstrap, seed=seed),
-        per_class=plots.per_class_table({name: r.metrics for name, r in results.items()}),
+        table=table,
+        summary=text[_SUMMARY],
+        paired=text.loc[text["experiment"] != baseline, _PAIRED].reset_index(drop=True),
+        per_class=plots.per_class_table({name: _mean_metrics([r.metrics for r in rs]) for name, rs in seeds.items()}),
         figure=figure,
     )
 
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _mean_metrics(seed_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-finding and mean AUROC averaged over seeds, shaped like one run's metrics."""
+    first = seed_metrics[0]
+    per_class = {}
+    for name in first.get("per_class", {}):
+        values = [(m.get("per_class", {}).get(name) or {}).get("auroc") for m in seed_metrics]
+        values = [v for v in values if v is not None]
+        per_class[name] = {"auroc": float(np.mean(values)) if values else None}
+    means = [m.get("mean_auroc") for m in seed_metrics if m.get("mean_auroc") is not None]
+    return {"per_class": per_class, "mean_auroc": float(np.mean(means)) if means else None}

@@ -63,11 +63,9 @@ show what the limit changes.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from itertools import groupby
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -75,7 +73,6 @@ import pandas as pd
 from scipy import ndimage
 
 from cxrlib.cam import heatmaps_all_findings, resize_heatmap, target_grids, upsample_maps
-from cxrlib.fileio import atomic_write_text
 from cxrlib.labels import FINDINGS, canonical
 from cxrlib.metrics import paired_mean_difference
 from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
@@ -992,7 +989,7 @@ class HeatmapScores:
         """What :meth:`summary` was measured on and its verdict in words, to keep beside it."""
         method = self._method(method)
         return {"method": method, "ground truth": self.ground_truth, "images": self.n_images,
-                "regions": len(self.random), "CAM grid": self.grid_text, "random maps per region": self.n_random,
+                "regions": int(len(self.random)), "CAM grid": self.grid_text, "random maps per region": self.n_random,
                 "box rule": self.rule.describe(), "verdict": self.verdict(method)}
 
 
@@ -1084,8 +1081,8 @@ def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequenc
     """Per finding, in words: on which metrics ``name``'s heatmaps beat the random maps (the 95%
     CI of the paired difference excludes 0), on which they do not, and where they are worse.
 
-    ``versus`` is :func:`compare_with_random`'s table (or the rows of
-    :meth:`HeatmapScores.summary` for one method). Every sentence comes from its numbers;
+    ``versus`` is :func:`compare_with_random`'s table, indexed by (finding, metric) or with
+    those two as columns (as read back from a run folder). Every sentence comes from its numbers;
     a finding with fewer than :data:`MIN_IMAGES` images is called too few to tell.
     """
     if "finding" in versus.columns:
@@ -1124,41 +1121,6 @@ def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequenc
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- kept beside the run
-
-SUMMARY_FILE = "localization_summary.json"
-
-
-def write_summary(run_dir, table: pd.DataFrame, notes: dict[str, Any] | None = None) -> Path:
-    """Keep a localization summary (:meth:`HeatmapScores.summary`, with its
-    :meth:`HeatmapScores.notes`) beside the run whose heatmaps were scored, atomically."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"cannot keep a localization summary in {run_dir}: no such run folder")
-    payload = {"table": json.loads(table.to_json(orient="split")), "index": table.index.name,
-               "notes": dict(notes or {})}
-    path = run_dir / SUMMARY_FILE
-    atomic_write_text(json.dumps(payload, indent=1), path)
-    return path
-
-
-def read_summary(run_dir) -> pd.DataFrame | None:
-    """The localization summary kept beside a run (its notes in ``.attrs["notes"]``), or None
-    where the run's heatmaps were never scored."""
-    path = Path(run_dir) / SUMMARY_FILE
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text())
-        split = payload["table"]
-        table = pd.DataFrame(split["data"], index=split["index"], columns=split["columns"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"cannot read {path}: {err}; re-run notebook 07 to rewrite it") from err
-    table.index.name = payload.get("index")
-    table.attrs["notes"] = payload.get("notes", {})
-    return table
-
-
 __all__ = [
     "BOXES",
     "DEFAULT_THRESHOLDS",
@@ -1194,12 +1156,10 @@ __all__ = [
     "predicted_boxes",
     "random_map_scores",
     "random_maps",
-    "read_summary",
     "score_columns",
     "score_heatmaps",
     "score_one",
     "short_words",
     "summarize_scores",
     "verdict_text",
-    "write_summary",
 ]

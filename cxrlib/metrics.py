@@ -7,6 +7,9 @@
   difference in mean AUROC (same resamples for both runs) with a two-sided p-value.
 * :func:`delong_test`: DeLong's test for two correlated AUROCs of one class, computed with
   the fast midrank algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21(11)).
+* :func:`seed_mean_auroc` and :func:`paired_seed_comparison`: the same for an experiment
+  trained with several seeds, and :func:`verdict`, the one rule that calls a difference a
+  difference only when the paired test and the seed spread agree (:data:`VERDICT_RULE`).
 
 A class with no positives (or no negatives) has no AUROC: it is reported as undefined,
 left out of the mean, and a warning says so; nothing crashes.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -432,3 +436,172 @@ def delong_test(y, s1, s2) -> dict[str, float]:
     p = float(2 * stats.norm.sf(abs(z)))
     return {"auc1": float(aucs[0]), "auc2": float(aucs[1]), "var1": float(cov[0, 0]), "var2": float(cov[1, 1]),
             "cov": float(cov[0, 1]), "z": float(z), "p_value": p}
+
+
+# ----------------------------------------------------------------------------- seeds
+
+
+def seed_spread(values: Sequence[float]) -> dict[str, Any]:
+    """``n``, ``mean``, ``sd`` (n - 1 in the denominator; NaN below two values), ``min``, ``max``."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan}
+    return {"n": int(len(v)), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def _seed_inputs(targets, seeds: Sequence, name: str, label_names) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    if not len(seeds):
+        raise ValueError(f"{name}: no seeds given (one score matrix per training seed)")
+    y, first = _check_inputs(targets, seeds[0], name)
+    scores = [first] + [_check_inputs(targets, s, name)[1] for s in seeds[1:]]
+    names = list(label_names) if label_names is not None else [str(k) for k in range(y.shape[1])]
+    if len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} label names for {y.shape[1]} score columns")
+    return y, scores, names
+
+
+def seed_mean_auroc(targets, seeds: Sequence, label_names: Sequence[str] | None = None, patient_ids=None,
+                    n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean AUROC of one experiment trained with several seeds, scored on the same test images.
+
+    ``seeds`` holds one score matrix ``[N, K]`` per training seed. Returns ``per_seed`` (each
+    seed's mean AUROC over the defined findings), their ``mean`` (the experiment's number),
+    ``sd``/``min``/``max``/``n_seeds`` (the seed spread), and ``ci``: the 95% bootstrap CI of
+    that mean over seeds, every seed scored on the same resampled patients. So the CI is the
+    test-set uncertainty of exactly the number shown, holding the trained models fixed, and
+    the seed spread beside it is the training uncertainty; neither hides in the other.
+    """
+    y, scores, names = _seed_inputs(targets, seeds, "seed scores", label_names)
+    in_mean = _mean_mask(names, np.isfinite(auroc(y, scores[0])))
+    if not in_mean.any():
+        raise ValueError("no finding has both positives and negatives on these images: no mean AUROC")
+    cols = np.flatnonzero(in_mean)
+    per_seed = [float(auroc(y, s)[in_mean].mean()) for s in scores]
+    ci, accepted, redrawn = [math.nan, math.nan], 0, 0
+    if n_bootstrap > 0:
+        boot, resamples = _boot_class_aucs(y, scores, patient_ids, n_bootstrap, seed, cols)
+        accepted, redrawn = resamples.accepted, resamples.redrawn
+        if accepted:
+            ci = _ci(np.mean([b.mean(axis=1) for b in boot], axis=0))
+    spread = seed_spread(per_seed)
+    return {"per_seed": per_seed, "mean": spread["mean"], "sd": spread["sd"], "min": spread["min"],
+            "max": spread["max"], "n_seeds": spread["n"], "ci": [_num(v) for v in ci],
+            "n_bootstrap": int(accepted), "bootstrap_redrawn": int(redrawn),
+            "bootstrap": "patients" if patient_ids is not None else "images", "classes": [names[k] for k in cols]}
+
+
+def paired_seed_comparison(targets, seeds_a: Sequence, seeds_b: Sequence, patient_ids=None, n_bootstrap: int = 1000,
+                           seed: int = 0, label_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Experiment A against experiment B, each trained with one or more seeds, on the same test images.
+
+    ``diff`` is A's mean AUROC averaged over its seeds minus B's: the difference of the two
+    numbers a results table shows, whatever the number of seeds on each side (the AUROC of
+    seed-averaged scores would instead reward whichever side has more seeds, since an
+    ensemble scores higher than its members). Its ``ci`` and two-sided ``p_value`` come from
+    resampling test patients, every seed of both sides on the same resamples (as in
+    :func:`paired_comparison`, which this equals for one seed each). ``seed_diffs`` holds
+    every seed of A minus every seed of B: seeds are not paired across experiments (seed k
+    of another architecture starts from other weights), so every pairing counts, and their
+    range excludes 0 exactly when the two sets of seeds do not overlap.
+    """
+    y, sa, names = _seed_inputs(targets, seeds_a, "scores of A", label_names)
+    _, sb, _ = _seed_inputs(targets, seeds_b, "scores of B", label_names)
+    if sa[0].shape != sb[0].shape:
+        raise ValueError(f"scores of A {sa[0].shape} and of B {sb[0].shape} differ in shape")
+    in_mean = _mean_mask(names, np.isfinite(auroc(y, sa[0])))
+    if not in_mean.any():
+        raise ValueError("no class has both positives and negatives on these images: nothing to compare")
+    cols = np.flatnonzero(in_mean)
+    per_a = [float(auroc(y, s)[in_mean].mean()) for s in sa]
+    per_b = [float(auroc(y, s)[in_mean].mean()) for s in sb]
+    diff = float(np.mean(per_a) - np.mean(per_b))
+    boot, redrawn = np.full(0, np.nan), 0
+    if n_bootstrap > 0:
+        parts, resamples = _boot_class_aucs(y, sa + sb, patient_ids, n_bootstrap, seed, cols)
+        redrawn = resamples.redrawn
+        if resamples.accepted:
+            means = [p.mean(axis=1) for p in parts]  # every seed's mean AUROC on every resample
+            boot = np.mean(means[:len(sa)], axis=0) - np.mean(means[len(sa):], axis=0)
+    if len(boot):
+        tail = min((boot <= 0).mean(), (boot >= 0).mean())
+        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
+        ci = _ci(boot)
+    else:
+        p, ci = math.nan, [math.nan, math.nan]
+    seed_diffs = [a - b for a in per_a for b in per_b]
+    return {
+        "mean_auroc_a": float(np.mean(per_a)), "mean_auroc_b": float(np.mean(per_b)),
+        "per_seed_a": per_a, "per_seed_b": per_b, "diff": diff, "ci": [_num(v) for v in ci], "p_value": _num(p),
+        "seed_diffs": seed_diffs, "seed_diff_min": float(min(seed_diffs)), "seed_diff_max": float(max(seed_diffs)),
+        "n_seeds_a": len(per_a), "n_seeds_b": len(per_b), "n_bootstrap": int(len(boot)),
+        "bootstrap_redrawn": int(redrawn), "bootstrap": "patients" if patient_ids is not None else "images",
+        "n_images": int(len(y)), "n_patients": _n_patients(patient_ids, len(y)), "classes": [names[k] for k in cols],
+    }
+
+
+VERDICT_RULE = (
+    "A difference from the baseline is called a difference only when two checks agree. "
+    "Test patients: the 95% CI of the paired difference (the same test patients resampled for both "
+    "runs, each experiment's AUROC averaged over its seeds) excludes 0. "
+    "Training seeds: every seed of the one run lies on the same side of every seed of the other "
+    "(the range of the per-seed differences excludes 0), with at least two seeds on one side, "
+    "so that the seed spread is measured. Otherwise the table says 'no difference shown' and why: "
+    "with three seeds a side, seeds that do not overlap by chance alone happen one time in ten, so "
+    "neither check is enough by itself."
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`verdict` decided about one comparison with the baseline."""
+
+    called: bool  # a difference is claimed
+    direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
+    label: str  # "better", "worse", "no difference shown", "not compared"
+    reason: str  # why, with the numbers that decided it
+    why: str  # why, in words alone (for a sentence that gives the numbers itself)
+
+
+def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
+            seed_diff_max: float | None, n_seeds: int, n_seeds_baseline: int) -> Verdict:
+    """The rule of :data:`VERDICT_RULE` for one run against the baseline.
+
+    ``ci_low``/``ci_high``: the paired 95% CI of the difference (run minus baseline) from
+    :func:`paired_seed_comparison`; ``seed_diff_min``/``max``: the range of its per-seed
+    differences; ``n_seeds`` and ``n_seeds_baseline``: seeds on each side. A missing CI
+    (another test set) means the runs were not compared.
+    """
+    def missing(x) -> bool:
+        return x is None or not np.isfinite(x)
+
+    if missing(ci_low) or missing(ci_high):
+        why = "the runs were not scored on the same test images"
+        return Verdict(False, 0, "not compared", f"no paired comparison: {why}", why)
+    paired = 1 if ci_low > 0 else -1 if ci_high < 0 else 0
+    measured = max(n_seeds, n_seeds_baseline) >= 2 and not (missing(seed_diff_min) or missing(seed_diff_max))
+    seeds = (1 if seed_diff_min > 0 else -1 if seed_diff_max < 0 else 0) if measured else 0
+    ci_text = f" [{ci_low:+.3f}, {ci_high:+.3f}]"
+    seeds_text = ("" if missing(seed_diff_min)
+                  else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})")
+    if paired and paired == seeds:
+        word = "better" if paired > 0 else "worse"
+        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci_text, seeds_text))]
+        return Verdict(True, paired, word, *_both(parts))
+    parts = []
+    if not paired:
+        parts.append(("the paired 95% CI{} includes 0", (ci_text,)))
+    if not measured:
+        parts.append(("one seed each, so the seed spread is not measured", ()))
+    elif not seeds:
+        parts.append(("the seeds overlap{}", (seeds_text,)))
+    elif paired and seeds != paired:
+        parts.append(("the seeds point the other way{}", (seeds_text,)))
+    return Verdict(False, 0, "no difference shown", *_both(parts))
+
+
+def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
+    """The reason with its numbers, and the same words without them."""
+    with_numbers = " and ".join(text.format(*numbers) for text, numbers in parts)
+    words = " and ".join(text.format(*("" for _ in numbers)) for text, numbers in parts)
+    return with_numbers, words

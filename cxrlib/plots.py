@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
 from cxrlib.labels import FINDINGS
 
 
@@ -28,8 +29,6 @@ def _axes(ax, figsize=(6, 4)):
 def metadata_table(data_dir: str | Path) -> pd.DataFrame | None:
     """ChestX-ray14's Data_Entry table (all 112,120 rows) with the 14 findings as 0/1 columns,
     or None when ``data_dir`` holds none. Age, sex and view position come along."""
-    from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
-
     if not data_dir:
         return None
     try:
@@ -335,20 +334,52 @@ def plot_roc_grid(predictions: dict[str, dict[str, np.ndarray]], findings: Seque
     return fig
 
 
-def plot_results(table: pd.DataFrame, ax=None):
-    """Mean AUROC with 95% CI per run (the results table as a forest plot)."""
-    ax = _axes(ax, (6.5, 0.4 * max(len(table), 3) + 1))
-    t = table.iloc[::-1]
-    y = np.arange(len(t))
-    lo = (t["mean AUROC"] - t["CI low"]).clip(lower=0).fillna(0)
-    hi = (t["CI high"] - t["mean AUROC"]).clip(lower=0).fillna(0)
-    ax.errorbar(t["mean AUROC"], y, xerr=[lo, hi], fmt="o", color="#4c72b0", capsize=3)
-    ax.set_yticks(y)
-    ax.set_yticklabels(t["experiment"])
-    base = table.loc[table["experiment"] == "baseline", "mean AUROC"]
+# Colours of the forest plot: what the verdict on a run is, or what the run is for.
+VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "no difference shown": "#7f7f7f",
+                   "not compared": "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
+
+
+def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | None = None):
+    """Every experiment of a results table (:func:`cxrlib.runs.results_table`) as a forest
+    plot; returns the Figure.
+
+    Per row: the 95% CI of the mean AUROC over seeds (bar), that mean (diamond) and each
+    seed's own mean AUROC (dots), coloured by the verdict against the baseline; the
+    baseline's mean as a dashed line with its seed range shaded, the shortcut control's as a
+    dotted line, chance at 0.5, and the difference from the baseline written on the right.
+    """
+    from matplotlib.figure import Figure  # not pyplot: the figure shows where it is displayed, once
+
+    n = len(table)
+    fig = Figure(figsize=(9.5, 0.42 * max(n, 3) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]  # the table's first row on top
+    for yi, (_, r) in zip(y, table.iterrows()):
+        role = "baseline" if r["experiment"] == baseline else "control" if r.get("kind") == "control" else r["verdict"]
+        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS["no difference shown"])
+        if np.isfinite(r["CI low"]):
+            ax.plot([r["CI low"], r["CI high"]], [yi, yi], color=colour, linewidth=3, alpha=0.45, solid_capstyle="butt")
+        seeds = [v for v in (r.get("seed AUROCs") or ()) if np.isfinite(v)]
+        ax.scatter(seeds, [yi] * len(seeds), s=14, color=colour, zorder=3, edgecolors="white", linewidths=0.5)
+        ax.scatter([r["mean AUROC"]], [yi], marker="D", s=40, color=colour, zorder=4)
+        if np.isfinite(r["diff vs baseline"]):
+            ax.annotate(f"{r['diff vs baseline']:+.3f}  {r['verdict']}", xy=(1.01, yi),
+                        xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
+    base = table[table["experiment"] == baseline]
     if len(base):
-        ax.axvline(float(base.iloc[0]), color="gray", linestyle="--", linewidth=1, label="baseline")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("test mean AUROC (95% CI)")
-    ax.set_title("Every run")
-    return ax
+        b = base.iloc[0]
+        ax.axvline(b["mean AUROC"], color=VERDICT_COLOURS["baseline"], linestyle="--", linewidth=1, label="baseline")
+        if np.isfinite(b["seed min"]) and b["seed max"] > b["seed min"]:
+            ax.axvspan(b["seed min"], b["seed max"], color="#999999", alpha=0.15, label="baseline's seed range")
+    controls = table[table.get("kind", pd.Series(dtype=str)) == "control"]
+    for _, c in controls.iterrows():
+        ax.axvline(c["mean AUROC"], color=VERDICT_COLOURS["control"], linestyle=":", linewidth=1.2,
+                   label=f"{c['experiment']} (no spatial information)")
+    ax.axvline(0.5, color="#cccccc", linewidth=1, zorder=0, label="chance")
+    ax.set_yticks(y)
+    ax.set_yticklabels(table["experiment"])
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("test mean AUROC: dots = seeds, diamond = mean over seeds, bar = 95% CI (test patients)")
+    ax.set_title(title or "Every run against the baseline", loc="left")
+    fig.legend(fontsize=7, loc="outside lower center", ncol=4, frameon=False)
+    return fig

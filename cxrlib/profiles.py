@@ -2,8 +2,10 @@
 writing runs and caches where.
 
 ``profiles/<name>.yaml`` holds an ``experiment:`` section (the baseline
-:class:`~cxrlib.config.ExperimentConfig`) and a ``notebooks:`` section (papermill parameters
-per notebook). :func:`load` reads it, applies the run's choices (data folder, device, runs
+:class:`~cxrlib.config.ExperimentConfig`), a ``notebooks:`` section (papermill parameters
+per notebook), and optionally ``seeds:`` (the training seeds of the baseline and of every
+compared variant, :class:`Seeds`) and ``full_profile_only:`` (models this profile does not
+train, each with the measured reason). :func:`load` reads it, applies the run's choices (data folder, device, runs
 folder, ``--set`` overrides) and returns a :class:`Profile`; the command line, the report
 runner and each notebook ask that value instead of reading the YAML again::
 
@@ -11,20 +13,27 @@ runner and each notebook ask that value instead of reading the YAML again::
     profile.baseline                      # ExperimentConfig named "baseline"
     profile.config(changes={"model.head": "fpn"})   # the variant "fpn"
     profile.notebook_parameters("01_baselines")
+    profile.seeds.of(profile.baseline)    # (0, 1, 2): the baseline's training seeds
 
 One rule per setting:
 
 * **runs folder**: the ``runs_dir`` given, else the profile's ``experiment.runs_dir``, else
   ``runs/<profile>`` (without a profile: ``runs``); **cache folder**: the profile's
-  ``data.cache_dir``. Both, when relative, are anchored by :func:`project_path`.
+  ``data.cache_dir``; **weights folder**: ``model.weights_dir`` when set (else
+  :func:`cxrlib.models.weights.default_weights_dir`). When relative, all are anchored by
+  :func:`project_path`.
 * **image size**: a config's ``data.image_size`` (the profile's, else the config default);
   a trained run is always fed at its own size; an untrained architecture (the demo's
-  "untrained" models, ``cxrlib predict --model``) at its registry entry's ``input_size``.
+  "untrained" models, ``cxrlib predict --model``) at its registry entry's ``input_size``,
+  unless it is shown a dataset's images (the demo with a dataset: the dataset's size).
 * **a data folder given to a phantom profile** means the real ChestX-ray14 release
   (:meth:`~cxrlib.config.ExperimentConfig.with_data_dir`).
+* **seeds**: the profile's ``seeds:`` (``--set seeds.variants=[0]`` changes them), else the
+  baseline's own ``seed`` alone.
 """
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +45,8 @@ PROJECT_ROOT = PROFILES_DIR.parent
 NOTEBOOK_PREFIX = "notebooks"
 # Parameters every numbered notebook declares in its `parameters` cell.
 COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")
+SEEDS = "seeds"  # the profile key, and the override prefix: seeds=[0,1], seeds.variants=[0]
+FULL_PROFILE_ONLY = "full_profile_only"
 
 
 def project_path(path: str | Path) -> Path:
@@ -69,6 +80,28 @@ def variant_name(changes: Mapping[str, Any]) -> str:
     return "+".join(parts).replace("/", "_").replace(" ", "")
 
 
+def parameter_defaults(notebook: str | Path) -> dict[str, Any]:
+    """The values of a notebook's ``parameters`` cell (literal by the project's rule), which
+    papermill keeps where the profile and the command line set nothing."""
+    path = Path(notebook)
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ValueError(f"{path} has no cell tagged 'parameters'")
+    source = "".join(tagged[0].get("source", []))
+    values: dict[str, Any] = {}
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and node.value is not None:
+            try:
+                values[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                raise ValueError(f"{path}: parameter {target.id} is not a literal ({ast.unparse(node.value)}); "
+                                 "the parameters cell holds literals only") from None
+    return values
+
+
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Separate experiment overrides (``train.epochs=3``) from notebook parameters.
 
@@ -99,6 +132,73 @@ def _is_notebook_stem(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """Training seeds: each seed changes the initial weights, the data order and the
+    augmentation draws, never the split, so every seed is scored on the same test images and
+    comparisons stay paired.
+
+    The baseline is what every comparison leans on, so a profile may give it more seeds
+    than the variants (the full profile measures its spread on real data at the cost of
+    three baselines, not three of everything).
+    """
+
+    baseline: tuple[int, ...] = (0,)
+    variants: tuple[int, ...] = (0,)
+
+    def of(self, cfg: ExperimentConfig | str) -> tuple[int, ...]:
+        """The seeds of an experiment (a config or its name): the baseline's, else the variants'."""
+        name = cfg if isinstance(cfg, str) else cfg.name
+        return self.baseline if name == BASELINE else self.variants
+
+    @classmethod
+    def parse(cls, value: Any, default: int = 0, where: str = SEEDS) -> "Seeds":
+        """``[0, 1, 2]`` (both), ``{baseline: [0, 1, 2], variants: [0]}`` (a missing key keeps
+        ``default`` alone), or nothing (``default`` alone for both)."""
+        if value is None:
+            return cls((default,), (default,))
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"baseline", "variants"}
+            if unknown:
+                raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected baseline and/or variants")
+            return cls(_seed_list(value.get("baseline", [default]), f"{where}.baseline"),
+                       _seed_list(value.get("variants", [default]), f"{where}.variants"))
+        seeds = _seed_list(value, where)
+        return cls(seeds, seeds)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"baseline": list(self.baseline), "variants": list(self.variants)}
+
+
+def _seed_list(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{where} must be a non-empty list of seeds such as [0, 1, 2], got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise ValueError(f"{where}: seeds are whole numbers >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{where}: a seed is listed twice in {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def _apply_seed_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """``seeds=[0, 1]`` replaces the profile's seeds; ``seeds.baseline=...`` one of its lists."""
+    for text in overrides:
+        if "=" not in text:
+            raise ValueError(f"override {text!r} must look like seeds=[0, 1, 2] or seeds.variants=[0]")
+        key, value = text.split("=", 1)[0].strip(), apply_overrides({"v": None}, [f"v={text.split('=', 1)[1]}"])["v"]
+        if key == SEEDS:
+            raw = value
+        else:
+            current = raw if isinstance(raw, Mapping) else {} if raw is None else {"baseline": raw, "variants": raw}
+            raw = {**current, key.split(".", 1)[1]: value}
+    return raw
+
+
+def _is_seed_override(text: str) -> bool:
+    key = text.split("=", 1)[0].strip()
+    return key == SEEDS or key.startswith(SEEDS + ".")
+
+
+@dataclass(frozen=True)
 class Profile:
     """A profile with the run's choices applied: everything a command or notebook needs."""
 
@@ -108,7 +208,9 @@ class Profile:
     notebooks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per-notebook parameters
     data_dir: str = ""  # as given ("" = the profile's data)
     device: str = ""  # as given ("" = the profile's)
-    overrides: tuple[str, ...] = ()  # the experiment overrides, as given to --set
+    overrides: tuple[str, ...] = ()  # the experiment and seed overrides, as given to --set
+    seeds: Seeds = Seeds()  # training seeds of the baseline and of the variants
+    full_profile_only: Mapping[str, str] = field(default_factory=dict)  # model -> why this profile skips it
 
     @property
     def runs_dir(self) -> Path:
@@ -172,6 +274,8 @@ def load(
         experiment, by_notebook = [f"{k}={json.dumps(v)}" for k, v in overrides.items()], {}
     else:
         experiment, by_notebook = split_overrides(overrides)
+    seed_overrides = [o for o in experiment if _is_seed_override(o)]
+    experiment = [o for o in experiment if not _is_seed_override(o)]
     if not profile:
         path, name, raw = None, "defaults", {}
     else:
@@ -195,6 +299,8 @@ def load(
     d = apply_overrides(d, experiment)
     d["runs_dir"] = str(project_path(d["runs_dir"]))
     d["data"]["cache_dir"] = str(project_path(d["data"]["cache_dir"]))
+    if d["model"].get("weights_dir"):
+        d["model"]["weights_dir"] = str(project_path(d["model"]["weights_dir"]))
     notebooks: dict[str, dict[str, Any]] = {}
     for stem, params in (raw.get(NOTEBOOK_PREFIX) or {}).items():
         if not isinstance(params, dict):
@@ -202,5 +308,13 @@ def load(
         notebooks[stem] = dict(params)
     for stem, params in by_notebook.items():
         notebooks.setdefault(stem, {}).update(params)
+    where = f"profile {path}: {SEEDS}" if path else SEEDS
+    seeds = Seeds.parse(_apply_seed_overrides(raw.get(SEEDS), seed_overrides), default=int(d["seed"]), where=where)
+    skipped = raw.get(FULL_PROFILE_ONLY) or {}
+    if not isinstance(skipped, dict) or not all(isinstance(v, str) and v.strip() for v in skipped.values()):
+        raise ValueError(f"profile {path}: {FULL_PROFILE_ONLY} must map each model to the measured reason it is "
+                         f"left to the full profile")
     return Profile(name=name, path=path, baseline=ExperimentConfig.from_dict(d), notebooks=notebooks,
-                   data_dir=str(data_dir or ""), device=str(device or ""), overrides=tuple(experiment))
+                   data_dir=str(data_dir or ""), device=str(device or ""),
+                   overrides=tuple(experiment + seed_overrides), seeds=seeds,
+                   full_profile_only={str(k): v.strip() for k, v in skipped.items()})

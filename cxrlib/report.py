@@ -3,7 +3,9 @@
 ``python -m cxrlib report`` re-runs the study headlessly. Each notebook in ``notebooks/``
 whose name starts with two digits (``00_data_exploration.ipynb`` ...) runs in order with the
 profile's parameters into ``reports/executed/``, is exported to ``reports/<stem>.html``, and
-``reports/index.html`` links them beside the results table of every run in the runs folder.
+``reports/index.html`` opens with a forest plot of every run against the baseline and the
+shortcut control, states each comparison's conclusion in words made from the numbers
+(:func:`conclusions`), then gives the results table and links the notebooks.
 
 Why a separate process per notebook (papermill's kernel) rather than ``exec``: the executed
 notebook with its outputs *is* the report, and a notebook that crashes or leaks memory takes
@@ -11,9 +13,12 @@ only itself down; the runner goes on with the next one and says at the end what 
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
+import io
 import json
+import math
 import os
 import platform
 import re
@@ -25,13 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from cxrlib import profiles, progress, references
+import pandas as pd
+
+from cxrlib import plots, preflight, profiles, progress, references, runs
+from cxrlib.config import BASELINE
 from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
+from cxrlib.metrics import VERDICT_RULE, verdict
+from cxrlib.models import weights
 from cxrlib.profiles import Profile
 from cxrlib.runs import format_results, results_table
 
 NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
+# The check before the first notebook probes each model's speed for at most this long.
+CHECK_PROBE_BUDGET_S = 15.0
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
 KERNEL_NAME = "cxrlib-python"
 
@@ -61,6 +73,7 @@ class ReportResult:
     notebooks: list[NotebookResult] = field(default_factory=list)
     seconds: float = 0.0
     all_stems: list[str] = field(default_factory=list)  # every numbered notebook, run or not
+    blocked: list = field(default_factory=list)  # the check's problems that stopped the report before it ran
 
     @property
     def failed(self) -> list[NotebookResult]:
@@ -68,7 +81,7 @@ class ReportResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.blocked
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -262,6 +275,7 @@ def run_report(
     notebooks_dir: str | Path | None = None,
     timeout: float | None = None,
     log_output: bool = False,
+    check: bool = True,
     echo: Callable[[str], None] | None = _print,
 ) -> ReportResult:
     """Execute the notebooks, export HTML, write ``index.html``; never stop at a failure.
@@ -269,6 +283,9 @@ def run_report(
     ``profile`` is a resolved :class:`~cxrlib.profiles.Profile` (or a profile name, resolved
     with no changes); ``runs_dir`` moves its runs. ``only`` selects notebooks by number or
     stem. Runs are reused by the notebooks when their config is unchanged unless ``redo``.
+    With ``check``, :func:`cxrlib.preflight.check_profile` runs first and prints its table:
+    a problem (missing data, weights, device, disk) stops the report before any notebook
+    (``result.blocked``), warnings do not.
     """
     say = echo or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -287,8 +304,18 @@ def run_report(
 
     say(f"report: profile {profile.name} ({profile.path or 'built-in defaults'}), {len(chosen)} notebook(s), "
         f"runs in {runs}, output in {out}")
+    if check:
+        findings = preflight.check_profile(profile, chosen, budget_s=CHECK_PROBE_BUDGET_S)
+        say(preflight.format_table(findings))
+        blocked = preflight.problems(findings)
+        if blocked:
+            say(f"report: stopped before the first notebook: {len(blocked)} problem(s) above")
+            return ReportResult(profile.name, out, runs, None, [], time.perf_counter() - t_start,
+                                [p.stem for p in available], blocked)
     results: list[NotebookResult] = []
-    with _private_kernel(out / ".jupyter"), _redo_since(redo):
+    # Found offline once here: the kernels are told, instead of each asking the hub again.
+    offline = "1" if weights.known_offline() else None
+    with _private_kernel(out / ".jupyter"), _redo_since(redo), _environment("HF_HUB_OFFLINE", offline):
         for i, nb_path in enumerate(chosen, 1):
             stem = nb_path.stem
             params = profile.notebook_parameters(stem, redo=redo)
@@ -327,11 +354,148 @@ def run_report(
     return report
 
 
+# ----------------------------------------------------------------------------- conclusions
+
+
+@dataclass(repr=False)
+class Conclusions:
+    """Each comparison of a results table in words made from its numbers, with the rule that
+    decided it. Displays as a list in a notebook; :meth:`html` for the index page."""
+
+    rule: str
+    baseline: str | None  # the baseline's own numbers, or None when the table has no baseline
+    control: str | None  # how far the baseline is above the shortcut control
+    comparisons: list[str]  # one sentence per other run
+
+    @property
+    def lines(self) -> list[str]:
+        return [x for x in (self.baseline, self.control) if x] + self.comparisons
+
+    def html(self) -> str:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
+        return f'<p class="note">{html.escape(self.rule)}</p><ul class="conclusions">{items}</ul>'
+
+    def __repr__(self) -> str:
+        return "\n".join([self.rule, ""] + [f"- {line}" for line in self.lines])
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join([f"*{self.rule}*", ""] + [f"- {line}" for line in self.lines])
+
+
+def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
+    """Each run of ``table`` (:func:`cxrlib.runs.results_table`) against ``baseline`` in one
+    sentence: the difference, its 95% CI and p-value, the per-seed differences and the
+    verdict with its reason (:func:`cxrlib.metrics.verdict`); and how far the baseline is
+    above the shortcut control. Nothing here is typed by hand: change a number in the table
+    and the sentence changes with it.
+    """
+    rows = {r["experiment"]: r for _, r in table.iterrows()}
+    base = rows.get(baseline)
+    base_text = control_text = None
+    if base is not None:
+        base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {base['mean AUROC']:.3f} "
+                     f"{_seed_words(base)}, 95% CI {_ci_words(base['CI low'], base['CI high'], '.3f')} "
+                     f"over {int(base['test images'])} test images ({base['split']}).")
+    comparisons = []
+    for name, r in rows.items():
+        if name == baseline:
+            continue
+        if base is None:
+            comparisons.append(f"{name}: no baseline run to compare with.")
+            continue
+        if not math.isfinite(r["diff vs baseline"]):
+            comparisons.append(f"{name} ({_what(r)}), mean AUROC {r['mean AUROC']:.3f}, was not compared with the "
+                               f"baseline: {r['reason'] or 'no paired comparison'}.")
+            continue
+        if r["kind"] == runs.CONTROL:
+            control_text = _control_words(name, r, base)
+            continue
+        d = r["diff vs baseline"]
+        v = verdict(r["diff CI low"], r["diff CI high"], r["seed diff min"], r["seed diff max"], int(r["seeds"]),
+                    int(base["seeds"]))
+        change = "the same as the baseline" if d == 0 else f"{abs(d):.3f} {'above' if d > 0 else 'below'} the baseline"
+        outcome = {"better": "better than the baseline", "worse": "worse than the baseline"}.get(v.label, v.label)
+        comparisons.append(
+            f"{name} ({_what(r)}): mean AUROC {r['mean AUROC']:.3f} {_seed_words(r)}, {change}: {d:+.3f}, "
+            f"95% CI {_ci_words(r['diff CI low'], r['diff CI high'], '+.3f')}, p {_p_words(r['p-value'])}, "
+            f"per-seed differences {_ci_words(r['seed diff min'], r['seed diff max'], '+.3f')}. "
+            f"Verdict: {outcome}, because {v.why}.")
+    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=comparisons)
+
+
+def _control_words(name: str, r, base) -> str:
+    gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
+    v = verdict(-r["diff CI high"], -r["diff CI low"], -r["seed diff max"], -r["seed diff min"], int(base["seeds"]),
+                int(r["seeds"]))
+    where = f"{gap:.3f} above" if gap > 0 else f"{-gap:.3f} below"
+    numbers = (f"95% CI of the gap {_ci_words(-r['diff CI high'], -r['diff CI low'], '+.3f')}, "
+               f"p {_p_words(r['p-value'])}, per-seed gaps "
+               f"{_ci_words(-r['seed diff max'], -r['seed diff min'], '+.3f')}")
+    if v.label == "better":
+        meaning = "the baseline reads more from the images than their global intensity statistics give"
+    elif v.label == "worse":
+        meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
+                   "the images")
+    else:
+        meaning = (f"the gap is not shown to be real ({v.why}): on these images global intensity statistics do "
+                   f"about as well, so read the AUROCs above with care")
+    return (f"The baseline's mean AUROC ({base['mean AUROC']:.3f}) is {where} that of {name} "
+            f"({r['mean AUROC']:.3f}; {r['model']}: a logistic regression on each image's grey-level statistics, "
+            f"with no spatial information): {numbers}. So {meaning}.")
+
+
+def _what(r) -> str:
+    if r.get("kind") == runs.CONTROL:
+        return str(r["model"])
+    parts = [str(r["model"])] + [str(r[k]) for k in ("head", "wrapper") if r[k] and r[k] != "gap"]
+    if r["loss"]:
+        parts.append(f"{r['loss']} loss")
+    if r["image size"] and not pd.isna(r["image size"]):
+        parts.append(f"{int(r['image size'])} px")
+    return ", ".join(parts)
+
+
+def _seed_words(r) -> str:
+    n = int(r["seeds"])
+    if r.get("kind") == runs.CONTROL:
+        return "(fitted once, no seed)"
+    if n < 2:
+        return "(one seed)"
+    return f"(mean of {n} seeds, SD {r['seed SD']:.3f}, range {r['seed min']:.3f} to {r['seed max']:.3f})"
+
+
+def _ci_words(lo: float, hi: float, fmt: str) -> str:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not available"
+    return f"{lo:{fmt}} to {hi:{fmt}}"
+
+
+def _p_words(p: float) -> str:
+    if not math.isfinite(p):
+        return "not available"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def localization_summaries(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The localization summaries (:func:`cxrlib.runs.read_localization`) of the runs in
+    ``runs_dir``, by run name: the first seed of each experiment that has one."""
+    out = {}
+    for name, dirs in runs.experiment_runs(runs_dir).items():
+        for d in dirs:
+            table = runs.read_localization(d)
+            if table is not None:
+                out[name] = table
+                break
+    return out
+
+
 # ----------------------------------------------------------------------------- index page
 
 
 def write_index(report: ReportResult, profile: Profile) -> Path:
-    """``index.html``: the notebooks with status and time, the results table, the references."""
+    """``index.html``: the forest plot of every run, the conclusions in words, the results
+    table, the models this profile leaves to the full profile, the localization summaries
+    (when runs have them), the notebooks with status and time, and the references."""
     n_boot = profile.baseline.train.n_bootstrap
     rows = []
     ran = {r.stem: r for r in report.notebooks}
@@ -353,15 +517,16 @@ def write_index(report: ReportResult, profile: Profile) -> Path:
         "<table><thead><tr><th>notebook</th><th>status</th><th>time</th><th>executed</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+    figure_html = words_html = ""
     try:
-        table = results_table(report.runs_dir, n_bootstrap=n_boot)
+        table = results_table(report.runs_dir, n_bootstrap=n_boot, leave_out=list(profile.full_profile_only))
         results_html = _results_html(table) if len(table) else "<p>No finished runs yet.</p>"
     except Exception as err:
+        table = None
         results_html = f'<p class="fail">Results table unavailable: {html.escape(f"{type(err).__name__}: {err}")}</p>'
-
-    study = references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}")
-    published = references.published_table().to_html(index=False, na_rep="", border=0,
-                                                     float_format=lambda v: f"{v:.3f}")
+    if table is not None and len(table):
+        figure_html = _section("forest plot", lambda: _figure_html(plots.forest_plot(table)))
+        words_html = _section("conclusions", lambda: conclusions(table).html())
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     machine = f"{platform.node()} · {os.cpu_count()} CPU · Python {platform.python_version()}"
     page = _INDEX_TEMPLATE.format(
@@ -370,18 +535,60 @@ def write_index(report: ReportResult, profile: Profile) -> Path:
         machine=html.escape(machine),
         total=_fmt_seconds(report.seconds),
         runs=html.escape(str(report.runs_dir)),
+        figure=figure_html,
+        conclusions=words_html or "<p>No finished runs yet.</p>",
         notebooks=notebooks_html,
         results=results_html,
-        study=study,
-        published=published,
+        skipped=_skipped_html(profile),
+        localization=_section("localization section", lambda: _localization_html(report.runs_dir)),
+        study=references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}"),
+        published=references.published_table().to_html(index=False, na_rep="", border=0,
+                                                        float_format=lambda v: f"{v:.3f}"),
     )
     index = report.out_dir / "index.html"
     atomic_write_text(page, index)
     return index
 
 
+def _section(what: str, make: Callable[[], str]) -> str:
+    """One part of the index; a part that fails says so in its place and spoils nothing else."""
+    try:
+        return make()
+    except Exception as err:
+        return f'<p class="fail">The {what} is unavailable: {html.escape(f"{type(err).__name__}: {err}")}</p>'
+
+
+def _figure_html(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<img class="figure" alt="forest plot of every run against the baseline" '
+            f'src="data:image/png;base64,{data}">')
+
+
 def _results_html(table) -> str:
     return format_results(table).to_html(index=False, na_rep="–", escape=True, border=0, classes="results")
+
+
+def _skipped_html(profile: Profile) -> str:
+    if not profile.full_profile_only:
+        return ""
+    items = "".join(f"<li><b>{html.escape(m)}</b>: {html.escape(why)}</li>"
+                    for m, why in profile.full_profile_only.items())
+    return (f"<h3>Full profile only</h3><p class=\"note\">Not trained by the {html.escape(profile.name)} profile, so "
+            f"no result is shown for them; measured reasons:</p><ul>{items}</ul>")
+
+
+def _localization_html(runs_dir: Path) -> str:
+    summaries = localization_summaries(runs_dir)
+    if not summaries:
+        return ""  # nothing measured: nothing said
+    parts = ["<h2>Localization: model vs random map vs Wang et al.</h2>"]
+    for name, table in summaries.items():
+        notes = "; ".join(f"{k}: {v}" for k, v in table.attrs.get("notes", {}).items())
+        parts.append(f"<h3>{html.escape(name)}</h3>" + (f'<p class="note">{html.escape(notes)}</p>' if notes else ""))
+        parts.append(table.to_html(na_rep="–", border=0, float_format=lambda v: f"{v:.3f}"))
+    return "".join(parts)
 
 
 _INDEX_TEMPLATE = """<!DOCTYPE html>
@@ -394,17 +601,27 @@ th {{ background: #f3f3f3; }}
 tr:hover td {{ background: #fafafa; }}
 .fail {{ color: #b00; }}
 .note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
+.figure {{ max-width: 100%; }}
+ul.conclusions li {{ margin: 0.35em 0; max-width: 70em; }}
 </style></head><body>
 <h1>cxrlib report — profile <code>{profile}</code></h1>
 <p class="note">Generated {stamp} on {machine}; {total} in all. Runs: <code>{runs}</code>.</p>
+{figure}
+<h2>Conclusions</h2>
+{conclusions}
+<h2>Results: every run</h2>
+<p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it: the mean
+over the run's training seeds, with the 95% bootstrap confidence interval of that mean (test patients
+resampled) and the spread across seeds (SD, lowest and highest seed). "vs baseline" is the paired
+difference from the baseline on the same test images, its 95% CI and p-value; "per-seed differences"
+the range of every seed of the run minus every seed of the baseline; "verdict" applies the rule above.
+The shortcut control sees only each image's grey-level statistics. Numbers from different splits, or
+from synthetic phantoms, are not comparable with each other or with the tables below.</p>
+{results}
+{skipped}
+{localization}
 <h2>Notebooks</h2>
 {notebooks}
-<h2>Results: every run</h2>
-<p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it, with a
-95% bootstrap confidence interval (patients resampled). "vs baseline" is the paired difference
-from the baseline run on the same test images, its 95% CI and p-value. Numbers from different
-splits, or from synthetic phantoms, are not comparable with each other or with the tables below.</p>
-{results}
 <h2>The study this project grows from</h2>
 <p class="note">Its own split; ChestX-ray14, 14 labels unless noted.</p>
 {study}

@@ -7,23 +7,39 @@
 * ``last.pt``: the training loop's state, to resume from; ``best.pt``: the best weights with
   the config and label names;
 * ``test_predictions.npz``: ids, patient ids, targets, scores, label names;
-* ``metrics.json``: test AUROCs with CIs, the split, the config's fingerprint. Written last.
+* ``metrics.json``: test AUROCs with CIs, the split, the config's fingerprint, the run's
+  ``kind``. Written last.
+* ``localization.json`` (heatmap runs only): the run's localization summary, a table per
+  finding (:func:`write_localization`, :func:`read_localization`).
 
-A run is **finished** when ``metrics.json``, ``test_predictions.npz`` and ``best.pt`` are all
-there (:func:`is_finished`); asked about a config, also when the metrics were made by that
-config (same fingerprint). Every reader uses that one rule: training's reuse, the results
-table, the command line and the demo's run list.
+**Seeds.** An experiment trained with several seeds (:func:`run_folder`) keeps its seed-0 run
+in ``<name>/`` itself and seed *k* in ``<name>/seed<k>/``: whatever lists run folders (the
+demo's menu, ``cxrlib evaluate --run``) sees one run per experiment, deleting ``<name>/``
+deletes every seed, and runs written before seeds existed are seed 0 where they are.
+:func:`experiment_runs` gathers an experiment's seeds for the results table.
+
+**Kinds.** A run declares its ``kind`` in ``metrics.json``: ``model`` (a trained network, the
+default) or ``control`` (the shortcut control: a fitted model with no weights file, so it
+is never offered where a network is loaded).
+
+A run is **finished** when ``metrics.json`` and ``test_predictions.npz`` are there with the
+files its kind needs (``best.pt`` for a model, nothing more for a control; :func:`is_finished`);
+asked about a config, also when the metrics were made by that config (same fingerprint).
+Every reader uses that one rule: training's reuse, the results table, the command line and
+the demo's run list.
 
 Reloading a run never downloads: :func:`load_model` rebuilds the architecture without
 pretrained weights, then loads the run's own ``best.pt``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +50,7 @@ from cxrlib import checkpoint as ckpt_io
 from cxrlib.config import BASELINE, ExperimentConfig
 from cxrlib.fileio import atomic_file, atomic_write_text
 from cxrlib.labels import FINDINGS
-from cxrlib.metrics import paired_comparison
+from cxrlib.metrics import paired_comparison, paired_seed_comparison, seed_mean_auroc, verdict
 from cxrlib.models import create_model_from_config
 
 CONFIG = "config.json"
@@ -43,7 +59,13 @@ METRICS = "metrics.json"
 PREDICTIONS = "test_predictions.npz"
 BEST = "best.pt"
 LAST = "last.pt"
-FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST)
+LOCALIZATION = "localization.json"
+FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST, LOCALIZATION)
+
+MODEL, CONTROL = "model", "control"
+# What a finished run of each kind holds besides metrics.json and test_predictions.npz.
+KIND_FILES = {MODEL: (BEST,), CONTROL: ()}
+_SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 @dataclass
@@ -70,6 +92,69 @@ class RunSummary:
     image_size: int | None
     mean_auroc: float  # test mean AUROC (nan when undefined)
     split: str
+
+
+# ----------------------------------------------------------------------------- where
+
+
+def run_folder(cfg: ExperimentConfig) -> Path:
+    """The folder of ``cfg``'s run: ``<runs_dir>/<name>/`` for training seed 0, and
+    ``<runs_dir>/<name>/seed<k>/`` for seed *k* (see the module docstring)."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ValueError(f"experiment {cfg.name!r}: seed must be a whole number >= 0, got {cfg.seed!r}")
+    folder = Path(cfg.runs_dir) / cfg.name
+    return folder if cfg.seed == 0 else folder / f"seed{cfg.seed}"
+
+
+def run_label(cfg: ExperimentConfig) -> str:
+    """How progress lines name a run: its experiment, and the seed when it is not seed 0."""
+    return cfg.name if cfg.seed == 0 else f"{cfg.name} seed {cfg.seed}"
+
+
+def seed_folders(experiment_dir: str | Path) -> dict[int, Path]:
+    """Every place a seed of the experiment in ``experiment_dir`` may live, finished or not:
+    ``{seed: folder}``, seed 0 first."""
+    root = Path(experiment_dir)
+    found = {0: root}
+    if root.is_dir():
+        for child in root.iterdir():
+            m = _SEED_DIR.match(child.name)
+            if m and child.is_dir():
+                found[int(m.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def experiment_runs(runs_dir: str | Path, problems: list[str] | None = None) -> dict[str, list[Path]]:
+    """The finished runs under ``runs_dir`` grouped by experiment: ``{name: [run folder per
+    seed, in seed order]}``.
+
+    Seeds of one experiment are runs of one config that differ in the seed alone. A finished
+    seed left from an earlier config (the profile changed, fewer seeds were asked for) is
+    left out and named in ``problems``: the newest finished seed says which config is current.
+    """
+    root = Path(runs_dir)
+    out: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        finished = [d for d in seed_folders(folder).values() if is_finished(d)]
+        if not finished:
+            continue
+        keys = {}
+        for d in finished:
+            try:
+                keys[d] = dataclasses.replace(load_config(d), seed=0).fingerprint()
+            except (OSError, ValueError, TypeError) as err:
+                _note(problems, f"run {d} skipped: {err}")
+        if not keys:
+            continue
+        newest = max(keys, key=lambda d: (d / METRICS).stat().st_mtime)
+        kept = [d for d in keys if keys[d] == keys[newest]]
+        for d in keys:
+            if d not in kept:
+                _note(problems, f"run {d} left out: an earlier config of {folder.name} than its newest seed's")
+        out[folder.name] = kept
+    return out
 
 
 # ----------------------------------------------------------------------------- writing
@@ -107,7 +192,7 @@ def save_best(run_dir: str | Path, weights: Mapping[str, torch.Tensor], cfg: Exp
 def clear(run_dir: str | Path) -> None:
     """Delete a run's results and checkpoints (``--redo``); metrics first, so a folder left
     half-cleared by a crash reads as unfinished."""
-    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY):
+    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY, LOCALIZATION):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
@@ -131,18 +216,95 @@ def write_evaluation(run_dir: str | Path, cfg: ExperimentConfig, data, metrics: 
     """Write ``test_predictions.npz`` then ``metrics.json`` (last: it marks the run finished).
 
     Returns the metrics as written: ``metrics`` plus the experiment, split, source, training
-    time, model summary and the config's fingerprint.
+    time, model summary, the config's fingerprint and the kind (``model``).
     """
+    return _write_finished(run_dir, cfg, data, metrics, predictions, train_seconds, model_summary(cfg, model), MODEL)
+
+
+def write_control(run_dir: str | Path, cfg: ExperimentConfig, data, metrics: dict, predictions: dict,
+                  fit_seconds: float, description: Mapping[str, Any]) -> dict[str, Any]:
+    """A control's run folder: ``config.json``, ``test_predictions.npz``, then ``metrics.json``
+    declaring ``kind: control`` (finished without ``best.pt``: a control has no network).
+
+    ``description`` becomes the metrics' model section (what the control sees and how it is
+    fitted). Returns the metrics as written.
+    """
+    write_config(run_dir, cfg)
+    return _write_finished(run_dir, cfg, data, metrics, predictions, fit_seconds, dict(description), CONTROL)
+
+
+def _write_finished(run_dir, cfg, data, metrics, predictions, seconds, model_section, kind) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    full = {"experiment": cfg.name, "split": getattr(data, "split_name", "unknown"),
+    full = {"experiment": cfg.name, "kind": kind, "split": getattr(data, "split_name", "unknown"),
             "source": getattr(data, "source", cfg.data.source)}
     full.update(metrics)
-    full.update({"train_seconds": float(train_seconds), "model": model_summary(cfg, model),
-                 "fingerprint": cfg.fingerprint()})
+    full.update({"train_seconds": float(seconds), "model": model_section, "fingerprint": cfg.fingerprint()})
     run_dir.mkdir(parents=True, exist_ok=True)
     save_predictions(run_dir, predictions)
     atomic_write_text(json.dumps(full, indent=2), run_dir / METRICS)
     return full
+
+
+def write_localization(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[str, Any] | None = None) -> Path:
+    """Store a run's localization summary (``localization.json`` beside ``metrics.json``).
+
+    ``table`` is any DataFrame of numbers or text (one row per finding, say, with the
+    model's score, the random-map chance and the published figure); ``notes`` any JSON-ready
+    facts about it (the method, the box rule, how many images). NaN is stored as null. The
+    run folder must exist: a summary belongs to a run.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"cannot write {LOCALIZATION}: run folder {run_dir} does not exist "
+                                f"(train the run first)")
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"localization summary for {run_dir}: expected a pandas DataFrame, got {type(table).__name__}")
+    frame = table.astype(object).where(pd.notna(table), None)
+    payload = {
+        "index_names": [None if n is None else str(n) for n in frame.index.names],
+        "index": [_json_key(k) for k in frame.index],
+        "columns": [_json_key(c) for c in frame.columns],
+        "data": [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)],
+        "notes": dict(notes or {}),
+    }
+    path = run_dir / LOCALIZATION
+    atomic_write_text(json.dumps(payload, indent=1), path)
+    return path
+
+
+def read_localization(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's localization summary as written by :func:`write_localization` (its notes in
+    ``table.attrs["notes"]``), or None when the run has none."""
+    path = Path(run_dir) / LOCALIZATION
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        index = _index(payload["index"], payload.get("index_names") or [None])
+        columns = _index(payload["columns"], [None])
+        table = pd.DataFrame(payload["data"], index=index, columns=columns)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot read {path}: {err}; write it again (the heatmaps notebook does)") from err
+    table.attrs["notes"] = dict(payload.get("notes") or {})
+    return table.infer_objects()
+
+
+def _json_key(key: Any) -> Any:
+    return [_json_value(k) for k in key] if isinstance(key, tuple) else _json_value(key)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _index(keys: list, names: list) -> pd.Index:
+    if keys and all(isinstance(k, list) for k in keys):
+        return pd.MultiIndex.from_tuples([tuple(k) for k in keys], names=names)
+    return pd.Index(keys, name=names[0] if names else None)
 
 
 # ----------------------------------------------------------------------------- finished?
@@ -156,15 +318,28 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def kind_of(metrics: Mapping[str, Any] | None) -> str:
+    """The kind a run's metrics declare (``model`` when they declare none: runs written before
+    kinds existed, or metrics that cannot be read, which then fail where they are read)."""
+    kind = (metrics or {}).get("kind", MODEL)
+    if kind not in KIND_FILES:
+        raise ValueError(f"a run declares kind {kind!r}; this version of cxrlib knows {', '.join(KIND_FILES)}: "
+                         f"update cxrlib or delete that run folder")
+    return kind
+
+
 def is_finished(run_dir: str | Path, config: ExperimentConfig | None = None) -> bool:
-    """Whether ``run_dir`` holds a finished run (metrics, predictions and best weights), and,
-    given ``config``, one that this config produced (its fingerprint is in the metrics)."""
+    """Whether ``run_dir`` holds a finished run (metrics, predictions and the files its kind
+    needs), and, given ``config``, one that this config produced (its fingerprint is in the
+    metrics)."""
     run_dir = Path(run_dir)
-    if not all((run_dir / name).is_file() for name in (METRICS, PREDICTIONS, BEST)):
+    if not ((run_dir / METRICS).is_file() and (run_dir / PREDICTIONS).is_file()):
+        return False
+    metrics = read_metrics(run_dir)
+    if not all((run_dir / name).is_file() for name in KIND_FILES[kind_of(metrics)]):
         return False
     if config is None:
         return True
-    metrics = read_metrics(run_dir)
     return metrics is not None and metrics.get("fingerprint") == config.fingerprint()
 
 
@@ -182,8 +357,11 @@ def finished_runs(runs_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and is_finished(p))
 
 
-def list_runs(runs_dir: str | Path, problems: list[str] | None = None) -> list[RunSummary]:
-    """Every finished run under ``runs_dir`` with its architecture, test mean AUROC and split.
+def list_runs(runs_dir: str | Path, problems: list[str] | None = None, kinds: Sequence[str] = (MODEL,),
+              ) -> list[RunSummary]:
+    """Every finished run directly under ``runs_dir`` (an experiment's seed-0 run) of the
+    ``kinds`` given (trained models only, by default) with its architecture, test mean AUROC
+    and split.
 
     A run whose files cannot be read is left out and described in ``problems`` when a list
     is given.
@@ -198,6 +376,8 @@ def list_runs(runs_dir: str | Path, problems: list[str] | None = None) -> list[R
         metrics = read_metrics(run_dir)
         if metrics is None:
             _note(problems, f"run {run_dir} skipped: cannot read {METRICS}")
+            continue
+        if kind_of(metrics) not in kinds:
             continue
         m = cfg.model
         arch = "+".join([m.name, m.head] + ([m.wrapper] if m.wrapper else []))
@@ -286,101 +466,182 @@ def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
 
 
+@dataclass
+class _Scored:
+    """An experiment's seeds on its test images, over the 14 findings (No Finding left out)."""
+
+    ids: np.ndarray
+    patient_ids: np.ndarray | None
+    targets: np.ndarray
+    scores: list[np.ndarray]  # one [N, F] per seed
+    names: list[str]
+
+
+def _scored(run_dirs: Sequence[str | Path]) -> _Scored:
+    first = load_predictions(run_dirs[0])
+    y, s, names = _finding_columns(first)
+    ids = np.asarray(first["ids"]).astype(str)
+    scores = [s]
+    for d in run_dirs[1:]:
+        pred = load_predictions(d)
+        y2, s2, names2 = _finding_columns(pred)
+        if names2 != names or not np.array_equal(np.asarray(pred["ids"]).astype(str), ids) or not np.array_equal(y2, y):
+            raise ValueError(f"{d}: its test images or labels differ from those of {run_dirs[0]}; the seeds of one "
+                             f"experiment share the test set (the split follows data.seed, never the training seed)")
+        scores.append(s2)
+    patients = np.asarray(first["patient_ids"]) if "patient_ids" in first else None
+    return _Scored(ids, patients, y, scores, names)
+
+
+def _common(a: _Scored, b: _Scored) -> tuple[np.ndarray, np.ndarray] | None:
+    """Positions in ``a`` and ``b`` of the test images both scored, or None when they share too
+    few, or disagree on the findings or the labels (another split or dataset)."""
+    if a.names != b.names:
+        return None
+    pos_b = {i: k for k, i in enumerate(b.ids)}
+    common = [(k, pos_b[i]) for k, i in enumerate(a.ids) if i in pos_b]
+    if len(common) < 2:
+        return None
+    ia = np.array([k for k, _ in common])
+    ib = np.array([k for _, k in common])
+    if not np.array_equal(a.targets[ia], b.targets[ib]):
+        return None
+    return ia, ib
+
+
+def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path], n_bootstrap: int = 1000,
+                        seed: int = 0) -> dict[str, Any] | None:
+    """An experiment's seeds against the baseline's on the test images both scored:
+    :func:`~cxrlib.metrics.paired_seed_comparison` of other minus base, or None when they
+    share no test images with the same labels (another split or dataset)."""
+    return _compare(_scored(base_runs), _scored(other_runs), n_bootstrap, seed)
+
+
+def _compare(base: _Scored, other: _Scored, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
+    pair = _common(base, other)
+    if pair is None:
+        return None
+    ib, io = pair
+    patients = base.patient_ids[ib] if base.patient_ids is not None else None
+    return paired_seed_comparison(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
+                                  patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed, label_names=base.names)
+
+
 def compare_runs(
     run_a: str | Path,
     run_b: str | Path,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any] | None:
-    """Paired mean-AUROC difference b - a on the test images both runs scored, or None.
+    """Paired mean-AUROC difference b - a of two single runs on the test images both scored,
+    with per-finding DeLong tests (:func:`~cxrlib.metrics.paired_comparison`), or None.
 
     None when the two runs share no test images with the same labels (another split or
     dataset): such a difference would compare different questions.
     """
-    a, b = load_predictions(run_a), load_predictions(run_b)
-    ya, sa, names_a = _finding_columns(a)
-    yb, sb, names_b = _finding_columns(b)
-    if names_a != names_b:
+    a, b = _scored([run_a]), _scored([run_b])
+    pair = _common(a, b)
+    if pair is None:
         return None
-    ids_a = [str(i) for i in a["ids"]]
-    pos_b = {str(i): k for k, i in enumerate(b["ids"])}
-    common = [(k, pos_b[i]) for k, i in enumerate(ids_a) if i in pos_b]
-    if len(common) < 2:
-        return None
-    ia = np.array([k for k, _ in common])
-    ib = np.array([k for _, k in common])
-    if not np.array_equal(ya[ia], yb[ib]):
-        return None
-    patients = a["patient_ids"][ia] if "patient_ids" in a else None
+    ia, ib = pair
+    patients = a.patient_ids[ia] if a.patient_ids is not None else None
     # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
-    return paired_comparison(ya[ia], sb[ib], sa[ia], patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed,
-                             label_names=names_a)
+    return paired_comparison(a.targets[ia], b.scores[0][ib], a.scores[0][ia], patient_ids=patients,
+                             n_bootstrap=n_bootstrap, seed=seed, label_names=a.names)
 
 
 _COLUMNS = [
-    "experiment", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "mean AUROC", "CI low", "CI high", "diff vs baseline", "diff CI low", "diff CI high", "p-value",
-    "train seconds", "run_dir",
+    "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
+    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high",
+    "diff vs baseline", "diff CI low", "diff CI high", "p-value", "seed diff min", "seed diff max",
+    "verdict", "reason", "train seconds", "run_dir",
 ]
 
 
 def results_table(
-    runs_dir: str | Path,
+    runs: str | Path | Mapping[str, Sequence[str | Path]],
     baseline: str = BASELINE,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    leave_out: Sequence[str] = (),
+    problems: list[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per finished run: what it was, its mean AUROC with 95% CI and split, the paired
-    difference from ``baseline`` (CI, p-value) and its training time. Baseline first."""
+    """One row per experiment: what it was, its seeds, its mean AUROC with the seed spread and
+    a 95% CI, the paired difference from ``baseline`` and the verdict on it.
+
+    ``runs`` is a runs folder (every finished experiment in it, :func:`experiment_runs`) or
+    ``{name: [run folder per seed]}``. Per experiment, over the findings:
+
+    * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC (``seed AUROCs``);
+      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the
+      patient-bootstrap 95% CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
+    * ``diff vs baseline`` with ``diff CI``, ``p-value``: the paired difference of the two
+      seed means on the same test patients; ``seed diff min``/``max``: the range of its
+      per-seed differences (:func:`~cxrlib.metrics.paired_seed_comparison`);
+    * ``verdict`` and ``reason``: :func:`~cxrlib.metrics.verdict`, the one rule.
+
+    The baseline comes first, then any control, then the rest by name. ``leave_out`` names
+    experiments not to show (a profile's "full profile only" models); ``problems`` collects
+    what was skipped and why.
+    """
+    groups = experiment_runs(runs, problems) if isinstance(runs, (str, Path)) else dict(runs)
+    groups = {name: [Path(d) for d in dirs] for name, dirs in groups.items() if name not in leave_out and dirs}
+    scored = {name: _scored(dirs) for name, dirs in groups.items()}
+    base = scored.get(baseline)
     rows = []
-    runs = finished_runs(runs_dir)
-    base_dir = next((r for r in runs if r.name == baseline), None)
-    for run in runs:
-        metrics = read_metrics(run) or {}
-        cfg_path = run / CONFIG
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    for name, dirs in groups.items():
+        sc = scored[name]
+        metrics = read_metrics(dirs[0]) or {}
+        cfg = json.loads((dirs[0] / CONFIG).read_text()) if (dirs[0] / CONFIG).is_file() else {}
+        kind = kind_of(metrics)
         model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        ci = metrics.get("mean_auroc_ci") or [math.nan, math.nan]
+        stats = seed_mean_auroc(sc.targets, sc.scores, sc.names, patient_ids=sc.patient_ids,
+                                n_bootstrap=n_bootstrap, seed=seed)
+        seconds = [_float((read_metrics(d) or {}).get("train_seconds")) for d in dirs]
         row: dict[str, Any] = {
-            "experiment": metrics.get("experiment", run.name),
-            "model": model.get("name", ""),
-            "head": model.get("head", ""),
-            "wrapper": model.get("wrapper") or "",
-            "loss": train.get("loss", ""),
+            "experiment": name,
+            "kind": kind,
+            "model": model.get("name", "") if kind == MODEL else str((metrics.get("model") or {}).get("name", kind)),
+            "head": model.get("head", "") if kind == MODEL else "",
+            "wrapper": (model.get("wrapper") or "") if kind == MODEL else "",
+            "loss": train.get("loss", "") if kind == MODEL else "",
             "labels": len(metrics.get("label_names", [])) or None,
             "image size": data.get("image_size"),
             "split": metrics.get("split", ""),
-            "test images": metrics.get("n_images"),
-            "mean AUROC": _float(metrics.get("mean_auroc")),
-            "CI low": _float(ci[0]),
-            "CI high": _float(ci[1]),
-            "diff vs baseline": math.nan,
-            "diff CI low": math.nan,
-            "diff CI high": math.nan,
-            "p-value": math.nan,
-            "train seconds": _float(metrics.get("train_seconds")),
-            "run_dir": str(run),
+            "test images": len(sc.ids),
+            "seeds": stats["n_seeds"],
+            "mean AUROC": stats["mean"],
+            "seed SD": stats["sd"],
+            "seed min": stats["min"],
+            "seed max": stats["max"],
+            "seed AUROCs": tuple(stats["per_seed"]),
+            "CI low": _float(stats["ci"][0]),
+            "CI high": _float(stats["ci"][1]),
+            "diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,
+            "seed diff min": math.nan, "seed diff max": math.nan, "verdict": "", "reason": "",
+            "train seconds": float(np.nanmean(seconds)) if np.isfinite(seconds).any() else math.nan,
+            "run_dir": str(dirs[0]),
         }
-        if base_dir is not None and run != base_dir:
-            cmp = compare_runs(base_dir, run, n_bootstrap=n_bootstrap, seed=seed)
+        if base is not None and name != baseline:
+            cmp = _compare(base, sc, n_bootstrap, seed)
+            dci = (cmp or {}).get("ci") or [math.nan, math.nan]
             if cmp is not None:
-                dci = cmp.get("ci") or [math.nan, math.nan]
-                row.update({
-                    "diff vs baseline": _float(cmp.get("diff")),
-                    "diff CI low": _float(dci[0]),
-                    "diff CI high": _float(dci[1]),
-                    "p-value": _float(cmp.get("p_value")),
-                })
+                row.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(dci[0]),
+                            "diff CI high": _float(dci[1]), "p-value": _float(cmp.get("p_value")),
+                            "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
+            v = verdict(row["diff CI low"], row["diff CI high"], row["seed diff min"], row["seed diff max"],
+                        stats["n_seeds"], len(base.scores))
+            row.update({"verdict": v.label, "reason": v.reason})
         rows.append(row)
     table = pd.DataFrame(rows, columns=_COLUMNS)
     if len(table):
-        order = (table["experiment"] != baseline).astype(int)
+        order = np.where(table["experiment"] == baseline, 0, np.where(table["kind"] == CONTROL, 1, 2))
         table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
     return table
 
 
 def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 (p=0.04)``."""
+    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 [-0.010, +0.035]``."""
     out = pd.DataFrame()
     out["experiment"] = table["experiment"]
     out["model"] = [
@@ -391,16 +652,33 @@ def format_results(table: pd.DataFrame) -> pd.DataFrame:
     out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
     out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
     out["split"] = table["split"]
+    out["seeds"] = [_seeds_text(n, k) for n, k in zip(table["seeds"], table["kind"])]
     out["mean AUROC [95% CI]"] = [
         _ci_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
+    ]
+    out["seed SD [min, max]"] = [
+        "" if pd.isna(sd) else f"{sd:.3f} [{lo:.3f}, {hi:.3f}]"
+        for sd, lo, hi in zip(table["seed SD"], table["seed min"], table["seed max"])
     ]
     out["vs baseline [95% CI]"] = [
         "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
     ]
     out["p-value"] = table["p-value"].map(_p_text)
-    out["train time"] = table["train seconds"].map(_time_text)
+    out["per-seed differences"] = [
+        "" if pd.isna(lo) else f"{lo:+.3f} to {hi:+.3f}"
+        for lo, hi in zip(table["seed diff min"], table["seed diff max"])
+    ]
+    out["verdict"] = table["verdict"]
+    out["train time"] = [_time_text(s) + (" per seed" if n > 1 and not pd.isna(s) else "")
+                         for s, n in zip(table["train seconds"], table["seeds"])]
     return out
+
+
+def _seeds_text(n: Any, kind: str) -> str:
+    if kind == CONTROL:
+        return "none (fitted)"  # a control is fitted once, deterministically: there is no seed to vary
+    return "" if pd.isna(n) else str(int(n))
 
 
 def _ci_text(m: float, lo: float, hi: float) -> str:

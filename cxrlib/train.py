@@ -2,9 +2,12 @@
 
 * :func:`fit` trains with CheXNet's recipe by default (Adam lr 1e-3; learning rate divided
   by 10 when the validation loss plateaus; early stopping on validation mean AUROC; the best
-  weights are kept). On CUDA it uses mixed precision (bf16 where supported, else fp16 with a
-  gradient scaler), channels_last, pinned memory and non-blocking copies; on CPU the same
-  code runs without them. Under ``torchrun`` it uses DistributedDataParallel.
+  weights are kept). Batches come from :class:`cxrlib.feed.Feed`: uint8 images sliced from a
+  resident copy of the dataset (or streamed by persistent workers) and augmented on the
+  device, a batch at a time. On CUDA it uses mixed precision (bf16 where supported, else
+  fp16 with a gradient scaler), channels_last, fused optimizers, cuDNN autotuning and TF32
+  (unless ``train.deterministic``) and, by default, ``torch.compile``; on CPU the same code
+  runs without them. Under ``torchrun`` it uses DistributedDataParallel.
 * Checkpoints (``last.pt`` every epoch and optionally every N steps, ``best.pt``) are written
   atomically and hold model, optimizer, scheduler, epoch, step, every RNG state and the
   config; an interrupted run resumes from ``last.pt`` and ends with the same weights as an
@@ -31,23 +34,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from cxrlib import checkpoint as ckpt_io
 from cxrlib import distributed, runs
 from cxrlib import progress as progress_events  # named apart from fit's progress= flag
-from cxrlib.config import ExperimentConfig
+from cxrlib.config import ExperimentConfig, TrainConfig
 from cxrlib.data import load_data
 from cxrlib.data.datasets import preprocess
+from cxrlib.feed import Feed
 from cxrlib.losses import create_loss
 from cxrlib.metrics import auroc_report, mean_auroc
 from cxrlib.models import create_model_from_config
 from cxrlib.runs import RunResult
-from cxrlib.seed import derive_seed, set_seed
-
-# cxrlib.demo reads runs through these names; the run folder itself is cxrlib.runs'.
-load_model, load_run = runs.load_model, runs.load_run
+from cxrlib.seed import select_kernels, set_seed
 
 FAULT_ENV = "CXRLIB_FAULT_AT_STEP"  # test hook: the process dies (os._exit) after this optimizer step
 CHECKPOINT_VERSION = 1
@@ -62,31 +62,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (shuffled per epoch from seed + epoch) that can skip batches already done.
-
-    With one process it is simply a seeded per-epoch permutation; its order depends only on
-    (seed, epoch), so a resumed epoch sees the same batches as the interrupted one.
-    """
-
-    skip = 0
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.skip:])
-
-    def __len__(self) -> int:
-        return super().__len__() - self.skip
-
-
-def make_loader(ds, batch_size, sampler, workers, pin, seed) -> DataLoader:
-    """The engine's DataLoader: ``sampler`` order, ``workers`` processes, pinned memory if ``pin``."""
-    # a private generator: creating the iterator must not draw from the global torch RNG,
-    # or a run resumed mid-epoch would see different dropout masks than an uninterrupted one
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
-                      generator=g, persistent_workers=False, drop_last=False)
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None, bool]:
@@ -127,14 +102,55 @@ def with_channels(ds, channels: int):
     return ds
 
 
-def _make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``fit`` uses; ``fused`` (CUDA): one kernel for all parameters instead of several per tensor."""
+    fused = bool(fused) or None  # None: torch's default implementation
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, fused=fused)
     raise ValueError(f"unknown optimizer {name!r}: expected adam, adamw or sgd")
+
+
+def compile_enabled(setting, device: torch.device) -> bool:
+    """``train.compile``: ``auto`` compiles on CUDA only (on the CPU inductor's C++ build takes
+    minutes, longer than a CPU run trains), ``true`` and ``false`` decide everywhere."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"train.compile={setting!r}: expected auto, true or false")
+
+
+class _Stepper:
+    """``train_step`` through ``torch.compile(net)`` when asked, else through ``net``.
+
+    Compilation happens at the first step (and again for a new batch shape). If it fails under
+    ``compile=auto``, the run warns and goes on uncompiled: the failure comes before the
+    optimizer step, and the eager step starts by clearing the gradients, so nothing of the
+    failed attempt remains. Under ``compile=true`` it stops with the reason.
+    """
+
+    def __init__(self, net: nn.Module, setting, device: torch.device):
+        self.net, self.setting = net, setting
+        self.compiled = torch.compile(net) if compile_enabled(setting, device) else None
+
+    def __call__(self, x, y, loss_fn, optimizer, scaler, amp) -> torch.Tensor:
+        if self.compiled is None:
+            return train_step(self.net, x, y, loss_fn, optimizer, scaler, amp)
+        try:
+            loss = train_step(self.compiled, x, y, loss_fn, optimizer, scaler, amp)
+        except Exception as e:  # whatever the compiler raises: its backends have no common error type
+            if self.setting is True:
+                raise RuntimeError(f"torch.compile failed ({type(e).__name__}: {e}); set train.compile=false to "
+                                   f"train without it") from e
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:300]}); training without it "
+                          f"(set train.compile=false to skip the attempt)", stacklevel=3)
+            self.compiled = None
+            return train_step(self.net, x, y, loss_fn, optimizer, scaler, amp)
+        return loss
 
 
 def _make_scheduler(tc, optimizer, epochs: int):
@@ -172,58 +188,47 @@ def _planned_done(plan: list[tuple[str | None, int]], state: "_State") -> int:
     return sum(n for _, n in plan[:state.stage_index]) + state.stage_epoch
 
 
-def batch_to_device(x: torch.Tensor, device, channels_last: bool) -> torch.Tensor:
-    """A batch on ``device`` as the model takes it (channels_last for 4-D batches when asked)."""
-    x = x.to(device, non_blocking=device.type == "cuda")
-    if channels_last and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+def _feed(ds, batch_size: int, device: torch.device, tc, shuffle: bool = False, seed: int = 0,
+          tencrop: bool = False) -> Feed:
+    """This rank's batches of ``ds``, placed and streamed as ``tc`` (a TrainConfig) says."""
+    info = distributed.current()
+    return Feed(ds, batch_size, device, shuffle=shuffle, seed=seed, rank=info.rank, world=info.world_size,
+                channels_last=device.type == "cuda" and tc.channels_last, tencrop=tencrop, workers=tc.num_workers,
+                resident=tc.resident, budget_gb=tc.resident_gb)
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, ds, batch_size: int, device, amp: tuple, channels_last: bool, workers: int = 0,
-             progress: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
-    """Logits and probabilities for every item of ``ds`` in order (gathered over ranks).
+def _predict(model: nn.Module, feed: Feed, amp: tuple, progress: bool = False,
+             desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Logits and probabilities for every sample of ``feed.ds`` in order (gathered over ranks).
 
-    A ten-crop batch ``[B, 10, C, h, w]`` is scored crop by crop and the probabilities are
-    averaged (CheXNet); its logits are the crops' mean logits.
+    With ten crops the probabilities of an image's crops are averaged (CheXNet); its logits
+    are the crops' mean logits.
     """
     info = distributed.current()
-    sampler = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=False)
-    indices = np.fromiter(iter(sampler), dtype=np.int64)
-    loader = make_loader(ds, batch_size, sampler, workers, device.type == "cuda", 0)
     net = _unwrap(model)
     was_training = net.training
     net.eval()
     use_amp, amp_dtype, _ = amp
     logits_all, probs_all = [], []
-    for x, _y in tqdm(loader, desc=desc, disable=not (progress and info.is_main), leave=False):
-        crops = x.ndim == 5
-        if crops:
-            b, n = x.shape[:2]
-            x = x.flatten(0, 1)
-        x = batch_to_device(x, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext():
+    for x, y in tqdm(feed.epoch(0), total=len(feed), desc=desc, disable=not (progress and info.is_main),
+                     leave=False):
+        with torch.autocast(x.device.type, dtype=amp_dtype) if use_amp else nullcontext():
             out = net(x).float()
-        if crops:
-            out = out.view(b, n, -1)
-            probs_all.append(torch.sigmoid(out).mean(1).cpu())
-            logits_all.append(out.mean(1).cpu())
-        else:
-            probs_all.append(torch.sigmoid(out).cpu())
-            logits_all.append(out.cpu())
+        out = out.view(len(y), -1, out.shape[-1])  # [B, crops, K]; one crop without ten-crop
+        probs_all.append(torch.sigmoid(out).mean(1))
+        logits_all.append(out.mean(1))
     net.train(was_training)
-    k = len(getattr(ds, "label_names", [])) or None
-    logits = torch.cat(logits_all).numpy() if logits_all else np.zeros((0, k or 0), np.float32)
-    probs = torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k or 0), np.float32)
-    n = len(ds)
+    k = len(feed.ds.label_names)
+    # kept on the device until here: one copy back, not one sync per batch
+    logits = torch.cat(logits_all).cpu().numpy() if logits_all else np.zeros((0, k), np.float32)
+    probs = torch.cat(probs_all).cpu().numpy() if probs_all else np.zeros((0, k), np.float32)
+    indices, n = feed.indices(0), len(feed.ds)
     return distributed.gather_rows(indices, logits, n), distributed.gather_rows(indices, probs, n)
 
 
 def _targets(ds) -> np.ndarray:
-    if hasattr(ds, "targets"):
-        return np.asarray(ds.targets, dtype=np.float32)
-    return np.stack([np.asarray(ds[i][1], dtype=np.float32) for i in range(len(ds))])
+    return np.asarray(ds.targets, dtype=np.float32)
 
 
 def _label_names(ds, k: int) -> list[str]:
@@ -286,7 +291,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     """Train ``model`` (or the config's model) on ``data`` (or the config's data).
 
     ``data`` is anything with ``.train``, ``.val`` and ``.label_names`` (a DataBundle);
-    datasets yield ``(image, target)``. A ``last.pt`` in the run folder with the same config
+    its datasets hand out uint8 batches (:class:`~cxrlib.data.CachedDataset`; arrays in memory
+    through ``CachedDataset.from_arrays``). A ``last.pt`` in the run folder with the same config
     fingerprint is resumed (``resume=False`` starts over); ``checkpoint_every`` also
     checkpoints every that many optimizer steps. Returns the model with its best weights.
     """
@@ -294,13 +300,18 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     info, device = distributed.setup(tc.device)
     if tc.threads:
         torch.set_num_threads(int(tc.threads))
-    set_seed(cfg.seed)
+    set_seed(cfg.seed, deterministic=False)  # kernels are chosen below, for CUDA only
+    if device.type == "cuda":
+        select_kernels(tc.deterministic)  # when determinism is asked for, it wins over speed
+    compile_enabled(tc.compile, device)  # a bad value fails now, not after the data is loaded
     if data is None:
         data = _load_data_rank0_first(cfg, progress and info.is_main)
     train_ds = with_channels(data.train, cfg.model.in_chans)
     val_ds = with_channels(data.val, cfg.model.in_chans)
     if hasattr(train_ds, "augment"):
         train_ds.augment = bool(tc.augment)
+    if hasattr(train_ds, "seed"):  # augmentation draws follow the training seed; the split, data.seed
+        train_ds.seed = cfg.seed
     if hasattr(val_ds, "tencrop"):
         val_ds.tencrop = False
     label_names = list(data.label_names)
@@ -310,7 +321,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         raise ValueError(f"train.batch_size={tc.batch_size} is the global batch and must divide by the "
                          f"{info.world_size} processes")
     rank_batch = tc.batch_size // info.world_size
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
 
     amp = amp_settings(device, tc.amp)
     channels_last = device.type == "cuda" and tc.channels_last
@@ -338,10 +349,12 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     total_epochs = sum(n for _, n in plan)
     if info.is_main:
         runs.write_config(run_dir, cfg)
-        progress_events.emit("start", cfg.name, total=total_epochs, done=_planned_done(plan, state),
+        progress_events.emit("start", runs.run_label(cfg), total=total_epochs, done=_planned_done(plan, state),
                              stages=[s for s, _ in plan if s])
     fault_at = int(os.environ.get(FAULT_ENV, "0") or 0)
-    sampler = ResumableSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+    # one order per epoch from (seed, epoch) for every rank; images resident or streamed
+    train_feed = _feed(train_ds, rank_batch, device, tc, shuffle=True, seed=cfg.seed)
+    val_feed = _feed(val_ds, max(rank_batch, 1) * 2, device, tc)
 
     net: nn.Module = model
     optimizer = scheduler = None
@@ -352,7 +365,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         params = [p for p in _unwrap(model).parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"stage {stage!r} of the model has no trainable parameters")
-        optimizer = _make_optimizer(tc.optimizer, params, tc.lr, tc.weight_decay)
+        optimizer = make_optimizer(tc.optimizer, params, tc.lr, tc.weight_decay, fused=device.type == "cuda")
         scheduler = _make_scheduler(tc, optimizer, n_epochs)
         if ckpt is not None:  # resuming inside this stage: restore its optimizer and schedule
             if ckpt["optimizer"] is not None:
@@ -367,45 +380,46 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
                 find_unused_parameters=stage is not None)
         else:
             net = _unwrap(model)
+        stepper = _Stepper(net, tc.compile, device)  # compiled per stage: a stage changes what trains
         if ckpt is not None:
             ckpt_io.set_rng_state(ckpt["rng"])  # last: nothing may draw between restore and training
             ckpt = None
 
         while state.stage_epoch < n_epochs and not state.stopped:
             t0 = time.perf_counter()
-            sampler.set_epoch(state.epoch)
-            sampler.skip = state.batch_in_epoch * rank_batch
-            if hasattr(train_ds, "set_epoch"):
-                train_ds.set_epoch(state.epoch)
-            loader = make_loader(train_ds, rank_batch, sampler, tc.num_workers, device.type == "cuda",
-                             derive_seed(cfg.seed, state.epoch))
             net.train()
-            bar = tqdm(loader, desc=f"epoch {state.epoch + 1}" + (f" [{stage}]" if stage else ""),
+            skip = state.batch_in_epoch  # a run resumed mid-epoch goes on with the batches it had left
+            bar = tqdm(train_feed.epoch(state.epoch, skip), total=len(train_feed) - skip,
+                       desc=f"epoch {state.epoch + 1}" + (f" [{stage}]" if stage else ""),
                        disable=not (progress and info.is_main), leave=False)
+            # the epoch's loss is summed on the device (float64, in the same order as a Python
+            # float would be) and read back only at checkpoints: reading it every step would
+            # make the CPU wait for the GPU and leave the GPU idle while the next step is queued
+            epoch_loss = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
             for x, y in bar:
-                x = batch_to_device(x, device, channels_last)
-                y = y.to(device, non_blocking=device.type == "cuda")
-                loss = train_step(net, x, y, loss_fn, optimizer, scaler, amp)
+                loss = stepper(x, y, loss_fn, optimizer, scaler, amp)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.loss_sum += float(loss.detach()) * len(y)
+                epoch_loss += loss.detach().double() * len(y)
                 state.loss_count += len(y)
-                bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}", refresh=False)
+                if not bar.disable and state.batch_in_epoch % 20 == 0:
+                    bar.set_postfix(loss=f"{float(epoch_loss) / state.loss_count:.4f}", refresh=False)
                 if tc.max_steps is not None and state.step - state.stage_start_step >= tc.max_steps:
                     state.stopped = True
                     break
                 if checkpoint_every and state.step % checkpoint_every == 0 and info.is_main:
                     state.train_seconds += time.perf_counter() - t0
                     t0 = time.perf_counter()
+                    state.loss_sum = float(epoch_loss)
                     _checkpoint(run_dir, model, optimizer, scheduler, scaler, state, history, best_state, cfg,
                                 label_names)
                 if fault_at and state.step == fault_at:
                     os._exit(75)  # simulate a crash: no cleanup, no flush
             bar.close()
+            state.loss_sum = float(epoch_loss)
             # ---- end of epoch: validate on every rank (gathered predictions), then decide together
             loss_sum, loss_count = distributed.all_reduce_sum([state.loss_sum, state.loss_count], device)
-            val_logits, val_probs = _predict(net, val_ds, max(rank_batch, 1) * 2, device, amp, channels_last,
-                                             tc.num_workers, progress, "validate")
+            val_logits, val_probs = _predict(net, val_feed, amp, progress, "validate")
             val_y = _targets(val_ds)
             val_loss = float(loss_fn(torch.from_numpy(val_logits).to(device), torch.from_numpy(val_y).to(device)))
             val_auc = mean_auroc(val_y, val_probs, label_names)
@@ -430,7 +444,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             state.batch_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0.0
             stop_early = state.bad_epochs >= tc.early_stopping_patience
             if info.is_main:
-                progress_events.emit("epoch", cfg.name, stage=stage, stage_index=state.stage_index,
+                progress_events.emit("epoch", runs.run_label(cfg), stage=stage, stage_index=state.stage_index,
                                      n_stages=len(plan), epoch=state.stage_epoch, epochs=n_epochs,
                                      done=_planned_done(plan, state), total=total_epochs, ran=state.epoch,
                                      step=state.step, seconds=state.train_seconds, val_mean_auroc=val_auc)
@@ -463,6 +477,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
             _checkpoint(run_dir, model, None if fresh else optimizer, None if fresh else scheduler, scaler, state,
                         history, best_state, cfg, label_names)
             runs.write_history(run_dir, history)
+    train_feed.close()
+    val_feed.close()
     distributed.barrier()
     model = _unwrap(model)
     return FitResult(model=model, history=pd.DataFrame(history), run_dir=run_dir,
@@ -474,11 +490,13 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
 
 def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 1000, batch_size: int = 32,
              device: str | torch.device | None = None, progress: bool = False, seed: int = 0,
-             num_workers: int = 0, amp: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+             num_workers: int = 0, amp: bool = True, resident: str = TrainConfig.resident,
+             resident_gb: float = TrainConfig.resident_gb) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Score ``dataset`` with ``model``: (metrics dict, predictions dict).
 
-    ``tta="tencrop"`` sets ``dataset.tencrop`` and averages the ten crops' probabilities.
-    Metrics follow :func:`cxrlib.metrics.auroc_report` (patient-level bootstrap when the
+    ``tta="tencrop"`` averages the probabilities of ten crops per image, cropped from the
+    batch on the device. ``num_workers``, ``resident`` and ``resident_gb`` say where the
+    images come from (see :class:`cxrlib.feed.Feed`). Metrics follow :func:`cxrlib.metrics.auroc_report` (patient-level bootstrap when the
     dataset has ``patient_ids``) plus ``tta``; predictions hold ``ids``, ``patient_ids``,
     ``targets``, ``scores`` and ``label_names``.
     """
@@ -489,18 +507,12 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device) if not isinstance(device, torch.device) else device
     model = _unwrap(model).to(device)
-    if tta == "tencrop" and not hasattr(dataset, "tencrop"):
-        raise ValueError("tta='tencrop' needs a dataset with a .tencrop flag (cxrlib.data CachedDataset)")
-    old = getattr(dataset, "tencrop", None)
-    if old is not None:
-        dataset.tencrop = tta == "tencrop"
+    options = TrainConfig(num_workers=num_workers, resident=resident, resident_gb=resident_gb)
+    feed = _feed(dataset, batch_size, device, options, tencrop=tta == "tencrop")
     try:
-        channels_last = device.type == "cuda"
-        _, probs = _predict(model, dataset, batch_size, device, amp_settings(device, amp), channels_last,
-                            num_workers, progress, "evaluate")
+        _, probs = _predict(model, feed, amp_settings(device, amp), progress, "evaluate")
     finally:
-        if old is not None:
-            dataset.tencrop = old
+        feed.close()
     y = _targets(dataset)
     names = _label_names(dataset, y.shape[1])
     patient_ids = getattr(dataset, "patient_ids", None)
@@ -520,11 +532,11 @@ def evaluate(model: nn.Module, dataset, tta: str = "none", n_bootstrap: int = 10
 def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progress: bool = True,
                    model: nn.Module | None = None, checkpoint_every: int | None = None) -> RunResult:
     """Fit, then evaluate on the test split; reuse a finished run with the same fingerprint unless ``redo``."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = runs.run_folder(cfg)
     info, device = distributed.setup(cfg.train.device)  # under torchrun: join the group before deciding anything
     if not redo and runs.is_finished(run_dir, cfg):
         if info.is_main:
-            progress_events.emit("reused", cfg.name)
+            progress_events.emit("reused", runs.run_label(cfg))
         return runs.load_run(run_dir)
     if redo and info.is_main:
         runs.clear(run_dir)
@@ -533,12 +545,15 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
         data = _load_data_rank0_first(cfg, progress and info.is_main)
     result = fit(cfg, data=data, model=model, progress=progress, resume=not redo, checkpoint_every=checkpoint_every)
     test_ds = with_channels(data.test, cfg.model.in_chans)
-    metrics, predictions = evaluate(result.model, test_ds, tta=cfg.train.tta, n_bootstrap=cfg.train.n_bootstrap,
-                                    batch_size=max(cfg.train.batch_size, 1), device=device, progress=progress,
-                                    seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp)
+    tc = cfg.train
+    metrics, predictions = evaluate(result.model, test_ds, tta=tc.tta, n_bootstrap=tc.n_bootstrap,
+                                    batch_size=max(tc.batch_size, 1), device=device, progress=progress,
+                                    seed=cfg.seed, num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident,
+                                    resident_gb=tc.resident_gb)
     if distributed.current().is_main:
         metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
-        progress_events.emit("finished", cfg.name, mean_auroc=metrics.get("mean_auroc"), split=metrics.get("split"))
+        progress_events.emit("finished", runs.run_label(cfg), mean_auroc=metrics.get("mean_auroc"),
+                             split=metrics.get("split"))
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)

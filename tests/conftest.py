@@ -7,6 +7,7 @@ can never turn into a green run that tested nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import cxrlib  # noqa: F401  (makes torchvision importable before any test imports it)
-from cxrlib import profiles, runs
+from cxrlib import metrics, profiles, runs
 from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
@@ -70,11 +71,12 @@ def pneumoniamnist_npz(shared_data) -> Path:
 
 
 def _fake_run(root: Path, name: str, scores: np.ndarray, targets: np.ndarray, ids: np.ndarray,
-              split: str = "synthetic phantoms, patient-wise 70/10/20", **cfg_changes) -> Path:
-    """A finished run folder as training writes it (numbers from real AUROCs; best.pt a stand-in)."""
-    cfg = profiles.load("smoke").config(name, cfg_changes or None)
-    d = root / name
-    d.mkdir(parents=True)
+              split: str = "synthetic phantoms, patient-wise 70/10/20", seed: int = 0, **cfg_changes) -> Path:
+    """A finished run folder as training writes it (numbers from real AUROCs; best.pt a stand-in),
+    where :func:`cxrlib.runs.run_folder` puts training seed ``seed`` of experiment ``name``."""
+    cfg = dataclasses.replace(profiles.load("smoke", runs_dir=root).config(name, cfg_changes or None), seed=seed)
+    d = runs.run_folder(cfg)
+    d.mkdir(parents=True, exist_ok=True)
     patients = np.arange(len(ids)) // 2
     metrics = auroc_report(targets, scores, list(FINDINGS), patient_ids=patients, n_bootstrap=50)
     metrics.update({"experiment": name, "split": split, "source": "phantoms", "n_images": len(ids),
@@ -103,4 +105,52 @@ def fake_runs(tmp_path):
     _fake_run(root, "other_split", noise, targets, np.array([f"x_{i}" for i in range(n)]),
               split="official patient-wise split (test_list.txt)")
     (root / "unfinished").mkdir()  # no metrics: not listed
+    return root
+
+
+def _control_run(root: Path, targets, ids, scores):
+    """A control's run folder written through runs.write_control, as experiments.run_control does."""
+    cfg = profiles.load("smoke", runs_dir=root).config("shortcut_control", {"model.name": "intensity_statistics"})
+    names = list(FINDINGS)
+    patients = np.arange(len(ids)) // 2
+    report = metrics.auroc_report(targets, scores, names, patient_ids=patients, n_bootstrap=50)
+
+    class Bundle:
+        split_name, source = "synthetic phantoms, patient-wise 70/10/20", "phantoms"
+
+    preds = {"ids": ids, "patient_ids": patients, "targets": targets, "scores": scores, "label_names": np.array(names)}
+    runs.write_control(runs.run_folder(cfg), cfg, Bundle(), report, preds, 0.4, {"name": "intensity statistics"})
+    return runs.run_folder(cfg), cfg
+
+
+@pytest.fixture()
+def control_run():
+    """``control_run(runs_dir, targets, ids, scores)`` writes a shortcut control's run folder."""
+    return _control_run
+
+
+def seeded_scores(targets: np.ndarray, signal: float, seed: int) -> np.ndarray:
+    """Scores that carry ``signal`` times the labels plus noise drawn from ``seed``: a stand-in
+    for one training seed's predictions (a larger signal, a higher AUROC)."""
+    return (signal * targets + np.random.default_rng(1000 + seed).random(targets.shape)).astype(np.float32)
+
+
+@pytest.fixture()
+def seeded_runs(tmp_path):
+    """A runs folder of experiments trained with three seeds on one test set of 80 images of
+    40 patients: the baseline; ``better`` (more signal in every seed); ``mixed`` (one seed far
+    better, two worse: a paired test alone would call it); and an unfinished seed."""
+    rng = np.random.default_rng(1)
+    n = 80
+    targets = (rng.random((n, len(FINDINGS))) < 0.3).astype(np.float32)
+    targets[:2] = 1 - targets[2:4]
+    ids = np.array([f"img_{i:03d}.png" for i in range(n)])
+    root = tmp_path / "runs"
+    for seed, (base, better, mixed) in enumerate([(0.30, 0.80, 1.60), (0.35, 0.85, 0.20), (0.25, 0.75, 0.20)]):
+        _fake_run(root, "baseline", seeded_scores(targets, base, seed), targets, ids, seed=seed)
+        _fake_run(root, "better", seeded_scores(targets, better, 10 + seed), targets, ids, seed=seed,
+                  **{"model.head": "fpn"})
+        _fake_run(root, "mixed", seeded_scores(targets, mixed, 20 + seed), targets, ids, seed=seed,
+                  **{"train.loss": "focal"})
+    (root / "better" / "seed7").mkdir()  # a seed still training: not counted
     return root

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +18,7 @@ from cxrlib.data.cache import (FileLoader, ImageCache, build_cache, cache_folder
 from cxrlib.data.imageio import ImageError, read_image
 
 SIZE = 48
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +68,75 @@ def test_cache_equals_direct_decode(sample_files, tmp_path):
     assert cache.folder == cache_folder(tmp_path, "sample", SIZE)
 
 
+class SlowLoader(FileLoader):
+    """A file loader that takes its time, so a test can kill the build halfway."""
+
+    def __init__(self, paths, delay: float):
+        super().__init__(paths)
+        self.delay = delay
+
+    def load(self, i, size):
+        time.sleep(self.delay)
+        return super().load(i, size)
+
+
+def _build_main(cache_dir: str, paths: str) -> None:
+    """Entry point of the building process that gets SIGKILLed (two workers, slow decodes)."""
+    paths = json.loads(paths)
+    ids = [Path(p).name for p in paths]
+    build_cache("kill", ids, SIZE, SlowLoader(paths, 0.1), cache_dir=cache_dir, workers=2, progress=False)
+
+
+def _start_and_kill(cache_dir: Path, paths: list[Path], at_least: int) -> np.ndarray:
+    """Start a real building process, SIGKILL it (and its workers) once ``at_least`` slots are
+    done, and return the progress flags it left."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    code = f"import test_cache; test_cache._build_main({str(cache_dir)!r}, {json.dumps([str(p) for p in paths])!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=TESTS.parent, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    flags_file = cache_folder(cache_dir, "kill", SIZE) / "progress.u8"
+    deadline = time.monotonic() + 300  # imports alone take a while on a busy machine
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if flags_file.exists() and int((np.fromfile(flags_file, np.uint8) == 1).sum()) >= at_least:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
+        assert time.monotonic() < deadline, "the build never got going"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return np.fromfile(flags_file, np.uint8)
+
+
 def test_killed_build_resumes_and_is_never_read(sample_files, tmp_path):
+    """A building process is SIGKILLed twice mid-build: what it left is never opened as a cache,
+    every slot it marked done holds exactly its image, and the next build resumes."""
     ids, paths = sample_files
-    build_cache("k", ids, SIZE, FileLoader(paths), cache_dir=tmp_path, workers=1, progress=False, _stop_after=15)
-    folder = cache_folder(tmp_path, "k", SIZE)
-    assert not (folder / "manifest.json").exists()
-    assert open_cache(tmp_path, "k", SIZE) is None
-    assert int((np.fromfile(folder / "progress.u8", np.uint8) == 1).sum()) == 15
+    assert ids == [Path(p).name for p in paths]  # the names the building process gives them
+    expected = np.stack([resize_image(read_image(p), SIZE) for p in paths])
+    folder = cache_folder(tmp_path, "kill", SIZE)
+    done_before = 0
+    for at_least in (5, 15):
+        flags = _start_and_kill(tmp_path, paths, at_least)
+        done = np.flatnonzero(flags == 1)
+        assert at_least <= len(done) < len(ids), "killed mid-build"
+        assert len(done) >= done_before  # the second process resumed, not restarted
+        done_before = len(done)
+        assert not (folder / "manifest.json").exists()
+        assert open_cache(tmp_path, "kill", SIZE) is None and open_cache(tmp_path, "kill", SIZE, ids) is None
+        pixels = np.fromfile(folder / "images.u8", np.uint8).reshape(len(ids), SIZE, SIZE)
+        for k in done:  # a slot marked done is whole
+            assert np.array_equal(pixels[k], expected[k]), paths[k]
     CountingLoader.calls = 0
-    cache = build_cache("k", ids, SIZE, CountingLoader(paths), cache_dir=tmp_path, workers=1, progress=False)
-    assert CountingLoader.calls == len(ids) - 15  # resumed, not restarted
-    for k in (0, 14, 15, len(ids) - 1):
-        assert np.array_equal(cache.images[k], resize_image(read_image(paths[k]), SIZE))
+    cache = build_cache("kill", ids, SIZE, CountingLoader(paths), cache_dir=tmp_path, workers=1, progress=False)
+    assert CountingLoader.calls == len(ids) - done_before  # resumed: only the slots not done
+    for k in range(len(ids)):
+        assert np.array_equal(cache.images[k], expected[k]), paths[k]
 
 
 def test_corrupt_or_stale_marker_is_not_trusted(sample_files, tmp_path):

@@ -20,10 +20,9 @@ from cxrlib.demo import (
     DemoSession,
     UploadError,
     build_demo,
-    demo_config,
+    demo_profile,
     demo_settings,
     list_model_choices,
-    project_path,
     read_upload,
 )
 from cxrlib.labels import FINDINGS
@@ -104,7 +103,7 @@ def phantom_data(tmp_path_factory):
     from cxrlib.data import load_data
 
     cache = tmp_path_factory.mktemp("cache")
-    config = demo_config("smoke", overrides=[f"data.cache_dir={cache}"])
+    config = demo_profile("smoke", overrides=[f"data.cache_dir={cache}"]).baseline
     return load_data(config.data, progress=False)
 
 
@@ -188,7 +187,8 @@ def real_data(cxr14_sample, sample_cache):
     holds the boxed images."""
     from cxrlib.data import load_data
 
-    config = demo_config("sample", data_dir=str(cxr14_sample), overrides=[f"data.cache_dir={sample_cache}"])
+    config = demo_profile("sample", data_dir=str(cxr14_sample),
+                          overrides=[f"data.cache_dir={sample_cache}"]).baseline
     return load_data(config.data, progress=False)
 
 
@@ -324,20 +324,30 @@ def test_upload_only_demo_without_dataset(tmp_path):
     check_chart(session)
 
 
+def _listed_run(folder: Path, auroc, arch: str = "resnet18", metrics_text: str | None = None) -> None:
+    """A run folder with every file a finished run has (cxrlib.runs.is_finished); its best.pt
+    is a stand-in, so loading it fails."""
+    from cxrlib import profiles, runs
+
+    folder.mkdir(parents=True)
+    (folder / runs.CONFIG).write_text(profiles.load("smoke").config(folder.name, {"model.name": arch}).to_json())
+    (folder / runs.METRICS).write_text(metrics_text if metrics_text is not None else json.dumps(
+        {"mean_auroc": auroc, "split": "official", "model": {"name": arch}}))
+    np.savez(folder / runs.PREDICTIONS, ids=np.array(["a.png"]))
+    (folder / runs.BEST).write_bytes(b"not a checkpoint")
+
+
 def test_model_choices_from_runs_folder(tmp_path):
     def make_run(name: str, auroc, arch: str = "resnet18") -> None:
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"model": {"name": arch}}))
-        (folder / "metrics.json").write_text(json.dumps({"mean_auroc": auroc, "split": "official",
-                                                         "model": {"name": arch}}))
+        _listed_run(tmp_path / name, auroc, arch)
 
     make_run("baseline", 0.71)
     make_run("densenet", 0.82, "densenet121")
+    make_run("shortcut_control", 0.9, "intensity_statistics")  # a control: no network to load, never offered
+    control = json.loads((tmp_path / "shortcut_control" / "metrics.json").read_text())
+    (tmp_path / "shortcut_control" / "metrics.json").write_text(json.dumps({**control, "kind": "control"}))
     (tmp_path / "still_training").mkdir()  # no metrics.json yet: not offered
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "metrics.json").write_text("{not json")
+    _listed_run(tmp_path / "broken", None, metrics_text="{not json")
     problems: list[str] = []
     choices = list_model_choices(tmp_path, ["resnet18"], problems)
     assert [c.key for c in choices] == ["run:densenet", "run:baseline", "untrained:resnet18"]
@@ -348,10 +358,7 @@ def test_model_choices_from_runs_folder(tmp_path):
 
 
 def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
-    broken = tmp_path / "runs" / "no_checkpoint"
-    broken.mkdir(parents=True)
-    (broken / "metrics.json").write_text(json.dumps({"mean_auroc": 0.9, "model": {"name": "resnet18"}}))
-    (broken / "config.json").write_text(json.dumps({"name": "no_checkpoint"}))
+    _listed_run(tmp_path / "runs" / "no_checkpoint", 0.9)  # finished, but its checkpoint is unreadable
     app = build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
     session = app.session
     assert [c.key for c in session.model_choices] == ["run:no_checkpoint", "untrained:resnet18"]
@@ -370,9 +377,9 @@ def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     """A real (tiny) run: listed with its AUROC, loaded, and its probabilities match the engine's."""
     from cxrlib.train import predict_images, run_experiment
 
-    config = demo_config("smoke", runs_dir=tmp_path / "runs",
+    config = demo_profile("smoke", runs_dir=tmp_path / "runs",
                          overrides=[f"data.cache_dir={phantom_data.cache.folder.parent.parent}",
-                                    "train.max_steps=1", "train.n_bootstrap=10"])
+                                    "train.max_steps=1", "train.n_bootstrap=10"]).baseline
     result = run_experiment(config, data=phantom_data, progress=False)
     app = build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
     session = app.session
@@ -397,13 +404,6 @@ def test_demo_settings_from_environment(monkeypatch):
                         threshold=0.5)
     assert out == {"profile": "smoke", "data_dir": "", "overrides": ["data.num_phantoms=40", "data.limit=4"],
                    "untrained": ["resnet18"], "max_images": 5, "threshold": 0.3}
-
-
-def test_project_path_from_notebooks_folder(monkeypatch):
-    monkeypatch.chdir(REPO / "notebooks")
-    assert project_path("runs/cpu") == REPO / "runs" / "cpu"
-    monkeypatch.chdir(REPO)
-    assert project_path("runs/cpu") == Path("runs/cpu")
 
 
 def test_demo_imports_and_works_without_ipywidgets(tmp_path):

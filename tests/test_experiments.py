@@ -1,6 +1,8 @@
 """Experiments: variants of a profile's baseline, and the comparison a notebook shows."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,14 +32,71 @@ def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs)
     assert list(cmp.paired["experiment"]) == ["fpn", "other_split"]
     fpn, other = cmp.paired.iloc[0], cmp.paired.iloc[1]
     table = runs.results_table(fake_runs, n_bootstrap=200)
-    assert fpn["diff"] == pytest.approx(table.set_index("experiment").loc["fpn", "diff vs baseline"], abs=1e-4)
-    assert 0 <= fpn["p-value"] < 0.05 and np.isnan(other["diff"]) and other["95% CI"] == "other test set"
+    # the same numbers as the report's results table, to the last digit
+    pd.testing.assert_frame_equal(cmp.table.drop(columns="run_dir"), table.drop(columns="run_dir"))
+    assert fpn["vs baseline [95% CI]"] == runs.format_results(table).loc[1, "vs baseline [95% CI]"]
+    assert fpn["vs baseline [95% CI]"].startswith("+0.") and other["vs baseline [95% CI]"] == ""
+    assert other["verdict"] == "not compared"
+    assert fpn["verdict"] == "no difference shown"  # one seed each: the seed spread is not measured
     assert list(cmp.per_class.index) == list(FINDINGS) + ["mean (14)"]
     assert list(cmp.per_class.columns) == ["baseline", "fpn", "other_split"]
     roc = cmp.figure.axes[1]
     assert len(cmp.figure.axes) == 2 and len(roc.get_lines()) == 4  # three runs and the diagonal
     with pytest.raises(ValueError, match="'nope' is not among the runs"):
         experiments.compare(results, baseline="nope")
+
+
+def test_compare_takes_every_seed_of_each_experiment(seeded_runs):
+    groups = runs.experiment_runs(seeded_runs)
+    results = {name: [runs.load_run(d, with_model=False) for d in dirs] for name, dirs in groups.items()}
+    cmp = experiments.compare(results, n_bootstrap=100)
+    pd.testing.assert_frame_equal(cmp.table, runs.results_table(seeded_runs, n_bootstrap=100))
+    assert list(cmp.summary["seeds"]) == ["3", "3", "3"]
+    assert list(cmp.paired["verdict"]) == ["better", "no difference shown"]
+    seed_means = [np.mean([r.metrics["per_class"]["Effusion"]["auroc"] for r in results["mixed"]])]
+    assert cmp.per_class.loc["Effusion", "mixed"] == pytest.approx(seed_means[0])  # mean over seeds
+    assert "(first seed)" in cmp.figure.axes[1].get_title()
+    assert "every seed" in cmp.rule
+
+
+def test_run_all_trains_each_seed_once_and_reuses_finished_ones(monkeypatch, tmp_path):
+    trained = []
+
+    def fake_run_experiment(cfg, data=None, redo=False, progress=False):
+        folder = runs.run_folder(cfg)
+        if not redo and runs.is_finished(folder, cfg):
+            return "reused"
+        trained.append((cfg.name, cfg.seed))
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (runs.PREDICTIONS, runs.BEST):
+            (folder / name).write_bytes(b"x")
+        (folder / runs.METRICS).write_text(json.dumps({"fingerprint": cfg.fingerprint()}))
+        return "trained"
+
+    monkeypatch.setattr(experiments, "run_experiment", fake_run_experiment)
+    profile = profiles.load("smoke", runs_dir=tmp_path, overrides=["seeds.baseline=[0, 1, 2]", "seeds.variants=[0, 1]"])
+    configs = experiments.variants(profile, {"focal": {"train.loss": "focal"}})
+    out = experiments.run_all(configs, seeds=profile.seeds)
+    assert trained == [("baseline", 0), ("baseline", 1), ("baseline", 2), ("focal", 0), ("focal", 1)]
+    assert {k: len(v) for k, v in out.items()} == {"baseline": 3, "focal": 2}
+    assert (tmp_path / "baseline" / "seed2" / runs.METRICS).is_file()
+    # one more seed: only the new one trains; the test split is the data config's, not the seed's
+    trained.clear()
+    more = profiles.load("smoke", runs_dir=tmp_path, overrides=["seeds=[0, 1, 2]"])
+    out = experiments.run_all(experiments.variants(more, {"focal": {"train.loss": "focal"}}), seeds=more.seeds)
+    assert trained == [("focal", 2)] and out["focal"][:2] == ["reused", "reused"]
+    assert {c.data.seed for c in experiments.seed_configs(configs[1], more.seeds)} == {configs[1].data.seed}
+    assert [c.seed for c in experiments.seed_configs(configs[0], None)] == [0]  # no seeds given: the config's own
+
+
+def test_backbones_leave_out_what_the_profile_leaves_to_the_full_profile(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("experiment:\n  train:\n    epochs: 1\nfull_profile_only:\n  nasnet: at 64 px it stays at chance\n")
+    profile = profiles.load(own)
+    assert [c.name for c in experiments.backbones(profile, ["resnet18", "nasnet", "densenet121"])] == [
+        "baseline", "densenet121"]
+    why = experiments.full_profile_only(profile)
+    assert why.values.tolist() == [["nasnet", "at 64 px it stays at chance"]]
 
 
 def test_compare_displays_every_part_once(fake_runs, monkeypatch):
@@ -48,5 +107,55 @@ def test_compare_displays_every_part_once(fake_runs, monkeypatch):
     results = {name: runs.load_run(fake_runs / name, with_model=False) for name in ("baseline", "fpn")}
     cmp = experiments.compare(results, n_bootstrap=50)
     cmp._ipython_display_()
-    assert [type(x).__name__ for x in shown] == ["DataFrame", "DataFrame", "DataFrame", "Figure"]
-    assert all(isinstance(x, pd.DataFrame) for x in shown[:3]) and shown[3] is cmp.figure
+    assert [type(x).__name__ for x in shown] == ["DataFrame", "DataFrame", "Markdown", "DataFrame", "Figure"]
+    assert shown[2].data == cmp.rule and shown[4] is cmp.figure
+
+
+@pytest.mark.slow
+def test_a_seed_changes_training_not_the_split(tmp_path):
+    """Two seeds of one config: the same test images and labels (comparisons stay paired),
+    other initial weights, data order and augmentation draws, so other scores."""
+    from cxrlib.data import load_data
+
+    profile = profiles.load("smoke", runs_dir=tmp_path, overrides=["train.n_bootstrap=0", "seeds=[0, 1]"])
+    cfg = profile.config()
+    data = load_data(cfg.data, progress=False)
+    out = {}
+    for c in experiments.seed_configs(cfg, profile.seeds):
+        out[c.seed] = experiments.run_experiment(c, data=data, progress=False)
+        assert data.train.seed == c.seed  # the augmentation draws follow the training seed
+    a, b = out[0].predictions, out[1].predictions
+    assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["targets"], b["targets"])
+    assert not np.allclose(a["scores"], b["scores"])
+    assert out[1].run_dir == tmp_path / "baseline" / "seed1" and runs.is_finished(out[1].run_dir, out[1].config)
+
+
+def _mean_intensity_control(bundle):
+    """A stand-in for the shortcut control's fit: each image's mean grey level as every
+    finding's score (no spatial information), shaped like a run's test predictions."""
+    test = bundle.test
+    means = np.array([test.raw(i).mean() for i in range(len(test))], dtype=np.float32) / 255
+    return {"ids": test.image_ids, "patient_ids": test.patient_ids, "targets": test.targets,
+            "scores": np.repeat(means[:, None], test.targets.shape[1], axis=1),
+            "label_names": np.array(test.label_names)}
+
+
+def test_run_control_writes_a_control_run_of_its_own_kind(tmp_path):
+    calls = []
+
+    def fit(bundle):
+        calls.append(bundle.split_name)
+        return _mean_intensity_control(bundle)
+
+    profile = profiles.load("smoke", runs_dir=tmp_path)
+    control = experiments.run_control(profile, fit=fit)
+    folder = tmp_path / experiments.CONTROL
+    assert control.run_dir == folder and control.model is None and len(calls) == 1
+    assert runs.is_finished(folder, experiments.control_config(profile)) and not (folder / runs.BEST).exists()
+    assert json.loads((folder / runs.METRICS).read_text())["kind"] == runs.CONTROL
+    again = experiments.run_control(profile, fit=fit)  # finished with the same config: reused, not refitted
+    assert len(calls) == 1 and again.metrics["mean_auroc"] == control.metrics["mean_auroc"]
+    other = profiles.load("smoke", runs_dir=tmp_path, overrides=["data.num_phantoms=80"])
+    experiments.run_control(other, fit=fit)  # the baseline's data changed: the control is fitted again
+    assert len(calls) == 2
+    assert runs.list_runs(tmp_path) == []  # never offered where a network is loaded

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlib import localization as loc, references
+from cxrlib import localization as loc, references, runs
 
 
 def spot(shape=(10, 10), at=((2, 3),)):
@@ -507,10 +507,9 @@ def test_verdict_is_written_from_the_numbers(tmp_path):
     assert nodule.endswith("(the CI includes 0).")
     # The table kept beside a run reads back into the same words.
     kept = versus.reset_index().assign(method="gradcam")
-    loc.write_summary(tmp_path, kept)
-    again = loc.read_summary(tmp_path)
+    runs.write_localization(tmp_path, kept)
+    again = runs.read_localization(tmp_path)
     assert loc.verdict_text(again, "gradcam", metrics=["pointing_game"]) == text
-    assert loc.read_summary(tmp_path / "elsewhere") is None
 
 
 def test_mostly_empty_maps_are_said_to_be(monkeypatch):

@@ -7,7 +7,8 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrlib.labels import FINDINGS
-from cxrlib.metrics import auroc, auroc_report, delong_test, mean_auroc, paired_comparison
+from cxrlib.metrics import (VERDICT_RULE, auroc, auroc_report, delong_test, mean_auroc, paired_comparison,
+                            paired_seed_comparison, seed_mean_auroc, verdict)
 
 
 def _data(n=300, k=4, seed=0, signal=1.0):
@@ -247,3 +248,75 @@ def test_paired_mean_difference_hand_worked():
     assert res["n_groups"] == 2 and res["diff"] == 0.5
     with pytest.raises(ValueError, match="one pair per item"):
         paired_mean_difference([1, 0], [1], n_bootstrap=10)
+
+
+# ----------------------------------------------------------------------------- seeds and the verdict
+
+
+def _seed_data(n=120, k=6, seed=3):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(float)
+    y[:2] = 1 - y[2:4]
+    patients = np.arange(n) // 2
+    return y, patients, rng
+
+
+def test_seed_mean_auroc_is_the_mean_over_seeds_with_a_ci_of_that_mean():
+    y, patients, rng = _seed_data()
+    seeds = [0.4 * y + rng.random(y.shape) for _ in range(3)]
+    out = seed_mean_auroc(y, seeds, patient_ids=patients, n_bootstrap=300, seed=1)
+    per_seed = [mean_auroc(y, s) for s in seeds]
+    assert out["per_seed"] == pytest.approx(per_seed) and out["mean"] == pytest.approx(np.mean(per_seed))
+    assert out["sd"] == pytest.approx(np.std(per_seed, ddof=1)) and out["n_seeds"] == 3
+    assert (out["min"], out["max"]) == pytest.approx((min(per_seed), max(per_seed)))
+    assert out["ci"][0] < out["mean"] < out["ci"][1] and out["n_bootstrap"] == 300
+    # one seed: exactly the CI auroc_report gives, on the same resamples
+    one = seed_mean_auroc(y, seeds[:1], patient_ids=patients, n_bootstrap=300, seed=1)
+    ref = auroc_report(y, seeds[0], [f"c{k}" for k in range(y.shape[1])], patient_ids=patients, n_bootstrap=300, seed=1)
+    assert one["ci"] == pytest.approx(ref["mean_auroc_ci"]) and math.isnan(one["sd"])
+    with pytest.raises(ValueError, match="no seeds"):
+        seed_mean_auroc(y, [])
+
+
+def test_paired_seed_comparison_differences_of_seed_means_and_every_seed_pair():
+    y, patients, rng = _seed_data()
+    a = [0.8 * y + rng.random(y.shape) for _ in range(3)]
+    b = [0.3 * y + rng.random(y.shape) for _ in range(2)]
+    out = paired_seed_comparison(y, a, b, patient_ids=patients, n_bootstrap=300, seed=2)
+    per_a, per_b = [mean_auroc(y, s) for s in a], [mean_auroc(y, s) for s in b]
+    assert out["diff"] == pytest.approx(np.mean(per_a) - np.mean(per_b))
+    assert len(out["seed_diffs"]) == 6  # every seed of A with every seed of B
+    assert out["seed_diff_min"] == pytest.approx(min(per_a) - max(per_b))
+    assert out["seed_diff_max"] == pytest.approx(max(per_a) - min(per_b))
+    assert out["ci"][0] > 0 and out["p_value"] < 0.05
+    # one seed each: the same numbers as paired_comparison, resample for resample
+    one = paired_seed_comparison(y, a[:1], b[:1], patient_ids=patients, n_bootstrap=300, seed=2)
+    ref = paired_comparison(y, a[0], b[0], patient_ids=patients, n_bootstrap=300, seed=2)
+    assert (one["diff"], one["p_value"]) == pytest.approx((ref["diff"], ref["p_value"]))
+    assert one["ci"] == pytest.approx(ref["ci"])
+
+
+@pytest.mark.parametrize("case, args, called, label, words", [
+    ("both agree, better", (0.01, 0.05, 0.002, 0.06, 3, 3), True, "better", "excludes 0 and every seed agrees"),
+    ("both agree, worse", (-0.05, -0.01, -0.07, -0.004, 3, 3), True, "worse", "every seed agrees"),
+    ("paired test significant, seeds disagree", (0.01, 0.05, -0.02, 0.08, 3, 3), False, "no difference shown",
+     "seeds overlap (per-seed differences -0.020 to +0.080)"),
+    ("seeds agree, paired CI includes 0", (-0.01, 0.05, 0.01, 0.04, 3, 3), False, "no difference shown",
+     "paired 95% CI [-0.010, +0.050] includes 0"),
+    ("neither", (-0.01, 0.05, -0.02, 0.04, 3, 3), False, "no difference shown", "includes 0 and the seeds overlap"),
+    ("one seed each", (0.01, 0.05, 0.03, 0.03, 1, 1), False, "no difference shown", "seed spread is not measured"),
+    ("one seed against the baseline's three", (0.01, 0.05, 0.01, 0.04, 1, 3), True, "better", "every seed agrees"),
+    ("the two checks point opposite ways", (0.01, 0.05, -0.04, -0.01, 3, 3), False, "no difference shown",
+     "point the other way"),
+    ("another test set", (math.nan, math.nan, math.nan, math.nan, 3, 3), False, "not compared", "same test images"),
+])
+def test_verdict_calls_a_difference_only_when_the_paired_test_and_the_seeds_agree(case, args, called, label, words):
+    v = verdict(*args)
+    assert (v.called, v.label) == (called, label), case
+    assert words in v.reason, (case, v.reason)
+    assert v.direction == (0 if not called else 1 if label == "better" else -1)
+
+
+def test_the_verdict_rule_is_stated_where_it_is_applied():
+    for phrase in ("95% CI of the paired difference", "excludes 0", "every seed", "at least two seeds"):
+        assert phrase in VERDICT_RULE

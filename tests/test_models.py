@@ -44,6 +44,7 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("CXRLIB_WEIGHTS_DIR", str(tmp_path / "weights"))  # not the checkout's data/weights
 
 
 def side(model) -> int:

@@ -144,7 +144,7 @@ def test_heatmaps(smoke):
     assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
     assert "pointing_game" in text and "random_baseline" in text and localization.RANDOM_MAPS in text
     assert references.WANG_CVPR in text and references.WANG_V5 in text
-    summary = localization.read_summary(smoke.runs_dir / "fpn")  # the profile's HEAD: fpn
+    summary = runs.read_localization(smoke.runs_dir / "fpn")  # the profile's HEAD: fpn
     assert summary is not None
     notes = summary.attrs["notes"]
     assert notes["method"] == "gradcam" and notes["ground truth"] == "lesion masks" and notes["CAM grid"] == "4x4"
@@ -165,13 +165,53 @@ def test_results_lists_every_run(smoke):
     assert table["mean AUROC"].between(0, 1).all()
     assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()
     assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
+    # the verdict rule and each comparison in words, from the same table as the index
+    assert "called a difference only when two checks agree" in text
+    words = report.conclusions(runs.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
+    for line in words.comparisons:
+        assert line in text
     index = (smoke.out_dir / "index.html").read_text()
     for name in every + STEMS:
         assert name in index
+    assert "data:image/png;base64," in index and words.comparisons[0].split(":")[0] in index
     assert _images(r.executed) >= 3  # forest plot, ROC, ROC grid
+
+
+def base_bootstrap(smoke) -> int:
+    return json.loads((smoke.runs_dir / "baseline" / "config.json").read_text())["train"]["n_bootstrap"]
+
+
+def test_the_baseline_is_trained_with_the_profiles_seeds(smoke):
+    """smoke.yaml gives the baseline two seeds: both trained, in the experiment's folder, on one
+    test set; the variants one seed each."""
+    seeds = runs.experiment_runs(smoke.runs_dir)
+    assert seeds["baseline"] == [smoke.runs_dir / "baseline", smoke.runs_dir / "baseline" / "seed1"]
+    assert all(len(seeds[n]) == 1 for n in seeds if n != "baseline")
+    a, b = (runs.load_predictions(d) for d in seeds["baseline"])
+    assert np.array_equal(a["ids"], b["ids"]) and not np.array_equal(a["scores"], b["scores"])
+    table = runs.results_table(smoke.runs_dir, n_bootstrap=20).set_index("experiment")
+    assert table.loc["baseline", "seeds"] == 2 and table.loc["baseline", "seed SD"] >= 0
+    assert set(table["verdict"].iloc[1:]) <= {"better", "worse", "no difference shown"}
 
 
 def test_every_finding_is_in_the_per_class_tables(smoke):
     text = _text(_result(smoke, "02_fpn").executed)
     for finding in FINDINGS:
         assert finding in text
+
+
+def test_the_check_plans_what_the_notebooks_trained(smoke):
+    """cxrlib check estimates time and weights from the configs it expects each notebook to
+    train: they must be the configs the notebooks did train (same names, same fingerprints)."""
+    from cxrlib import preflight, profiles
+
+    profile = profiles.load("smoke").with_runs_dir(smoke.runs_dir)
+    paths = [REPO / "notebooks" / f"{stem}.ipynb" for stem in STEMS]
+    planned = preflight.planned_experiments(profile, paths)
+    for stem, names in RUNS.items():
+        assert set(names) <= {c.name for c in planned[stem]}, (stem, sorted(c.name for c in planned[stem]))
+        for cfg in planned[stem]:  # every seed of every planned run was trained with that very config
+            assert cfg.seed in profile.seeds.of(cfg), (stem, cfg.name, cfg.seed)
+            assert runs.is_finished(runs.run_folder(cfg), cfg), (stem, cfg.name, cfg.seed)
+    assert [c.seed for c in planned["01_baselines"] if c.name == "baseline"] == list(profile.seeds.of("baseline"))
+    assert planned["00_data_exploration"] == [] and planned["09_results"] == []

@@ -143,7 +143,7 @@ def test_heatmaps_against_real_boxes_and_random_maps(sample, release):
     assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
     assert references.WANG_CVPR in text and references.WANG_V5 in text
     # The table kept for the report: the FPN run's heatmaps against random maps on the real boxes.
-    summary = localization.read_summary(sample.runs_dir / "fpn")
+    summary = runs.read_localization(sample.runs_dir / "fpn")
     assert summary is not None
     notes = summary.attrs["notes"]
     assert notes["method"] == "gradcam" and notes["ground truth"] == localization.BOXES
@@ -194,4 +194,6 @@ def test_results_table_of_the_real_runs(sample):
     index = (sample.out_dir / "index.html").read_text()
     for name in every + STEMS:
         assert name in index
+    # the heatmap run's localization summary on the real boxes, beside random maps and Wang et al.
+    assert "Localization: model vs random map vs Wang et al." in index and "random maps" in index
     assert _images(r.executed) >= 3

@@ -95,3 +95,34 @@ def test_project_path_from_inside_the_project(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # outside the project: relative to where the command runs
     assert project_path("runs/cpu") == Path("runs/cpu")
     assert project_path(tmp_path / "abs") == tmp_path / "abs"
+
+
+def test_seeds_are_a_profile_setting_with_overrides(tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("experiment:\n  seed: 4\nseeds:\n  baseline: [4, 5, 6]\n")
+    profile = profiles.load(own)
+    assert profile.seeds.of(profile.baseline) == (4, 5, 6) and profile.seeds.of("fpn") == (4,)  # variants: the seed
+    changed = profiles.load(own, overrides=["seeds.variants=[0, 1]"])
+    assert changed.seeds == profiles.Seeds((4, 5, 6), (0, 1))
+    # seed overrides travel to the notebooks with the others, and come back the same
+    params = changed.notebook_parameters("01_baselines")
+    assert params["OVERRIDES"] == ["seeds.variants=[0, 1]"]
+    assert profiles.load(own, overrides=params["OVERRIDES"]).seeds == changed.seeds
+    assert profiles.load(own, overrides=["seeds=[2]"]).seeds == profiles.Seeds((2,), (2,))
+    assert profiles.load(None).seeds == profiles.Seeds((0,), (0,))
+    for bad, match in ((["seeds=[1, 1]"], "listed twice"), (["seeds=[]"], "non-empty list"),
+                       (["seeds=[-1]"], "whole numbers"), (["seeds.others=[0]"], "unknown key"),
+                       (["seeds"], "must look like")):
+        with pytest.raises(ValueError, match=match):
+            profiles.load(own, overrides=bad)
+    own.write_text("full_profile_only:\n  nasnet: ''\n")
+    with pytest.raises(ValueError, match="full_profile_only must map each model to the measured reason"):
+        profiles.load(own)
+
+
+def test_built_in_profiles_measure_seed_spread():
+    cpu, full = profiles.load("cpu"), profiles.load("full")
+    assert len(cpu.seeds.baseline) >= 3 and len(cpu.seeds.variants) >= 3  # every compared run
+    assert len(full.seeds.baseline) >= 3  # the spread measured on real data too
+    for name, why in cpu.full_profile_only.items():
+        assert "measured" in why, f"cpu.yaml: {name} is left to the full profile without a measured reason"

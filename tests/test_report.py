@@ -1,6 +1,7 @@
 """The report runner: notebook selection, parameters, the results table, failures, the index."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -8,10 +9,12 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import cli, profiles, references, report
+from cxrlib import cli, metrics, plots, profiles, references, report, runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -209,3 +212,85 @@ def test_exported_html_needs_no_widget_javascript(tmp_path):
     html = report.export_html(executed, tmp_path / "nb.html").read_text()
     assert "static chart" in html
     assert "widget-state+json" not in html
+
+
+# ----------------------------------------------------------------------------- the index: picture and words
+
+
+@pytest.fixture()
+def study(seeded_runs, control_run):
+    """The seeded runs folder with a shortcut control beside the baseline."""
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    return seeded_runs
+
+
+def test_forest_plot_draws_every_run_its_seeds_and_the_references(study):
+    table = runs.results_table(study, n_bootstrap=100)
+    fig = plots.forest_plot(table)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(table["experiment"])
+    seed_dots = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets()) > 1)
+    assert seed_dots == 3 * 3  # three experiments with three seeds; the control's one point is its mean
+    lines = {line.get_label() for line in ax.get_lines()}
+    assert {"baseline", "shortcut_control (no spatial information)", "chance"} <= lines
+    notes = [t.get_text() for t in ax.texts]
+    assert any(n.endswith("better") and n.startswith("+0.") for n in notes)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    assert png.getvalue()[:4] == b"\x89PNG" and len(png.getvalue()) > 10_000
+
+
+def test_conclusions_are_made_from_the_numbers(study):
+    table = runs.results_table(study, n_bootstrap=100)
+    words = report.conclusions(table)
+    assert words.rule == metrics.VERDICT_RULE
+    better = next(line for line in words.comparisons if line.startswith("better "))
+    row = table.set_index("experiment").loc["better"]
+    for number in (row["mean AUROC"], row["diff CI low"], row["seed diff max"]):
+        assert f"{abs(number):.3f}" in better
+    assert "Verdict: better than the baseline" in better
+    mixed = next(line for line in words.comparisons if line.startswith("mixed "))
+    assert "Verdict: no difference shown, because the seeds overlap" in mixed
+    assert words.control.startswith("The baseline's mean AUROC") and "above that of shortcut_control" in words.control
+    # change a number and the sentence changes with it, verdict included
+    changed = table.copy()
+    i = changed.index[changed["experiment"] == "better"][0]
+    changed.loc[i, ["diff CI low", "seed diff min"]] = [-0.004, -0.02]
+    again = next(line for line in report.conclusions(changed).comparisons if line.startswith("better "))
+    assert again != better and "-0.004" in again and "-0.020" in again
+    assert "Verdict: no difference shown, because the paired 95% CI includes 0 and the seeds overlap" in again
+    # the control above the baseline reads the other way
+    j = changed.index[changed["experiment"] == "shortcut_control"][0]
+    changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "seed diff min", "seed diff max"]] = [
+        0.05, 0.02, 0.08, 0.01, 0.09]
+    assert "0.050 below that of shortcut_control" in report.conclusions(changed).control
+    assert "intensity statistics alone beat the baseline" in report.conclusions(changed).control
+    md = words._repr_markdown_()
+    assert md.startswith("*A difference from the baseline") and "\n- better " in md
+
+
+def test_index_opens_with_the_forest_plot_and_the_conclusions(study, tmp_path):
+    profile = profiles.load("smoke")
+    result = report.ReportResult("smoke", tmp_path, study, None, [], 1.0, [])
+    html = report.write_index(result, profile).read_text()
+    assert html.index("data:image/png;base64,") < html.index("<h2>Conclusions</h2>") < html.index("<h2>Results")
+    assert "Verdict: better than the baseline" in html and "two checks agree" in html
+    assert "above that of shortcut_control" in html and "none (fitted)" in html
+    assert "Localization" not in html  # no run has a localization summary: nothing said
+    table = pd.DataFrame({"model": [0.41], "random map": [0.12], "Wang et al.": [0.69]}, index=["Atelectasis"])
+    runs.write_localization(study / "better", table, notes={"metric": "T(IoBB>0.1)"})
+    html = report.write_index(result, profile).read_text()
+    assert "Localization: model vs random map vs Wang et al." in html and "T(IoBB&gt;0.1)" in html
+    assert "0.690" in html
+
+
+def test_index_lists_what_the_profile_leaves_to_the_full_profile(study, tmp_path):
+    own = tmp_path / "mine.yaml"
+    own.write_text("full_profile_only:\n  mixed: measured 0.50 after 8 steps\n")
+    result = report.ReportResult("mine", tmp_path, study, None, [], 1.0, [])
+    html = report.write_index(result, profiles.load(own)).read_text()
+    assert "Full profile only" in html and "measured 0.50 after 8 steps" in html
+    results = html[html.index("<h2>Results"):html.index("Full profile only")]
+    assert "mixed" not in results  # never shown as a result

@@ -1,16 +1,18 @@
 """The run folder: the one finished-run rule, listing, the results table, reloading offline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from cxrlib import runs
+from cxrlib import metrics, profiles, runs
 from cxrlib.cli import main
 from cxrlib.config import ExperimentConfig
 from cxrlib.labels import FINDINGS
@@ -64,6 +66,114 @@ def test_results_table_pairs_runs_with_the_baseline(fake_runs):
     assert "[" in text.loc[0, "mean AUROC [95% CI]"]
 
 
+# ----------------------------------------------------------------------------- seeds
+
+
+def test_seed_runs_live_inside_the_experiment_folder(tmp_path):
+    cfg = profiles.load("smoke", runs_dir=tmp_path).config("fpn", {"model.head": "fpn"})
+    assert runs.run_folder(cfg) == tmp_path / "fpn"  # seed 0: where runs were before seeds existed
+    assert runs.run_folder(dataclasses.replace(cfg, seed=2)) == tmp_path / "fpn" / "seed2"
+    assert runs.run_label(cfg) == "fpn" and runs.run_label(dataclasses.replace(cfg, seed=2)) == "fpn seed 2"
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        runs.run_folder(dataclasses.replace(cfg, seed=-1))
+
+
+def test_experiment_runs_group_finished_seeds_and_leave_out_stale_ones(seeded_runs):
+    groups = runs.experiment_runs(seeded_runs)
+    assert sorted(groups) == ["baseline", "better", "mixed"]
+    better = seeded_runs / "better"
+    assert groups["better"] == [better, better / "seed1", better / "seed2"]
+    # the demo's menu and list_runs see one run per experiment: its seed-0 run
+    assert [r.name for r in runs.list_runs(seeded_runs)] == ["baseline", "better", "mixed"]
+    # a seed left from an earlier config of the experiment is not mixed into its seeds
+    stale = seeded_runs / "mixed" / "seed2" / runs.CONFIG
+    cfg = json.loads(stale.read_text())
+    cfg["train"]["epochs"] += 1
+    stale.write_text(json.dumps(cfg))
+    for d in groups["mixed"][:2]:  # the newest seeds say which config is current
+        (d / runs.METRICS).touch()
+    problems: list[str] = []
+    assert runs.experiment_runs(seeded_runs, problems)["mixed"] == groups["mixed"][:2]
+    assert len(problems) == 1 and "mixed/seed2" in problems[0] and "earlier config" in problems[0]
+
+
+def test_results_table_shows_seed_spread_and_the_verdict(seeded_runs):
+    table = runs.results_table(seeded_runs, n_bootstrap=300).set_index("experiment")
+    per_seed = {name: [json.loads((d / runs.METRICS).read_text())["mean_auroc"] for d in dirs]
+                for name, dirs in runs.experiment_runs(seeded_runs).items()}
+    for name, values in per_seed.items():
+        row = table.loc[name]
+        assert row["seeds"] == 3
+        assert row["mean AUROC"] == pytest.approx(np.mean(values))  # the mean over seeds
+        assert row["seed SD"] == pytest.approx(np.std(values, ddof=1))
+        assert (row["seed min"], row["seed max"]) == pytest.approx((min(values), max(values)))
+        assert row["CI low"] < row["mean AUROC"] < row["CI high"]
+    base, better, mixed = table.loc["baseline"], table.loc["better"], table.loc["mixed"]
+    assert better["diff vs baseline"] == pytest.approx(better["mean AUROC"] - base["mean AUROC"])
+    assert better["seed diff min"] == pytest.approx(min(per_seed["better"]) - max(per_seed["baseline"]))
+    assert better["seed diff max"] == pytest.approx(max(per_seed["better"]) - min(per_seed["baseline"]))
+    assert better["verdict"] == "better" and better["diff CI low"] > 0
+    # the paired test alone would call "mixed" better; its seeds do not agree, so it is not
+    assert mixed["diff CI low"] > 0 and mixed["p-value"] < 0.05
+    assert mixed["seed diff min"] < 0 < mixed["seed diff max"]
+    assert mixed["verdict"] == "no difference shown" and "seeds overlap" in mixed["reason"]
+    assert base["verdict"] == "" and np.isnan(base["diff vs baseline"])
+    text = runs.format_results(table.reset_index()).set_index("experiment")
+    assert text.loc["better", "seeds"] == "3" and text.loc["better", "verdict"] == "better"
+    assert text.loc["mixed", "per-seed differences"].startswith("-0.") and " to +0." in text.loc["mixed", "per-seed differences"]
+    assert text.loc["baseline", "seed SD [min, max]"].startswith(f"{base['seed SD']:.3f} [")
+
+
+def test_results_table_of_given_seed_folders_equals_the_folder_scan(seeded_runs):
+    groups = runs.experiment_runs(seeded_runs)
+    scanned = runs.results_table(seeded_runs, n_bootstrap=100)
+    given = runs.results_table(groups, n_bootstrap=100)
+    pd.testing.assert_frame_equal(scanned, given)
+    one = runs.results_table({k: v[:1] for k, v in groups.items()}, n_bootstrap=100).set_index("experiment")
+    assert (one["seeds"] == 1).all() and one["seed SD"].isna().all()
+    # one seed each: the spread is unmeasured, so no difference is called, however clear
+    assert one.loc["better", "verdict"] == "no difference shown" and "not measured" in one.loc["better", "reason"]
+    assert "mixed" not in runs.results_table(seeded_runs, n_bootstrap=50, leave_out=["mixed"])["experiment"].tolist()
+
+
+# ----------------------------------------------------------------------------- the shortcut control
+
+
+def test_control_run_is_finished_without_weights_and_never_in_the_model_menu(seeded_runs, control_run):
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    folder, cfg = control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    assert not (folder / runs.BEST).exists()
+    assert runs.is_finished(folder) and runs.is_finished(folder, cfg)  # the one rule, told the run's kind
+    assert json.loads((folder / runs.METRICS).read_text())["kind"] == runs.CONTROL
+    assert "shortcut_control" not in [r.name for r in runs.list_runs(seeded_runs)]
+    assert [r.name for r in runs.list_runs(seeded_runs, kinds=[runs.CONTROL])] == ["shortcut_control"]
+    (folder / runs.PREDICTIONS).unlink()
+    assert not runs.is_finished(folder)  # a control still needs its predictions
+    # a model run without best.pt is not finished, whatever it holds
+    (seeded_runs / "better" / runs.BEST).unlink()
+    assert not runs.is_finished(seeded_runs / "better")
+    metrics_path = seeded_runs / "mixed" / runs.METRICS
+    metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()), "kind": "ensemble"}))
+    with pytest.raises(ValueError, match="kind 'ensemble'"):
+        runs.is_finished(seeded_runs / "mixed")
+
+
+def test_control_is_a_row_paired_with_the_baseline(seeded_runs, control_run):
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    table = runs.results_table(seeded_runs, n_bootstrap=200)
+    assert list(table["experiment"]) == ["baseline", "shortcut_control", "better", "mixed"]
+    control = table.iloc[1]
+    assert control["kind"] == runs.CONTROL and control["model"] == "intensity statistics" and control["loss"] == ""
+    assert control["seeds"] == 1 and np.isnan(control["seed SD"])
+    assert control["diff vs baseline"] < 0 and control["diff CI high"] < 0
+    assert control["verdict"] == "worse"  # the baseline's three seeds all sit above the control
+    text = runs.format_results(table)
+    assert text.loc[1, "seeds"] == "none (fitted)" and text.loc[1, "vs baseline [95% CI]"].startswith("-0.")
+
+
 def test_unreadable_predictions_name_the_file(tmp_path):
     (tmp_path / runs.PREDICTIONS).write_bytes(b"not an npz")
     with pytest.raises(ValueError, match=f"{runs.PREDICTIONS}.*--redo"):
@@ -99,9 +209,9 @@ def _pretrained_run(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     model = create_model_from_config(cfg.model, num_classes=len(FINDINGS), pretrained=False)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    runs.write_config(cfg.run_dir, cfg)
-    runs.save_best(cfg.run_dir, weights, cfg, list(FINDINGS), epoch=1, score=0.5, stage=None)
-    return cfg.run_dir, weights
+    runs.write_config(runs.run_folder(cfg), cfg)
+    runs.save_best(runs.run_folder(cfg), weights, cfg, list(FINDINGS), epoch=1, score=0.5, stage=None)
+    return runs.run_folder(cfg), weights
 
 
 def test_load_model_of_a_pretrained_run_needs_no_network(tmp_path, offline):
@@ -122,3 +232,27 @@ def test_cli_evaluate_and_predict_a_pretrained_run_offline(tmp_path, offline, ca
     assert main(["predict", str(png), "--run", str(run_dir), "--json", "--device", "cpu"]) == 0
     probs = json.loads(capsys.readouterr().out)[0]["probabilities"]
     assert list(probs) == list(FINDINGS) and all(0 < p < 1 for p in probs.values())
+
+
+# ----------------------------------------------------------------------------- localization summary
+
+
+def test_localization_summary_round_trips_beside_the_metrics(fake_runs):
+    run = fake_runs / "fpn"
+    assert runs.read_localization(run) is None  # nothing written: nothing read
+    table = pd.DataFrame({"model": [0.41, np.nan], "random map": [0.12, 0.10], "Wang et al.": [0.69, 0.18],
+                          "method": ["gradcam", "gradcam"]},
+                         index=pd.Index(["Atelectasis", "Nodule"], name="finding"))
+    path = runs.write_localization(run, table, notes={"metric": "T(IoBB>0.1)", "images": 40})
+    assert path == run / runs.LOCALIZATION and path.is_file()
+    back = runs.read_localization(run)
+    pd.testing.assert_frame_equal(back, table)
+    assert back.attrs["notes"] == {"metric": "T(IoBB>0.1)", "images": 40}
+    assert runs.is_finished(run)  # a summary changes nothing about being finished
+    runs.clear(run)
+    assert runs.read_localization(run) is None  # --redo takes the summary away with the results
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        runs.write_localization(fake_runs / "nope", table)
+    (fake_runs / "baseline" / runs.LOCALIZATION).write_text("{")
+    with pytest.raises(ValueError, match=runs.LOCALIZATION):
+        runs.read_localization(fake_runs / "baseline")

@@ -1,6 +1,8 @@
 """The training engine on small stand-in data and models (no cache, no registry needed).
 
-The real DataBundle and model registry are exercised by the integration test at the end.
+The stand-in datasets are real :class:`CachedDataset` s over uint8 arrays in memory, so the
+engine's whole feed runs (resident store, augmentation on the device, ten-crop). The real
+DataBundle and model registry are exercised by the integration test at the end.
 """
 from __future__ import annotations
 
@@ -16,48 +18,34 @@ import pytest
 import torch
 from torch import nn
 
+import cxrlib.train as train
 from cxrlib import progress, runs
+from cxrlib.augment import model_input, ten_crop
 from cxrlib.config import ExperimentConfig
+from cxrlib.data.datasets import CachedDataset
 from cxrlib.runs import load_run
-from cxrlib.seed import derive_seed
 from cxrlib.train import FAULT_ENV, evaluate, fit, run_experiment
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 
-class ToyDataset(torch.utils.data.Dataset):
-    """A contract-shaped dataset: class k brightens image quadrant k (plus noise)."""
+def toy_dataset(n: int, k: int = 3, seed: int = 0, size: int = 8) -> CachedDataset:
+    """uint8 images where class c brightens the horizontal band of rows 2c..2c+1 (plus noise).
 
-    def __init__(self, n: int, k: int = 3, seed: int = 0, size: int = 8):
-        rng = np.random.default_rng(seed)
-        self.targets = (rng.random((n, k)) < 0.4).astype(np.float32)
-        img = rng.normal(0, 1, (n, 1, size, size)).astype(np.float32)
-        h = size // 2
-        for c in range(k):
-            r, q = divmod(c % 4, 2)
-            img[:, 0, r * h:(r + 1) * h, q * h:(q + 1) * h] += 2.0 * self.targets[:, c, None, None]
-        self.images = torch.from_numpy(img)
-        self.image_ids = np.array([f"toy_{seed}_{i:04d}.png" for i in range(n)])
-        self.patient_ids = np.arange(n) // 2
-        self.label_names = [f"F{c}" for c in range(k)]
-        self.image_size, self.channels = size, 1
-        self.augment, self.tencrop, self.epoch, self.seed = False, False, 0, seed
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        x = self.images[i]
-        if self.augment:  # per-(seed, epoch, index) noise, like the real datasets' augmentation
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
-            x = x + 0.2 * torch.randn(x.shape, generator=g)
-        if self.tencrop:  # ten 6x6 "crops": shifted windows, enough to test the averaging
-            x = torch.stack([x[:, a:a + 6, b:b + 6] for a in range(3) for b in range(3)] + [x[:, 1:7, 1:7].flip(-1)])
-        return x, torch.from_numpy(self.targets[i])
+    Bands, not quadrants: the training augmentation flips left-right, which keeps a band
+    where it is. Samples come with ids, patient ids (two images each) and the data seed.
+    """
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((n, k)) < 0.4).astype(np.float32)
+    img = rng.normal(0, 1, (n, size, size))
+    for c in range(k):
+        band = 2 * (c % (size // 2))
+        img[:, band:band + 2, :] += 2.0 * targets[:, c, None, None]
+    u8 = np.clip(100 + 30 * img, 0, 255).astype(np.uint8)
+    return CachedDataset.from_arrays(u8, targets, [f"F{c}" for c in range(k)],
+                                     image_ids=[f"toy_{seed}_{i:04d}.png" for i in range(n)],
+                                     patient_ids=np.arange(n) // 2, seed=seed)
 
 
 class ToyNet(nn.Module):
@@ -65,7 +53,9 @@ class ToyNet(nn.Module):
 
     def __init__(self, k: int = 3, dropout: float = 0.3):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        # pooled to 4 rows x 1 column (32 features): row bands survive, left-right flips do not matter
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((4, 1)),
+                                      nn.Flatten())
         self.drop = nn.Dropout(dropout)  # uses the global torch RNG: resume must restore it
         self.fc = nn.Linear(32, k)
 
@@ -96,8 +86,8 @@ class StagedToyNet(ToyNet):
 
 
 def toy_data(k=3, n_train=64, n_val=30, n_test=40):
-    return SimpleNamespace(train=ToyDataset(n_train, k, seed=1), val=ToyDataset(n_val, k, seed=2),
-                           test=ToyDataset(n_test, k, seed=3), label_names=[f"F{c}" for c in range(k)],
+    return SimpleNamespace(train=toy_dataset(n_train, k, seed=1), val=toy_dataset(n_val, k, seed=2),
+                           test=toy_dataset(n_test, k, seed=3), label_names=[f"F{c}" for c in range(k)],
                            split_name="toy patient-wise split", source="toy")
 
 
@@ -221,13 +211,26 @@ def test_early_stopping_keeps_best_weights(tmp_path):
 
 
 def test_plateau_divides_lr_by_ten(tmp_path):
-    # patience 0: every epoch whose val loss does not improve divides the lr by ten
-    cfg = toy_cfg(tmp_path / "pl", epochs=3, lr=1e-3, plateau_patience=0, early_stopping_patience=10)
-    model = ToyNet()
+    """A validation loss that stalls divides the learning rate by ten at every epoch (patience 0).
+
+    The stall is exact on any machine: the model trains normally but answers every
+    validation image with the logit 0 (its eval-mode output times zero), so the validation
+    loss is log 2 every epoch. The lr the history records is the one each epoch trained with.
+    """
+
+    class StalledOnValidation(ToyNet):
+        def forward(self, x):
+            logits = super().forward(x)
+            return logits if self.training else logits * 0.0
+
+    model = StalledOnValidation()
+    before = model.fc.weight.detach().clone()
+    cfg = toy_cfg(tmp_path / "pl", epochs=4, lr=1e-3, plateau_patience=0, early_stopping_patience=10)
     res = fit(cfg, data=toy_data(), model=model, progress=False)
-    lrs = list(res.history["lr"])
-    assert lrs[0] == pytest.approx(1e-3)
-    assert all(b in (pytest.approx(a), pytest.approx(a * 0.1)) for a, b in zip(lrs, lrs[1:]))
+    assert list(res.history["val_loss"]) == pytest.approx([np.log(2)] * 4, abs=1e-6)
+    assert not torch.equal(res.model.fc.weight, before)  # it did train
+    # Epoch 1 sets the best loss; each later epoch fails to beat it and divides the lr.
+    assert list(res.history["lr"]) == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5], rel=1e-6)
 
 
 def test_max_steps_and_single_class(tmp_path):
@@ -297,16 +300,73 @@ def test_max_steps_caps_each_stage(tmp_path):
 def test_tencrop_averages_crop_probabilities():
     torch.manual_seed(0)
     model = ToyNet().eval()
-    ds = ToyDataset(12)
-    metrics, preds = evaluate(model, ds, tta="tencrop", n_bootstrap=0)
-    assert metrics["tta"] == "tencrop" and ds.tencrop is False  # flag restored
-    ds.tencrop = True
-    x = torch.stack([ds[i][0] for i in range(12)])  # [12, 10, 1, 6, 6]
+    ds = toy_dataset(12)
+    metrics, preds = evaluate(model, ds, tta="tencrop", n_bootstrap=0, batch_size=5)
+    assert metrics["tta"] == "tencrop" and ds.tencrop is False  # the dataset is left as it was
+    crops = ten_crop(model_input(ds.batch(np.arange(12)).images), ds.crop_size)  # [12, 10, 1, 7, 7]
     with torch.no_grad():
-        want = torch.sigmoid(model(x.flatten(0, 1))).view(12, 10, -1).mean(1).numpy()
+        want = torch.sigmoid(model(crops.flatten(0, 1))).view(12, 10, -1).mean(1).numpy()
     assert np.allclose(preds["scores"], want, atol=1e-6)
+    _, plain = evaluate(model, ds, n_bootstrap=0)
+    assert not np.allclose(plain["scores"], want, atol=1e-4)  # ten crops really were scored
     with pytest.raises(ValueError, match="tta"):
         evaluate(model, ds, tta="fivecrop")
+
+
+def test_resident_and_streamed_batches_train_the_same_weights(tmp_path):
+    """Where the images live (resident, streamed in-process, streamed by workers) never changes a result."""
+    out = []
+    for name, opts in [("resident", {}), ("inline", {"resident": "off"}),
+                       ("workers", {"resident": "off", "num_workers": 2})]:
+        torch.manual_seed(0)  # the same initial weights
+        res = fit(toy_cfg(tmp_path / name, epochs=2, **opts), data=toy_data(), model=ToyNet(), progress=False)
+        out.append(res)
+    w0 = _weights(out[0].model)
+    for other in out[1:]:
+        assert all(torch.equal(w0[k], v) for k, v in _weights(other.model).items())
+        assert out[0].history["train_loss"].equals(other.history["train_loss"])
+
+
+def test_compile_option(tmp_path, monkeypatch):
+    """train.compile: auto leaves the CPU alone; true compiles the training net; a failed compile under auto
+    trains uncompiled with a warning; bad values are named."""
+    calls = []
+
+    def fake_compile(net, *args, **kwargs):
+        calls.append(net)
+        return net
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    fit(toy_cfg(tmp_path / "auto", epochs=1), data=toy_data(), model=ToyNet(), progress=False)
+    assert calls == []  # auto on the CPU: not compiled
+    model = ToyNet()
+    fit(toy_cfg(tmp_path / "on", epochs=1, compile=True), data=toy_data(), model=model, progress=False)
+    assert calls == [model]
+
+    def broken(net, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no compiler here")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(train, "compile_enabled", lambda setting, device: True)  # as auto does on CUDA
+    with pytest.warns(UserWarning, match="no compiler here"):
+        res = fit(toy_cfg(tmp_path / "fallback", epochs=1), data=toy_data(), model=ToyNet(), progress=False)
+    assert np.isfinite(res.history["train_loss"]).all()
+    with pytest.raises(RuntimeError, match="train.compile=false"):
+        fit(toy_cfg(tmp_path / "strict", epochs=1, compile=True), data=toy_data(), model=ToyNet(), progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="train.compile"):
+        fit(toy_cfg(tmp_path / "bad", compile="sometimes"), data=toy_data(), model=ToyNet(), progress=False)
+    assert toy_cfg(tmp_path / "x").fingerprint() == toy_cfg(tmp_path / "x", compile=True, resident="off").fingerprint()
+
+
+def test_a_dataset_without_uint8_batches_is_refused(tmp_path):
+    data = toy_data()
+    data.train = torch.utils.data.TensorDataset(torch.zeros(8, 1, 8, 8), torch.zeros(8, 3))
+    data.train.targets = np.zeros((8, 3), np.float32)
+    with pytest.raises(TypeError, match="uint8 batches"):
+        fit(toy_cfg(tmp_path / "generic"), data=data, model=ToyNet(), progress=False)
 
 
 def test_bad_config_values_are_named(tmp_path):

@@ -152,6 +152,15 @@ class ImageCache:
         return f"ImageCache({self.key!r}, size={self.size}, n={len(self)}, folder={str(self.folder)!r})"
 
 
+def cache_files(n: int, size: int, masks: bool) -> dict[str, int]:
+    """The data files of a cache of ``n`` images at ``size`` px and their lengths in bytes
+    (what a build lays out, and what the disk must hold)."""
+    files = {"images.u8": n * size * size, "progress.u8": n}
+    if masks:
+        files["masks.u16"] = 2 * n * size * size
+    return files
+
+
 def cache_folder(cache_dir: str | os.PathLike, key: str, size: int) -> Path:
     return Path(cache_dir) / key / str(int(size))
 
@@ -269,8 +278,7 @@ def _context():
 
 def build_cache(key: str, ids: Sequence[str], size: int, loader: SlotLoader,
                 cache_dir: str | os.PathLike = "data/cache", workers: int = 0,
-                progress: bool = True, on_corrupt: str = "error",
-                _stop_after: int | None = None) -> ImageCache:
+                progress: bool = True, on_corrupt: str = "error") -> ImageCache:
     """Build (or finish, or just open) the cache of ``ids`` at ``size`` under ``cache_dir/key``.
 
     Slots are filled in parallel by ``workers`` processes (0 = all cores, 1 = in this
@@ -295,9 +303,7 @@ def build_cache(key: str, ids: Sequence[str], size: int, loader: SlotLoader,
         done = open_cache(cache_dir, key, size, ids)  # another process may have finished it
         if done is not None:
             return done
-        _fill(folder, key, ids, size, loader, workers, progress, on_corrupt, _stop_after)
-        if _stop_after is not None:
-            return None  # type: ignore[return-value]  (tests: a build "killed" halfway)
+        _fill(folder, key, ids, size, loader, workers, progress, on_corrupt)
         result = open_cache(cache_dir, key, size, ids)
     if result is None:  # pragma: no cover - would be a bug in _fill
         raise RuntimeError(f"cache {folder} was built but does not validate")
@@ -309,9 +315,7 @@ def _prepare(folder: Path, key: str, ids: list[str], size: int, masks: bool) -> 
     n = len(ids)
     fp = ids_fingerprint(ids)
     build = {"format": FORMAT_VERSION, "key": key, "size": size, "count": n, "ids_sha256": fp, "masks": masks}
-    files = {"images.u8": n * size * size, "progress.u8": n}
-    if masks:
-        files["masks.u16"] = 2 * n * size * size
+    files = cache_files(n, size, masks)
     try:
         same = json.loads((folder / "build.json").read_text()) == build and all(
             (folder / f).stat().st_size == nbytes for f, nbytes in files.items())
@@ -332,7 +336,7 @@ def _prepare(folder: Path, key: str, ids: list[str], size: int, masks: bool) -> 
 
 
 def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader, workers: int,
-          progress: bool, on_corrupt: str, stop_after: int | None) -> None:
+          progress: bool, on_corrupt: str) -> None:
     from tqdm.auto import tqdm
 
     masks = bool(loader.has_masks)
@@ -347,8 +351,6 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
     skipped_before = [ids[i] for i in np.flatnonzero(state == SKIPPED)]
     errors: dict[str, str] = {}
     nproc = min(resolve_workers(workers), max(1, len(todo)))
-    if stop_after is not None:
-        todo = todo[:stop_after]
     t0 = time.perf_counter()
     bar = tqdm(total=n, initial=n - int((state == TODO).sum()), desc=f"cache {key} {size}px",
                unit="img", disable=not progress, smoothing=0.05)
@@ -391,8 +393,6 @@ def _fill(folder: Path, key: str, ids: list[str], size: int, loader: SlotLoader,
     finally:
         commit()
         bar.close()
-    if stop_after is not None:
-        return
     skipped = sorted(set(skipped_before) | set(errors))
     manifest = {
         "format": FORMAT_VERSION, "key": key, "size": size, "count": n,

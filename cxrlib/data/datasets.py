@@ -1,56 +1,25 @@
-"""Torch datasets over the cache: normalisation, training augmentation, ten-crop.
+"""Torch datasets over the cache: uint8 samples, their augmentation parameters, batches.
 
-A sample is ``(image float32 [C,H,W], target float32 [K])``. Random augmentation draws
+A training sample is a uint8 image ``[S,S]``, its target float32 ``[K]`` and, when
+``augment`` is on, its augmentation parameters ``[5]`` (see :mod:`cxrlib.augment`), drawn
 from a generator seeded by ``(seed, epoch, index)``, never from a global RNG, so DataLoader
-workers, resumed runs and several GPUs see identical images.
+workers, resumed runs and several GPUs see identical images. The float image the model
+sees is made from them on the model's device, batched (:func:`cxrlib.augment.model_input`).
 """
 from __future__ import annotations
 
 import copy
-import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from cxrlib.augment import (GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, check_channels, crop_size,
+                            draw_params, model_input, ten_crop, to_model_input)
 from cxrlib.data.cache import ImageCache, resize_image
-from cxrlib.seed import derive_seed
 
-# ImageNet's mean/std averaged over R, G, B: a 1-channel model made by timm from an RGB one
-# sums the first conv's weights over RGB, which matches gray input normalised this way.
-GRAY_MEAN = 0.449
-GRAY_STD = 0.226
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Small affine for training: X-rays are taken upright and centred, so only a little play.
-MAX_ROTATE_DEG = 5.0
-MAX_SCALE = 0.05
-MAX_TRANSLATE = 0.05
-TENCROP_FRACTION = 7 / 8  # 224 from 256, as CheXNet re-implementations crop
-
-
-def _stats(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if channels == 1:
-        return torch.tensor([GRAY_MEAN]), torch.tensor([GRAY_STD])
-    if channels == 3:
-        return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    raise ValueError(f"channels must be 1 (gray) or 3 (gray repeated, ImageNet statistics), got {channels}")
-
-
-def to_model_input(img, channels: int = 1) -> torch.Tensor:
-    """uint8 ``[H,W]`` (or ``[B,H,W]``) to normalised float32 ``[C,H,W]`` (or ``[B,C,H,W]``)."""
-    t = torch.as_tensor(np.asarray(img) if not isinstance(img, torch.Tensor) else img)
-    if t.dtype != torch.uint8:
-        raise ValueError(f"to_model_input expects uint8 pixels, got {t.dtype}")
-    if t.ndim not in (2, 3):
-        raise ValueError(f"to_model_input expects [H,W] or [B,H,W], got shape {tuple(t.shape)}")
-    mean, std = _stats(channels)
-    x = t.to(torch.float32).div_(255.0).unsqueeze(-3)  # [.., 1, H, W]
-    x = x.expand(*x.shape[:-3], channels, *x.shape[-2:])
-    shape = (channels, 1, 1)
-    return (x - mean.view(shape)) / std.view(shape)
+__all__ = ["CachedDataset", "Batch", "Resident", "preprocess", "to_model_input", "GRAY_MEAN", "GRAY_STD",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 
 def preprocess(img, size: int, channels: int = 1) -> torch.Tensor:
@@ -58,40 +27,43 @@ def preprocess(img, size: int, channels: int = 1) -> torch.Tensor:
     return to_model_input(resize_image(np.asarray(img), size), channels)
 
 
-def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Horizontal flip + small rotate/scale/translate of one ``[1,H,W]`` image in [0, 1]."""
-    u = torch.rand(5, generator=g, dtype=torch.float64)
-    if u[0] < 0.5:
-        x = x.flip(-1)
-    angle = math.radians((2 * float(u[1]) - 1) * MAX_ROTATE_DEG)
-    scale = 1.0 + (2 * float(u[2]) - 1) * MAX_SCALE
-    tx, ty = ((2 * float(u[3]) - 1) * MAX_TRANSLATE * 2, (2 * float(u[4]) - 1) * MAX_TRANSLATE * 2)
-    # affine_grid maps output to input coordinates in [-1, 1] (so translation x2 = fraction).
-    c, s = math.cos(angle) / scale, math.sin(angle) / scale
-    theta = torch.tensor([[[c, -s, tx], [s, c, ty]]], dtype=torch.float32)
-    grid = F.affine_grid(theta, [1, 1, *x.shape[-2:]], align_corners=False)
-    # border padding: a black wedge at the edge would be a cue that no real film has.
-    return F.grid_sample(x.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+class Batch(NamedTuple):
+    """Samples ready to travel to the device: nothing here is float image data."""
+
+    images: torch.Tensor  # uint8 [B, S, S]
+    targets: torch.Tensor  # float32 [B, K]
+    params: torch.Tensor | None  # float32 [B, 5] augmentation parameters; None when augmentation is off
 
 
-def ten_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
-    """``[C,H,W]`` -> ``[10,C,crop,crop]``: four corners + centre, and their mirror images."""
-    h, w = x.shape[-2:]
-    if crop > min(h, w):
-        raise ValueError(f"crop {crop} larger than image {h}x{w}")
-    top, left = (h - crop) // 2, (w - crop) // 2
-    crops = [x[..., :crop, :crop], x[..., :crop, w - crop:], x[..., h - crop:, :crop],
-             x[..., h - crop:, w - crop:], x[..., top:top + crop, left:left + crop]]
-    crops += [c.flip(-1) for c in crops]
-    return torch.stack(crops)
+class Resident(NamedTuple):
+    """A dataset's images and targets held in memory, in sample order (see :meth:`CachedDataset.resident`)."""
+
+    images: torch.Tensor  # uint8 [N, S, S], pinned host memory or on a device
+    targets: torch.Tensor  # float32 [N, K], beside the images
+
+
+class _ArrayImages:
+    """The part of an :class:`~cxrlib.data.cache.ImageCache` a dataset reads, over an array in memory."""
+
+    def __init__(self, images: np.ndarray):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1] != images.shape[2]:
+            raise ValueError(f"images must be uint8 [N, S, S] (square), got {images.dtype} {images.shape}")
+        self.images, self.size, self.masks = images, int(images.shape[1]), None
 
 
 class CachedDataset(torch.utils.data.Dataset):
-    """Samples ``(image [C,H,W], target [K])`` read from an :class:`ImageCache`.
+    """Samples of an :class:`~cxrlib.data.cache.ImageCache`: uint8 images, targets, augmentation parameters.
 
-    ``slots[i]`` is the cache slot of sample ``i``. ``augment`` adds a flip and a small
-    affine (training); ``tencrop`` returns ``[10, C, crop, crop]`` with crop = 7/8 of the
-    size (evaluation). ``set_epoch`` changes the augmentation draws deterministically.
+    ``slots[i]`` is the cache slot of sample ``i``. :meth:`batch` reads many samples as one
+    :class:`Batch`, the unit the training feed moves to the device; :meth:`resident` copies
+    the whole dataset into memory once. ``augment`` adds the parameters of a flip and a small
+    affine (training), changing deterministically with ``set_epoch``; ``tencrop`` marks
+    evaluation with ten crops of 7/8 the size.
+
+    ``ds[i]`` is sample ``i`` as the model sees it, ``(float [C,S,S] or [10,C,c,c], target)``,
+    made on the CPU by the same :mod:`cxrlib.augment` functions the device runs: for looking at
+    images, Grad-CAM and plain DataLoaders. Training and evaluation read :meth:`batch`.
     """
 
     def __init__(self, cache: ImageCache, slots: Sequence[int], image_ids, patient_ids, targets,
@@ -109,12 +81,25 @@ class CachedDataset(torch.utils.data.Dataset):
             raise ValueError(f"targets shape {self.targets.shape} does not match {len(label_names)} label names")
         self.label_names = list(label_names)
         self.image_size = cache.size
-        _stats(channels)
-        self.channels = int(channels)
+        self.channels = check_channels(channels)
         self.augment = bool(augment)
         self.tencrop = bool(tencrop)
         self.seed = int(seed)
         self.epoch = 0
+
+    @classmethod
+    def from_arrays(cls, images, targets, label_names: Sequence[str], image_ids=None, patient_ids=None,
+                    **options) -> "CachedDataset":
+        """A dataset over uint8 images ``[N,S,S]`` already in memory (small data, tests).
+
+        Without ``image_ids`` they are ``image_000000`` ...; without ``patient_ids`` each image
+        is its own patient. ``options`` are the constructor's (channels, augment, seed ...).
+        """
+        store = _ArrayImages(images)
+        n = len(store.images)
+        ids = [f"image_{i:06d}" for i in range(n)] if image_ids is None else image_ids
+        patients = np.arange(n) if patient_ids is None else patient_ids
+        return cls(store, np.arange(n), ids, patients, targets, label_names, **options)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -124,7 +109,12 @@ class CachedDataset(torch.utils.data.Dataset):
 
     @property
     def crop_size(self) -> int:
-        return int(round(self.image_size * TENCROP_FRACTION))
+        return crop_size(self.image_size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the images and targets take in memory (what :meth:`resident` allocates)."""
+        return len(self) * self.image_size ** 2 + self.targets.nbytes
 
     def raw(self, i: int) -> np.ndarray:
         """The cached ``uint8 [S,S]`` image of sample ``i`` (no augmentation)."""
@@ -136,9 +126,8 @@ class CachedDataset(torch.utils.data.Dataset):
 
     def with_channels(self, channels: int) -> "CachedDataset":
         """The same samples for a model with ``channels`` input channels (1 or 3)."""
-        _stats(channels)
         other = copy.copy(self)
-        other.channels = int(channels)
+        other.channels = check_channels(channels)
         return other
 
     def subset(self, indices) -> "CachedDataset":
@@ -149,25 +138,60 @@ class CachedDataset(torch.utils.data.Dataset):
         other.patient_ids, other.targets = self.patient_ids[idx], self.targets[idx]
         return other
 
+    def batch(self, indices, epoch: int | None = None, resident: Resident | None = None) -> Batch:
+        """Samples ``indices`` as one :class:`Batch` (augmentation parameters of ``epoch``, default the current one).
+
+        Images come from one read of the cache, or of ``resident`` (:meth:`resident`), in
+        which case images and targets stay where it keeps them (pinned memory, a GPU).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices {idx.min()}..{idx.max()} out of range for {len(self)} samples")
+        if resident is None:
+            images = torch.from_numpy(np.asarray(self.cache.images[self.slots[idx]]))
+            targets = torch.from_numpy(self.targets[idx])
+        else:
+            store = resident.images
+            if store.is_cuda:
+                where = torch.from_numpy(idx).pin_memory().to(store.device, non_blocking=True)
+                images, targets = store.index_select(0, where), resident.targets.index_select(0, where)
+            else:
+                # NumPy's take copies whole rows (torch's CPU index_select on uint8 is ~100x slower);
+                # a pinned store is gathered straight into pinned memory: one copy to the GPU left.
+                # mode="clip": the indices are checked above, and "raise" would buffer the output.
+                images = torch.empty((len(idx),) + tuple(store.shape[1:]), dtype=store.dtype,
+                                     pin_memory=store.is_pinned())
+                np.take(store.numpy(), idx, axis=0, out=images.numpy(), mode="clip")
+                targets = torch.from_numpy(resident.targets.numpy()[idx])
+        params = draw_params(self.seed, self.epoch if epoch is None else epoch, idx) if self.augment else None
+        return Batch(images, targets, params)
+
+    def resident(self, device: str | torch.device = "cpu", pin: bool = False, chunk: int = 1024) -> Resident:
+        """Every image and target of the dataset, copied once into memory in sample order.
+
+        On ``device`` (a GPU), or in host memory, pinned when ``pin`` (so batches sliced from it
+        travel to the GPU asynchronously). Reads the cache in chunks: no second full copy.
+        """
+        device = torch.device(device)
+        pin = bool(pin) and device.type == "cpu"
+        n, s = len(self), self.image_size
+        images = torch.empty((n, s, s), dtype=torch.uint8, device=device, pin_memory=pin)
+        for a in range(0, n, chunk):
+            images[a:a + chunk].copy_(torch.from_numpy(np.asarray(self.cache.images[self.slots[a:a + chunk]])))
+        targets = torch.from_numpy(self.targets)
+        targets = targets.pin_memory() if pin else targets.to(device, copy=True)
+        return Resident(images, targets)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        u8 = torch.from_numpy(np.array(self.cache.images[self.slots[i]]))
-        if self.augment:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, i))
-            x = _augment(u8.to(torch.float32).div_(255.0)[None], g)
-            mean, std = _stats(self.channels)
-            x = (x.expand(self.channels, -1, -1) - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-        elif self.channels == 1:
-            # The hot path of training and evaluation: one fused scale-and-shift.
-            x = u8.to(torch.float32).mul_(1.0 / (255.0 * GRAY_STD)).sub_(GRAY_MEAN / GRAY_STD)[None]
-        else:
-            x = to_model_input(u8, self.channels)
+        b = self.batch([i])
+        x = model_input(b.images, b.params, self.channels)[0]
         if self.tencrop:
             x = ten_crop(x, self.crop_size)
-        return x.contiguous(), torch.from_numpy(self.targets[i].copy())
+        return x, b.targets[0]
 
     def __repr__(self) -> str:
         flags = [f for f in ("augment", "tencrop") if getattr(self, f)]

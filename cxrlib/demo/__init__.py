@@ -22,11 +22,10 @@ from cxrlib.demo.session import (
     DemoModel,
     DemoSession,
     ModelChoice,
-    demo_config,
+    demo_profile,
     demo_settings,
     encode_jpeg,
     list_model_choices,
-    project_path,
     untrained_module,
 )
 from cxrlib.demo.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UPLOAD_ACCEPT, UploadError, read_upload
@@ -39,7 +38,7 @@ def __getattr__(name: str):
         # ipywidgets is needed for the widget only: imported here, on first use, so that the
         # rest of the demo imports without it.
         try:
-            from cxrlib.demo import app
+            from cxrlib.demo import app  # ipywidgets behind it: loaded on first use
         except ImportError as err:
             raise ImportError(f"cxrlib.demo.{name} needs ipywidgets ({err}): "
                               "pip install -r requirements.txt") from err
@@ -68,11 +67,10 @@ __all__ = [
     "ModelChoice",
     "UploadError",
     "build_demo",
-    "demo_config",
+    "demo_profile",
     "demo_settings",
     "encode_jpeg",
     "list_model_choices",
-    "project_path",
     "read_upload",
     "untrained_module",
 ]

@@ -23,7 +23,7 @@ from cxrlib.demo.session import (
     DEFAULT_THRESHOLD,
     DEFAULT_UNTRAINED,
     DemoSession,
-    demo_config,
+    demo_profile,
     encode_jpeg,
     labels_text,
 )
@@ -317,14 +317,17 @@ def build_demo(profile: str | Path = "cpu", runs_dir: str | Path | None = "", da
     """
     problem = None
     if session is None:
-        config = demo_config(profile, data_dir, device, runs_dir, overrides)
+        prof = demo_profile(profile, data_dir, device, runs_dir, overrides)
+        config = prof.baseline
         if data is None:
             try:
                 data = load_data(config.data, progress=False)
             except Exception as err:  # the demo still works on uploads; say what went wrong
                 problem = f"dataset not loaded ({type(err).__name__}: {err}); upload images instead"
-        size = image_size or getattr(data, "image_size", None) or config.data.image_size
-        session = DemoSession(data=data, runs_dir=config.runs_dir, untrained=untrained, image_size=size,
+        # Untrained models see the dataset's images at the dataset's size (trained runs always
+        # use their own); with no dataset, at their registry input size.
+        size = image_size or getattr(data, "image_size", None)
+        session = DemoSession(data=data, runs_dir=prof.runs_dir, untrained=untrained, image_size=size,
                               device=config.train.device or "cpu", threshold=threshold, max_images=max_images)
     if problem:
         session.notes.append(problem)

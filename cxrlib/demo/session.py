@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
 import os
 import time
 from collections import OrderedDict
@@ -30,13 +29,13 @@ from PIL import Image
 
 from cxrlib.overlay import render, resize_heatmap
 from cxrlib.cam import CAM_METHODS, SCORE_FREE_METHODS, heatmaps_all_findings
-from cxrlib.config import PROFILES_DIR, ExperimentConfig
 from cxrlib.data import preprocess
 from cxrlib.demo.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, read_upload
-from cxrlib.experiments import base_config
 from cxrlib.labels import FINDINGS, NO_FINDING, canonical, label_names
-from cxrlib.models import create_model
-from cxrlib.train import load_run
+from cxrlib.models import create_model, get_model_spec
+from cxrlib.profiles import Profile
+from cxrlib.profiles import load as load_profile
+from cxrlib.runs import list_runs, load_config, load_model
 
 DEFAULT_UNTRAINED: tuple[str, ...] = ("resnet18", "densenet121")
 DEFAULT_METHOD = "gradcam"
@@ -73,56 +72,26 @@ def list_model_choices(
     untrained: Iterable[str] = DEFAULT_UNTRAINED,
     problems: list[str] | None = None,
 ) -> list[ModelChoice]:
-    """Trained runs under ``runs_dir`` (best test mean AUROC first), then untrained models.
+    """Finished runs under ``runs_dir`` (best test mean AUROC first), then untrained models.
 
-    A run counts when its folder holds ``metrics.json`` (written last by the engine, so a
-    run still training is not offered). A run whose metrics cannot be read is left out and
-    described in ``problems`` when a list is given.
+    Which runs are finished is :func:`cxrlib.runs.list_runs`'s rule (a run still training is
+    not offered); a run whose files cannot be read is left out and described in ``problems``
+    when a list is given.
     """
     choices: list[ModelChoice] = []
-    root = Path(runs_dir) if runs_dir else None
-    if root is not None and root.is_dir():
-        for metrics_path in sorted(root.glob("*/metrics.json")):
-            run_dir = metrics_path.parent
-            try:
-                metrics = json.loads(metrics_path.read_text())
-                auroc = metrics.get("mean_auroc")
-                auroc = None if auroc is None else float(auroc)
-            except (OSError, ValueError, TypeError, AttributeError) as err:
-                if problems is not None:
-                    problems.append(f"run {run_dir} skipped: cannot read {metrics_path.name} ({err})")
-                continue
-            arch = _run_arch(run_dir, metrics)
+    if runs_dir and Path(runs_dir).is_dir():
+        for run in list_runs(runs_dir, problems):
+            auroc = run.mean_auroc
             auc_text = "n/a" if auroc is None or not np.isfinite(auroc) else f"{auroc:.3f}"
-            label = f"{run_dir.name} ({arch}) · test mean AUROC {auc_text}"
-            choices.append(
-                ModelChoice(
-                    key=f"run:{run_dir.name}",
-                    label=label,
-                    arch=arch,
-                    run_dir=run_dir,
-                    mean_auroc=auroc,
-                    split=metrics.get("split"),
-                )
-            )
+            choices.append(ModelChoice(
+                key=f"run:{run.name}", label=f"{run.name} ({run.backbone}) · test mean AUROC {auc_text}",
+                arch=run.backbone, run_dir=run.run_dir, mean_auroc=auroc, split=run.split or None))
     choices.sort(key=lambda c: -(c.mean_auroc if c.mean_auroc is not None and np.isfinite(c.mean_auroc) else -1.0))
     for arch in untrained:
         choices.append(
             ModelChoice(key=f"untrained:{arch}", label=f"untrained {arch} (random weights)", arch=arch)
         )
     return choices
-
-
-def _run_arch(run_dir: Path, metrics: dict[str, Any]) -> str:
-    """The architecture name of a run, from metrics.json's model section or config.json."""
-    model = metrics.get("model")
-    if isinstance(model, dict) and model.get("name"):
-        return str(model["name"])
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        return str(config["model"]["name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "model"
 
 
 # --------------------------------------------------------------------------------------
@@ -151,22 +120,17 @@ class DemoModel:
         return self.choice.untrained
 
     @classmethod
-    def load(cls, choice: ModelChoice, image_size: int = 224, device: str = "cpu") -> "DemoModel":
-        """Load a run's checkpoint (its own input size) or build an untrained model."""
+    def load(cls, choice: ModelChoice, image_size: int | None = None, device: str = "cpu") -> "DemoModel":
+        """Load a run's best weights (fed at the run's own size) or build an untrained model
+        (fed at ``image_size``, by default its registry entry's input size)."""
         if choice.untrained:
             module = untrained_module(choice.arch, str(torch_device(device)))
-            names, size, channels = list(FINDINGS), image_size, 1
+            names, channels = list(FINDINGS), 1
+            size = image_size or get_model_spec(choice.arch).input_size
         else:
-            run = load_run(choice.run_dir)
-            module = run.model
-            if module is None:
-                raise RuntimeError(f"run {choice.run_dir} has no model checkpoint (best.pt / last.pt)")
-            config = run.config
-            if isinstance(config, dict):
-                config = ExperimentConfig.from_dict(config)
-            metrics = run.metrics or {}
-            names = (getattr(module, "label_names", None) or metrics.get("label_names")
-                     or label_names(config.data.include_no_finding))
+            module = load_model(choice.run_dir)
+            config = load_config(choice.run_dir)
+            names = getattr(module, "label_names", None) or label_names(config.data.include_no_finding)
             size, channels = config.data.image_size, config.model.in_chans
         module = module.to(torch_device(device)).eval()
         return cls(choice, module, names, size, channels, str(torch_device(device)))
@@ -290,12 +254,12 @@ class DemoSession:
     """
 
     def __init__(self, data=None, runs_dir: str | Path | None = "runs",
-                 untrained: Iterable[str] = DEFAULT_UNTRAINED, image_size: int = 224,
+                 untrained: Iterable[str] = DEFAULT_UNTRAINED, image_size: int | None = None,
                  device: str = "cpu", threshold: float = DEFAULT_THRESHOLD, max_images: int = 200,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
                  cache_size: int = 8):
         self.data = data
-        self.image_size = int(image_size)
+        self.image_size = None if image_size is None else int(image_size)  # untrained models' input side
         self.device = device
         self.threshold = float(threshold)
         self.max_upload_bytes = max_upload_bytes
@@ -575,26 +539,9 @@ def demo_settings(**params: Any) -> dict[str, Any]:
     return out
 
 
-def project_path(path: str | Path) -> Path:
-    """A relative path of the project (``runs/...``, ``data/cache``) as the report means it.
-
-    The report runs notebooks from the project root, but JupyterLab and Voila start the
-    kernel in ``notebooks/``; relative paths are taken from the project root in that case,
-    so every frontend sees the same runs and the same image cache.
-    """
-    path = Path(path)
-    root = PROFILES_DIR.parent
-    if path.is_absolute() or Path.cwd().resolve() != (root / "notebooks").resolve():
-        return path
-    return root / path
-
-
-def demo_config(profile: str | Path = "cpu", data_dir: str | None = "", device: str | None = "",
-                runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """The profile's baseline experiment with the notebook's common parameters applied,
-    exactly as the other notebooks build it (:func:`cxrlib.experiments.base_config`)."""
-    config = base_config(profile, data_dir=data_dir or "", device=device or "", runs_dir=runs_dir or "",
-                         overrides=list(overrides or ()))
-    config.runs_dir = str(project_path(config.runs_dir))
-    config.data.cache_dir = str(project_path(config.data.cache_dir))
-    return config
+def demo_profile(profile: str | Path = "cpu", data_dir: str | None = "", device: str | None = "",
+                 runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> Profile:
+    """The notebook's parameters resolved into a :class:`~cxrlib.profiles.Profile`, exactly
+    as every other notebook resolves them (empty values: the profile's own)."""
+    return load_profile(profile, data_dir=data_dir or "", device=device or "", runs_dir=runs_dir or "",
+                        overrides=list(overrides or ()))

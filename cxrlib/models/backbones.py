@@ -5,7 +5,8 @@ five backbones of the study, NASNet-A Large and Inception-v3 included (torchvisi
 NASNet, and its Inception-v3 needs special handling of the auxiliary head); ``in_chans=1``
 adapts a pretrained first convolution by summing its RGB weights instead of re-initialising
 it; and ``pretrained_cfg_overlay=dict(file=...)`` loads a local weights file through the
-same code path as the hub, so offline use is the same as online use.
+same code path as the hub, so offline use is the same as online use. Where local weights
+are looked for, and how offline is detected, is :mod:`cxrlib.models.weights`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from cxrlib.models import weights
 from cxrlib.models.errors import ModelError, PretrainedWeightsError
 from cxrlib.models.registry import BackboneSpec, register_model
 
@@ -73,23 +75,6 @@ register_model(BackboneSpec("efficientnet_b0", "efficientnet_b0.ra_in1k", 224, (
 
 # --- building ---
 
-def _hub_help(spec: BackboneSpec) -> str:
-    """Where the weights live and where to put them, for the error message."""
-    cfg = timm.models.get_pretrained_cfg(spec.timm_name)
-    urls, where = [], ""
-    if cfg is not None and cfg.hf_hub_id:
-        from huggingface_hub import constants  # timm depends on huggingface_hub
-
-        cache = Path(constants.HF_HUB_CACHE) / ("models--" + cfg.hf_hub_id.replace("/", "--"))
-        urls.append(f"https://huggingface.co/{cfg.hf_hub_id}/resolve/main/{cfg.hf_hub_filename or 'model.safetensors'}")
-        where = (f", or put it in the Hugging Face cache at {cache} (`huggingface-cli download {cfg.hf_hub_id}` "
-                 "on a machine with network, then copy that folder)")
-    if cfg is not None and cfg.url:
-        urls.append(cfg.url)
-    return (f"download {' or '.join(urls) or 'the ImageNet weights'} elsewhere, then pass "
-            f"weights_path=<that file> (ModelConfig.weights_path){where}")
-
-
 class _LoadReport(logging.Handler):
     """Collects timm's load messages: for a feature extractor timm loads non-strictly and only
     logs missing keys (at INFO), so a file of the wrong model would silently leave random weights."""
@@ -129,39 +114,56 @@ def _checked_load(spec: BackboneSpec, source: str):
 
 
 def create_body(spec: BackboneSpec, in_chans: int, pretrained: bool, weights_path: str | Path | None) -> nn.Module:
-    """The timm feature extractor for ``spec``, with weights from the hub, a file, or random."""
+    """The timm feature extractor for ``spec``, with weights from a file, the hub, or random.
+
+    ``weights_path`` names the file (a config's ``model.weights_dir`` is resolved to one by
+    the caller). Otherwise, when ``pretrained``, the weights come from the default weights
+    folder or the Hugging Face cache (:mod:`cxrlib.models.weights`), and from the hub only
+    when it can be reached; offline, the error comes at once and says which file to fetch
+    and where to put it.
+    """
     kwargs = dict(features_only=True, out_indices=spec.out_indices, in_chans=in_chans)
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise PretrainedWeightsError(
                 f"weights file {path} for {spec.name} does not exist: give the path of a {spec.timm_name} "
-                f"state dict (.pth/.safetensors); {_hub_help(spec)}"
+                f"state dict (.pth/.safetensors); or {weights.fetch_help(spec.timm_name)}"
             )
-        try:
-            with _checked_load(spec, str(path)):
-                body = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
-            return body
-        except PretrainedWeightsError:
-            raise
-        except (RuntimeError, KeyError, ValueError, OSError, EOFError) as err:
-            raise PretrainedWeightsError(
-                f"weights file {path} does not fit {spec.name} (timm {spec.timm_name}): {err}. "
-                f"It must be that architecture's ImageNet state dict (3-channel first conv; it is adapted to in_chans)"
-            ) from err
-    if pretrained:
-        try:
-            with _checked_load(spec, "the timm hub"):
-                body = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
-            return body
-        except PretrainedWeightsError:
-            raise
-        except Exception as err:  # the hub raises many kinds (offline, DNS, HTTP, missing cache)
-            raise PretrainedWeightsError(
-                f"could not get pretrained weights for {spec.name} (timm {spec.timm_name}): no network, or no "
-                f"cached copy ({type(err).__name__}: {str(err).rstrip('.')}). To work offline: {_hub_help(spec)}."
-            ) from err
-    return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        return _from_file(spec, path, kwargs)
+    if not pretrained:
+        return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    local = weights.resolve(spec.name, spec.timm_name)
+    if local is not None:
+        return _from_file(spec, local, kwargs)
+    try:
+        with _checked_load(spec, "the timm hub"):
+            body = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+        return body
+    except PretrainedWeightsError:
+        raise
+    except Exception as err:  # the hub raises many kinds (DNS, HTTP, proxy, disk)
+        raise PretrainedWeightsError(
+            f"could not get pretrained weights for {spec.name} (timm {spec.timm_name}) from the hub "
+            f"({type(err).__name__}: {str(err).rstrip('.')}). To work offline: "
+            f"{weights.fetch_help(spec.timm_name)}."
+        ) from err
+
+
+def _from_file(spec: BackboneSpec, path: Path, kwargs: dict) -> nn.Module:
+    # The same timm code path as the hub (filter functions for torchvision-style keys, the
+    # first convolution summed over RGB), only the state dict comes from the file.
+    try:
+        with _checked_load(spec, str(path)):
+            return timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                                     **kwargs)
+    except PretrainedWeightsError:
+        raise
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as err:
+        raise PretrainedWeightsError(
+            f"weights file {path} does not fit {spec.name} (timm {spec.timm_name}): {err}. "
+            f"It must be that architecture's ImageNet state dict (3-channel first conv; it is adapted to in_chans)"
+        ) from err
 
 
 class Backbone(nn.Module):

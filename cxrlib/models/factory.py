@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from cxrlib.models import weights
 from cxrlib.models.base import CXRModel
 from cxrlib.models.errors import ModelError
 from cxrlib.models.registry import get_head, get_model_spec, get_wrapper
@@ -85,15 +86,21 @@ def create_model_from_config(model_cfg, num_classes: int, *, pretrained: bool | 
 
     ``pretrained=False`` builds the architecture only, ignoring the config's ``pretrained``
     and ``weights_path``: what a saved run needs, whose own weights replace them anyway.
+    Pretrained weights come from ``weights_path``, else the file for this backbone in
+    ``weights_dir`` or the Hugging Face cache, else the hub (:mod:`cxrlib.models.weights`).
     """
     use_pretrained = model_cfg.pretrained if pretrained is None else bool(pretrained)
+    weights_path = model_cfg.weights_path if use_pretrained else None
+    if use_pretrained and weights_path is None:
+        spec = get_model_spec(model_cfg.name)
+        weights_path = weights.resolve(spec.name, spec.timm_name, model_cfg.weights_dir)
     return create_model(
         model_cfg.name,
         head=model_cfg.head,
         num_classes=num_classes,
         in_chans=model_cfg.in_chans,
         pretrained=use_pretrained,
-        weights_path=model_cfg.weights_path if use_pretrained else None,
+        weights_path=weights_path,
         wrapper=model_cfg.wrapper,
         **dict(model_cfg.options or {}),
     )
