@@ -169,8 +169,10 @@ def model_part(args) -> str:
         MODEL_SECTION, "",
         f"Command: `python bench/localization.py --part model --profile {args.profile}"
         + (f" --methods {args.methods}" if args.methods else "") + (f" --n-random {args.n_random}" if args.n_random else "")
-        + (f" --model-limit {args.model_limit}" if args.model_limit else "") + f" --seed {args.seed}`  ",
-        f"Run: `{config.run_dir}` ({config.model.name} + {config.model.head}, {config.data.image_size} px, "
+        + (f" --model-limit {args.model_limit}" if args.model_limit else "")
+        + (f" --bootstrap {args.bootstrap}" if args.bootstrap != 1000 else "")
+        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + f" --seed {args.seed}`  ",
+        f"Run: `{run.run_dir}` ({config.model.name} + {config.model.head}, {config.data.image_size} px, "
         f"{config.data.source}; found or trained through the `{args.profile}` profile exactly as notebook 07 "
         f"does), test mean AUROC {run.metrics['mean_auroc']:.3f} ({run.metrics['split']}).  ",
         "Numbers: measured on " + _machine() + "; the scores do not depend on the machine's load, only the "
