@@ -1,11 +1,12 @@
-"""Benchmark: the chance level of Wang et al.'s localization metric on the release's real boxes.
+"""Benchmark: what random maps score under Wang et al.'s localization metric, and what a trained model does.
 
-    python bench/localization.py                 # the recorded run (4 smooth maps, 1 white noise per region)
-    python bench/localization.py --draws 1 --limit 40   # a smoke run
+    python bench/localization.py --part chance   # the release's boxes (4 smooth, 1 white-noise map per region)
+    python bench/localization.py --part model    # the cpu profile's heatmap run on phantom lesion masks
+    python bench/localization.py --draws 1 --limit 40 --part chance   # a smoke run
 
 A heatmap's T(IoBB) accuracy means something only beside what a map without information
-scores. This scores random maps on all 984 boxes of ``BBox_List_2017.csv`` (1024 px, each
-(image, finding) region once), with cxrlib.localization's own functions:
+scores. The first part scores random maps on all 984 boxes of ``BBox_List_2017.csv``
+(1024 px, each (image, finding) region once), with cxrlib.localization's own functions:
 
 * random smooth maps: uniform noise on the CAM grid of the project's models at 224 px
   (found by building each model and reading its Grad-CAM layer's grid), upsampled as CAM
@@ -14,9 +15,13 @@ scores. This scores random maps on all 984 boxes of ``BBox_List_2017.csv`` (1024
 
 each scored before (every connected component a box: ``UNLIMITED_RULE``) and after the
 box rule (``WANG_RULE``: 0.1% minimum component, at most 3 boxes), with the accuracy and
-the average number of false-positive boxes (AFP) per finding and threshold. Writes
-bench/results/localization.md. A second section, a trained model's heatmaps against random
-maps on phantom lesion masks, comes from :func:`model_vs_random_section`.
+the average number of false-positive boxes (AFP) per finding and threshold.
+
+The second part (:func:`model_part`) takes the profile's heatmap run, the run notebook 07
+scores (found through the profile, trained when missing), and scores its heatmaps on the
+phantoms' lesion masks against random maps drawn on its own CAM grid, with paired bootstrap
+CIs over images and the verdict in words. Both parts go to bench/results/localization.md;
+running one part keeps the other's text from the file.
 """
 from __future__ import annotations
 
@@ -32,11 +37,13 @@ import cxrlib  # noqa: F401  (must precede torchvision / timm / pytorch_grad_cam
 import pandas as pd
 import torch
 
-from cxrlib import cam, localization as loc
+from cxrlib import cam, experiments, localization as loc, profiles
+from cxrlib.data import load_data
 from cxrlib.data.chestxray14 import read_boxes
 from cxrlib.fileio import atomic_write_text
 from cxrlib.labels import canonical
 from cxrlib.models import create_model
+from cxrlib.seed import set_seed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "localization.md"
 DEFAULT_BBOX = Path(os.environ.get("CXRLIB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) \
@@ -112,39 +119,76 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def model_vs_random_section(model, data, title: str, n_random: int = 20, limit: int | None = None,
-                            n_bootstrap: int = 1000, seed: int = 0) -> str:
+MODEL_SECTION = "## A trained model against random maps on phantom lesion masks"
+
+
+def heatmap_run(profile_name: str = "cpu", runs_dir: str = ""):
+    """The profile's heatmap run (notebook 07's ``HEAD``), trained when it is not finished yet,
+    its data, and notebook 07's parameters under that profile."""
+    profile = profiles.load(profile_name, runs_dir=runs_dir)
+    params = profile.notebook_parameters("07_heatmaps")
+    config = experiments.heatmap_config(profile, params.get("HEAD", ""))
+    run = experiments.run(config)
+    return config, run, load_data(config.data, progress=False), params
+
+
+def model_vs_random_section(model, data, title: str, methods=("gradcam",), n_random: int = 20,
+                            limit: int | None = None, n_bootstrap: int = 1000, seed: int = 0) -> str:
     """A markdown section: a model's heatmaps against random maps on its own CAM grid.
 
     ``data`` is a bundle that offers ground truth (phantom lesion masks, scored at the
-    model's input size, or real boxes); the comparison is paired over images, with 95%
-    bootstrap CIs (cxrlib.localization.compare_with_random).
+    model's input size, or real boxes); the random maps are drawn once and shared by every
+    method; the comparison is paired over images, with 95% bootstrap CIs
+    (cxrlib.localization.score_heatmaps).
     """
-    table, scores = loc.evaluate_localization(model, data, n_random=n_random, limit=limit, seed=seed)
-    versus = loc.compare_with_random(scores, n_bootstrap=n_bootstrap, seed=seed)
-    shown = versus.reset_index()
-    shown["difference [95% CI]"] = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
-                                    zip(shown["difference"], shown["ci_low"], shown["ci_high"])]
-    shown = shown[["finding", "metric", "n", "model", "random map", "difference [95% CI]", "better than random"]]
-    return "\n".join([f"## {title}", "", markdown(shown.set_index("finding")), ""])
+    set_seed(seed)  # randomcam draws from NumPy's global generator
+    heat = loc.score_heatmaps(model, data, methods, limit=limit, n_random=n_random, n_bootstrap=n_bootstrap,
+                              seed=seed)
+    lines = [title, "", f"Scored against {heat.ground_truth}: {heat.n_images} test images, {len(heat.random)} "
+             f"(image, finding) regions; {n_random} random maps per region on the model's {heat.grid_text} CAM "
+             f"grid, upsampled to {heat.input_size[0]} px as its heatmaps are; {n_bootstrap} bootstrap resamples "
+             "of the images.", "", "Maps that give no box (flat: no positive evidence for the finding):", "",
+             markdown(heat.empty_maps().assign(share=lambda f: f["share"].map("{:.0%}".format))), ""]
+    for method in heat.methods:
+        versus = heat.versus(method).reset_index()
+        versus = versus[versus["metric"].isin(["pointing_game", "energy", *(f"{k}@{t:g}" for t in (0.1, 0.25, 0.5)
+                                                                            for k in ("iobb", "afp"))])]
+        versus["difference [95% CI]"] = [loc.difference_text(r) for _, r in versus.iterrows()]
+        shown = versus[["finding", "metric", "n", "images", "model", "random map", "difference [95% CI]", "verdict"]]
+        lines += [f"### {method}", "", "```", heat.verdict(method), "```", "", markdown(shown.set_index("finding")), ""]
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bbox", type=Path, default=DEFAULT_BBOX, help="BBox_List_2017.csv of the release")
-    ap.add_argument("--draws", type=int, default=4, help="random smooth maps per (image, finding) region")
-    ap.add_argument("--noise-draws", type=int, default=1,
-                    help="white-noise maps per region (slow under the old rule: thousands of boxes each)")
-    ap.add_argument("--limit", type=int, default=None, help="score only the first N regions (smoke runs)")
-    ap.add_argument("--models", default=",".join(MODELS), help="models whose CAM grids are scored")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (resizing maps)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-    if not args.bbox.is_file():
-        print(f"{args.bbox} not found: pass --bbox path/to/BBox_List_2017.csv (from the NIH release)", file=sys.stderr)
-        return 2
-    torch.set_num_threads(args.threads)
+def model_part(args) -> str:
+    started = time.perf_counter()
+    config, run, data, params = heatmap_run(args.profile, args.runs_dir)
+    methods = args.methods.split(",") if args.methods else list(params["METHODS"])
+    n_random = args.n_random or int(params.get("N_RANDOM", 20))
+    limit = args.model_limit or int(params["N_IMAGES"])
+    title = "\n".join([
+        MODEL_SECTION, "",
+        f"Command: `python bench/localization.py --part model --profile {args.profile}"
+        + (f" --methods {args.methods}" if args.methods else "") + (f" --n-random {args.n_random}" if args.n_random else "")
+        + (f" --model-limit {args.model_limit}" if args.model_limit else "")
+        + (f" --bootstrap {args.bootstrap}" if args.bootstrap != 1000 else "")
+        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + f" --seed {args.seed}`  ",
+        f"Run: `{run.run_dir}` ({config.model.name} + {config.model.head}, {config.data.image_size} px, "
+        f"{config.data.source}; found or trained through the `{args.profile}` profile exactly as notebook 07 "
+        f"does), test mean AUROC {run.metrics['mean_auroc']:.3f} ({run.metrics['split']}).  ",
+        "Numbers: measured on " + _machine() + "; the scores do not depend on the machine's load, only the "
+        "wall time does, and the run's weights depend on the processor's floating-point path.",
+    ])
+    text = model_vs_random_section(run.model, data, title, methods, n_random, limit, args.bootstrap, args.seed)
+    print(f"model part: {time.perf_counter() - started:.0f} s", flush=True)
+    return text
+
+
+def _machine() -> str:
+    return (f"{_dt.date.today().isoformat()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
+            f"Python {platform.python_version()} · torch {torch.__version__} (a busy shared machine)")
+
+
+def chance_part(args) -> str:
     started = time.perf_counter()
     grids = cam_grids(args.models.split(","))
     regions, findings, ids = box_regions(args.bbox, args.limit)
@@ -175,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                               .rename(columns={"random_baseline": "area share (its chance)"})), ""]
     elapsed = time.perf_counter() - started
     summary_df = pd.DataFrame(summary).set_index("maps")
-    text = "\n".join([
+    return "\n".join([
         "# Localization: what random maps score on the release's boxes",
         "",
-        f"Command: `python bench/localization.py --draws {args.draws} --noise-draws {args.noise_draws}"
+        f"Command: `python bench/localization.py --part chance --draws {args.draws} --noise-draws {args.noise_draws}"
         + (f" --limit {args.limit}" if args.limit else "") + (f" --models {args.models}" if args.models != ",".join(MODELS) else "")
         + f" --seed {args.seed}`  ",
         f"Date: {_dt.date.today().isoformat()} · {platform.processor() or platform.machine()} · "
@@ -211,8 +255,46 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *sections,
     ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("all", "chance", "model"), default="all",
+                    help="chance: random maps on the release's boxes; model: the profile's heatmap run against "
+                         "random maps; the other part of an existing results file is kept")
+    ap.add_argument("--bbox", type=Path, default=DEFAULT_BBOX, help="BBox_List_2017.csv of the release")
+    ap.add_argument("--draws", type=int, default=4, help="random smooth maps per (image, finding) region")
+    ap.add_argument("--noise-draws", type=int, default=1,
+                    help="white-noise maps per region (slow under the old rule: thousands of boxes each)")
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N regions (smoke runs)")
+    ap.add_argument("--models", default=",".join(MODELS), help="models whose CAM grids are scored")
+    ap.add_argument("--profile", default="cpu", help="model part: the profile whose heatmap run is scored")
+    ap.add_argument("--runs-dir", default="", help="model part: where that run is found or trained (default: "
+                                                     "the profile's runs folder)")
+    ap.add_argument("--methods", default="", help="model part: CAM methods, comma-separated (default: the "
+                                                  "profile's notebook 07 METHODS)")
+    ap.add_argument("--n-random", type=int, default=0, help="model part: random maps per region (default: "
+                                                             "the profile's N_RANDOM)")
+    ap.add_argument("--model-limit", type=int, default=0, help="model part: test images scored (default: the "
+                                                                "profile's N_IMAGES)")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="model part: bootstrap resamples")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (resizing maps)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.part in ("all", "chance") and not args.bbox.is_file():
+        print(f"{args.bbox} not found: pass --bbox path/to/BBox_List_2017.csv (from the NIH release)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    kept = args.out.read_text().split(MODEL_SECTION) if args.out.is_file() else ["", ""]
+    kept = kept if len(kept) == 2 else [kept[0], ""]
+    chance_text = chance_part(args) if args.part in ("all", "chance") else kept[0].rstrip()
+    model_text = model_part(args) if args.part in ("all", "model") else (MODEL_SECTION + kept[1]).rstrip()
+    if not chance_text:
+        print(f"{args.out} holds no chance part yet: run with --part all or --part chance", file=sys.stderr)
+    text = "\n\n".join(t for t in (chance_text, model_text if model_text != MODEL_SECTION else "") if t)
     atomic_write_text(text + "\n", args.out)
-    print(f"wrote {args.out} ({elapsed / 60:.1f} min)")
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -126,6 +126,13 @@ def loss_variants(profile: Profile, losses: Sequence[str]) -> list[ExperimentCon
     return variants(profile, {loss: {"train.loss": loss} for loss in losses})
 
 
+def heatmap_config(profile: Profile, head: str = "") -> ExperimentConfig:
+    """The run whose heatmaps are scored (notebook 07): the baseline, or its variant with the
+    head ``head``, the same config (so the same run) that the head's own notebook trains on
+    the profile's baseline backbone (02/03 with ``BACKBONE`` empty)."""
+    return head_variants(profile, head)[-1] if head else profile.config()
+
+
 def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
     """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
     once per training seed of the profile; the preflight check plans from this.
@@ -142,11 +149,9 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
         "04_multiscale": lambda: multiscale_variants(profile, params["SCALE"]),
         "05_two_stage": lambda: two_stage_variants(profile, params["STAGE_EPOCHS"]),
         "06_losses": lambda: loss_variants(profile, params["LOSSES"]),
-        "07_heatmaps": lambda: [variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1]
-                                if params.get("HEAD") else profile.baseline],
-        "10_shortcuts": lambda: list(shortcuts.lesson_configs(
-            variants(profile, {params["HEAD"]: {"model.head": params["HEAD"]}})[-1] if params.get("HEAD")
-            else profile.baseline, params["SHARE"], params.get("NUM_PHANTOMS", 0))),
+        "07_heatmaps": lambda: [heatmap_config(profile, params.get("HEAD", ""))],
+        "10_shortcuts": lambda: list(shortcuts.lesson_configs(heatmap_config(profile, params.get("HEAD", "")),
+                                                              params["SHARE"], params.get("NUM_PHANTOMS", 0))),
     }
     configs = build[stem]() if stem in build else []
     if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows
@@ -162,7 +167,6 @@ def full_profile_only(profile: Profile) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- runs
 
-
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again."""
@@ -172,13 +176,11 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
         redo = False
     return run_experiment(cfg, data=data, redo=redo, progress=progress)
 
-
 def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
     """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:
     the config's own seed). Only the seed differs, so each seed's run is reused on its own."""
     chosen = (cfg.seed,) if seeds is None else seeds.of(cfg) if isinstance(seeds, Seeds) else tuple(seeds)
     return [dataclasses.replace(cfg, seed=int(s)) for s in chosen]
-
 
 def run_all(configs: Sequence[ExperimentConfig], *, seeds: Seeds | Sequence[int] | None = None, redo: bool = False,
             progress: bool = False) -> dict[str, list[RunResult]]:
@@ -187,9 +189,7 @@ def run_all(configs: Sequence[ExperimentConfig], *, seeds: Seeds | Sequence[int]
     so asking for more seeds trains only the new ones."""
     return {cfg.name: [run(c, redo=redo, progress=progress) for c in seed_configs(cfg, seeds)] for cfg in configs}
 
-
 CONTROL = "shortcut_control"  # the run name of the shortcut control
-
 
 def control_config(profile: Profile) -> ExperimentConfig:
     """The shortcut control's config: the baseline's data and split, no network.
@@ -199,7 +199,6 @@ def control_config(profile: Profile) -> ExperimentConfig:
     """
     return profile.config(CONTROL, {"model.name": "intensity_statistics", "model.head": "logistic_regression",
                                     "model.wrapper": None, "model.pretrained": False})
-
 
 def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]], redo: bool = False,
                 data=None) -> RunResult:
@@ -228,15 +227,12 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
     return RunResult(run_dir=folder, config=cfg, history=None, metrics=written, predictions=predictions,
                      train_seconds=seconds, model=None)
 
-
 def _seed_lists(results: Mapping[str, RunResult | Sequence[RunResult]]) -> dict[str, list[RunResult]]:
     return {name: [r] if isinstance(r, RunResult) else list(r) for name, r in results.items()}
-
 
 _SUMMARY = ["experiment", "model", "size", "split", "seeds", "mean AUROC [95% CI]", "seed SD [min, max]",
             "train time"]
 _PAIRED = ["experiment", "vs baseline [95% CI]", "p-value", "per-seed differences", "verdict"]
-
 
 @dataclass
 class Comparison:
@@ -260,7 +256,6 @@ class Comparison:
 
         for part in (self.summary, self.paired, Markdown(self.rule), self.per_class, self.figure):
             display(part)
-
 
 def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: str | None = None,
             n_bootstrap: int | None = None, seed: int = 0) -> Comparison:
@@ -298,7 +293,6 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
         per_class=plots.per_class_table({name: _mean_metrics([r.metrics for r in rs]) for name, rs in seeds.items()}),
         figure=figure,
     )
-
 
 def _mean_metrics(seed_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-finding and mean AUROC averaged over seeds, shaped like one run's metrics."""

@@ -63,7 +63,9 @@ show what the limit changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, Sequence
 
 import numpy as np
@@ -73,6 +75,7 @@ from scipy import ndimage
 from cxrlib.cam import heatmaps_all_findings, resize_heatmap, target_grids, upsample_maps
 from cxrlib.labels import FINDINGS, canonical
 from cxrlib.metrics import paired_mean_difference
+from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 WANG_LEVELS: tuple[int, ...] = (60, 180)  # binarisation levels on the [0, 255]-scaled heatmap
@@ -98,6 +101,18 @@ class BoxRule:
             raise ValueError(f"BoxRule min_area is a share of the map in [0, 1), got {self.min_area!r}")
         if self.max_boxes is not None and int(self.max_boxes) < 1:
             raise ValueError(f"BoxRule max_boxes must be >= 1 or None, got {self.max_boxes!r}")
+
+    def describe(self) -> str:
+        """The rule in words, from its fields (for notebooks and reports)."""
+        levels = " and ".join(f"{v:g}" for v in self.levels)
+        size = (f"of at least {self.min_area:.1%} of the map" if self.min_area > 0 else "of any size")
+        limit = ("every such component gives a box" if self.max_boxes is None
+                 else f"at most {int(self.max_boxes)} box{'es' if int(self.max_boxes) != 1 else ''} per map, "
+                      "largest component first")
+        return (f"The heatmap is scaled to [0, 255] and binarised at {levels} (pixel >= level); the box "
+                f"around each 8-connected component {size} is a predicted box ({limit}; the same box from two "
+                "levels counts once). A finding is localised at T when a predicted box has IoBB (or IoU) > T "
+                "with the ground truth; every other predicted box is a false positive, counted in AFP.")
 
 
 WANG_RULE = BoxRule()
@@ -582,6 +597,24 @@ def _random_row(region, finding, image_id, shape, grids, input_size, n_draws, rn
     return out
 
 
+# Below six images even a model that beats the random maps on every one of them could not
+# show it: an exact sign test on n paired images reaches p < 0.05 (two-sided) only from
+# n = 6 (2 x 0.5**6 = 0.031), while a bootstrap over so few images can give a CI that
+# excludes 0 whatever the truth (one image: a CI of zero width).
+MIN_IMAGES = 6
+BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no difference shown", "too few images"
+
+
+def _verdict(metric: str, lo, hi, images: int) -> str:
+    if images < MIN_IMAGES:
+        return TOO_FEW
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return NO_DIFFERENCE
+    if metric.startswith("afp"):  # fewer false positives is better
+        lo, hi = -hi, -lo
+    return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFFERENCE
+
+
 def compare_with_random(
     scores: pd.DataFrame,
     metrics: Sequence[str] | None = None,
@@ -592,11 +625,14 @@ def compare_with_random(
 
     ``scores`` holds the model's columns and the ``random:`` columns of the same rows (as
     :func:`evaluate_localization` returns them). For each finding (and ``All``) and metric:
-    the model's mean, the random maps' mean, their difference with a 95% bootstrap CI over
-    images (the items of one image resampled together) and its p-value, and whether the
-    model is better than the random maps (CI excludes 0 on the better side: above for
-    accuracies and energy, below for AFPs). Default metrics: pointing game, energy,
-    T(IoBB) accuracy and AFP at each threshold.
+    the number of (image, finding) items ``n`` and of ``images``, the model's mean, the
+    random maps' mean, their difference with a 95% bootstrap CI over images (the items of
+    one image resampled together) and its p-value, and the ``verdict``: ``better`` or
+    ``worse`` than the random maps when the CI excludes 0 on that side (above for
+    accuracies and energy, below for AFPs), ``no difference shown`` when it includes 0,
+    ``too few images`` below :data:`MIN_IMAGES`. ``better than random`` is the verdict
+    ``better``. Default metrics: pointing game, energy, T(IoBB) accuracy and AFP at each
+    threshold.
     """
     if metrics is None:
         thresholds = _thresholds_of(scores)
@@ -615,15 +651,128 @@ def compare_with_random(
             res = paired_mean_difference(frame[metric].astype(float), frame["random:" + metric].astype(float),
                                          groups=groups, n_bootstrap=n_bootstrap, seed=seed)
             lo, hi = res["ci"]
-            lower_is_better = metric.startswith("afp")
-            beats = (hi is not None and hi < 0) if lower_is_better else (lo is not None and lo > 0)
-            rows.append({"finding": name, "metric": metric, "n": res["n"], "model": res["mean_a"],
-                         "random map": res["mean_b"], "difference": res["diff"], "ci_low": lo, "ci_high": hi,
-                         "p_value": res["p_value"], "better than random": bool(beats)})
-    return pd.DataFrame(rows).set_index(["finding", "metric"])
-
+            verdict = _verdict(metric, lo, hi, res["n_groups"])
+            rows.append({"finding": name, "metric": metric, "n": res["n"], "images": res["n_groups"],
+                         "model": res["mean_a"], "random map": res["mean_b"], "difference": res["diff"],
+                         "ci_low": lo, "ci_high": hi, "p_value": res["p_value"], "verdict": verdict,
+                         "better than random": verdict == BETTER})
+    columns = ["finding", "metric", "n", "images", "model", "random map", "difference", "ci_low", "ci_high",
+               "p_value", "verdict", "better than random"]
+    return pd.DataFrame(rows, columns=columns).set_index(["finding", "metric"])
 
 # ----------------------------------------------------------------------------- datasets
+
+MASKS, BOXES = "lesion masks", "boxes"
+RANDOM_MAPS = "random maps"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One (image, finding) to score: its ground truth in the pixel grid where it is scored."""
+
+    index: int  # the image's position in the dataset part
+    image_id: str
+    finding: str
+    truth: Any  # a boolean mask at the model's input size, or the finding's boxes in full-image pixels
+    shape: tuple[int, int]  # the grid a heatmap is resized to before it is scored
+
+
+def ground_truth_of(data) -> str:
+    """What localization is scored against on ``data``: :data:`MASKS` or :data:`BOXES`.
+
+    Decided by what the data offers (``data.offers``), never by the source's name: lesion
+    masks where offered (the phantoms draw them pixel by pixel, so they are the truth, and a
+    mask's bounding box would count the healthy lung around a lesion as lesion), else boxes.
+    """
+    offers = getattr(data, "offers", None)
+    if offers is None:
+        raise TypeError(f"{type(data).__name__} does not say what ground truth it offers (no .offers): "
+                        "load it with cxrlib.data.load_data, whose bundles declare offers.masks / offers.boxes")
+    if offers.masks:
+        return MASKS
+    if offers.boxes:
+        return BOXES
+    raise ValueError("the data offers neither lesion masks nor boxes: there is nothing to score localization against")
+
+
+def localization_regions(data, part: str = "test", findings: Sequence[str] | None = None,
+                         limit: int | None = None) -> list[Region]:
+    """Every (image, finding) of ``data``'s ``part`` that has ground truth, image by image.
+
+    Masks (``data.mask(image_id, finding)`` for each positive finding) are put on the
+    model's input grid, where the heatmap is made (nearest neighbour when the mask has
+    another size); boxes (``data.boxes(image_id)``) stay in full-image pixels, where they
+    were drawn (``data.full_image``). ``limit`` caps the images, not the regions.
+    """
+    kind = ground_truth_of(data)
+    dataset = getattr(data, part)
+    label_names = list(getattr(dataset, "label_names", FINDINGS))
+    wanted = None if findings is None else {canonical(f) for f in findings}
+    regions: list[Region] = []
+    n_images = 0
+    for i, image_id in enumerate(dataset.image_ids):
+        if limit is not None and n_images >= limit:
+            break
+        image_id = str(image_id)
+        truth = (_masks_of(data, dataset, i, image_id, label_names, wanted) if kind == MASKS
+                 else _boxes_of(data, image_id, wanted))
+        if not truth:
+            continue
+        if kind == MASKS:
+            shape = tuple(int(v) for v in dataset[i][0].shape[-2:])  # the model's input grid
+        else:
+            shape = tuple(int(v) for v in np.asarray(data.full_image(image_id)).shape[:2])
+        for name, region in truth.items():
+            if kind == MASKS and region.shape != shape:
+                region = _resize_mask(region, shape)
+            regions.append(Region(i, image_id, name, region, shape))
+        n_images += 1
+    return regions
+
+
+def heatmap_scores(model, data, regions: Sequence[Region], part: str = "test", method: str = "gradcam",
+                   thresholds: Sequence[float] = DEFAULT_THRESHOLDS, rule: BoxRule = WANG_RULE,
+                   tolerance: float = 0.0, target_layers=None) -> pd.DataFrame:
+    """One :func:`score_one` row per region: the model's ``method`` heatmap of its finding.
+
+    One CAM pass per image serves all of its findings; each map is resized to its region's
+    grid and scored there at once (full-resolution maps of a test set would not fit in memory).
+    """
+    dataset = getattr(data, part)
+    label_names = list(getattr(dataset, "label_names", FINDINGS))
+    rows = []
+    for index, group in groupby(regions, key=lambda r: r.index):
+        group = list(group)
+        image, _ = dataset[index]
+        maps = heatmaps_all_findings(model, image, method=method, target_layers=target_layers,
+                                     classes=[label_names.index(r.finding) for r in group])
+        for r, hm in zip(group, maps):
+            if tuple(hm.shape) != r.shape:
+                hm = resize_heatmap(hm, r.shape)
+            rows.append(score_one(hm, r.truth, r.finding, r.image_id, thresholds, rule, tolerance))
+    return pd.DataFrame(rows, columns=["image_id", "finding", *score_columns(thresholds)])
+
+
+def cam_grid(model, data, regions: Sequence[Region], part: str = "test",
+             target_layers=None) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """(the model's CAM grids, its input size) on the images of ``regions``: what random maps are drawn on."""
+    if not regions:
+        return [], (0, 0)
+    image, _ = getattr(data, part)[regions[0].index]
+    return target_grids(model, image, target_layers), tuple(int(v) for v in image.shape[-2:])
+
+
+def _random_rows(regions, grids, input_size, n_random, thresholds, rule, tolerance, seed) -> pd.DataFrame:
+    return random_map_scores([r.truth for r in regions], [r.finding for r in regions], [r.shape for r in regions],
+                             grids, input_size, n_draws=n_random, image_ids=[r.image_id for r in regions],
+                             thresholds=thresholds, rule=rule, tolerance=tolerance, seed=seed)
+
+
+def _join(scores: pd.DataFrame, random: pd.DataFrame) -> pd.DataFrame:
+    """The model's rows beside the random-map rows of the same regions (same order)."""
+    if len(scores) != len(random) or not (scores["image_id"].to_numpy() == random["image_id"].to_numpy()).all():
+        raise ValueError("model and random-map rows must score the same regions in the same order")
+    return pd.concat([scores, random.drop(columns=["image_id", "finding"])], axis=1)
 
 
 def evaluate_localization(
@@ -642,67 +791,23 @@ def evaluate_localization(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score a model's heatmaps on a DataBundle's ground truth: ``(table, per-item scores)``.
 
-    What is scored against follows what the data offers (``data.offers``), never the
-    source's name: lesion masks when ``data.offers.masks`` (``data.mask(image_id,
-    finding)`` for each positive finding), scored at the model's input size where the
-    heatmap is made (a mask of another size is resized to it, nearest neighbour); else boxes
-    when ``data.offers.boxes`` (``data.boxes(image_id)``, full-image pixels), scored on the
-    heatmap resized to the full image (``data.full_image``) where they were drawn.
-    Only (image, finding) pairs with ground truth count; ``limit`` caps the images scored.
+    What is scored against follows what the data offers (:func:`ground_truth_of`): lesion
+    masks, scored at the model's input size where the heatmap is made, else boxes, scored
+    on the heatmap resized to the full image where they were drawn
+    (:func:`localization_regions`). Only (image, finding) pairs with ground truth count;
+    ``limit`` caps the images scored.
 
     With ``n_random`` > 0 each scored region is also scored against that many random maps
     on the model's own CAM grid (:func:`random_maps`), whose means fill the per-item
     ``random:`` columns; :func:`compare_with_random` turns them into the paired comparison.
-    The table is :func:`summarize_scores` of the model's scores.
+    The table is :func:`summarize_scores` of the model's scores. To score several CAM
+    methods against the same random maps, use :func:`score_heatmaps`.
     """
-    offers = getattr(data, "offers", None)
-    if offers is None:
-        raise TypeError(f"{type(data).__name__} does not say what ground truth it offers (no .offers): "
-                        "load it with cxrlib.data.load_data, whose bundles declare offers.masks / offers.boxes")
-    use_masks, use_boxes = bool(offers.masks), bool(offers.boxes)
-    if not (use_masks or use_boxes):
-        raise ValueError("the data offers neither lesion masks nor boxes: there is nothing to score "
-                         "localization against")
-    dataset = getattr(data, part)
-    label_names = list(getattr(dataset, "label_names", FINDINGS))
-    wanted = None if findings is None else {canonical(f) for f in findings}
-    rng = np.random.default_rng(seed)
-    rows: list[dict[str, Any]] = []
-    scored = 0
-    grids = None
-    for i, image_id in enumerate(dataset.image_ids):
-        if limit is not None and scored >= limit:
-            break
-        image_id = str(image_id)
-        truth = _masks_of(data, dataset, i, image_id, label_names, wanted) if use_masks else _boxes_of(data, image_id, wanted)
-        if not truth:
-            continue
-        image, _ = dataset[i]
-        names = list(truth)
-        maps = heatmaps_all_findings(model, image, method=method, target_layers=target_layers,
-                                     classes=[label_names.index(n) for n in names])
-        input_size = tuple(maps.shape[-2:])
-        if n_random > 0 and grids is None:
-            grids = target_grids(model, image, target_layers)
-        shape = input_size if use_masks else tuple(np.asarray(data.full_image(image_id)).shape[:2])
-        for name, hm in zip(names, maps):
-            region = truth[name]
-            if use_masks and region.shape != input_size:
-                region = _resize_mask(region, input_size)
-            if tuple(hm.shape) != shape:
-                hm = resize_heatmap(hm, shape)
-            # Scored at once: full-resolution maps of a whole test set would not fit in memory.
-            row = score_one(hm, region, name, image_id, thresholds, rule, tolerance)
-            if n_random > 0:
-                chance = _random_row(region, name, image_id, shape, grids, input_size, n_random, rng,
-                                     thresholds, rule, tolerance)
-                row.update({k: v for k, v in chance.items() if k.startswith("random:")})
-            rows.append(row)
-        scored += 1
-    columns = ["image_id", "finding", *score_columns(thresholds)]
+    regions = localization_regions(data, part, findings, limit)
+    scores = heatmap_scores(model, data, regions, part, method, thresholds, rule, tolerance, target_layers)
     if n_random > 0:
-        columns += ["random:" + c for c in score_columns(thresholds)]
-    scores = pd.DataFrame(rows, columns=columns)
+        grids, input_size = cam_grid(model, data, regions, part, target_layers)
+        scores = _join(scores, _random_rows(regions, grids, input_size, n_random, thresholds, rule, tolerance, seed))
     return summarize_scores(scores, thresholds), scores
 
 
@@ -733,21 +838,318 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]]
 
 
+# ----------------------------------------------------------------------------- several methods, one chance level
+
+# The metrics the verdict speaks about: the rule-free pointing game and energy, and Wang et
+# al.'s accuracy at a lenient and a strict threshold (each told with its AFP).
+VERDICT_METRICS: tuple[str, ...] = ("pointing_game", "energy", "iobb@0.1", "iobb@0.5")
+# Above this share of maps without a box, a method's scores say little about where the model looks.
+EMPTY_MAPS_WARNING = 0.5
+
+
+@dataclass
+class HeatmapScores:
+    """A model's heatmaps, per CAM method, against the data's ground truth and random maps.
+
+    Random maps depend on the model's CAM grid, not on the method, so they are drawn and
+    scored once (``random``, one row per region) and every method is compared with the
+    same draws. ``scores[method]`` holds that method's rows with the ``random:`` columns
+    joined, ready for :func:`compare_with_random`.
+    """
+
+    ground_truth: str  # MASKS or BOXES
+    grids: list[tuple[int, int]]  # the model's CAM grid(s): where the random maps are drawn
+    input_size: tuple[int, int]
+    rule: BoxRule
+    thresholds: tuple[float, ...]
+    n_random: int  # random maps per region
+    random: pd.DataFrame
+    scores: dict[str, pd.DataFrame]
+    n_bootstrap: int = 1000
+    seed: int = 0
+    _versus: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.scores)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.random["image_id"].nunique())
+
+    @property
+    def grid_text(self) -> str:
+        return " + ".join(f"{h}x{w}" for h, w in self.grids) or "none"
+
+    def _method(self, method: str | None) -> str:
+        method = method or self.methods[0]
+        if method not in self.scores:
+            raise ValueError(f"method {method!r} was not scored; scored: {self.methods}")
+        return method
+
+    def table(self) -> pd.DataFrame:
+        """Per method, and for the random maps, per finding: :func:`summarize_scores`."""
+        parts = {m: summarize_scores(s, self.thresholds) for m, s in self.scores.items()}
+        parts[RANDOM_MAPS] = summarize_scores(self.random, self.thresholds, prefix="random:")
+        return pd.concat(parts, names=["maps", "finding"])
+
+    def empty_maps(self) -> pd.DataFrame:
+        """Per method: maps scored and how many give no box (flat: no positive evidence for the finding)."""
+        rows = []
+        for m, s in self.scores.items():
+            empty = s["n_boxes"].astype(int) == 0
+            rows.append({"method": m, "maps": len(s), "without a box": int(empty.sum()),
+                         "share": float(empty.mean()) if len(s) else math.nan})
+        return pd.DataFrame(rows).set_index("method")
+
+    def versus(self, method: str | None = None) -> pd.DataFrame:
+        """:func:`compare_with_random` of one method (computed once)."""
+        method = self._method(method)
+        if method not in self._versus:
+            self._versus[method] = compare_with_random(self.scores[method], n_bootstrap=self.n_bootstrap,
+                                                       seed=self.seed)
+        return self._versus[method]
+
+    def side_by_side(self, method: str | None = None, thresholds: Sequence[float] = tuple(WANG_IOBB_CVPR)
+                     ) -> pd.DataFrame:
+        """Per finding and T(IoBB): the method's accuracy and AFP, the random maps', the difference
+        with its 95% CI and verdict, and Wang et al.'s accuracy from each paper version."""
+        method = self._method(method)
+        versus = self.versus(method)
+        thresholds = [t for t in thresholds if t in self.thresholds]
+        rows = []
+        for finding in versus.index.unique(level="finding"):
+            for t in thresholds:
+                acc, afp = versus.loc[(finding, _col("iobb", t))], versus.loc[(finding, _col("afp", t))]
+                k = WANG_FINDINGS.index(finding) if finding in WANG_FINDINGS else None
+                rows.append({
+                    "finding": finding, "T(IoBB)": t, "n": int(acc["n"]), "images": int(acc["images"]),
+                    method: acc["model"], f"{method} AFP": afp["model"],
+                    RANDOM_MAPS: acc["random map"], f"{RANDOM_MAPS} AFP": afp["random map"],
+                    "difference [95% CI]": difference_text(acc), "verdict": acc["verdict"],
+                    WANG_CVPR: math.nan if k is None or t not in WANG_IOBB_CVPR else WANG_IOBB_CVPR[t][k],
+                    WANG_V5: math.nan if k is None or t not in WANG_IOBB_V5 else WANG_IOBB_V5[t][k],
+                })
+        return pd.DataFrame(rows).set_index(["finding", "T(IoBB)"])
+
+    def verdict(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> str:
+        """In words, per finding: does the method's heatmap beat the random maps (:func:`verdict_text`),
+        preceded by a warning when most of its maps are empty."""
+        method = self._method(method)
+        lead = (f"{method} heatmaps of the model, scored on {self.ground_truth} of {self.n_images} images, "
+                f"against {self.n_random} random maps per region drawn on the model's {self.grid_text} CAM grid.")
+        empty = self.empty_maps().loc[method]
+        if empty["maps"] and empty["share"] >= EMPTY_MAPS_WARNING:
+            lead += (f"\nWarning: {int(empty['without a box'])} of {int(empty['maps'])} {method} maps "
+                     f"({empty['share']:.0%}) are flat (no positive evidence for the finding) and give no "
+                     "box: these scores say little about where this model looks.")
+        return lead + "\n" + verdict_text(self.versus(method), method, metrics)
+
+    def summary(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
+        """Per finding, for the report: the method against the random maps on ``metrics`` (each
+        T(IoBB) accuracy with its AFP), the paired difference with its 95% CI, what it beats
+        the random maps on, and Wang et al.'s T(IoBB) > 0.1 accuracy from each paper version."""
+        method = self._method(method)
+        versus = self.versus(method)
+        rows = []
+        for finding in versus.index.unique(level="finding"):
+            v = versus.loc[finding]
+            row: dict[str, Any] = {"finding": finding, "n": int(v["n"].iloc[0]), "images": int(v["images"].iloc[0])}
+            for metric in metrics:
+                label = short_words(metric)
+                row[label] = v.loc[metric, "model"]
+                if metric.startswith("iobb@"):
+                    row[f"{label} AFP"] = v.loc["afp@" + metric.split("@")[1], "model"]
+                row[f"{label}, {RANDOM_MAPS}"] = v.loc[metric, "random map"]
+                if metric.startswith("iobb@"):
+                    row[f"{label} AFP, {RANDOM_MAPS}"] = v.loc["afp@" + metric.split("@")[1], "random map"]
+                row[f"{label} difference [95% CI]"] = difference_text(v.loc[metric])
+            verdicts = v.loc[list(metrics), "verdict"]
+            better = [short_words(m) for m in metrics if verdicts[m] == BETTER]
+            row[f"beats the {RANDOM_MAPS} on"] = (", ".join(better) if better else
+                                                  TOO_FEW if (verdicts == TOO_FEW).all() else "none")
+            k = WANG_FINDINGS.index(finding) if finding in WANG_FINDINGS else None
+            for source, table in ((WANG_CVPR, WANG_IOBB_CVPR), (WANG_V5, WANG_IOBB_V5)):
+                row[f"{source}, T(IoBB) > 0.1"] = math.nan if k is None else table[0.1][k]
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("finding")
+
+    def pooled(self, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
+        """Every method against the random maps over all findings (the ``All`` rows, or the one
+        finding's), on ``metrics``: one row per (method, metric)."""
+        frames = {}
+        for m in self.methods:
+            versus = self.versus(m)
+            key = "All" if "All" in versus.index.get_level_values("finding") else versus.index[0][0]
+            frames[m] = versus.loc[key].loc[[x for x in metrics if x in versus.loc[key].index]]
+        return pd.concat(frames, names=["method"])[["n", "images", "model", "random map", "difference", "ci_low",
+                                                    "ci_high", "verdict"]]
+
+    def notes(self, method: str | None = None) -> dict[str, Any]:
+        """What :meth:`summary` was measured on and its verdict in words, to keep beside it."""
+        method = self._method(method)
+        return {"method": method, "ground truth": self.ground_truth, "images": self.n_images,
+                "regions": int(len(self.random)), "CAM grid": self.grid_text, "random maps per region": self.n_random,
+                "box rule": self.rule.describe(), "verdict": self.verdict(method)}
+
+
+def score_heatmaps(
+    model,
+    data,
+    methods: Sequence[str] = ("gradcam",),
+    part: str = "test",
+    findings: Sequence[str] | None = None,
+    limit: int | None = None,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    tolerance: float = 0.0,
+    target_layers=None,
+    rule: BoxRule = WANG_RULE,
+    n_random: int = 20,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> HeatmapScores:
+    """Score each CAM method's heatmaps and, once, random maps on the model's CAM grid.
+
+    Ground truth and regions as in :func:`evaluate_localization`. ``randomcam`` draws from
+    NumPy's global generator: seed it (:func:`cxrlib.seed.set_seed`) for repeatable scores.
+    """
+    if not methods:
+        raise ValueError("methods must name at least one CAM method, e.g. ['gradcam']")
+    if n_random < 1:
+        raise ValueError(f"n_random must be >= 1: the random maps are the chance level, got {n_random}")
+    kind = ground_truth_of(data)
+    regions = localization_regions(data, part, findings, limit)
+    if not regions:
+        raise ValueError(f"none of the {len(getattr(data, part).image_ids)} {part} images has {kind} for "
+                         f"{'any finding' if findings is None else list(findings)}: there is nothing to score "
+                         "(ChestX-ray14's boxed images are all in the official test list: use the official split "
+                         "and have them downloaded)")
+    grids, input_size = cam_grid(model, data, regions, part, target_layers)
+    random = _random_rows(regions, grids, input_size, n_random, thresholds, rule, tolerance, seed)
+    scores = {m: _join(heatmap_scores(model, data, regions, part, m, thresholds, rule, tolerance, target_layers),
+                       random) for m in methods}
+    return HeatmapScores(kind, grids, input_size, rule, tuple(thresholds), int(n_random), random, scores,
+                         int(n_bootstrap), int(seed))
+
+
+# ----------------------------------------------------------------------------- in words
+
+_METRIC_WORDS = {"pointing_game": "the pointing game", "energy": "the energy share"}
+
+
+def short_words(metric: str) -> str:
+    """A metric's short name for a table column (``iobb@0.1`` -> ``T(IoBB) > 0.1``)."""
+    kind, _, t = metric.partition("@")
+    return {"pointing_game": "pointing game", "energy": "energy share"}.get(metric) or {
+        "iobb": f"T(IoBB) > {t}", "iou": f"T(IoU) > {t}", "afp": f"AFP at T(IoBB) = {t}",
+        "afp_iou": f"AFP at T(IoU) = {t}"}.get(kind, metric)
+
+
+def metric_words(metric: str) -> str:
+    """How a metric column is named in a sentence (``iobb@0.1`` -> ``T(IoBB) > 0.1 accuracy``)."""
+    if metric in _METRIC_WORDS:
+        return _METRIC_WORDS[metric]
+    kind, _, t = metric.partition("@")
+    return {"iobb": f"T(IoBB) > {t} accuracy", "iou": f"T(IoU) > {t} accuracy",
+            "afp": f"false positives per image at T(IoBB) = {t}",
+            "afp_iou": f"false positives per image at T(IoU) = {t}"}.get(kind, metric)
+
+
+def difference_text(row) -> str:
+    """``+0.120 [+0.050, +0.190]``: a comparison row's difference with its 95% CI."""
+    lo, hi = row["ci_low"], row["ci_high"]
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return f"{row['difference']:+.3f}"
+    return f"{row['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _clause(versus: pd.DataFrame, finding: str, metric: str) -> str:
+    row = versus.loc[(finding, metric)]
+    text = f"{metric_words(metric)} {row['model']:.3f} vs {row['random map']:.3f}"
+    afp = "afp@" + metric.split("@")[1] if metric.startswith("iobb@") else None
+    if afp and (finding, afp) in versus.index:
+        other = versus.loc[(finding, afp)]
+        text += f" with {other['model']:.2f} vs {other['random map']:.2f} false positives per image"
+    return f"{text}: {difference_text(row)}"
+
+
+def _join_words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "; ".join(items[:-1]) + "; and " + items[-1]
+
+
+def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequence[str] = VERDICT_METRICS) -> str:
+    """Per finding, in words: on which metrics ``name``'s heatmaps beat the random maps (the 95%
+    CI of the paired difference excludes 0), on which they do not, and where they are worse.
+
+    ``versus`` is :func:`compare_with_random`'s table, indexed by (finding, metric) or with
+    those two as columns (as read back from a run folder). Every sentence comes from its numbers;
+    a finding with fewer than :data:`MIN_IMAGES` images is called too few to tell.
+    """
+    if "finding" in versus.columns:
+        versus = versus.set_index(["finding", "metric"])
+    metrics = [m for m in metrics if m in versus.index.unique(level="metric")]
+    if not metrics:
+        raise ValueError(f"the comparison holds none of the metrics {list(VERDICT_METRICS)}")
+    lines, beaten, counted = [], 0, 0
+    for finding in versus.index.unique(level="finding"):
+        rows = versus.loc[finding].loc[metrics]
+        images = int(rows["images"].max())
+        head = f"- {finding} ({images} image{'s' if images != 1 else ''}): "
+        if (rows["verdict"] == TOO_FEW).all():
+            lines.append(head + f"too few images to tell whether {name} beats the random maps "
+                         f"(at least {MIN_IMAGES} are needed).")
+            continue
+        by = {v: [m for m in metrics if rows.loc[m, "verdict"] == v] for v in (BETTER, NO_DIFFERENCE, WORSE)}
+        parts = []
+        if by[BETTER]:
+            parts.append(f"{name} beats the random maps on " + _join_words([_clause(versus, finding, m) for m in by[BETTER]]) + ".")
+        if by[NO_DIFFERENCE]:
+            subject = "It does not beat them" if by[BETTER] else f"{name} does not beat the random maps"
+            parts.append(f"{subject} on " + _join_words([_clause(versus, finding, m) for m in by[NO_DIFFERENCE]])
+                         + " (the CI includes 0).")
+        if by[WORSE]:
+            subject = "It is worse than them" if parts else f"{name} is worse than the random maps"
+            parts.append(f"{subject} on " + _join_words([_clause(versus, finding, m) for m in by[WORSE]]) + ".")
+        lines.append(head + " ".join(parts))
+        if finding != "All":
+            counted += 1
+            beaten += bool(by[BETTER])
+    if counted:
+        lines.insert(0, f"{name} beats the random maps on at least one of these metrics for {beaten} of the "
+                        f"{counted} findings that have enough images"
+                        + ("." if beaten == counted else f"; for the other {counted - beaten} it does not."))
+    return "\n".join(lines)
+
+
 __all__ = [
+    "BOXES",
     "DEFAULT_THRESHOLDS",
+    "EMPTY_MAPS_WARNING",
+    "MASKS",
+    "MIN_IMAGES",
+    "RANDOM_MAPS",
     "UNLIMITED_RULE",
+    "VERDICT_METRICS",
     "WANG_LEVELS",
     "WANG_RULE",
     "BoxRule",
+    "HeatmapScores",
+    "Region",
     "area_share",
     "box_scores",
+    "cam_grid",
     "compare_with_random",
+    "difference_text",
     "energy_share",
     "evaluate_localization",
+    "ground_truth_of",
+    "heatmap_scores",
     "iobb",
     "iou",
+    "localization_regions",
     "localization_scores",
     "localization_table",
+    "metric_words",
     "peak",
     "pointing_chance",
     "pointing_game",
@@ -755,6 +1157,9 @@ __all__ = [
     "random_map_scores",
     "random_maps",
     "score_columns",
+    "score_heatmaps",
     "score_one",
+    "short_words",
     "summarize_scores",
+    "verdict_text",
 ]

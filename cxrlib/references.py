@@ -112,7 +112,7 @@ WANG_IOBB_V5: dict[float, tuple[float, ...]] = {
 # smooth maps (7x7 uniform noise upsampled to 256 px), binarised at 60 and 180, every
 # component a box. Only the pooled accuracy and Cardiomegaly's were recorded. The rule
 # with a box limit is measured by bench/localization.py (bench/results/localization.md)
-# and, for any model's grid, by cxrlib.localization.random_map_chance.
+# and, for any model's grid, by cxrlib.localization.random_map_scores.
 RANDOM_MAPS_UNLIMITED = "random smooth maps, 7x7 grid, unlimited boxes (measured chance)"
 RANDOM_MAPS_UNLIMITED_POOLED: dict[float, float] = {0.1: 0.601, 0.25: 0.417, 0.5: 0.268}
 RANDOM_MAPS_UNLIMITED_CARDIOMEGALY: dict[float, float] = {0.1: 1.0, 0.25: 0.925, 0.5: 0.719}

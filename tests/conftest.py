@@ -17,6 +17,7 @@ import pytest
 
 import cxrlib  # noqa: F401  (makes torchvision importable before any test imports it)
 from cxrlib import metrics, profiles, runs
+from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
 
@@ -49,6 +50,16 @@ def shared_data() -> Path:
 def cxr14_sample(shared_data) -> Path:
     """The real ChestX-ray14 sample, in the release's own layout."""
     return _need(shared_data / "chestxray14-sample", "ChestX-ray14 sample")
+
+
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory, cxr14_sample) -> Path:
+    """An image cache of the real sample at the ``sample`` profile's size, built once per test
+    session and shared by every test that runs that profile (``data.cache_dir=<it>``)."""
+    cache = tmp_path_factory.mktemp("sample_cache")
+    profile = profiles.load("sample", data_dir=cxr14_sample, overrides=[f"data.cache_dir={cache}"])
+    load_data(profile.baseline.data, progress=False)
+    return cache
 
 
 @pytest.fixture(scope="session")

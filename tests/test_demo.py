@@ -115,9 +115,16 @@ def app(phantom_data, tmp_path):
 # ----------------------------------------------------------------------------- the demo
 
 
-def test_build_shows_first_image_chart_and_heatmap(app, phantom_data):
+def _first_with_a_mask(data) -> tuple[int, str]:
+    for i, image_id in enumerate(data.test.image_ids):
+        if any(data.mask(str(image_id), f) is not None and data.mask(str(image_id), f).any() for f in FINDINGS):
+            return i, str(image_id)
+    pytest.fail("no phantom in the smoke test split has a lesion mask")
+
+
+def test_build_shows_first_annotated_image_chart_and_heatmap(app, phantom_data):
     session = app.session
-    first = str(phantom_data.test.image_ids[0])
+    i, first = _first_with_a_mask(phantom_data)
     assert session.image.name == first and session.image.source == "dataset"
     assert session.model.untrained and "Untrained model" in app.warning.value
     check_chart(session)
@@ -126,17 +133,27 @@ def test_build_shows_first_image_chart_and_heatmap(app, phantom_data):
     assert [b._finding for b, _, _ in app._rows] == chart.names
     assert [float(v.value.split(">")[1].split("<")[0]) for _, _, v in app._rows] == pytest.approx(
         chart.probabilities, abs=1e-3)
-    # The first heatmap is the top finding's, at the model's input size, and drawn full size.
-    assert app.finding_menu.value == chart.names[0]
-    assert session.heatmap(chart.names[0]).shape == (32, 32)
-    full = session.heatmap(chart.names[0], full_size=True)
+    # The first heatmap is the most probable outlined finding's, at the model's input size, drawn full size.
+    outlined = [n for n in chart.names if session.masks_for(n)]
+    assert outlined and app.finding_menu.value == outlined[0] == session.first_finding()
+    assert "lesion outlined" in app.caption.value
+    assert session.heatmap(outlined[0]).shape == (32, 32)
+    full = session.heatmap(outlined[0], full_size=True)
     assert full.shape == session.image.shape == (512, 512)
     assert full.dtype == np.float32 and 0.0 <= full.min() and full.max() <= 1.0
     assert rendered_size(app) == (512, 512)
     assert first in app.caption.value
     # The true labels are those of the dataset.
-    row = phantom_data.test.targets[0]
+    row = phantom_data.test.targets[i]
     assert session.image.labels == [n for n, v in zip(FINDINGS, row) if v > 0.5]
+    # An image without annotations opens on the most probable finding.
+    for image_id in phantom_data.test.image_ids:
+        app.image_menu.value = str(image_id)
+        if not any(session.masks_for(f) for f in FINDINGS):
+            break
+    else:
+        pytest.fail("every phantom of the smoke test split has a lesion mask")
+    assert app.finding_menu.value == session.chart_data().names[0]
 
 
 def test_pick_image_click_finding_and_method(app, phantom_data):
@@ -165,28 +182,29 @@ def test_pick_image_click_finding_and_method(app, phantom_data):
 
 
 @pytest.fixture(scope="module")
-def real_data(tmp_path_factory, cxr14_sample):
-    """The real ChestX-ray14 sample at 32 px: its official test part holds the boxed images."""
+def real_data(cxr14_sample, sample_cache):
+    """The real ChestX-ray14 sample under the sample profile (32 px): its official test part
+    holds the boxed images."""
     from cxrlib.data import load_data
 
-    cache = tmp_path_factory.mktemp("real_cache")
-    config = demo_profile("smoke", data_dir=str(cxr14_sample),
-                         overrides=[f"data.cache_dir={cache}", "data.image_size=32"]).baseline
+    config = demo_profile("sample", data_dir=str(cxr14_sample),
+                          overrides=[f"data.cache_dir={sample_cache}"]).baseline
     return load_data(config.data, progress=False)
 
 
 def test_boxes_are_drawn_for_the_finding(real_data, tmp_path):
-    """Real data offers annotated boxes: the picture draws the chosen finding's boxes."""
+    """Real data offers annotated boxes: the demo opens on a boxed image, showing a boxed
+    finding, and the picture draws the chosen finding's boxes."""
     assert real_data.offers.boxes
-    for image_id in real_data.test.image_ids:
-        boxes = real_data.boxes(str(image_id))
-        if boxes:
-            break
-    else:
-        pytest.fail("no image of the sample's test part has a box")
+    boxed = [str(i) for i in real_data.test.image_ids if real_data.boxes(str(i))]
+    assert boxed, "no image of the sample's test part has a box"
     app = build_demo(data=real_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
     session = app.session
-    app.image_menu.value = str(image_id)
+    assert session.image.name == boxed[0] and session.image.boxes
+    assert session.boxes_for(app.finding_menu.value) and "annotated box" in app.caption.value
+    image_id = boxed[-1]
+    boxes = real_data.boxes(image_id)
+    app.image_menu.value = image_id
     finding = boxes[0].finding
     app.finding_menu.value = finding
     assert session.boxes_for(finding) and "annotated box" in app.caption.value

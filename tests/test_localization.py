@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxrlib import localization as loc
+from cxrlib import localization as loc, references, runs
 
 
 def spot(shape=(10, 10), at=((2, 3),)):
@@ -227,20 +227,30 @@ def test_smooth_random_maps_pay_for_their_hits_in_afp():
 
 def test_compare_with_random_paired_over_images():
     scores = pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "a"],
-        "finding": ["Mass", "Mass", "Mass", "Mass", "Nodule"],
-        "pointing_game": [1.0, 1.0, 1.0, 0.0, 1.0],
-        "random:pointing_game": [0.1, 0.2, 0.1, 0.2, 0.0],
-        "afp@0.5": [0, 0, 1, 0, 2],
-        "random:afp@0.5": [3, 3, 2, 3, 3],
+        "image_id": ["a", "b", "c", "d", "e", "f", "a"],
+        "finding": ["Mass"] * 6 + ["Nodule"],
+        "pointing_game": [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+        "random:pointing_game": [0.1, 0.2, 0.1, 0.2, 0.1, 0.2, 0.0],
+        "afp@0.5": [0, 0, 1, 0, 0, 1, 2],
+        "random:afp@0.5": [3, 3, 2, 3, 3, 3, 3],
     })
     versus = loc.compare_with_random(scores, metrics=["pointing_game", "afp@0.5"], n_bootstrap=400)
     mass = versus.loc[("Mass", "pointing_game")]
-    assert (mass["model"], mass["random map"], mass["difference"]) == (0.75, pytest.approx(0.15), pytest.approx(0.6))
-    assert -0.2 <= mass["ci_low"] <= mass["ci_high"] <= 0.9
+    assert (mass["model"], mass["random map"], mass["difference"]) == (pytest.approx(5 / 6), pytest.approx(0.15),
+                                                                       pytest.approx(5 / 6 - 0.15))
+    assert -0.2 <= mass["ci_low"] <= mass["ci_high"] <= 0.9 and mass["images"] == 6
     afp = versus.loc[("Mass", "afp@0.5")]
     assert afp["difference"] == pytest.approx(-2.5) and afp["ci_high"] < 0 and afp["better than random"]
-    assert versus.loc[("All", "pointing_game"), "n"] == 5
+    assert afp["verdict"] == "better"  # fewer false positives than the random maps on every image
+    assert versus.loc[("All", "pointing_game"), "n"] == 7 and versus.loc[("All", "pointing_game"), "images"] == 6
+    # One image: its bootstrap CI has zero width and would exclude 0 whatever the truth.
+    nodule = versus.loc[("Nodule", "afp@0.5")]
+    assert nodule["ci_low"] == nodule["ci_high"] < 0
+    assert nodule["verdict"] == "too few images" and not nodule["better than random"]
+    # Worse: a model that always misses where the random maps sometimes hit.
+    worse = scores.assign(pointing_game=0.0)
+    assert loc.compare_with_random(worse, metrics=["pointing_game"], n_bootstrap=200).loc[
+        ("Mass", "pointing_game"), "verdict"] == "worse"
     with pytest.raises(ValueError, match="random-map columns"):
         loc.compare_with_random(scores, metrics=["energy"])
 
@@ -395,3 +405,140 @@ def test_evaluate_localization_needs_declared_ground_truth():
     with pytest.raises(ValueError, match="neither lesion masks nor boxes"):
         loc.evaluate_localization(model, SimpleNamespace(test=ds, offers=_offers(False, False)),
                                   target_layers=[model.conv])
+
+
+# ----------------------------------------------------------------------------- real phantoms, several methods
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    """A real phantom bundle (the smoke profile's 96 phantoms at 32 px), not a stand-in."""
+    from cxrlib import profiles
+    from cxrlib.data import load_data
+
+    cache = tmp_path_factory.mktemp("phantom_cache")
+    return load_data(profiles.load("smoke", overrides=[f"data.cache_dir={cache}"]).baseline.data, progress=False)
+
+
+def test_phantoms_are_scored_against_their_masks_never_boxes(phantoms, monkeypatch):
+    assert phantoms.offers.masks and loc.ground_truth_of(phantoms) == loc.MASKS
+    monkeypatch.setattr(phantoms, "boxes", lambda *a: pytest.fail("phantoms must be scored against their masks"))
+    monkeypatch.setattr(phantoms, "full_image", lambda *a: pytest.fail("masks are scored at the input size"))
+    regions = loc.localization_regions(phantoms)
+    assert len({r.image_id for r in regions}) >= 5
+    for r in regions:
+        assert r.shape == (32, 32) and np.array_equal(r.truth, phantoms.mask(r.image_id, r.finding))
+    model = _PeakModel()
+    table, scores = loc.evaluate_localization(model, phantoms, target_layers=[model.conv], n_random=2)
+    # The pointing game's chance is each mask's own area share, well below its bounding box's.
+    masks = [r.truth for r in regions]
+    assert scores["random_baseline"].tolist() == pytest.approx([m.mean() for m in masks])
+    boxed = [np.ptp(np.nonzero(m)[0]) + 1 for m in masks], [np.ptp(np.nonzero(m)[1]) + 1 for m in masks]
+    box_share = np.mean([h * w / m.size for h, w, m in zip(*boxed, masks)])
+    assert scores["random_baseline"].mean() < 0.9 * box_share
+    assert table.loc["All", "n"] == len(regions)
+
+
+def _boxed_fake(n_images: int, image: torch.Tensor, box) -> SimpleNamespace:
+    ds = _FakeDataset([f"i{k}.png" for k in range(n_images)], image)
+    full = 4 * image.shape[-1]
+    return SimpleNamespace(test=ds, offers=_offers(masks=False, boxes=True), boxes=lambda i: [box],
+                           full_image=lambda i: np.zeros((full, full), np.uint8))
+
+
+def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
+    img = torch.zeros(1, 16, 16)
+    img[0, 4, 12] = 1.0
+    data = _boxed_fake(7, img, SimpleNamespace(finding="Nodule", x=48, y=16, w=4, h=4))
+    calls = []
+    draw = loc.random_maps
+    monkeypatch.setattr(loc, "random_maps", lambda *a, **k: calls.append(a) or draw(*a, **k))
+    model = _PeakModel()
+    heat = loc.score_heatmaps(model, data, ["gradcam", "gradcam++", "eigencam"], target_layers=[model.conv],
+                              n_random=4, n_bootstrap=100)
+    assert len(calls) == 7  # one set of draws per region, shared by the three methods
+    assert heat.grids == [(16, 16)] and heat.input_size == (16, 16) and heat.ground_truth == loc.BOXES
+    random_cols = [c for c in heat.random.columns if c.startswith("random:")]
+    for m in heat.methods:
+        pd.testing.assert_frame_equal(heat.scores[m][random_cols], heat.random[random_cols])
+    # The peak sits in the box on all 7 images: better than the random maps, in words.
+    versus = heat.versus("gradcam")
+    assert versus.loc[("Nodule", "pointing_game"), "verdict"] == loc.BETTER
+    assert "- Nodule (7 images): gradcam beats the random maps on the pointing game 1.000 vs" in heat.verdict()
+    table = heat.table()
+    assert set(table.index.get_level_values("maps")) == {"gradcam", "gradcam++", "eigencam", loc.RANDOM_MAPS}
+    side = heat.side_by_side("gradcam")
+    assert side.loc[("Nodule", 0.1), references.WANG_CVPR] == references.WANG_IOBB_CVPR[0.1][5]
+    assert side.loc[("Nodule", 0.5), references.WANG_V5] == references.WANG_IOBB_V5[0.5][5]
+    assert side.loc[("Nodule", 0.1), "verdict"] == versus.loc[("Nodule", "iobb@0.1"), "verdict"]
+    # The report's summary: per finding, the model beside the random maps and both paper versions.
+    summary = heat.summary("gradcam")
+    row = summary.loc["Nodule"]
+    assert (row["n"], row["images"]) == (7, 7) and row["pointing game"] == 1.0
+    assert row["pointing game, random maps"] == versus.loc[("Nodule", "pointing_game"), "random map"]
+    assert row["T(IoBB) > 0.1 AFP"] == versus.loc[("Nodule", "afp@0.1"), "model"]
+    assert "pointing game" in row["beats the random maps on"].split(", ")
+    assert row[f"{references.WANG_CVPR}, T(IoBB) > 0.1"] == references.WANG_IOBB_CVPR[0.1][5]
+    notes = heat.notes("gradcam")
+    assert notes["ground truth"] == loc.BOXES and notes["CAM grid"] == "16x16" and notes["images"] == 7
+    assert notes["verdict"] == heat.verdict("gradcam") and notes["box rule"] == loc.WANG_RULE.describe()
+    pooled = heat.pooled()
+    assert set(pooled.index.get_level_values("method")) == set(heat.methods)
+    assert pooled.loc[("gradcam", "pointing_game"), "verdict"] == loc.BETTER
+
+
+def test_verdict_is_written_from_the_numbers(tmp_path):
+    ids = [f"p{k}" for k in range(8)]
+    scores = pd.DataFrame({
+        "image_id": ids + ids + ["q0", "q1"],
+        "finding": ["Mass"] * 8 + ["Nodule"] * 8 + ["Effusion"] * 2,
+        "pointing_game": [1.0] * 8 + [1.0, 0.0] * 4 + [1.0, 1.0],
+        "random:pointing_game": [0.1] * 8 + [0.5] * 8 + [0.1, 0.1],
+    })
+    versus = loc.compare_with_random(scores, metrics=["pointing_game"], n_bootstrap=300)
+    text = loc.verdict_text(versus, "gradcam", metrics=["pointing_game"])
+    lines = text.splitlines()
+    assert lines[0] == ("gradcam beats the random maps on at least one of these metrics for 1 of the 2 findings "
+                        "that have enough images; for the other 1 it does not.")
+    assert "- Effusion (2 images): too few images to tell whether gradcam beats the random maps" in text
+    assert "- Mass (8 images): gradcam beats the random maps on the pointing game 1.000 vs 0.100: +0.900" in text
+    nodule = next(line for line in lines if line.startswith("- Nodule"))
+    assert "gradcam does not beat the random maps on the pointing game 0.500 vs 0.500" in nodule
+    assert nodule.endswith("(the CI includes 0).")
+    # The table kept beside a run reads back into the same words.
+    kept = versus.reset_index().assign(method="gradcam")
+    runs.write_localization(tmp_path, kept)
+    again = runs.read_localization(tmp_path)
+    assert loc.verdict_text(again, "gradcam", metrics=["pointing_game"]) == text
+
+
+def test_mostly_empty_maps_are_said_to_be(monkeypatch):
+    """A flat map (no positive evidence) gives no box: the verdict warns that its scores say little."""
+    data = _boxed_fake(6, torch.zeros(1, 16, 16), SimpleNamespace(finding="Mass", x=8, y=8, w=20, h=20))
+    model = _PeakModel()
+    heat = loc.score_heatmaps(model, data, ["gradcam"], target_layers=[model.conv], n_random=3, n_bootstrap=50)
+    empty = heat.empty_maps().loc["gradcam"]
+    assert (empty["maps"], empty["without a box"], empty["share"]) == (6, 6, 1.0)
+    assert "Warning: 6 of 6 gradcam maps (100%) are flat" in heat.verdict()
+    img = torch.zeros(1, 16, 16)
+    img[0, 4, 4] = 1.0
+    lit = loc.score_heatmaps(model, _boxed_fake(6, img, SimpleNamespace(finding="Mass", x=8, y=8, w=20, h=20)),
+                             ["gradcam"], target_layers=[model.conv], n_random=3, n_bootstrap=50)
+    assert lit.empty_maps().loc["gradcam", "share"] == 0.0 and "Warning" not in lit.verdict()
+
+
+def test_box_rule_in_words_comes_from_its_fields():
+    text = loc.BoxRule(levels=(50,), min_area=0.02, max_boxes=1).describe()
+    assert "binarised at 50 " in text and "at least 2.0% of the map" in text and "at most 1 box per map" in text
+    assert "every such component gives a box" in loc.UNLIMITED_RULE.describe()
+    assert "binarised at 60 and 180" in loc.WANG_RULE.describe() and "at most 3 boxes" in loc.WANG_RULE.describe()
+
+
+def test_no_ground_truth_in_the_part_is_a_clear_error():
+    data = _boxed_fake(3, torch.zeros(1, 8, 8), None)
+    data.boxes = lambda i: []  # a download without the boxed images
+    model = _PeakModel()
+    with pytest.raises(ValueError, match="none of the 3 test images has boxes"):
+        loc.score_heatmaps(model, data, ["gradcam"], target_layers=[model.conv])
+    assert loc.compare_with_random(pd.DataFrame(columns=["image_id", "finding", "energy", "random:energy"]),
+                                   metrics=["energy"]).empty

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import report, runs
+from cxrlib import localization, references, report, runs
 from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -140,9 +140,18 @@ def test_data_exploration(smoke):
 def test_heatmaps(smoke):
     r = _result(smoke, "07_heatmaps")
     text = _text(r.executed)
-    assert "pointing_game" in text and "randomcam" in text and "random_baseline" in text
-    # Wang et al.'s figures, each with the paper version it comes from
-    assert "CVPR 2017, Table 4" in text and "ChestX-ray14 update" in text
+    # Phantoms offer lesion masks: scored against them, never against boxes.
+    assert "scored against lesion masks (what the phantoms data offers)" in text
+    assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
+    assert "pointing_game" in text and "random_baseline" in text and localization.RANDOM_MAPS in text
+    assert references.WANG_CVPR in text and references.WANG_V5 in text
+    summary = runs.read_localization(smoke.runs_dir / "fpn")  # the profile's HEAD: fpn
+    assert summary is not None
+    notes = summary.attrs["notes"]
+    assert notes["method"] == "gradcam" and notes["ground truth"] == "lesion masks" and notes["CAM grid"] == "4x4"
+    assert notes["images"] == 4  # N_IMAGES images with a lesion
+    assert summary.loc["All", "images"] == 4 and 0 <= summary.loc["All", "pointing game, random maps"] <= 1
+    assert notes["verdict"] in text  # the verdict kept is the one the notebook shows
     assert _images(r.executed) >= 1  # the overlay grid
 
 

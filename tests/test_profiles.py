@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from cxrlib import profiles
@@ -46,13 +47,22 @@ def test_bad_override_and_profile_fail_early():
 
 
 def test_profiles_build_configs():
-    for name in ("smoke", "cpu", "full"):
+    for name in ("smoke", "cpu", "full", "sample"):
         profile = profiles.load(name)
         cfg = profile.baseline
         assert cfg.name == "baseline" and cfg.runs_dir == f"runs/{name}" and profile.runs_dir == Path(f"runs/{name}")
         for stem, params in profile.notebooks.items():
-            assert (REPO / "notebooks" / f"{stem}.ipynb").is_file(), f"{name}.yaml names a missing notebook {stem}"
+            path = REPO / "notebooks" / f"{stem}.ipynb"
+            assert path.is_file(), f"{name}.yaml names a missing notebook {stem}"
             assert isinstance(params, dict)
+            cell = next(c for c in nbformat.read(str(path), as_version=4).cells
+                        if "parameters" in c.metadata.get("tags", []))
+            declared = {line.split(":")[0].strip() for line in cell.source.splitlines() if ":" in line}
+            assert set(params) <= declared, f"{name}.yaml sets {set(params) - declared} that {stem} does not declare"
+    # the real-sample profile: real files, the official split, nothing to download
+    sample = profiles.load("sample", data_dir="/data/sample").baseline
+    assert (sample.data.source, sample.data.split, sample.data.data_dir) == ("chestxray14", "official", "/data/sample")
+    assert not sample.model.pretrained
     full = profiles.load("full", data_dir="/data/ChestX-ray14").baseline
     assert (full.data.source, full.data.split, full.data.image_size, full.model.name) == (
         "chestxray14", "official", 224, "densenet121")

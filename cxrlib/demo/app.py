@@ -271,7 +271,7 @@ class DemoApp(widgets.VBox):
             button.description = name + (" ✓" if truth else "")
             bar.value = _bar_html(float(p), chart.threshold, above)
             value.value = f"<span class='cxr-demo-value'>{p:.3f}</span>"
-        finding = self.finding_menu.value if keep_finding and self.finding_menu.value else chart.names[0]
+        finding = self.finding_menu.value if keep_finding and self.finding_menu.value else self.session.first_finding()
         self._busy = True
         try:
             self.finding_menu.value = finding
@@ -331,5 +331,4 @@ def build_demo(profile: str | Path = "cpu", runs_dir: str | Path | None = "", da
                               device=config.train.device or "cpu", threshold=threshold, max_images=max_images)
     if problem:
         session.notes.append(problem)
-    choices = session.image_choices
-    return DemoApp(session, initial_image=choices[0][1] if choices else None)
+    return DemoApp(session, initial_image=session.first_image())

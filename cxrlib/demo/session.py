@@ -300,6 +300,20 @@ class DemoSession:
         return [(f"{image_id} — {labels_text(_true_labels(row, names))}", image_id)
                 for image_id, row in zip(ids, targets)]
 
+    def first_image(self) -> str | None:
+        """The test image the demo opens on: the first listed one with annotated ground truth
+        (a box or a lesion mask), so that the first picture already shows where a finding is;
+        else the first listed; None without a dataset."""
+        choices = [image_id for _, image_id in self.image_choices]
+        for image_id in choices:
+            try:
+                boxes = self.data.boxes(image_id) or []
+            except (KeyError, LookupError):
+                boxes = []
+            if boxes or _dataset_masks(self.data, image_id):
+                return image_id
+        return choices[0] if choices else None
+
     @property
     def method_choices(self) -> list[str]:
         return list(CAM_METHODS)
@@ -413,6 +427,13 @@ class DemoSession:
 
     def top_finding(self) -> str:
         return self.chart_data().names[0]
+
+    def first_finding(self) -> str:
+        """The finding shown first for the current image: the most probable one with annotated
+        ground truth (its boxes or outline are drawn), else the most probable."""
+        names = self.chart_data().names
+        annotated = [n for n in names if self.boxes_for(n) or self.masks_for(n)]
+        return (annotated or names)[0]
 
     def heatmap(self, finding: str, method: str | None = None, full_size: bool = False) -> np.ndarray:
         """The CAM of ``finding`` for the current image: ``[S,S]`` at the model's input size,

@@ -1,0 +1,199 @@
+"""Every numbered notebook on real ChestX-ray14 files, under the ``sample`` profile.
+
+The real sample beside the checkout (the release's full metadata table and split lists,
+621 of its images, 12 of them boxed) goes through the report runner exactly as a user's
+partial download would: 00 shows the release's statistics and the split's leakage check,
+01-06 train and evaluate on real images on the official split, 07 scores heatmaps against
+the real boxes beside random maps, 08's demo opens on a boxed image, 09 builds the table.
+Each test checks a notebook's products (run folders, metrics, tables, what is shown), not
+only that it ran. The image cache is the session's (``sample_cache``), built once.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrlib import localization, profiles, references, report, runs
+from cxrlib.data import chestxray14 as cx
+from cxrlib.labels import canonical
+
+OFFICIAL = "official patient-wise split (test_list.txt)"
+STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
+         "06_losses", "07_heatmaps", "08_demo", "09_results"]
+# Runs each notebook makes under profiles/sample.yaml (01 trains the shared baseline).
+RUNS = {
+    "01_baselines": ["baseline", "densenet121", "15labels"],
+    "02_fpn": ["fpn"],
+    "03_psp": ["psp"],
+    "04_multiscale": ["multiscale"],
+    "05_two_stage": ["two_stage"],
+    "06_losses": ["focal"],
+}
+RUN_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory, cxr14_sample, sample_cache):
+    root = tmp_path_factory.mktemp("sample_report")
+    profile = profiles.load("sample", data_dir=cxr14_sample, overrides=[f"data.cache_dir={sample_cache}"])
+    return report.run_report(profile, only=STEMS, out_dir=root / "reports", runs_dir=root / "runs", echo=None)
+
+
+@pytest.fixture(scope="module")
+def release(cxr14_sample):
+    """What the sample holds, read straight from its files: present images, the official
+    test list, and the boxes of the present test images by (image, finding)."""
+    present = set(cx.find_images(cxr14_sample))
+    test = {line.strip() for line in (cxr14_sample / "test_list.txt").read_text().splitlines() if line.strip()}
+    boxes = cx.read_boxes(cxr14_sample / "BBox_List_2017.csv")
+    boxed = {i: b for i, b in boxes.items() if i in present and i in test}
+    regions = {(i, canonical(b.finding)) for i, bs in boxed.items() for b in bs}
+    return {"present": present, "test": test & present, "boxed": boxed, "regions": regions}
+
+
+def _result(sample, stem):
+    return next(r for r in sample.notebooks if r.stem == stem)
+
+
+def _outputs(executed: Path) -> list[dict]:
+    nb = nbformat.read(str(executed), as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def _text(executed: Path) -> str:
+    parts = []
+    for o in _outputs(executed):
+        parts += [o.get("text", ""), o.get("data", {}).get("text/plain", ""), o.get("data", {}).get("text/html", "")]
+    return "\n".join(parts)
+
+
+def _images(executed: Path) -> int:
+    return sum("image/png" in o.get("data", {}) for o in _outputs(executed))
+
+
+def test_release_sample_is_what_the_checks_assume(release):
+    assert len(release["present"]) == 621 and len(release["test"]) == 75
+    assert len(release["boxed"]) == 12  # every boxed image is in the official test list
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_ran_on_real_files(sample, stem):
+    r = _result(sample, stem)
+    assert r.ok, f"{stem} failed: {r.error}; see {r.executed}"
+    assert not [o for o in _outputs(r.executed) if o.get("output_type") == "error"]
+    assert r.html is not None and r.html.stat().st_size > 10_000
+    nb = nbformat.read(str(r.executed), as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'PROFILE = "sample"' in injected.source and "chestxray14-sample" in injected.source
+
+
+def test_data_exploration_shows_the_release(sample):
+    r = _result(sample, "00_data_exploration")
+    text = _text(r.executed)
+    # The full metadata table, not the 621 images on disk.
+    assert "112,120 images, 30,805 patients" in text
+    assert f"split: {OFFICIAL}" in text and "not on disk: 111499" in text
+    nb = nbformat.read(str(r.executed), as_version=4)
+    leak = next(o for c in nb.cells if "leakage_check" in c.source for o in c.outputs)
+    table = leak["data"]["text/plain"]
+    assert "train / test" in table and "shared patients" in table
+    assert [line.split()[-2:] for line in table.splitlines()[1:]] == [["0", "0"]] * 3
+    assert _images(r.executed) >= 5  # prevalence, co-occurrence, counts, demographics (real only), examples
+
+
+def _check_run(run_dir: Path, n_test: int, n_labels: int = 14) -> dict:
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), f"{run_dir} lacks {name}"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["experiment"] == run_dir.name and metrics["source"] == "chestxray14"
+    assert metrics["split"] == OFFICIAL and metrics["n_images"] == n_test
+    assert len(metrics["label_names"]) == n_labels
+    lo, hi = metrics["mean_auroc_ci"]
+    assert 0.0 <= lo <= metrics["mean_auroc"] <= hi <= 1.0
+    return metrics
+
+
+@pytest.mark.parametrize("stem", sorted(RUNS))
+def test_training_notebooks_train_and_evaluate_on_real_images(sample, release, stem):
+    assert _result(sample, stem).ok
+    for name in RUNS[stem]:
+        run_dir = sample.runs_dir / name
+        _check_run(run_dir, len(release["test"]), 15 if name == "15labels" else 14)
+        pred = runs.load_predictions(run_dir)
+        assert set(map(str, pred["ids"])) == release["test"]  # the official test images on disk
+        assert np.isfinite(pred["scores"]).all()
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["data"]["source"] == "chestxray14" and config["model"]["pretrained"] is False
+        assert name in _text(_result(sample, stem).executed)
+
+
+def test_heatmaps_against_real_boxes_and_random_maps(sample, release):
+    r = _result(sample, "07_heatmaps")
+    text = _text(r.executed)
+    n_images, n_regions = len(release["boxed"]), len(release["regions"])
+    assert f"scored against boxes (what the chestxray14 data offers): {n_images} images, {n_regions} " in text
+    assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
+    assert references.WANG_CVPR in text and references.WANG_V5 in text
+    # The table kept for the report: the FPN run's heatmaps against random maps on the real boxes.
+    summary = runs.read_localization(sample.runs_dir / "fpn")
+    assert summary is not None
+    notes = summary.attrs["notes"]
+    assert notes["method"] == "gradcam" and notes["ground truth"] == localization.BOXES
+    assert (notes["images"], notes["regions"]) == (n_images, n_regions)
+    assert notes["verdict"] in text  # the verdict kept is the one the notebook shows
+    assert (summary.loc["All", "images"], summary.loc["All", "n"]) == (n_images, n_regions)
+    expected = pd.Series([f for _, f in release["regions"]]).value_counts()
+    per_finding = summary.drop(index="All")["n"]
+    assert per_finding.sort_index().to_dict() == expected.sort_index().to_dict()
+    for column in ("pointing game", "T(IoBB) > 0.1", "T(IoBB) > 0.5"):
+        assert summary[column].between(0, 1).all() and summary[f"{column}, {localization.RANDOM_MAPS}"].between(0, 1).all()
+    assert summary["T(IoBB) > 0.1 AFP, random maps"].between(0, 3).all()  # at most 3 boxes per map
+    for finding in per_finding.index:  # Wang et al. beside each finding, from the paper version named
+        k = references.WANG_FINDINGS.index(finding)
+        assert summary.loc[finding, f"{references.WANG_CVPR}, T(IoBB) > 0.1"] == references.WANG_IOBB_CVPR[0.1][k]
+        assert summary.loc[finding, f"{references.WANG_V5}, T(IoBB) > 0.1"] == references.WANG_IOBB_V5[0.1][k]
+    # Random-map rows beside the methods' rows in the notebook's table; the verdict in words.
+    assert localization.RANDOM_MAPS in text and "random_baseline" in text
+    assert "too few images to tell whether gradcam beats the random maps" in text  # 1-3 images per finding
+    assert _images(r.executed) >= 1
+
+
+def test_demo_opens_on_a_boxed_real_image(sample, release):
+    r = _result(sample, "08_demo")
+    shown = next(o["data"]["text/html"] for o in _outputs(r.executed) if "text/html" in o.get("data", {}))
+    caption = re.search(r"<b>([^<]+)</b> \((\d+) x (\d+), dataset\).*?<br>([A-Za-z_]+): p = [0-9.]+ · "
+                        r"gradcam heatmap · (\d+) annotated box", shown)
+    assert caption, "the demo's caption names no boxed image"
+    image_id, width, height, finding, n_boxes = caption.groups()
+    assert image_id in release["boxed"]
+    assert int(n_boxes) == sum(canonical(b.finding) == finding for b in release["boxed"][image_id])
+    assert (int(width), int(height)) in ((512, 512), (1024, 1024))  # shown at the file's own size
+    assert "Untrained model" not in shown  # a trained run of this report is offered first
+    assert "data:image/jpeg;base64," in shown  # the picture itself
+
+
+def test_results_table_of_the_real_runs(sample):
+    r = _result(sample, "09_results")
+    text = _text(r.executed)
+    every = [n for names in RUNS.values() for n in names]
+    table = runs.results_table(sample.runs_dir, n_bootstrap=20)
+    assert sorted(table["experiment"]) == sorted(every)
+    assert set(table["split"]) == {OFFICIAL}
+    assert table["mean AUROC"].between(0, 1).all()
+    for name in every:
+        assert name in text
+    assert OFFICIAL in text
+    index = (sample.out_dir / "index.html").read_text()
+    for name in every + STEMS:
+        assert name in index
+    # the heatmap run's localization summary on the real boxes, beside random maps and Wang et al.
+    assert "Localization: model vs random map vs Wang et al." in index and "random maps" in index
+    assert _images(r.executed) >= 3
