@@ -30,6 +30,8 @@ class DataConfig:
     num_phantoms: int = 3000  # phantoms: images in all (split 70/10/20 by patient)
     phantom_contrast: float = 1.0  # phantoms: lesion contrast multiplier (difficulty knob)
     phantom_lesion_scale: float = 1.0  # phantoms: lesion size multiplier (difficulty knob)
+    # phantoms: any other PhantomSpec knob, e.g. {confounder: 0.9, devices: 2}
+    phantom_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "data/cache"  # decoded, resized images live here
     on_corrupt: str = "error"  # error | skip: what a corrupt or truncated PNG does
     workers: int = 0  # processes for building the cache (0 = all cores)
@@ -164,7 +166,7 @@ def apply_overrides(d: dict[str, Any], overrides: list[str] | dict[str, Any]) ->
             if not isinstance(node.get(part), dict):
                 raise ValueError(f"override {key!r}: {part!r} is not a section of the config")
             node = node[part]
-        if leaf not in node and not (path and path[-1] in ("options", "loss_options")):
+        if leaf not in node and not (path and path[-1] in ("options", "loss_options", "phantom_options")):
             raise ValueError(f"override {key!r}: unknown key {leaf!r}; known: {sorted(node)}")
         node[leaf] = value
     return d

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import plots, runs
+from cxrlib import plots, runs, shortcuts
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -150,9 +150,11 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
         "05_two_stage": lambda: two_stage_variants(profile, params["STAGE_EPOCHS"]),
         "06_losses": lambda: loss_variants(profile, params["LOSSES"]),
         "07_heatmaps": lambda: [heatmap_config(profile, params.get("HEAD", ""))],
+        "10_shortcuts": lambda: list(shortcuts.lesson_configs(heatmap_config(profile, params.get("HEAD", "")),
+                                                              params["SHARE"], params.get("NUM_PHANTOMS", 0))),
     }
     configs = build[stem]() if stem in build else []
-    if stem == "07_heatmaps":  # it scores the heatmaps of one run: the seed the demo also shows
+    if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows
         return configs
     return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
 

@@ -5,14 +5,22 @@ the Axes or Figure (or a DataFrame), so a notebook cell is one call plus a sente
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrlib.data.chestxray14 import find_data_entry, read_data_entry
+from cxrlib import phantoms
+from cxrlib.data.cache import resize_image
+from cxrlib.data.chestxray14 import find_data_entry, find_images, read_data_entry
+from cxrlib.data.imageio import read_image
 from cxrlib.labels import FINDINGS
+from cxrlib.phantoms.spec import NUISANCE_KNOBS
+
+# The shared real data beside the project's checkout (its README), unless the environment names it.
+_PROJECT = Path(__file__).resolve().parent.parent
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -255,6 +263,95 @@ def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = No
             present = np.flatnonzero(np.asarray(ds.targets[i])[: len(FINDINGS)] > 0)
             draw_mask_outlines(ax, {FINDINGS[k]: bundle.mask(image_id, FINDINGS[k]) for k in present},
                                img.shape[0])
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- phantoms beside real images
+
+
+def real_sample_dir(data_dir: str | Path | None = "") -> Path | None:
+    """A folder of real ChestX-ray14 images to show beside the phantoms, or None.
+
+    ``data_dir`` when it holds images, else the shared sample: ``$CXRLIB_SHARED_DATA`` (or
+    ``../shared/data`` beside the project) ``/chestxray14-sample``.
+    """
+    shared = Path(os.environ.get("CXRLIB_SHARED_DATA") or _PROJECT.parent / "shared" / "data")
+    for folder in ([Path(data_dir)] if data_dir else []) + [shared / "chestxray14-sample"]:
+        if folder.is_dir() and find_images(folder):
+            return folder
+    return None
+
+
+def real_examples(folder: str | Path | None, n: int = 6, size: int = 256, seed: int = 0) -> list[np.ndarray]:
+    """``n`` real images of ``folder`` (a seeded choice), resized as the cache would; [] for None."""
+    if folder is None:
+        return []
+    paths = sorted(find_images(folder).values())
+    pick = np.random.default_rng(seed).choice(len(paths), size=min(n, len(paths)), replace=False)
+    return [resize_image(read_image(paths[i]), size) for i in sorted(pick)]
+
+
+def phantom_examples(n: int = 6, size: int = 256, seed: int = 0, spec=None, start: int = 0) -> list[np.ndarray]:
+    """The first ``n`` synthetic phantoms from ``start`` at ``size`` px."""
+    return [phantoms.render_phantom(start + i, size, seed=seed, spec=spec).image for i in range(n)]
+
+
+def plot_side_by_side(phantom_images: Sequence[np.ndarray], real_images: Sequence[np.ndarray] = (),
+                      panel: float = 2.2):
+    """Synthetic phantoms in the top row, real chest X-rays (when given) in the bottom row."""
+    import matplotlib.pyplot as plt
+
+    rows = [("synthetic phantom", list(phantom_images))] + ([("real ChestX-ray14", list(real_images))]
+                                                            if len(real_images) else [])
+    ncols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(panel * ncols, panel * len(rows) + 0.2), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(images):
+                ax.imshow(images[c], cmap="gray", vmin=0, vmax=255)
+                ax.set_title(name, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# Chance-driven knobs are shown at 4 (near certain to appear), the others at 2x their default.
+_KNOB_SHOWN = {"collimation": 4.0, "markers": 4.0, "devices": 4.0}
+
+
+def plot_phantom_knobs(index: int | None = None, size: int = 192, seed: int = 0, panel: float = 2.0,
+                       ncols: int = 5):
+    """One phantom under each nuisance knob of :class:`cxrlib.phantoms.PhantomSpec`.
+
+    The first panel has every nuisance knob off; each next panel turns on one knob alone
+    (chance-driven ones at 4, where they almost surely appear; the others at twice their
+    default); then all at their defaults, and the optional confounder (a chest drain on a
+    Pneumothorax image of the training split). Findings and their masks stay put.
+    """
+    import matplotlib.pyplot as plt
+
+    table = phantoms.phantom_table(400, seed=seed)
+    if index is None:  # a phantom with a finding that shows at any size
+        index = int(np.flatnonzero(table["Effusion"].to_numpy() == 1)[0])
+    off = {k: 0.0 for k in NUISANCE_KNOBS}
+    panels = [("all nuisance off", phantoms.PhantomSpec(**off), index, False)]
+    for knob in NUISANCE_KNOBS:
+        value = _KNOB_SHOWN.get(knob, 2.0)
+        panels.append((f"{knob} = {value:g}", phantoms.PhantomSpec(**{**off, knob: value}), index, False))
+    panels.append(("all at defaults", phantoms.PhantomSpec(), index, False))
+    ptx = int(np.flatnonzero(table["Pneumothorax"].to_numpy() == 1)[0])
+    panels.append(("confounder = 1 (train split)", phantoms.PhantomSpec(confounder=1.0), ptx, True))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel * ncols, panel * nrows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (title, spec, i, training) in zip(axes.flat, panels):
+        p = phantoms.render_phantom(i, size, seed=seed, spec=spec, training=training)
+        ax.imshow(p.image, cmap="gray", vmin=0, vmax=255)
+        labels = ", ".join(FINDINGS[k] for k in np.flatnonzero(p.labels)) or "No Finding"
+        ax.set_title(f"{title}\n{labels}", fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -412,7 +412,7 @@ def test_evaluate_localization_needs_declared_ground_truth():
 
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
-    """A real phantom bundle (the smoke profile's 96 phantoms at 32 px), not a stand-in."""
+    """A real phantom bundle (the smoke profile's 120 phantoms at 32 px), not a stand-in."""
     from cxrlib import profiles
     from cxrlib.data import load_data
 

@@ -20,7 +20,7 @@ from cxrlib.labels import FINDINGS
 REPO = Path(__file__).resolve().parent.parent
 # 08_demo has its own tests; the results notebook runs last, as in the report.
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "09_results"]
+         "06_losses", "07_heatmaps", "09_results", "10_shortcuts"]
 # Runs each notebook makes under profiles/smoke.yaml (01 trains the shared baseline).
 RUNS = {
     "01_baselines": ["baseline", "densenet121", "15labels"],
@@ -133,7 +133,8 @@ def test_data_exploration(smoke):
     text = _text(r.executed)
     assert "synthetic phantoms, patient-wise 70/10/20" in text
     assert "shared patients" in text and "train / test" in text
-    assert _images(r.executed) >= 4  # prevalence, co-occurrence, counts, examples
+    assert _images(r.executed) >= 6  # prevalence, co-occurrence, counts, examples, phantoms vs real, knobs
+    assert "real images from" in text  # the tests run with the shared sample present
 
 
 def test_heatmaps(smoke):
@@ -152,6 +153,50 @@ def test_heatmaps(smoke):
     assert summary.loc["All", "images"] == 4 and 0 <= summary.loc["All", "pointing game, random maps"] <= 1
     assert notes["verdict"] in text  # the verdict kept is the one the notebook shows
     assert _images(r.executed) >= 1  # the overlay grid
+
+
+def test_shortcut_lesson(smoke):
+    """10 trains a clean and a drained model on one split; drains lie on training
+    pneumothoraces only, in the very cache the drained run trained on; both test splits shown."""
+    from cxrlib import phantoms, shortcuts
+    from cxrlib.config import ExperimentConfig
+    from cxrlib.data import load_data
+    from cxrlib.data.phantom_source import phantom_spec
+
+    r = _result(smoke, "10_shortcuts")
+    lesson = smoke.runs_dir / shortcuts.LESSON_DIR
+    clean, drain = (_check_run(lesson / name) for name in ("clean", shortcuts.RUN_NAME))
+    cfg = {name: json.loads((lesson / name / "config.json").read_text()) for name in ("clean", "drain")}
+    assert cfg["drain"]["data"]["phantom_options"] == {"confounder": 0.9}
+    assert cfg["clean"]["data"]["phantom_options"] == {}
+    for section in ("model", "train"):
+        assert cfg["clean"][section] == cfg["drain"][section]
+    assert clean["n_images"] == drain["n_images"]
+    # the study's results table leaves the lesson's runs out
+    assert not {"clean", "drain", shortcuts.LESSON_DIR} & set(runs.experiment_runs(smoke.runs_dir))
+
+    dcfg = ExperimentConfig.from_dict(cfg["drain"]).data
+    data = load_data(dcfg, progress=False)
+    k = FINDINGS.index("Pneumothorax")
+    spec = phantom_spec(dcfg)
+    for part in ("train", "val", "test"):
+        ds = data.dataset(part)
+        drains = shortcuts.has_drains(dcfg, ds, training=part == "train")
+        assert not (drains & (ds.targets[:, k] == 0)).any()
+        if part != "train":
+            assert not drains.any()
+        for i in np.flatnonzero(ds.targets[:, k] > 0)[:6]:  # the cache holds what the census says
+            p = phantoms.render_phantom(phantoms.phantom_index(ds.image_ids[i]), dcfg.image_size, seed=dcfg.seed,
+                                        spec=spec, training=part == "train")
+            assert p.drain == drains[i]
+            np.testing.assert_array_equal(ds.raw(int(i)), p.image)
+    assert shortcuts.has_drains(dcfg, data.train, training=True).sum() >= 3
+
+    text = _text(r.executed)
+    assert shortcuts.WITH_DRAINS in text and shortcuts.WITHOUT_DRAINS in text
+    assert "trained clean" in text and "trained with drains" in text
+    assert "hottest pixel on the drain" in text and "positives with a drain" in text
+    assert _images(r.executed) >= 2  # training images with drains, heatmaps
 
 
 def test_results_lists_every_run(smoke):
@@ -215,3 +260,6 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
             assert runs.is_finished(runs.run_folder(cfg), cfg), (stem, cfg.name, cfg.seed)
     assert [c.seed for c in planned["01_baselines"] if c.name == "baseline"] == list(profile.seeds.of("baseline"))
     assert planned["00_data_exploration"] == [] and planned["09_results"] == []
+    lesson = planned["10_shortcuts"]  # the shortcut lesson's two runs, one seed each
+    assert [c.name for c in lesson] == ["clean", "drain"]
+    assert all(runs.is_finished(runs.run_folder(c), c) for c in lesson)

@@ -51,7 +51,8 @@ def plan_medmnist(cfg) -> Plan:
 
     return Plan(
         source=name, split_name=f"MedMNIST {name} official train/val/test", label_names=names, parts=parts,
-        cache_key=key, cache_ids=ids_cached, loader=ArrayLoader(np.stack([images[i] for i in ids_cached]), ids_cached),
+        cache_key=key, cache_ids=ids_cached,
+        loader=ArrayLoader(np.stack([images[i] for i in ids_cached]), ids_cached),
         full_image=full_image, offers=OFFERS)
 
 CHESTMNIST = register_source(Source(

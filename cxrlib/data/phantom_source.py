@@ -6,6 +6,8 @@ localization on phantoms is scored against the masks. They need no data folder.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cxrlib import phantoms as ph
@@ -21,17 +23,22 @@ SPLIT_NAME = "synthetic phantoms, patient-wise 70/10/20"
 
 
 class PhantomLoader(SlotLoader):
-    """Render phantom ``rows[i]`` at the cache size: its image and its masks as bits."""
+    """Render phantom ``rows[i]`` at the cache size: its image and its masks as bits.
+
+    ``training[i]`` says the row is in the training split, where the optional confounder
+    lives (``PhantomSpec.confounder``).
+    """
 
     has_masks = True
 
-    def __init__(self, rows, seed: int, spec: ph.PhantomSpec):
+    def __init__(self, rows, seed: int, spec: ph.PhantomSpec, training=None):
         self.rows = [int(r) for r in rows]
         self.seed = seed
         self.spec = spec
+        self.training = [False] * len(self.rows) if training is None else [bool(t) for t in training]
 
     def load(self, i: int, size: int):
-        p = ph.render_phantom(self.rows[i], size, seed=self.seed, spec=self.spec)
+        p = ph.render_phantom(self.rows[i], size, seed=self.seed, spec=self.spec, training=self.training[i])
         return np.asarray(p.image, dtype=np.uint8), mask_bits(p.masks)
 
     def describe(self, i: int) -> str:
@@ -48,8 +55,30 @@ def mask_bits(masks: np.ndarray) -> np.ndarray:
 
 
 def phantom_spec(cfg) -> ph.PhantomSpec:
-    """The PhantomSpec a DataConfig asks for."""
-    return ph.PhantomSpec(contrast=cfg.phantom_contrast, lesion_scale=cfg.phantom_lesion_scale)
+    """The PhantomSpec a DataConfig asks for: its contrast and lesion scale, and any other
+    knob named in ``phantom_options``."""
+    options = dict(getattr(cfg, "phantom_options", None) or {})
+    known = {f.name for f in dataclasses.fields(ph.PhantomSpec)} - {"contrast", "lesion_scale"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"data.phantom_options: unknown PhantomSpec knob(s) {unknown}; known: {sorted(known)} "
+                         "(contrast and lesion_scale are data.phantom_contrast and data.phantom_lesion_scale)")
+    return ph.PhantomSpec(contrast=cfg.phantom_contrast, lesion_scale=cfg.phantom_lesion_scale, **options)
+
+
+def with_confounder(data_cfg, share: float = 0.9):
+    """The shortcut lesson's data: ``data_cfg`` with a chest drain drawn on ``share`` of the
+    training split's Pneumothorax phantoms; validation and test images never carry one.
+
+    Train one model on ``load_data(with_confounder(cfg.data))`` and one on ``cfg.data``
+    (same seed, same split): on the drain-free test split the first one's Pneumothorax
+    AUROC falls below the second's, and its Pneumothorax heatmap on a training image with a
+    drain lights up the drain, not the lung edge. The drain is no finding: masks and
+    labels are the same with and without it. From the command line or a profile:
+    ``--set data.phantom_options.confounder=0.9``.
+    """
+    options = {**(getattr(data_cfg, "phantom_options", None) or {}), "confounder": float(share)}
+    return dataclasses.replace(data_cfg, phantom_options=options)
 
 
 def plan_phantoms(cfg) -> Plan:
@@ -68,8 +97,11 @@ def plan_phantoms(cfg) -> Plan:
         if len(sel) == 0:
             raise ValueError(f"phantoms: the {part} part is empty; raise num_phantoms (now {cfg.num_phantoms})")
         parts[part] = Part(ids_all[sel], pats_all[sel], ys_all[sel])
-    ids_cached, suffix = select_cache_ids([p.image_ids for p in parts.values()], ids_all.tolist(), cfg.limit is not None)
+    ids_cached, suffix = select_cache_ids([p.image_ids for p in parts.values()], ids_all.tolist(),
+                                          cfg.limit is not None)
     row_of = {i: r for r, i in enumerate(ids_all.tolist())}
+    # The confounder is drawn on training images only: the planner is what knows them.
+    train_rows = set(np.asarray(split["train"]).tolist())
     # The whole phantom package's source is part of the key: a change in how phantoms are
     # drawn must never be served from an old cache.
     key = f"phantoms-{short_hash(cfg.num_phantoms, cfg.seed, repr(spec), ph.code_fingerprint())}{suffix}"
@@ -77,12 +109,15 @@ def plan_phantoms(cfg) -> Plan:
     def full_image(image_id: str) -> np.ndarray:
         if image_id not in row_of:
             raise KeyError(f"{image_id!r} is not one of the {len(row_of)} phantoms")
-        return np.asarray(ph.render_phantom(row_of[image_id], PHANTOM_FULL_SIZE, seed=cfg.seed, spec=spec).image)
+        row = row_of[image_id]
+        return np.asarray(ph.render_phantom(row, PHANTOM_FULL_SIZE, seed=cfg.seed, spec=spec,
+                                            training=row in train_rows).image)
 
     return Plan(
         source="phantoms", split_name=SPLIT_NAME,
         label_names=list(FINDINGS) + (["No Finding"] if cfg.include_no_finding else []), parts=parts,
-        cache_key=key, cache_ids=ids_cached, loader=PhantomLoader([row_of[i] for i in ids_cached], cfg.seed, spec),
+        cache_key=key, cache_ids=ids_cached, loader=PhantomLoader([row_of[i] for i in ids_cached], cfg.seed, spec,
+                                                        [row_of[i] in train_rows for i in ids_cached]),
         full_image=full_image, offers=OFFERS)
 
 

@@ -8,13 +8,16 @@ word travels with the data.
 
 The package is split by concern, in the order a phantom is made:
 
-- ``spec``: :class:`PhantomSpec`, the knobs.
+- ``spec``: :class:`PhantomSpec`, the knobs (findings, nuisance variation, cohort, the
+  optional confounder).
 - ``cohort``: labels, patients and follow-ups with ChestX-ray14's statistics
   (:func:`phantom_table`), and the patient-wise split (:func:`phantom_split`).
 - ``anatomy``: a patient's geometry and its drawing; ``canvas``: the pixel grid in patient
   coordinates and anti-aliased primitives.
 - ``findings``: one drawing function per finding, each with its mask.
-- ``acquisition``: pose, exposure and noise of each image.
+- ``acquisition``: pose, inspiration, exposure, collimation, noise and burned-in marks of
+  each image; ``devices``: ECG leads, lines, tubes, pacemakers (never chosen by the
+  labels) and the optional confounding drain.
 - ``render``: :func:`render_phantom`, which runs the above for one image.
 
 Output depends only on (seed, index, size, spec): every random number comes from a
@@ -29,11 +32,12 @@ from cxrlib.phantoms.cohort import (
     CXR14_COOCCURRENCE,
     CXR14_PREVALENCE,
     phantom_image_id,
+    phantom_index,
     phantom_split,
     phantom_table,
 )
 from cxrlib.phantoms.findings import LUNG_FINDINGS
-from cxrlib.phantoms.render import Phantom, render_phantom
+from cxrlib.phantoms.render import Phantom, has_drain, phantom_devices, render_phantom
 from cxrlib.phantoms.spec import SYNTHETIC_NOTICE, PhantomSpec
 
 __all__ = [
@@ -42,8 +46,11 @@ __all__ = [
     "Phantom",
     "phantom_table",
     "render_phantom",
+    "phantom_devices",
+    "has_drain",
     "phantom_split",
     "phantom_image_id",
+    "phantom_index",
     "code_fingerprint",
     "CXR14_PREVALENCE",
     "CXR14_COOCCURRENCE",

@@ -15,7 +15,7 @@ import numpy as np
 
 from cxrlib.labels import FINDINGS
 from cxrlib.phantoms.canvas import GRID, GRID_EXTENT, Scene, soft
-from cxrlib.phantoms.cohort import TAG_ANATOMY
+from cxrlib.phantoms.cohort import TAG_ANATOMY, TAG_HABITUS
 from cxrlib.phantoms.spec import PhantomSpec
 from cxrlib.seed import derive_seed
 
@@ -32,8 +32,13 @@ def bandpass_grid(rng: np.random.Generator, wavelength: float, width: float) -> 
 
 
 @functools.lru_cache(maxsize=64)
-def patient_anatomy(seed: int, patient: int, variation: float) -> dict:
-    """Patient geometry (normalised patient units, x right in the image, y down) + textures."""
+def patient_anatomy(seed: int, patient: int, variation: float, body: float = 1.0) -> dict:
+    """Patient geometry (normalised patient units, x right in the image, y down) + textures.
+
+    ``variation`` scales the organs' variation, ``body`` the habitus (width, soft tissue,
+    lung darkness, how much of the detector the patient fills) and the overlying soft
+    tissue and bones (breasts, scapulae, clavicles), which come from their own stream.
+    """
     rng = np.random.default_rng(derive_seed(seed, TAG_ANATOMY, patient))
     v = variation
 
@@ -64,16 +69,38 @@ def patient_anatomy(seed: int, patient: int, variation: float) -> dict:
     # One grid for both (one resampling per image): vessel ridges + slow density variation.
     a["markings"] = ridges(bandpass_grid(rng, 0.035, 0.35), 0.35) + 0.5 * bandpass_grid(rng, 0.08, 0.5)
     a["net"] = ridges(bandpass_grid(rng, 0.022, 0.25), 0.25)
+    _habitus(a, np.random.default_rng(derive_seed(seed, TAG_HABITUS, patient)), body)
     return a
+
+
+def _habitus(a: dict, rng: np.random.Generator, body: float) -> None:
+    """Body size and habitus, and what lies over the lungs: breasts, scapulae, clavicles."""
+    u = rng.uniform(-1, 1, 5)
+    size = u[0]  # thin (-1) .. broad (+1): a broad body is wider and its soft tissue thicker
+    a["body_w"] += 0.025 * body * size
+    a["soft"] *= 1 + 0.1 * body * (0.6 * size + 0.4 * u[1])
+    a["air"] *= 1 + 0.075 * body * u[2]  # how dark the lungs come out
+    a["zoom"] = 1 + 0.025 * body * u[3]  # how much of the detector the chest fills
+    female = rng.uniform() < 0.45
+    a["breast"] = float(rng.uniform(0.4, 1.0) * (1 + 0.3 * max(size, 0))) if female else 0.0
+    a["breast_dy"] = float(rng.uniform(-0.04, 0.04))
+    a["scapula"] = float(rng.uniform(0.2, 1.0))  # how far the scapulae overlap the lungs
+    a["clavicle"] = float(rng.uniform(0.7, 1.3))
 
 
 def ridges(noise: np.ndarray, width: float) -> np.ndarray:
     return np.exp(-((noise / width) ** 2)).astype(np.float32)
 
 
-def geometry(a: dict, labels: np.ndarray, les_rng: dict[str, np.random.Generator], spec: PhantomSpec) -> dict:
-    """Per-image geometry: the anatomy changed by the findings that change anatomy."""
+def geometry(a: dict, labels: np.ndarray, les_rng: dict[str, np.random.Generator], spec: PhantomSpec,
+             inspiration: float = 0.0) -> dict:
+    """Per-image geometry: the anatomy at this image's depth of ``inspiration`` (-1 shallow ..
+    +1 deep, already scaled by its knob), changed by the findings that change anatomy."""
     g = {k: (dict(v) if isinstance(v, dict) else v) for k, v in a.items()}
+    for s in (-1, 1):  # a deep breath lowers and flattens the diaphragm
+        g["y_cp"][s] += 0.02 * inspiration
+        g["dome_h"][s] *= 1 - 0.075 * inspiration
+    g["heart"]["a"] *= 1 - 0.02 * inspiration  # and narrows the heart's shadow
     lab = dict(zip(FINDINGS, labels))
     if lab["Cardiomegaly"]:
         r = les_rng["Cardiomegaly"]
@@ -193,14 +220,21 @@ def draw_anatomy(sc: Scene) -> None:
         sc.lung[win] |= d > 0
         depth = np.sqrt(np.clip(1 - rho * rho, 0, 1))
         D[win] -= g["air"] * edge * (0.55 + 0.45 * depth)
+        # Lung behind the heart: the heart's shadow is grey, not solid (the lung mask keeps
+        # to the lung fields the heart does not cover).
+        behind = soft(np.minimum(np.minimum(d_out, d_dia), d_knob), sc.edge) - edge
+        D[win] -= 0.3 * g["air"] * behind * depth
         sc.rho[s] = (win, rho)
     sc.lung &= sc.body
     # Hila: pulmonary arteries as soft blobs.
     for s in (-1, 1):
         sc.blob(s * (g["m"] + 0.045), g["hilum_y"], 0.03, 0.06)
     _ribs(sc)
-    _clavicles(sc)
     _spine(sc)
+    if sc.spec.overlying > 0:
+        _clavicles(sc, sc.spec.overlying)
+        _scapulae(sc, sc.spec.overlying)
+        _breasts(sc, sc.spec.overlying)
     # Gastric air bubble under the left dome.
     bx, by = 0.17, float(diaphragm(0.17, sc.g, 1)) + 0.05
     sc.blob(bx, by, 0.035, -0.12, aspect=0.6)
@@ -236,7 +270,7 @@ def _ribs(sc: Scene) -> None:
     sc.D[tw] += bone * lat
 
 
-def _clavicles(sc: Scene) -> None:
+def _clavicles(sc: Scene, strength: float) -> None:
     g, cv = sc.g, sc.cv
     for s in (-1, 1):
         win = cv.window(min(s * 0.03, s * 0.4), max(s * 0.03, s * 0.4), g["clav_y"] - 0.1, g["clav_y"] + 0.06)
@@ -251,7 +285,55 @@ def _clavicles(sc: Scene) -> None:
         q = (y - yc) / th
         q *= q
         band = np.exp(-q * q) * soft(a - a_med, 0.01) * soft(a_lat - a, 0.02)
-        sc.D[win] += 0.13 * band
+        sc.D[win] += 0.065 * strength * g["clavicle"] * band
+
+
+def _convex(x, y, corners: list[tuple[float, float]], width: float):
+    """Soft indicator of a convex polygon given by its corners in order."""
+    cx = sum(c[0] for c in corners) / len(corners)
+    cy = sum(c[1] for c in corners) / len(corners)
+    inside = None
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
+        nx, ny = y1 - y0, x0 - x1
+        norm = math.hypot(nx, ny) * (1 if (cx - x0) * nx + (cy - y0) * ny > 0 else -1)  # normal points in
+        d = ((x - x0) * nx + (y - y0) * ny) / norm
+        inside = d if inside is None else np.minimum(inside, d)
+    return soft(inside, width)
+
+
+def _scapulae(sc: Scene, strength: float) -> None:
+    """The scapulae's bodies over the upper lateral lung fields (arms not fully forward)."""
+    g, cv = sc.g, sc.cv
+    over = g["scapula"]
+    for s in (-1, 1):
+        medial = g["W"] - 0.03 - 0.1 * over  # how far in the medial border reaches
+        corners = [(s * medial, g["y_apex"] - 0.06), (s * (g["W"] + 0.08), g["y_apex"] - 0.06),
+                   (s * (g["W"] + 0.02), g["y_apex"] + 0.42), (s * (medial + 0.03), g["y_apex"] + 0.36)]
+        xs, ys = zip(*corners)
+        win = cv.window(min(xs) - 0.02, max(xs) + 0.02, min(ys) - 0.02, max(ys) + 0.02)
+        if win is None:
+            continue
+        plate = _convex(cv.X[win], cv.Y[win], corners, 0.012)
+        sc.D[win] += 0.03 * strength * plate * sc.body[win]
+
+
+def _breasts(sc: Scene, strength: float) -> None:
+    """Breast shadows over the lower lung fields: dense toward their sharp lower edge."""
+    g, cv = sc.g, sc.cv
+    size = g["breast"]
+    if size <= 0:
+        return
+    rx, ry = 0.17 * size + 0.05, 0.12 * size + 0.04
+    cy = min(g["y_cp"].values()) - 0.06 - 0.5 * ry + g["breast_dy"]
+    for s in (-1, 1):
+        cx = s * (0.2 + 0.03 * size)
+        win = cv.window(cx - rx, cx + rx, cy - ry, cy + ry)
+        if win is None:
+            continue
+        x, y = cv.X[win], cv.Y[win]
+        r2 = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+        thick = np.sqrt(np.clip(1 - r2, 0, 1)) * np.clip(0.5 + (y - cy) / ry, 0, 1)
+        sc.D[win] += 0.06 * strength * size * thick * sc.body[win]
 
 
 def _spine(sc: Scene) -> None:

@@ -112,6 +112,7 @@ class Scene:
         self.body = np.zeros((S, S), bool)
         self.rho: dict[int, tuple[tuple[slice, slice], np.ndarray]] = {}
         self.thorax: tuple[slice, slice] | None = None
+        self.sides: dict[str, int] = {}  # the side a one-sided finding was drawn on
 
     def blob(self, x0: float, y0: float, sigma: float, amp: float, aspect: float = 1.0) -> None:
         """Add an anti-aliased Gaussian blob of density ``amp`` at (x0, y0)."""

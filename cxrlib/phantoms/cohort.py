@@ -1,15 +1,18 @@
 """Labels, patients, follow-ups and the patient-wise split of the phantoms (no rendering).
 
-Labels follow ChestX-ray14's statistics: a label set is drawn from the empirical
-distribution of the 801 label combinations of the full Data_Entry table (so prevalences
-and co-occurrences match in expectation), the number of images per patient from its
-empirical histogram (capped), and a follow-up keeps the previous label set (and lesions,
-at the same place) with probability ``PhantomSpec.followup_keep``: so a patient-wise split
-matters.
+Labels follow ChestX-ray14's statistics. The number of images per patient comes from its
+empirical histogram (capped); whether an image has any finding from the real share of
+images with findings among patients with that many images (patients with more images are
+sicker: 0.27 with one image, 0.57 with ten or more), shifted so that the overall share is
+the table's 0.46; which findings, from the empirical distribution of the 800 label
+combinations with findings (so prevalences and co-occurrences match in expectation). A
+follow-up keeps the previous label set (and lesions, at the same place) with probability
+``PhantomSpec.followup_keep``: so a patient-wise split matters.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import pandas as pd
@@ -20,12 +23,24 @@ from cxrlib.seed import derive_seed
 
 # Fixed tags, so that the random streams for different purposes never coincide.
 TAG_PATIENTS, TAG_ANATOMY, TAG_IMAGE, TAG_LESION, TAG_SPLIT = 7101, 7102, 7103, 7104, 7105
+# Nuisance streams: each knob draws from its own, so that turning one off changes nothing else.
+TAG_HABITUS, TAG_INSPIRATION, TAG_COLLIMATION, TAG_MARKERS, TAG_DEVICES, TAG_CONFOUNDER = (
+    7106, 7107, 7108, 7109, 7110, 7111)
 _PATIENTS_PER_CHUNK = 1024
 
 
 def phantom_image_id(index: int) -> str:
     """The image id of phantom ``index``: ``phantom_00000123.png``."""
     return f"phantom_{int(index):08d}.png"
+
+
+def phantom_index(image_id: str) -> int:
+    """The index of the phantom named ``image_id`` (the inverse of :func:`phantom_image_id`)."""
+    name = str(image_id)
+    digits = name[len("phantom_"):-len(".png")]
+    if not (name.startswith("phantom_") and name.endswith(".png") and digits.isdigit()):
+        raise ValueError(f"{name!r} is not a phantom image id (expected phantom_<8 digits>.png)")
+    return int(digits)
 
 
 def _combo_table() -> tuple[np.ndarray, np.ndarray]:
@@ -37,19 +52,56 @@ def _combo_table() -> tuple[np.ndarray, np.ndarray]:
     return np.array(masks, dtype=np.int64), np.array(counts, dtype=np.float64)
 
 
+def _capped_sizes(cap: int) -> np.ndarray:
+    """Patients with 1 .. cap images (ChestX-ray14's histogram, the tail piled up at the cap)."""
+    hist = _CXR14_IMAGES_PER_PATIENT[:cap].astype(np.float64).copy()
+    hist[cap - 1] += _CXR14_IMAGES_PER_PATIENT[cap:].sum()
+    return hist
+
+
+@functools.lru_cache(maxsize=64)
+def sick_probability(cap: int, pattern: float = 1.0) -> np.ndarray:
+    """P(any finding) of an image whose patient has 1 .. cap images (``[cap]``).
+
+    ChestX-ray14's per-image shares (the capped bucket pools every larger patient), their
+    log-odds scaled by ``pattern`` (1 = real, 0 = flat), then shifted so that the share over
+    all images of the capped cohort is the table's overall share.
+    """
+    sizes = np.arange(1, cap + 1)
+    images, sick = _CXR14_IMAGES_BY_SIZE.astype(np.float64), _CXR14_SICK_BY_SIZE.astype(np.float64)
+    top = min(cap, len(images)) - 1  # buckets beyond the table's last one pool with it
+    p = np.empty(cap)
+    p[:top] = sick[:top] / images[:top]
+    p[top:] = sick[top:].sum() / images[top:].sum()
+    target = sick.sum() / images.sum()
+    logit = np.log(p / (1 - p))
+    base = math.log(target / (1 - target))
+    logit = base + pattern * (logit - base)
+    weight = _capped_sizes(cap) * sizes  # images per bucket
+    lo, hi = -5.0, 5.0
+    for _ in range(60):  # bisection on the shift: the share is increasing in it
+        mid = (lo + hi) / 2
+        share = (weight / (1 + np.exp(-(logit + mid)))).sum() / weight.sum()
+        lo, hi = (mid, hi) if share < target else (lo, mid)
+    return 1 / (1 + np.exp(-(logit + (lo + hi) / 2)))
+
+
 @functools.lru_cache(maxsize=4096)
-def _chunk(seed: int, chunk: int, cap: int, keep: float) -> dict[str, np.ndarray]:
+def _chunk(seed: int, chunk: int, cap: int, keep: float, pattern: float) -> dict[str, np.ndarray]:
     """Patients ``chunk*1024 ...`` and their images: sizes, label sets, lesion episodes."""
     rng = np.random.default_rng(derive_seed(seed, TAG_PATIENTS, chunk))
-    hist = _CXR14_IMAGES_PER_PATIENT[:cap].astype(np.float64).copy()
-    hist[cap - 1] += _CXR14_IMAGES_PER_PATIENT[cap:].sum()  # the tail piles up at the cap
+    hist = _capped_sizes(cap)
     sizes = rng.choice(np.arange(1, cap + 1), size=_PATIENTS_PER_CHUNK, p=hist / hist.sum())
     n = int(sizes.sum())
     patient = np.repeat(np.arange(_PATIENTS_PER_CHUNK), sizes) + chunk * _PATIENTS_PER_CHUNK
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     follow_up = np.arange(n) - np.repeat(starts, sizes)
-    fresh = np.searchsorted(_COMBO_CDF, rng.random(n), side="right")
-    fresh = np.minimum(fresh, len(_COMBO_MASKS) - 1)
+    # Whether an image has findings depends on how many images its patient has; which
+    # findings it has does not (ChestX-ray14's combinations among images with findings).
+    p_sick = sick_probability(cap, pattern)[sizes - 1]
+    sick = rng.random(n) < np.repeat(p_sick, sizes)
+    which = np.minimum(np.searchsorted(_SICK_CDF, rng.random(n), side="right"), len(_SICK_COMBOS) - 1)
+    fresh = np.where(sick, _SICK_COMBOS[which], _NO_FINDING_COMBO)
     redraw = (rng.random(n) >= keep) | (follow_up == 0)
     # episode = follow-up number of the last fresh draw: the lesions of a kept label set
     # stay where they were, because lesion geometry is seeded by (patient, episode).
@@ -66,7 +118,8 @@ def phantom_rows(seed: int, stop: int, spec: PhantomSpec, start: int = 0) -> dic
     """Table rows ``start:stop`` (images are numbered across chunks in order)."""
     parts, first, chunk = [], 0, 0
     while first < stop:
-        c = _chunk(seed, chunk, spec.max_images_per_patient, float(spec.followup_keep))
+        c = _chunk(seed, chunk, spec.max_images_per_patient, float(spec.followup_keep),
+                   float(spec.sickness_pattern))
         n = len(c["patient"])
         if first + n > start:
             lo, hi = max(start - first, 0), min(stop - first, n)
@@ -153,6 +206,11 @@ CXR14_COOCCURRENCE = np.array([
 _CXR14_IMAGES_PER_PATIENT = np.zeros(200, dtype=np.int64)
 _CXR14_IMAGES_PER_PATIENT[:11] = [17503, 4113, 2100, 1330, 938, 787, 608, 494, 387, 320, 2225]
 
+# Images, and images with any finding, among patients with 1, 2, ..., 10 images, then among
+# all patients with more than 10 (per-image shares 0.269, 0.326, ... 0.460, then 0.580).
+_CXR14_IMAGES_BY_SIZE = np.array([17503, 8226, 6300, 5320, 4690, 4722, 4256, 3952, 3483, 3200, 50468])
+_CXR14_SICK_BY_SIZE = np.array([4715, 2685, 2359, 2118, 1961, 2069, 1821, 1747, 1559, 1471, 29254])
+
 # Every label combination of the table as "<bitmask in hex>:<images>" (bit k = FINDINGS[k];
 # 0 = No Finding). Sampling whole combinations reproduces prevalence and co-occurrence.
 _CXR14_LABEL_COMBOS = """
@@ -217,4 +275,6 @@ d35:1 1017:1 101f:1 103e:1 1044:1 1058:1 1060:1 107c:1 1086:1 109c:1 10a1:1 10a8
 """
 
 _COMBO_MASKS, _COMBO_COUNTS = _combo_table()
-_COMBO_CDF = np.cumsum(_COMBO_COUNTS) / _COMBO_COUNTS.sum()
+_NO_FINDING_COMBO = int(np.flatnonzero(_COMBO_MASKS == 0)[0])
+_SICK_COMBOS = np.flatnonzero(_COMBO_MASKS != 0)
+_SICK_CDF = np.cumsum(_COMBO_COUNTS[_SICK_COMBOS]) / _COMBO_COUNTS[_SICK_COMBOS].sum()

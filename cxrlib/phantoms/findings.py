@@ -145,6 +145,7 @@ def pneumonia(sc: Scene, k: int, rng: np.random.Generator) -> None:
 def pneumothorax(sc: Scene, k: int, rng: np.random.Generator) -> None:
     g, cv, L, C = sc.g, sc.cv, sc.spec.lesion_scale, sc.spec.contrast
     s = _side(rng)
+    sc.sides["Pneumothorax"] = s  # where a drain would go (the confounder)
     if s not in sc.rho:
         return
     win, rho = sc.rho[s]

@@ -1,0 +1,72 @@
+"""The shortcut lesson's pieces: its runs, the drained test split, where heatmaps point."""
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cxrlib import phantoms, runs, shortcuts
+from cxrlib.config import ExperimentConfig
+from cxrlib.data import load_data
+from cxrlib.labels import FINDINGS
+
+PTX = FINDINGS.index("Pneumothorax")
+
+
+def _base(tmp_path, n=400):
+    return ExperimentConfig().with_overrides({
+        "runs_dir": str(tmp_path / "runs"), "data.source": "phantoms", "data.num_phantoms": n,
+        "data.image_size": 32, "data.cache_dir": str(tmp_path / "cache"), "data.workers": 1})
+
+
+def test_lesson_configs_differ_from_the_clean_run_in_the_drains_only(tmp_path):
+    base = _base(tmp_path)
+    clean, drain = shortcuts.lesson_configs(base, 0.8)
+    assert clean is base  # the study's baseline is reused
+    assert drain.data.phantom_options == {"confounder": 0.8}
+    assert runs.run_folder(drain) == tmp_path / "runs" / "shortcuts" / "drain"
+    assert dataclasses.replace(drain.data, phantom_options={}) == base.data
+    assert drain.model == base.model and drain.train == base.train
+    clean, drain = shortcuts.lesson_configs(base, 0.8, num_phantoms=600)
+    assert clean.name == "clean" and runs.run_folder(clean).parent == runs.run_folder(drain).parent
+    assert clean.data.num_phantoms == drain.data.num_phantoms == 600
+    # a profile on real data gets phantoms at its size for both runs
+    clean, drain = shortcuts.lesson_configs(base.with_overrides({"data.source": "chestxray14"}), 0.8)
+    assert clean.name == "clean" and clean.data.source == drain.data.source == "phantoms"
+    assert clean.data.num_phantoms == base.data.num_phantoms
+
+
+def test_phantom_index_inverts_the_image_id():
+    assert phantoms.phantom_index(phantoms.phantom_image_id(1234)) == 1234
+    with pytest.raises(ValueError, match="not a phantom image id"):
+        phantoms.phantom_index("00000001_000.png")
+
+
+def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_path, monkeypatch):
+    _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 1.0)
+    data = load_data(drain.data, progress=False)
+    part = shortcuts.drained_part(drain.data, data.test)
+    positives = part.targets[:, PTX] > 0
+    assert positives.sum() >= 3 and (part.drains == positives).all()  # share 1: every one
+    assert (part.drain_masks.any(axis=(1, 2)) == part.drains).all()
+    # the cached test split itself has none: same images where there is no drain
+    for i in range(len(part.drains)):
+        same = np.array_equal(data.test.raw(i), part.images[i])
+        assert same != part.drains[i]
+    census = shortcuts.drain_census(drain.data, data)
+    assert census.loc["train", "with a drain"] == census.loc["train", "Pneumothorax positives"] > 0
+    assert census.loc["test", "with a drain"] == census.loc["val", "with a drain"] == 0
+    assert (census["drains on negatives"] == 0).all()
+
+    # Heatmaps hot on the drain point at the drain every time; hot on the lesion, at the lesion.
+    run = SimpleNamespace(model=None, config=drain)
+    for hot, column in ((part.drain_masks, "hottest pixel on the drain"), (part.lesion_masks, "on the lesion")):
+        on = np.flatnonzero(part.drains)
+        fake = lambda model, images, channels, size, method, hot=hot, on=on: hot[on].astype(np.float32)
+        monkeypatch.setattr(shortcuts, "_heat", fake)
+        table = shortcuts.drain_pointing({"m": run}, part)
+        assert table.loc["m", column] == 1.0
+        assert table.loc["m", "images with a drain"] == len(on)
+        assert 0 < table.loc["m", "chance (drain area share)"] < 0.3
