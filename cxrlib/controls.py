@@ -17,11 +17,13 @@ The features are invariant to any permutation of the pixels (tests check it); th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:  # imported where a control is fitted: scikit-learn takes seconds to import
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
 HIST_BINS = 16
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -102,6 +104,10 @@ def fit_control(features: np.ndarray, targets: np.ndarray, label_names: Sequence
     names = list(label_names) if label_names is not None else [f"class_{k}" for k in range(y.shape[1])]
     if len(names) != y.shape[1]:
         raise ValueError(f"{len(names)} label names for {y.shape[1]} target columns")
+    # scikit-learn takes one to two seconds to import: only fitting a control pays for it
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(x)
     xs = scaler.transform(x)
     models: list[LogisticRegression | float] = []

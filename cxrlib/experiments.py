@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import plots, runs, shortcuts
+from cxrlib import controls, plots, runs, shortcuts
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -200,12 +200,15 @@ def control_config(profile: Profile) -> ExperimentConfig:
     return profile.config(CONTROL, {"model.name": "intensity_statistics", "model.head": "logistic_regression",
                                     "model.wrapper": None, "model.pretrained": False})
 
-def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]], redo: bool = False,
-                data=None) -> RunResult:
+
+
+def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]] = controls.control_predictions,
+                redo: bool = False, data=None) -> RunResult:
     """Fit (or reuse) the shortcut control on the baseline's train split; score its test split.
 
     ``fit(bundle)`` returns test predictions shaped like a run's (ids, patient_ids, targets,
-    scores, label_names). The run folder is written through :mod:`cxrlib.runs` as a run of
+    scores, label_names); by default :func:`cxrlib.controls.control_predictions`, the
+    histogram logistic regression. The run folder is written through :mod:`cxrlib.runs` as a run of
     kind ``control``, so the results table pairs it with the baseline like any run, and the
     demo never offers it.
     """
@@ -230,9 +233,11 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
 def _seed_lists(results: Mapping[str, RunResult | Sequence[RunResult]]) -> dict[str, list[RunResult]]:
     return {name: [r] if isinstance(r, RunResult) else list(r) for name, r in results.items()}
 
+
 _SUMMARY = ["experiment", "model", "size", "split", "seeds", "mean AUROC [95% CI]", "seed SD [min, max]",
             "train time"]
 _PAIRED = ["experiment", "vs baseline [95% CI]", "p-value", "per-seed differences", "verdict"]
+
 
 @dataclass
 class Comparison:
@@ -279,7 +284,9 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
     text = runs.format_results(table)
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
-    plots.plot_history({name: rs[0].history for name, rs in seeds.items()}, "val_mean_auroc", ax=axes[0])
+    # a control is fitted, not trained: it has no learning curve, only its ROC curve
+    plots.plot_history({name: rs[0].history for name, rs in seeds.items() if rs[0].history is not None},
+                       "val_mean_auroc", ax=axes[0])
     plots.plot_roc_curves({name: rs[0].predictions for name, rs in seeds.items()}, ax=axes[1])
     if any(len(rs) > 1 for rs in seeds.values()):
         axes[0].set_title(axes[0].get_title() + " (first seed)")
@@ -293,6 +300,7 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
         per_class=plots.per_class_table({name: _mean_metrics([r.metrics for r in rs]) for name, rs in seeds.items()}),
         figure=figure,
     )
+
 
 def _mean_metrics(seed_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-finding and mean AUROC averaged over seeds, shaped like one run's metrics."""

@@ -14,7 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import localization, references, report, runs
+from cxrlib import experiments, localization, references, report, runs
 from cxrlib.labels import FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,11 +202,15 @@ def test_shortcut_lesson(smoke):
 def test_results_lists_every_run(smoke):
     r = _result(smoke, "09_results")
     text = _text(r.executed)
-    every = [n for names in RUNS.values() for n in names]
+    every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
     for name in every:
         assert name in text
     table = runs.results_table(smoke.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
+    # the shortcut control: a row of its own kind right after the baseline, never in the demo's menu
+    assert list(table["experiment"][:2]) == ["baseline", experiments.CONTROL]
+    assert table.set_index("experiment").loc[experiments.CONTROL, "kind"] == runs.CONTROL
+    assert experiments.CONTROL not in [r.name for r in runs.list_runs(smoke.runs_dir)]
     assert table["mean AUROC"].between(0, 1).all()
     assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()
     assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
