@@ -198,6 +198,15 @@ def _ci(values: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
 
 
+def _paired_p_and_ci(boot: np.ndarray) -> tuple[float, list[float]]:
+    """Two-sided bootstrap p-value of a difference (the smaller tail share, doubled, never below
+    one resample's weight) and its 95% CI; NaN when there were no resamples."""
+    if not len(boot):
+        return math.nan, [math.nan, math.nan]
+    tail = min((boot <= 0).mean(), (boot >= 0).mean())
+    return float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1)))), _ci(boot)
+
+
 def _mean_mask(label_names: Sequence[str], defined: np.ndarray) -> np.ndarray:
     """Classes that enter the mean: defined findings (No Finding is reported, not averaged)."""
     return np.array([d and name != NO_FINDING for name, d in zip(label_names, defined)], dtype=bool)
@@ -323,12 +332,7 @@ def paired_comparison(targets, scores_a, scores_b, patient_ids=None, n_bootstrap
         (ba, bb), resamples = _boot_class_aucs(y, [sa, sb], patient_ids, n_bootstrap, seed, cols)
         redrawn = resamples.redrawn
         boot = ba.mean(axis=1) - bb.mean(axis=1)  # both runs on the same resamples and findings
-    if len(boot):
-        tail = min((boot <= 0).mean(), (boot >= 0).mean())
-        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
-        ci = _ci(boot)
-    else:
-        p, ci = math.nan, [math.nan, math.nan]
+    p, ci = _paired_p_and_ci(boot)
     per_class = {}
     for k in np.flatnonzero(defined):
         if min(y[:, k].sum(), (1 - y[:, k]).sum()) < 2:
@@ -523,12 +527,7 @@ def paired_seed_comparison(targets, seeds_a: Sequence, seeds_b: Sequence, patien
         if resamples.accepted:
             means = [p.mean(axis=1) for p in parts]  # every seed's mean AUROC on every resample
             boot = np.mean(means[:len(sa)], axis=0) - np.mean(means[len(sa):], axis=0)
-    if len(boot):
-        tail = min((boot <= 0).mean(), (boot >= 0).mean())
-        p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
-        ci = _ci(boot)
-    else:
-        p, ci = math.nan, [math.nan, math.nan]
+    p, ci = _paired_p_and_ci(boot)
     seed_diffs = [a - b for a in per_a for b in per_b]
     return {
         "mean_auroc_a": float(np.mean(per_a)), "mean_auroc_b": float(np.mean(per_b)),
