@@ -17,20 +17,13 @@ import pytest
 from cxrlib import experiments, localization, references, report, runs
 from cxrlib.labels import FINDINGS
 
+from executed_notebooks import RUN_FILES, RUNS
+from executed_notebooks import images as _images, outputs as _outputs, result as _result, text as _text
+
 REPO = Path(__file__).resolve().parent.parent
 # 08_demo has its own tests; the results notebook runs last, as in the report.
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
          "06_losses", "07_heatmaps", "09_results", "10_shortcuts"]
-# Runs each notebook makes under profiles/smoke.yaml (01 trains the shared baseline).
-RUNS = {
-    "01_baselines": ["baseline", "densenet121", "15labels"],
-    "02_fpn": ["fpn"],
-    "03_psp": ["psp"],
-    "04_multiscale": ["multiscale"],
-    "05_two_stage": ["two_stage"],
-    "06_losses": ["focal"],
-}
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt")
 
 pytestmark = pytest.mark.slow
 
@@ -40,28 +33,6 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke_report")
     result = report.run_report("smoke", only=STEMS, out_dir=root / "reports", runs_dir=root / "runs", echo=None)
     return result
-
-
-def _outputs(executed: Path) -> list[dict]:
-    nb = nbformat.read(str(executed), as_version=4)
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-
-
-def _text(executed: Path) -> str:
-    parts = []
-    for o in _outputs(executed):
-        parts.append(o.get("text", ""))
-        parts.append(o.get("data", {}).get("text/plain", ""))
-        parts.append(o.get("data", {}).get("text/html", ""))
-    return "\n".join(parts)
-
-
-def _images(executed: Path) -> int:
-    return sum("image/png" in o.get("data", {}) for o in _outputs(executed))
-
-
-def _result(smoke, stem):
-    return next(r for r in smoke.notebooks if r.stem == stem)
 
 
 @pytest.mark.parametrize("stem", STEMS)

@@ -23,19 +23,12 @@ from cxrlib import experiments, localization, profiles, references, report, runs
 from cxrlib.data import chestxray14 as cx
 from cxrlib.labels import canonical
 
+from executed_notebooks import RUN_FILES, RUNS
+from executed_notebooks import images as _images, outputs as _outputs, result as _result, text as _text
+
 OFFICIAL = "official patient-wise split (test_list.txt)"
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
          "06_losses", "07_heatmaps", "08_demo", "09_results"]
-# Runs each notebook makes under profiles/sample.yaml (01 trains the shared baseline).
-RUNS = {
-    "01_baselines": ["baseline", "densenet121", "15labels"],
-    "02_fpn": ["fpn"],
-    "03_psp": ["psp"],
-    "04_multiscale": ["multiscale"],
-    "05_two_stage": ["two_stage"],
-    "06_losses": ["focal"],
-}
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt")
 
 pytestmark = pytest.mark.slow
 
@@ -57,26 +50,6 @@ def release(cxr14_sample):
     boxed = {i: b for i, b in boxes.items() if i in present and i in test}
     regions = {(i, canonical(b.finding)) for i, bs in boxed.items() for b in bs}
     return {"present": present, "test": test & present, "boxed": boxed, "regions": regions}
-
-
-def _result(sample, stem):
-    return next(r for r in sample.notebooks if r.stem == stem)
-
-
-def _outputs(executed: Path) -> list[dict]:
-    nb = nbformat.read(str(executed), as_version=4)
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-
-
-def _text(executed: Path) -> str:
-    parts = []
-    for o in _outputs(executed):
-        parts += [o.get("text", ""), o.get("data", {}).get("text/plain", ""), o.get("data", {}).get("text/html", "")]
-    return "\n".join(parts)
-
-
-def _images(executed: Path) -> int:
-    return sum("image/png" in o.get("data", {}) for o in _outputs(executed))
 
 
 def test_release_sample_is_what_the_checks_assume(release):
