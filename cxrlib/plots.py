@@ -5,22 +5,18 @@ the Axes or Figure (or a DataFrame), so a notebook cell is one call plus a sente
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrlib import phantoms
+from cxrlib import phantoms, profiles
 from cxrlib.data.cache import resize_image
 from cxrlib.data.chestxray14 import find_data_entry, find_images, read_data_entry
 from cxrlib.data.imageio import read_image
 from cxrlib.labels import FINDINGS
 from cxrlib.phantoms.spec import NUISANCE_KNOBS
-
-# The shared real data beside the project's checkout (its README), unless the environment names it.
-_PROJECT = Path(__file__).resolve().parent.parent
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -273,11 +269,10 @@ def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = No
 def real_sample_dir(data_dir: str | Path | None = "") -> Path | None:
     """A folder of real ChestX-ray14 images to show beside the phantoms, or None.
 
-    ``data_dir`` when it holds images, else the shared sample: ``$CXRLIB_SHARED_DATA`` (or
-    ``../shared/data`` beside the project) ``/chestxray14-sample``.
+    ``data_dir`` when it holds images, else the shared sample
+    (:func:`cxrlib.profiles.shared_data_dir` ``/chestxray14-sample``).
     """
-    shared = Path(os.environ.get("CXRLIB_SHARED_DATA") or _PROJECT.parent / "shared" / "data")
-    for folder in ([Path(data_dir)] if data_dir else []) + [shared / "chestxray14-sample"]:
+    for folder in ([Path(data_dir)] if data_dir else []) + [profiles.shared_data_dir() / "chestxray14-sample"]:
         if folder.is_dir() and find_images(folder):
             return folder
     return None

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -42,6 +43,13 @@ from typing import Any, Mapping, Sequence
 from cxrlib.config import BASELINE, PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
 
 PROJECT_ROOT = PROFILES_DIR.parent
+SHARED_DATA_ENV = "CXRLIB_SHARED_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder (the real ChestX-ray14 sample, MedMNIST files): ``$CXRLIB_SHARED_DATA``,
+    else ``../shared/data`` beside the project; resolved, so every caller names it alike."""
+    return Path(os.environ.get(SHARED_DATA_ENV) or PROJECT_ROOT.parent / "shared" / "data").resolve()
 NOTEBOOK_PREFIX = "notebooks"
 # Parameters every numbered notebook declares in its `parameters` cell.
 COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")

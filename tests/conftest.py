@@ -29,7 +29,7 @@ def _required() -> bool:
 
 
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("CXRLIB_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+    return profiles.shared_data_dir()
 
 
 def _need(path: Path, what: str) -> Path:
