@@ -127,6 +127,9 @@ def _tail(path: Path, n: int = 40) -> str:
 def test_demo_in_headless_chromium(voila_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    # expect() keeps its own 5 s default (page timeouts do not reach it): on two busy cores a
+    # new image's Grad-CAM overlay can arrive after that
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -143,8 +146,11 @@ def test_demo_in_headless_chromium(voila_url, tmp_path):
             menu = page.locator(".cxr-demo-image select")
             labels = menu.locator("option").all_inner_texts()
             assert len(labels) == 5, labels
-            image_id = labels[1].split()[0]  # the menu shows spaces as no-break spaces
-            menu.select_option(label=labels[1])
+            # another image than the one shown (the demo opens on the first with annotated ground truth)
+            shown = menu.evaluate("m => m.options[m.selectedIndex].text")
+            other = next(label for label in labels if label != shown)
+            image_id = other.split()[0]  # the menu shows spaces as no-break spaces
+            menu.select_option(label=other)
             expect(page.locator(".cxr-demo-caption")).to_contain_text(image_id)
 
             # 14 probabilities, sorted, in [0, 1]; the threshold is marked.
