@@ -39,3 +39,15 @@ def text(executed: Path) -> str:
 
 def images(executed: Path) -> int:
     return sum("image/png" in o.get("data", {}) for o in outputs(executed))
+
+
+def injected_parameters(r) -> str:
+    """Check that a notebook result ran without an error and was exported; return the source
+    of the parameters cell papermill injected."""
+    assert r.ok, f"{r.stem} failed: {r.error}; see {r.executed}"
+    assert not [o for o in outputs(r.executed) if o.get("output_type") == "error"]
+    assert r.html is not None and r.html.stat().st_size > 10_000
+    nb = nbformat.read(str(r.executed), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected, f"{r.executed} has no injected parameters cell"
+    return injected[0].source
