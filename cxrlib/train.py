@@ -59,6 +59,7 @@ class FitResult:
     history: pd.DataFrame
     run_dir: Path
     train_seconds: float
+    reused_stages: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> run folder it came from
 
 
 # --------------------------------------------------------------------------- helpers
@@ -265,6 +266,7 @@ class _State:
     train_seconds: float = 0.0
     done: bool = False
     stopped: bool = False  # max_steps reached in the current stage
+    reused_stages: dict = dataclasses.field(default_factory=dict)  # stage -> the finished run it came from
 
 
 def _checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: _State, history, best_state, cfg,
@@ -284,6 +286,67 @@ def _checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: _Stat
         "label_names": list(label_names),
     }
     runs.save_last(run_dir, ckpt)
+
+
+# ------------------------------------------------------------ a two-stage run's global stage
+
+def global_stage_equivalent(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The plain (unwrapped) config whose training *is* the global stage of the two_stage run
+    ``cfg``: same data, backbone, head, seed and training settings, for the global stage's
+    epochs. None when ``cfg`` is not two_stage or its global branch reads a resized input.
+
+    AG-CNN trains its global branch first, alone, on whole images: exactly the baseline. So a
+    finished baseline run trained this way supplies the global stage (:func:`_reuse_global_stage`)
+    instead of training it a second time; ``tests/test_train.py`` checks that the two_stage run
+    then ends with the same predictions as when it trains every stage itself.
+    """
+    if cfg.model.wrapper != "two_stage" or cfg.model.options.get("global_size"):
+        return None
+    d = cfg.to_dict()
+    options = {k: v for k, v in d["model"]["options"].items() if k not in ("tau", "global_size", "local_size")}
+    stage_epochs = cfg.train.stage_epochs
+    d["model"].update(wrapper=None, options=options)
+    d["train"].update(stage_epochs=None, epochs=int(stage_epochs[0]) if stage_epochs else cfg.train.epochs)
+    return ExperimentConfig.from_dict(d)
+
+
+def _finished_global_stage(cfg: ExperimentConfig) -> Path | None:
+    """A finished run under ``cfg.runs_dir``, of any name, that trained ``cfg``'s global stage."""
+    want = global_stage_equivalent(cfg)
+    if want is None:
+        return None
+    for run_dirs in runs.experiment_runs(cfg.runs_dir).values():
+        for run_dir in run_dirs:
+            try:
+                other = runs.load_config(run_dir)
+            except (OSError, ValueError):
+                continue  # not a run this code can read: it cannot be the one
+            same = dataclasses.replace(other, name=want.name).fingerprint() == want.fingerprint()
+            if same and runs.is_finished(run_dir, other) and (Path(run_dir) / runs.BEST).is_file():
+                return Path(run_dir)
+    return None
+
+
+def _reuse_global_stage(cfg: ExperimentConfig, model: nn.Module, plan) -> tuple[_State, list[dict], Path] | None:
+    """Load the global branch of a two_stage ``model`` from a finished run that trained it
+    (:func:`global_stage_equivalent`); returns the loop's state and history after the global
+    stage, as if it had just been trained here, or None when no such run is finished."""
+    if not plan or plan[0][0] != "global":
+        return None
+    source = _finished_global_stage(cfg)
+    if source is None:
+        return None
+    weights = ckpt_io.load(source / runs.BEST)["model"]
+    net = _unwrap(model)
+    for part, prefix in ((net.global_branch, "branch."), (net.global_classifier, "classifier.")):
+        part.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+    history = pd.read_csv(source / runs.HISTORY).assign(stage="global").to_dict("records")
+    metrics = runs.read_metrics(source) or {}
+    step = int(history[-1]["step"]) if history else 0
+    state = _State(stage_index=1, epoch=len(history), step=step, stage_start_step=step,
+                   train_seconds=float(metrics.get("train_seconds", 0.0)), done=len(plan) == 1,
+                   reused_stages={"global": str(source)})
+    return state, history, source
 
 
 def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progress: bool = True,
@@ -346,6 +409,12 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
         history = list(ckpt["history"])
         best_state = ckpt["best_model"]
         _unwrap(model).load_state_dict(ckpt["model"])
+    if ckpt is None:
+        reused = _reuse_global_stage(cfg, model, plan)
+        if reused is not None:
+            state, history, source = reused
+            if progress and info.is_main:
+                print(f"global stage: the finished run {source} trained it exactly so; its weights are used")
     total_epochs = sum(n for _, n in plan)
     if info.is_main:
         runs.write_config(run_dir, cfg)
@@ -482,7 +551,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     distributed.barrier()
     model = _unwrap(model)
     return FitResult(model=model, history=pd.DataFrame(history), run_dir=run_dir,
-                     train_seconds=state.train_seconds)
+                     train_seconds=state.train_seconds, reused_stages=dict(state.reused_stages))
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -550,6 +619,8 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
                                     batch_size=max(tc.batch_size, 1), device=device, progress=progress,
                                     seed=cfg.seed, num_workers=tc.num_workers, amp=tc.amp, resident=tc.resident,
                                     resident_gb=tc.resident_gb)
+    if result.reused_stages:  # where a stage's weights came from, kept with the run
+        metrics = {**metrics, "reused_stages": result.reused_stages}
     if distributed.current().is_main:
         metrics = runs.write_evaluation(run_dir, cfg, data, metrics, predictions, result.train_seconds, result.model)
         progress_events.emit("finished", runs.run_label(cfg), mean_auroc=metrics.get("mean_auroc"),

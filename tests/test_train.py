@@ -397,3 +397,41 @@ def test_real_data_and_registry_model_same_seed_same_everything(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert results[0].history["val_loss"].equals(results[1].history["val_loss"])
     assert torch.load(tmp_path / "r1" / "last.pt", weights_only=True)["state"]["step"] == 2
+
+
+def test_two_stage_takes_its_global_stage_from_the_finished_baseline(tmp_path):
+    """AG-CNN's global stage is the baseline's training. With the baseline finished in the same
+    runs folder, a two_stage run loads it instead of training it again, and ends with exactly
+    the predictions it gets when it trains every stage itself; any other baseline is not used."""
+    from cxrlib.data import load_data
+
+    def config(runs_dir: Path, name: str, **change) -> ExperimentConfig:
+        cfg = ExperimentConfig.from_dict({
+            "name": name, "runs_dir": str(runs_dir),
+            "data": {"source": "phantoms", "num_phantoms": 48, "image_size": 32,
+                     "cache_dir": str(tmp_path / "cache"), "workers": 1},
+            "model": {"name": "resnet18"},
+            "train": {"epochs": 1, "batch_size": 8, "max_steps": 2, "device": "cpu", "threads": 1,
+                      "n_bootstrap": 0}})
+        return cfg.with_overrides(change)
+
+    two_stage = {"model.wrapper": "two_stage", "train.stage_epochs": [1, 1, 1]}
+    data = load_data(config(tmp_path, "x").data, progress=False)
+    alone = run_experiment(config(tmp_path / "alone", "two_stage", **two_stage), data=data, progress=False)
+    assert "reused_stages" not in alone.metrics  # no baseline there: every stage trains
+
+    with_base = tmp_path / "with_baseline"
+    baseline = run_experiment(config(with_base, "baseline"), data=data, progress=False)
+    run_experiment(config(with_base, "other_seed", seed=1), data=data, progress=False)
+    reused = run_experiment(config(with_base, "two_stage", **two_stage), data=data, progress=False)
+    assert reused.metrics["reused_stages"] == {"global": str(baseline.run_dir)}
+    # kept in the checkpoint too, so a run resumed after the reuse still says where its stage came from
+    last = torch.load(reused.run_dir / runs.LAST, weights_only=True)
+    assert last["state"]["reused_stages"] == {"global": str(baseline.run_dir)}
+    assert np.array_equal(reused.predictions["scores"], alone.predictions["scores"])
+    assert reused.history["stage"].tolist() == alone.history["stage"].tolist() == ["global", "local", "fusion"]
+    assert np.allclose(reused.history["val_loss"], alone.history["val_loss"])
+
+    # a baseline trained otherwise (another seed) is never taken for the global stage
+    other = run_experiment(config(with_base, "two_stage_seed1", seed=2, **two_stage), data=data, progress=False)
+    assert "reused_stages" not in other.metrics
