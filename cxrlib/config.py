@@ -107,6 +107,12 @@ class ExperimentConfig:
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
         d["model"].pop("weights_dir")  # where the same ImageNet weights are found
+        if d["data"]["source"] == "phantoms":
+            # phantoms are drawn by code: a change in how they are drawn is a change of the data,
+            # so a run trained on the old drawings is not reused (their image cache keys on it too)
+            from cxrlib.phantoms import code_fingerprint
+
+            d["data"]["phantom_code"] = code_fingerprint()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -8,7 +8,7 @@ import pytest
 
 import cxrlib.data
 from cxrlib import phantoms
-from cxrlib.config import DataConfig
+from cxrlib.config import DataConfig, ExperimentConfig
 from cxrlib.data import DataBundle, load_data
 from cxrlib.data.sources import Offers, get_source, make_plan, source_names
 from cxrlib.labels import FINDINGS
@@ -50,10 +50,13 @@ def test_a_real_phantom_bundle_offers_masks_and_no_boxes(tmp_path):
     assert hits > 0, "no finding in the test part to check"
 
 
-def test_phantom_cache_key_hashes_the_whole_package(monkeypatch):
-    """A change in any module of cxrlib.phantoms (here: findings.py) gives another cache."""
+def test_phantom_cache_key_and_run_fingerprint_hash_the_whole_package(monkeypatch):
+    """A change in any module of cxrlib.phantoms (here: findings.py) gives another cache, and
+    another run fingerprint: a run trained on the old drawings is not reused."""
     cfg = DataConfig(source="phantoms", num_phantoms=60)
-    key = make_plan(cfg).cache_key
+    run = ExperimentConfig(data=cfg)
+    real = ExperimentConfig(data=DataConfig(source="chestxray14"))
+    key, run_fp, real_fp = make_plan(cfg).cache_key, run.fingerprint(), real.fingerprint()
     fingerprint = phantoms.code_fingerprint()
     read_bytes = Path.read_bytes
 
@@ -62,5 +65,12 @@ def test_phantom_cache_key_hashes_the_whole_package(monkeypatch):
         return data + b"\n# edited\n" if path.name == "findings.py" and path.parent.name == "phantoms" else data
 
     monkeypatch.setattr(Path, "read_bytes", edited)
-    assert phantoms.code_fingerprint() != fingerprint
-    assert make_plan(cfg).cache_key != key
+    phantoms.code_fingerprint.cache_clear()  # read once per process; this test edits the source
+    try:
+        assert phantoms.code_fingerprint() != fingerprint
+        assert make_plan(cfg).cache_key != key
+        assert run.fingerprint() != run_fp
+        assert real.fingerprint() == real_fp  # real images do not depend on the phantoms' code
+    finally:
+        monkeypatch.undo()
+        phantoms.code_fingerprint.cache_clear()

@@ -25,6 +25,7 @@ Output depends only on (seed, index, size, spec): every random number comes from
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=None)  # the source does not change under a running process
 def code_fingerprint() -> str:
     """A hash of every source file of this package: caches of rendered phantoms key on it,
     so that a change in how phantoms are drawn is never served from an old cache."""
