@@ -41,8 +41,9 @@ from cxrlib.data.sources import Plan, make_plan
 from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config, get_model_spec
 from cxrlib.models import weights as weights_lib
+from cxrlib.models.two_stage import STAGES as TWO_STAGES
 from cxrlib.profiles import Profile
-from cxrlib.train import amp_settings, make_optimizer, train_step
+from cxrlib.train import amp_settings, global_stage_equivalent, make_optimizer, train_step
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 STATUSES = (PROBLEM, WARNING, OK)
@@ -514,18 +515,25 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _training_key(cfg: ExperimentConfig) -> str:
+    """The fingerprint without the run's name: equal for two runs that train the same weights."""
+    return dataclasses.replace(cfg, name="").fingerprint()
+
+
 def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _Plans | None = None,
                    budget_s: float = PROBE_BUDGET_S,
                    finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
     """A wall-time estimate per notebook from one :func:`speed_probe` per distinct model.
 
     A run shared by several notebooks (the baseline) counts in the first that trains it;
-    a run ``finished`` already counts nothing. Probes stop once ``budget_s`` is spent; the
-    runs left unprobed are named.
+    a run ``finished`` already counts nothing, and a two_stage run whose global stage an
+    earlier planned run trains (:func:`cxrlib.train.global_stage_equivalent`) counts its other
+    stages only. Probes stop once ``budget_s`` is spent; the runs left unprobed are named.
     """
     plans = plans or _Plans()
     speeds: dict[str, Speed | str] = {}
     seen: set[str] = set()
+    trained: set[str] = set()  # what the planned runs train, whatever their names
     spent = 0.0
     out: list[Finding] = []
     missing_device: list[str] = []  # notebooks with nothing to probe on: one row for all
@@ -537,9 +545,15 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             if fp in seen:
                 continue
             seen.add(fp)
+            trained.add(_training_key(cfg))
             if finished is not None and finished(cfg):
                 parts.append(f"{cfg.name} done")
                 continue
+            global_stage = global_stage_equivalent(cfg)
+            reused = global_stage is not None and _training_key(global_stage) in trained
+            if reused:  # the stage is taken from that run: time the local and fusion stages only
+                stages = list(cfg.train.stage_epochs or [cfg.train.epochs] * len(TWO_STAGES))
+                cfg = cfg.with_overrides({"train.stage_epochs": [0, *stages[1:]]})
             view = plans.view(cfg)
             if view.plan is None:
                 unknown.setdefault("data not readable", []).append(cfg.name)
@@ -560,7 +574,8 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             seconds = run_seconds(cfg, speed, n["train"], n["val"], n["test"])
             total += seconds
             steps, _ = planned_steps(cfg, n["train"])
-            parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps)")
+            parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
+                         + (", its global stage from the baseline)" if reused else ")"))
         if not parts and not unknown:
             out.append(Finding("time", OK, f"{notebook}: trains nothing new"))
         elif not parts and len(unknown) == 1 and next(iter(unknown)).startswith("device"):

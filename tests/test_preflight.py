@@ -1,6 +1,7 @@
 """Preflight: every missing piece listed at once with what to do, in seconds, network blocked."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -205,6 +206,22 @@ def test_time_per_notebook_counts_a_shared_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(preflight.os, "getloadavg", lambda: (2.0 * os.cpu_count() + 1, 0.0, 0.0))
     busy = preflight.estimate_times({"01": [base]})
     assert busy[-1].status == preflight.WARNING and "this machine is busy" in busy[-1].what
+
+
+def test_a_two_stage_run_after_its_baseline_is_timed_without_its_global_stage(tmp_path, monkeypatch):
+    """The global stage is taken from the baseline planned before it (cxrlib.train reuses it),
+    so the estimate counts the local and fusion stages only; alone, all three."""
+    monkeypatch.setattr(preflight, "speed_probe", lambda cfg: preflight.Speed(0.0, 0.01, 0.001, (2,)))
+    monkeypatch.setattr(preflight.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    base = config(tmp_path)
+    two = ExperimentConfig.from_dict({**base.to_dict(), "name": "two_stage"}).with_overrides(
+        {"model.wrapper": "two_stage", "train.stage_epochs": [2, 1, 1]})
+    n_train = len(make_plan(base.data).parts["train"].image_ids)
+    per_epoch = math.ceil(n_train / base.train.batch_size)
+    after, = preflight.estimate_times({"05": [base, two]})
+    alone, = preflight.estimate_times({"05": [two]})
+    assert "two_stage" in after.what and f"({2 * per_epoch:,} steps, its global stage from the baseline)" in after.what
+    assert f"({4 * per_epoch:,} steps)" in alone.what and "global stage" not in alone.what
 
 
 def test_a_crashing_check_is_a_row_not_a_crash(tmp_path, monkeypatch):
