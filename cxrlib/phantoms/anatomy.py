@@ -115,7 +115,9 @@ def geometry(a: dict, labels: np.ndarray, les_rng: dict[str, np.random.Generator
             g["y_cp"][s] += r.uniform(0.03, 0.05) * c
             g["dome_h"][s] *= max(1 - 0.65 * c, 0.1)  # flattened diaphragm
         g["heart"]["a"] *= 1 - 0.08 * c  # narrow, vertical heart
-        g["air"] *= 1 + r.uniform(0.22, 0.32) * c
+        # the lungs' extra air darkens the whole image: above contrast 1 it stays at its
+        # calibrated strength, or the histogram alone would read it (see findings.pneumothorax)
+        g["air"] *= 1 + r.uniform(0.22, 0.32) * min(c, 1.0)
     for s in (-1, 1):
         g[f"cx{s}"] = s * (g["W"] + g["m"]) / 2
         g["ax"] = (g["W"] - g["m"]) / 2

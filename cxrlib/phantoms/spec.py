@@ -17,7 +17,10 @@ class PhantomSpec:
 
     Findings:
     contrast: multiplier on every finding's contrast (and on the enlargement of the heart
-        and the hyperinflation of emphysema), 0 makes the findings invisible.
+        and the hyperinflation of emphysema, up to 1.5), 0 makes the findings invisible. The
+        lucencies that darken much of the lung (a pneumothorax's collapsed lung, emphysema's
+        extra air) stay at their calibrated strength above 1: darker, they would make the
+        finding readable from the image's histogram alone.
     lesion_scale: multiplier on every finding's size.
 
     Nuisance variation like real chest X-rays (each a multiplier on its calibrated
