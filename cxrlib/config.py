@@ -115,6 +115,11 @@ class ExperimentConfig:
             d["data"]["phantom_code"] = code_fingerprint()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+    def training_key(self) -> str:
+        """The fingerprint without the run's name: equal for two runs that train the same weights
+        (a two_stage run's global stage and its baseline, :func:`cxrlib.train.global_stage_equivalent`)."""
+        return dataclasses.replace(self, name="").fingerprint()
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
         d = dict(d)

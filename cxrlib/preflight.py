@@ -515,11 +515,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _training_key(cfg: ExperimentConfig) -> str:
-    """The fingerprint without the run's name: equal for two runs that train the same weights."""
-    return dataclasses.replace(cfg, name="").fingerprint()
-
-
 def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _Plans | None = None,
                    budget_s: float = PROBE_BUDGET_S,
                    finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
@@ -545,12 +540,12 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             if fp in seen:
                 continue
             seen.add(fp)
-            trained.add(_training_key(cfg))
+            trained.add(cfg.training_key())
             if finished is not None and finished(cfg):
                 parts.append(f"{cfg.name} done")
                 continue
             global_stage = global_stage_equivalent(cfg)
-            reused = global_stage is not None and _training_key(global_stage) in trained
+            reused = global_stage is not None and global_stage.training_key() in trained
             if reused:  # the stage is taken from that run: time the local and fusion stages only
                 stages = list(cfg.train.stage_epochs or [cfg.train.epochs] * len(TWO_STAGES))
                 cfg = cfg.with_overrides({"train.stage_epochs": [0, *stages[1:]]})

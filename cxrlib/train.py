@@ -315,14 +315,15 @@ def _finished_global_stage(cfg: ExperimentConfig) -> Path | None:
     want = global_stage_equivalent(cfg)
     if want is None:
         return None
+    key = want.training_key()
     for run_dirs in runs.experiment_runs(cfg.runs_dir).values():
         for run_dir in run_dirs:
             try:
                 other = runs.load_config(run_dir)
             except (OSError, ValueError):
                 continue  # not a run this code can read: it cannot be the one
-            same = dataclasses.replace(other, name=want.name).fingerprint() == want.fingerprint()
-            if same and runs.is_finished(run_dir, other) and (Path(run_dir) / runs.BEST).is_file():
+            has_weights = runs.is_finished(run_dir, other) and (Path(run_dir) / runs.BEST).is_file()
+            if has_weights and other.training_key() == key:
                 return Path(run_dir)
     return None
 
