@@ -171,6 +171,12 @@ def write_history(run_dir: str | Path, history: list[dict] | pd.DataFrame) -> No
     atomic_write_text(frame.to_csv(index=False), Path(run_dir) / HISTORY)
 
 
+def read_history(run_dir: str | Path) -> pd.DataFrame | None:
+    """The run's ``history.csv`` (one row per epoch), or None when it has none."""
+    path = Path(run_dir) / HISTORY
+    return pd.read_csv(path) if path.is_file() else None
+
+
 def save_last(run_dir: str | Path, state: dict[str, Any]) -> None:
     """The training loop's resumable state (its content is :mod:`cxrlib.train`'s business)."""
     ckpt_io.atomic_save(state, Path(run_dir) / LAST)
@@ -445,7 +451,7 @@ def load_run(run_dir: str | Path, with_model: bool = True, device: str | torch.d
     """A run read back from its folder: finished, or trained but not yet evaluated."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
-    hist = pd.read_csv(run_dir / HISTORY) if (run_dir / HISTORY).is_file() else None
+    hist = read_history(run_dir)
     metrics = read_metrics(run_dir)
     preds = load_predictions(run_dir) if (run_dir / PREDICTIONS).is_file() else None
     model = load_model(run_dir, device) if with_model and has_model(run_dir) else None

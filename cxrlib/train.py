@@ -335,13 +335,14 @@ def _reuse_global_stage(cfg: ExperimentConfig, model: nn.Module, plan) -> tuple[
     if not plan or plan[0][0] != "global":
         return None
     source = _finished_global_stage(cfg)
-    if source is None:
+    frame = runs.read_history(source) if source is not None else None
+    if frame is None:  # nothing to take, or a run without its epochs: train the stage here
         return None
     weights = ckpt_io.load(source / runs.BEST)["model"]
     net = _unwrap(model)
     for part, prefix in ((net.global_branch, "branch."), (net.global_classifier, "classifier.")):
         part.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
-    history = pd.read_csv(source / runs.HISTORY).assign(stage="global").to_dict("records")
+    history = frame.assign(stage="global").to_dict("records")
     metrics = runs.read_metrics(source) or {}
     step = int(history[-1]["step"]) if history else 0
     state = _State(stage_index=1, epoch=len(history), step=step, stage_start_step=step,
