@@ -476,6 +476,8 @@ def plot_roc_grid(predictions: dict[str, dict[str, np.ndarray]], findings: Seque
 
 
 # Colours of the forest plot: what the verdict on a run is, or what the run is for.
+# Keyed by cxrlib.results' verdict words (BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED), spelled
+# here so that importing plots does not import the run folder's torch stack.
 VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "no difference shown": "#7f7f7f",
                    "not compared": "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
 
@@ -491,20 +493,22 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     """
     from matplotlib.figure import Figure  # not pyplot: the figure shows where it is displayed, once
 
+    from cxrlib.results import NO_DIFFERENCE, number_text  # imported where used: plots stays free of torch
+
     n = len(table)
     fig = Figure(figsize=(9.5, 0.42 * max(n, 3) + 1.8), layout="constrained")
     ax = fig.subplots()
     y = np.arange(n)[::-1]  # the table's first row on top
     for yi, (_, r) in zip(y, table.iterrows()):
         role = "baseline" if r["experiment"] == baseline else "control" if r.get("kind") == "control" else r["verdict"]
-        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS["no difference shown"])
+        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS[NO_DIFFERENCE])
         if np.isfinite(r["CI low"]):
             ax.plot([r["CI low"], r["CI high"]], [yi, yi], color=colour, linewidth=3, alpha=0.45, solid_capstyle="butt")
         seeds = [v for v in (r.get("seed AUROCs") or ()) if np.isfinite(v)]
         ax.scatter(seeds, [yi] * len(seeds), s=14, color=colour, zorder=3, edgecolors="white", linewidths=0.5)
         ax.scatter([r["mean AUROC"]], [yi], marker="D", s=40, color=colour, zorder=4)
         if np.isfinite(r["diff vs baseline"]):
-            ax.annotate(f"{r['diff vs baseline']:+.3f}  {r['verdict']}", xy=(1.01, yi),
+            ax.annotate(f"{number_text(r['diff vs baseline'], signed=True)}  {r['verdict']}", xy=(1.01, yi),
                         xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
     base = table[table["experiment"] == baseline]
     if len(base):
