@@ -17,6 +17,7 @@ from cxrlib.data.chestxray14 import find_data_entry, find_images, read_data_entr
 from cxrlib.data.imageio import read_image
 from cxrlib.labels import FINDINGS
 from cxrlib.phantoms.spec import NUISANCE_KNOBS
+from cxrlib.results import BETTER, NO_DIFFERENCE, NOT_COMPARED, WORSE, number_text
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -476,10 +477,8 @@ def plot_roc_grid(predictions: dict[str, dict[str, np.ndarray]], findings: Seque
 
 
 # Colours of the forest plot: what the verdict on a run is, or what the run is for.
-# Keyed by cxrlib.results' verdict words (BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED), spelled
-# here so that importing plots does not import the run folder's torch stack.
-VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "no difference shown": "#7f7f7f",
-                   "not compared": "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
+VERDICT_COLOURS = {BETTER: "#1a7f37", WORSE: "#c0392b", NO_DIFFERENCE: "#7f7f7f",
+                   NOT_COMPARED: "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
 
 
 def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | None = None):
@@ -492,8 +491,6 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     dotted line, chance at 0.5, and the difference from the baseline written on the right.
     """
     from matplotlib.figure import Figure  # not pyplot: the figure shows where it is displayed, once
-
-    from cxrlib.results import NO_DIFFERENCE, number_text  # imported where used: plots stays free of torch
 
     n = len(table)
     fig = Figure(figsize=(9.5, 0.42 * max(n, 3) + 1.8), layout="constrained")
