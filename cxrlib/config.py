@@ -1,4 +1,4 @@
-"""An experiment's configuration as dataclasses, profiles as YAML, overrides as ``key=value``.
+"""An experiment's configuration as dataclasses, overrides as ``key=value`` (profiles: :mod:`cxrlib.profiles`).
 
 A run folder stores its config as JSON, so a run can be recreated, compared, and reused
 only when the config that produced it is exactly the one asked for.
@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 BASELINE = "baseline"  # name of a profile's baseline experiment, the run others are compared with
 
 
@@ -188,25 +187,3 @@ def _split_override(text: str) -> tuple[str, Any]:
         raise ValueError(f"override {text!r} must look like section.key=value (for example train.epochs=3)")
     key, raw = text.split("=", 1)
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
-
-
-def profile_path(profile: str | Path) -> Path:
-    """``smoke``, ``cpu``, ``full`` name a file in ``profiles/``; anything else is a path."""
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml"):
-        candidate = path
-    else:
-        candidate = PROFILES_DIR / f"{profile}.yaml"
-    if not candidate.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"profile {str(profile)!r} not found at {candidate}; built-in profiles: {known}")
-    return candidate
-
-
-def load_profile(profile: str | Path) -> dict[str, Any]:
-    """The profile's YAML as a dict (its ``experiment`` section feeds ExperimentConfig)."""
-    path = profile_path(profile)
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"profile {path} must be a YAML mapping, got {type(data).__name__}")
-    return data

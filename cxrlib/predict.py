@@ -120,7 +120,7 @@ class Predictor:
         keeps the logits of that same forward. Against a separate inference pass this halves
         the wait for an image's first answer.
         """
-        from cxrlib.cam import heatmaps_all_findings
+        from cxrlib.cam import heatmaps_all_findings  # imports pytorch-grad-cam: only heatmaps pay for it
 
         outputs: list = []
         handle = self.module.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
