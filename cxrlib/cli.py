@@ -25,7 +25,6 @@ from cxrlib import distributed, profiles
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import SOURCES, load_data
 from cxrlib.data.cache import build_cache_from_config
-from cxrlib.losses import LOSSES
 
 
 class CLIError(ValueError):
@@ -71,33 +70,7 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     cfg = profile.config(args.name or ExperimentConfig.name, named)
     if args.overrides:
         cfg = cfg.with_overrides(list(args.overrides))
-    _validate(cfg)
-    return cfg
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    if cfg.data.source not in SOURCES:
-        raise CLIError(f"unknown data source {cfg.data.source!r}: expected one of {', '.join(SOURCES)}")
-    if cfg.train.epochs is not None and cfg.train.epochs < 1:
-        raise CLIError(f"epochs must be at least 1, got {cfg.train.epochs}")
-    if cfg.train.batch_size < 1:
-        raise CLIError(f"train.batch_size must be at least 1, got {cfg.train.batch_size}")
-    dev = str(cfg.train.device)
-    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-        raise CLIError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
-    if cfg.train.loss not in LOSSES:
-        raise CLIError(f"unknown loss {cfg.train.loss!r}: expected one of {', '.join(LOSSES)}")
-    if cfg.train.tta not in ("none", "tencrop"):
-        raise CLIError(f"unknown tta {cfg.train.tta!r}: expected none or tencrop")
-    from cxrlib import models  # imports timm: only the commands that build a config pay for it
-
-    if cfg.model.name not in models.list_models():
-        raise CLIError(f"unknown model {cfg.model.name!r}: expected one of {', '.join(models.list_models())}")
-    if cfg.model.head not in models.list_heads():
-        raise CLIError(f"unknown head {cfg.model.head!r}: expected one of {', '.join(models.list_heads())}")
-    if cfg.model.wrapper is not None and cfg.model.wrapper not in models.list_wrappers():
-        raise CLIError(f"unknown wrapper {cfg.model.wrapper!r}: expected none or one of "
-                       f"{', '.join(models.list_wrappers())}")
+    return cfg.validate()
 
 
 # --------------------------------------------------------------------------- printing

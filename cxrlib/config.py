@@ -119,6 +119,46 @@ class ExperimentConfig:
         (a two_stage run's global stage and its baseline, :func:`cxrlib.train.global_stage_equivalent`)."""
         return dataclasses.replace(self, name="").fingerprint()
 
+    def validate(self) -> "ExperimentConfig":
+        """Check every name and size before anything is loaded or trained; return ``self``.
+
+        The one validation of a config: the command line, the notebooks' runs
+        (:func:`cxrlib.experiments.run`) and :func:`cxrlib.train.fit` all call it, so a bad value
+        fails at once, naming the key, the value and what is expected, wherever it came from.
+        Names are checked against their owners' registries (data sources, losses, models,
+        heads, wrappers); whether a device is present is the device's business at run time.
+        """
+        # Function-level imports: the registries import torch and timm, which a config itself
+        # does not need (a profile is read and printed without them).
+        from cxrlib.data import SOURCES
+        from cxrlib.losses import LOSSES
+        from cxrlib import models
+
+        d, m, t = self.data, self.model, self.train
+        _one_of("data.source", d.source, SOURCES)
+        _one_of("model.name", m.name, models.list_models())
+        _one_of("model.head", m.head, models.list_heads())
+        if m.wrapper is not None:
+            _one_of("model.wrapper", m.wrapper, models.list_wrappers(), also="none")
+        _one_of("model.in_chans", m.in_chans, (1, 3))
+        _one_of("train.loss", t.loss, LOSSES)
+        _one_of("train.tta", t.tta, TTA)
+        dev = str(t.device)
+        if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+            raise ValueError(f"unknown device {dev!r} (train.device): expected auto, cpu, cuda or cuda:N")
+        _at_least("data.image_size", d.image_size, 1)
+        if t.epochs is not None:  # staged models may give stage_epochs alone
+            _at_least("train.epochs", t.epochs, 1)
+        _at_least("train.batch_size", t.batch_size, 1)
+        _at_least("train.n_bootstrap", t.n_bootstrap, 0)
+        if t.max_steps is not None:
+            _at_least("train.max_steps", t.max_steps, 1)
+        if d.limit is not None:
+            _at_least("data.limit", d.limit, 1)
+        if not 0 <= d.val_fraction < 1:
+            raise ValueError(f"data.val_fraction={d.val_fraction!r}: expected a share in [0, 1)")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
         d = dict(d)
@@ -150,6 +190,21 @@ class ExperimentConfig:
         if d["data"]["source"] == "phantoms":
             d["data"]["source"] = "chestxray14"
         return ExperimentConfig.from_dict(d)
+
+
+TTA = ("none", "tencrop")  # test-time augmentation at evaluation
+
+
+def _one_of(key: str, value: Any, allowed, also: str = "") -> None:
+    if value not in allowed:
+        choices = ", ".join(str(a) for a in allowed)
+        raise ValueError(f"unknown {key.split('.')[-1].replace('_', ' ')} {value!r} ({key}): expected "
+                         f"{also + ' or one of ' if also else 'one of '}{choices}")
+
+
+def _at_least(key: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{key}={value!r}: expected a whole number of at least {least}")
 
 
 def _field_names(cls) -> set[str]:

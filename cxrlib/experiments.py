@@ -169,7 +169,9 @@ def full_profile_only(profile: Profile) -> pd.DataFrame:
 
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
-    ``--redo``, a run this report already retrained is reused instead of trained again."""
+    ``--redo``, a run this report already retrained is reused instead of trained again.
+    The config is validated first: a notebook's bad value fails before any run is looked up."""
+    cfg.validate()
     since = os.environ.get(REDO_SINCE_ENV)
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):

@@ -360,6 +360,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     fingerprint is resumed (``resume=False`` starts over); ``checkpoint_every`` also
     checkpoints every that many optimizer steps. Returns the model with its best weights.
     """
+    cfg.validate()  # every name and size, before a device, a process group or the data is touched
     tc = cfg.train
     info, device = distributed.setup(tc.device)
     if tc.threads:
