@@ -8,10 +8,10 @@ matter: the untreated ones, who have no drain yet.
 
 The phantoms reproduce this on purpose when asked (``PhantomSpec.confounder``): a drain on
 most Pneumothorax images of the training split only. This module trains nothing itself; it
-names the lesson's runs (:func:`lesson_configs`), draws a test split as the training split is
-drawn (:func:`drained_part`), scores models on both test splits (:func:`stratified_table`),
-measures where their heatmaps point (:func:`drain_pointing`) and shows it
-(:func:`plot_drain_heatmaps`).
+names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 10's plan
+for the check), draws a test split as the training split is drawn (:func:`drained_part`),
+scores models on both test splits (:func:`stratified_table`), measures where their heatmaps
+point (:func:`drain_pointing`) and shows it (:func:`plot_drain_heatmaps`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from cxrlib import cam, phantoms
+from cxrlib import cam, experiments, phantoms
 from cxrlib.config import ExperimentConfig
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
@@ -57,6 +57,12 @@ def lesson_configs(base: ExperimentConfig, share: float = 0.9,
         clean = dataclasses.replace(base, name="clean", runs_dir=lesson_dir, data=data)
     drain = dataclasses.replace(clean, name=RUN_NAME, runs_dir=lesson_dir, data=with_confounder(clean.data, share))
     return clean, drain
+
+
+def lesson_plan(profile, head: str = "", share: float = 0.9, num_phantoms: int = 0) -> list[ExperimentConfig]:
+    """Notebook 10's runs (its plan, :class:`cxrlib.experiments.NotebookPlan`): the
+    :func:`lesson_configs` of the run notebook 07 scores, the baseline with ``head``."""
+    return list(lesson_configs(experiments.heatmap_config(profile, head), share, num_phantoms))
 
 
 def has_drains(data_cfg, dataset, training: bool) -> np.ndarray:
