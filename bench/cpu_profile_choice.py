@@ -36,7 +36,7 @@ import cxrlib  # noqa: F401  (before torch users: the CPU torchvision fix)
 import numpy as np
 import torch
 
-from cxrlib.config import ExperimentConfig, load_profile
+from cxrlib import profiles
 from cxrlib.controls import control_predictions
 from cxrlib.data import load_data
 from cxrlib.fileio import atomic_write_text
@@ -70,7 +70,7 @@ CANDIDATES: dict[str, dict[str, object]] = {
 
 
 def measure(name: str, change: dict[str, object], tmp: Path, seeds: list[int], n_bootstrap: int) -> dict:
-    cfg = ExperimentConfig.from_dict(load_profile("cpu")["experiment"])
+    cfg = profiles.load("cpu").baseline
     cfg = cfg.with_overrides({"runs_dir": str(tmp / "runs" / name), "data.cache_dir": str(tmp / "cache"),
                               "name": "baseline", **change})
     bundle = load_data(cfg.data, progress=False)

@@ -38,7 +38,8 @@ import cxrlib  # noqa: F401  (before torch users: the CPU torchvision fix)
 import numpy as np
 import torch
 
-from cxrlib.config import DataConfig, ExperimentConfig, load_profile
+from cxrlib import profiles
+from cxrlib.config import DataConfig, ExperimentConfig
 from cxrlib.controls import control_predictions, cross_validated_scores, intensity_features
 from cxrlib.data import load_data
 from cxrlib.data.phantom_source import PHANTOM_FULL_SIZE, phantom_spec
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ExperimentConfig.from_dict(load_profile(args.profile)["experiment"])
+    cfg = profiles.load(args.profile).baseline
     overrides = {"runs_dir": "unused"}
     if args.n:
         overrides["data.num_phantoms"] = args.n

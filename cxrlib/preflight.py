@@ -662,7 +662,7 @@ def planned_experiments(profile: Profile, notebooks: Sequence[str | Path]) -> di
     planned = {}
     for path in map(Path, notebooks):
         params = {**profiles.parameter_defaults(path), **profile.notebook_parameters(path.stem)}
-        planned[path.stem] = experiments.notebook_configs(profile, path.stem, params)
+        planned[path.stem] = experiments.notebook_configs(profile, path, params)
     return planned
 
 

@@ -29,7 +29,8 @@ Every reader uses that one rule: training's reuse, the results table, the comman
 the demo's run list.
 
 Reloading a run never downloads: :func:`load_model` rebuilds the architecture without
-pretrained weights, then loads the run's own ``best.pt``.
+pretrained weights, then loads the run's own ``best.pt``, and returns it as a
+:class:`~cxrlib.predict.Predictor` that knows the run's image size, channels and label names.
 
 Comparing runs and putting them into words is :mod:`cxrlib.results`'s work; this module
 only stores and reads.
@@ -52,7 +53,9 @@ from torch import nn
 from cxrlib import checkpoint as ckpt_io
 from cxrlib.config import ExperimentConfig
 from cxrlib.fileio import atomic_file, atomic_write_text
+from cxrlib import labels
 from cxrlib.models import create_model_from_config
+from cxrlib.predict import Predictor
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -80,6 +83,16 @@ class RunResult:
     predictions: dict[str, np.ndarray] | None
     train_seconds: float
     model: nn.Module | None
+
+    @property
+    def predictor(self) -> Predictor:
+        """The run's model with its input contract, on the model's device; its outputs named as
+        its test predictions name them (as the config names them for a run not yet evaluated)."""
+        if self.model is None:
+            raise ValueError(f"the run {self.run_dir} was read without its model: load it with with_model=True")
+        names = self.predictions["label_names"] if self.predictions else labels.label_names(
+            self.config.data.include_no_finding)
+        return Predictor.for_config(self.model, self.config, [str(n) for n in names])
 
 
 @dataclass(frozen=True)
@@ -414,13 +427,14 @@ def has_model(run_dir: str | Path) -> bool:
     return (Path(run_dir) / BEST).is_file()
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The run's model with its best weights, in eval mode; never downloads anything.
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """The run's model with its best weights and its input contract (a
+    :class:`~cxrlib.predict.Predictor`: fed at the run's own size and channels, its outputs
+    named as in training), in eval mode; never downloads anything.
 
     The architecture is rebuilt without pretrained weights (a run trained from ImageNet
     weights must reload on a machine with no network), then ``best.pt`` (read with
-    ``weights_only=True``) supplies every weight. The model carries ``label_names`` and the
-    run's ``image_size``.
+    ``weights_only=True``) supplies every weight.
     """
     run_dir = Path(run_dir)
     path = run_dir / BEST
@@ -433,9 +447,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     if getattr(model, "stages", None) and best.get("stage"):
         model.set_stage(best["stage"])
     model.load_state_dict(best["model"])
-    model.label_names = list(best["label_names"])
-    model.image_size = int(cfg.data.image_size)
-    return model.to(device).eval()
+    return Predictor.for_config(model, cfg, list(best["label_names"]), device)
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -455,7 +467,7 @@ def load_run(run_dir: str | Path, with_model: bool = True, device: str | torch.d
     hist = read_history(run_dir)
     metrics = read_metrics(run_dir)
     preds = load_predictions(run_dir) if (run_dir / PREDICTIONS).is_file() else None
-    model = load_model(run_dir, device) if with_model and has_model(run_dir) else None
+    model = load_model(run_dir, device).module if with_model and has_model(run_dir) else None
     if metrics:
         seconds = float(metrics.get("train_seconds", 0.0))
     else:

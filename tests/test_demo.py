@@ -375,7 +375,8 @@ def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
 @pytest.mark.slow
 def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     """A real (tiny) run: listed with its AUROC, loaded, and its probabilities match the engine's."""
-    from cxrlib.train import predict_images, run_experiment
+    from cxrlib.predict import predict_images
+    from cxrlib.train import run_experiment
 
     config = demo_profile("smoke", runs_dir=tmp_path / "runs",
                          overrides=[f"data.cache_dir={phantom_data.cache.folder.parent.parent}",

@@ -205,3 +205,38 @@ def test_run_control_writes_a_control_run_of_its_own_kind(tmp_path):
     experiments.run_control(other, fit=fit)  # the baseline's data changed: the control is fitted again
     assert len(calls) == 2
     assert runs.list_runs(tmp_path) == []  # never offered where a network is loaded
+
+
+def _notebook_with_plan(tmp_path, plan):
+    path = tmp_path / "99_custom.ipynb"
+    path.write_text(json.dumps({"cells": [], "metadata": {"cxrlib": {"plan": plan}}, "nbformat": 4,
+                                "nbformat_minor": 5}))
+    return path
+
+
+def test_a_notebook_declares_its_plan_as_data(tmp_path):
+    """Any notebook (not only the project's own) plans its runs by naming a builder and its parameters."""
+    profile = profiles.load("smoke")
+    path = _notebook_with_plan(tmp_path, {"builder": "cxrlib.experiments:loss_variants",
+                                          "arguments": {"losses": "LOSSES"}, "per_seed": False})
+    planned = experiments.notebook_configs(profile, path, {"LOSSES": ["focal"], "OTHER": 1})
+    assert [c.name for c in planned] == ["baseline", "focal"]
+    seeded = profiles.load("smoke", overrides=["seeds=[0, 1]"])
+    path = _notebook_with_plan(tmp_path, {"builder": "cxrlib.experiments:loss_variants",
+                                          "arguments": {"losses": "LOSSES"}})
+    assert [(c.name, c.seed) for c in experiments.notebook_configs(seeded, path, {"LOSSES": ["focal"]})] == [
+        ("baseline", 0), ("baseline", 1), ("focal", 0), ("focal", 1)]
+    assert experiments.NotebookPlan.of_notebook(profiles.PROJECT_ROOT / "notebooks" / "09_results.ipynb") is None
+
+
+@pytest.mark.parametrize("plan,needle", [
+    ({"builder": "os:system"}, "'os:system'"),
+    ({"builder": "cxrlib.experiments:no_such_builder"}, "no_such_builder"),
+    ({"builder": "cxrlib.experiments:loss_variants", "argumentz": {}}, "argumentz"),
+    (["cxrlib.experiments:loss_variants"], "99_custom.ipynb"),
+])
+def test_a_bad_plan_is_named(tmp_path, plan, needle):
+    path = _notebook_with_plan(tmp_path, plan)
+    with pytest.raises(ValueError) as err:
+        experiments.notebook_configs(profiles.load("smoke"), path, {})
+    assert needle in str(err.value)

@@ -99,3 +99,17 @@ def test_function_level_imports_between_cxrlib_modules_say_why():
                 if not any("#" in line for line in block):
                     unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not unexplained, "function-level imports without a reason:\n" + "\n".join(unexplained)
+
+
+def test_lesson_modules_stay_out_of_the_core_chain():
+    """The command line, the report runner, the check and the experiments never import a
+    lesson module (shortcuts plans its own runs from the core, not the other way round)."""
+    graph = _import_graph()
+    core = ("cxrlib.cli", "cxrlib.report", "cxrlib.preflight", "cxrlib.experiments", "cxrlib.train")
+    reached, todo = set(), list(core)
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo += sorted(graph.get(name, ()))
+    assert "cxrlib.shortcuts" not in reached

@@ -146,9 +146,10 @@ def _pretrained_run(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 def test_load_model_of_a_pretrained_run_needs_no_network(tmp_path, offline):
     run_dir, weights = _pretrained_run(tmp_path)
-    model = runs.load_model(run_dir)
-    assert model.label_names == list(FINDINGS) and model.image_size == 32 and not model.training
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    predictor = runs.load_model(run_dir)
+    assert predictor.label_names == list(FINDINGS) and predictor.image_size == 32 and not predictor.module.training
+    assert predictor.channels == 1
+    assert all(torch.equal(v, predictor.module.state_dict()[k]) for k, v in weights.items())
     assert runs.load_run(run_dir).model is not None
 
 

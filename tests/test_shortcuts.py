@@ -64,7 +64,7 @@ def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_
     run = SimpleNamespace(model=None, config=drain)
     for hot, column in ((part.drain_masks, "hottest pixel on the drain"), (part.lesion_masks, "on the lesion")):
         on = np.flatnonzero(part.drains)
-        fake = lambda model, images, channels, size, method, hot=hot, on=on: hot[on].astype(np.float32)
+        fake = lambda run, images, method, hot=hot, on=on: hot[on].astype(np.float32)
         monkeypatch.setattr(shortcuts, "_heat", fake)
         table = shortcuts.drain_pointing({"m": run}, part)
         assert table.loc["m", column] == 1.0
