@@ -17,7 +17,8 @@ import pandas as pd
 
 from cxrlib.cam import resize_heatmap, upsample_maps
 from cxrlib.localization.geometry import DEFAULT_THRESHOLDS, WANG_RULE, BoxRule
-from cxrlib.localization.tables import _col, _finding_name, _finding_order, _score, _thresholds_of, _Truth, score_columns
+from cxrlib.localization.tables import (_col, _finding_name, _finding_order, _score, _thresholds_of, _Truth,
+                                        score_columns)
 from cxrlib.metrics import paired_mean_difference
 from cxrlib.results import BETTER, interval_verdict
 
@@ -102,15 +103,15 @@ def compare_with_random(
     """Model against random maps per finding and metric, paired over images.
 
     ``scores`` holds the model's columns and the ``random:`` columns of the same rows (as
-    :class:`~cxrlib.localization.heatmaps.HeatmapScores` keeps them per method). For each finding (and ``All``) and metric:
-    the number of (image, finding) items ``n`` and of ``images``, the model's mean, the
-    random maps' mean, their difference with a 95% bootstrap CI over images (the items of
-    one image resampled together) and its p-value, and the ``verdict``: ``better`` or
-    ``worse`` than the random maps when the CI excludes 0 on that side (above for
-    accuracies and energy, below for AFPs), ``no difference shown`` when it includes 0,
-    ``too few images`` below :data:`MIN_IMAGES`. ``better than random`` is the verdict
-    ``better``. Default metrics: pointing game, energy, T(IoBB) accuracy and AFP at each
-    threshold.
+    :class:`~cxrlib.localization.heatmaps.HeatmapScores` keeps them per method). For each
+    finding (and ``All``) and metric: the number of (image, finding) items ``n`` and of
+    ``images``, the model's mean, the random maps' mean, their difference with a 95%
+    bootstrap CI over images (the items of one image resampled together) and its p-value,
+    and the ``verdict`` (:func:`cxrlib.results.interval_verdict`): ``better`` or ``worse``
+    than the random maps when the CI excludes 0 on that side (above for accuracies and
+    energy, below for AFPs), ``no difference shown`` when it includes 0, ``too few images``
+    below :data:`MIN_IMAGES`. ``better than random`` is the verdict ``better``. Default
+    metrics: pointing game, energy, T(IoBB) accuracy and AFP at each threshold.
     """
     if metrics is None:
         thresholds = _thresholds_of(scores)

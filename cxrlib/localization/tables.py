@@ -78,10 +78,10 @@ def score_one(
 ) -> dict[str, Any]:
     """One row of scores for one heatmap and its region.
 
-    ``pointing_game`` (hit), ``random_baseline`` (its chance: :func:`pointing_chance` with
-    the same ``tolerance``), ``energy``, ``area_share``, the best ``iobb`` and ``iou``,
-    ``n_boxes``, and per threshold T: ``iobb@T`` / ``iou@T`` (localised) and ``afp@T`` /
-    ``afp_iou@T`` (false-positive boxes).
+    ``pointing_game`` (hit), ``random_baseline`` (its chance:
+    :func:`~cxrlib.localization.geometry.pointing_chance` with the same ``tolerance``),
+    ``energy``, ``area_share``, the best ``iobb`` and ``iou``, ``n_boxes``, and per threshold
+    T: ``iobb@T`` / ``iou@T`` (localised) and ``afp@T`` / ``afp_iou@T`` (false-positive boxes).
     """
     h = _as_heatmap(heatmap)
     row = {"image_id": image_id, "finding": _finding_name(finding)}
@@ -141,7 +141,8 @@ def summarize_scores(scores: pd.DataFrame, thresholds: Sequence[float] | None = 
     Columns: ``n, pointing_game, random_baseline`` (the pointing game's chance),
     ``energy``, then per threshold the accuracies ``iobb@T``, the AFPs ``afp@T``, and the
     IoU variants ``iou@T``, ``afp_iou@T``. ``prefix`` reads another set of columns (the
-    random-map columns ``random:...`` of :func:`random_map_scores` rows).
+    random-map columns ``random:...`` of
+    :func:`~cxrlib.localization.chance.random_map_scores` rows).
     """
     thresholds = _thresholds_of(scores, prefix) if thresholds is None else list(thresholds)
     cols = ["pointing_game", "random_baseline", "energy", *(_col("iobb", t) for t in thresholds),

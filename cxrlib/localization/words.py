@@ -58,9 +58,10 @@ def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequenc
     """Per finding, in words: on which metrics ``name``'s heatmaps beat the random maps (the 95%
     CI of the paired difference excludes 0), on which they do not, and where they are worse.
 
-    ``versus`` is :func:`compare_with_random`'s table, indexed by (finding, metric) or with
-    those two as columns (as read back from a run folder). Every sentence comes from its numbers;
-    a finding with fewer than :data:`MIN_IMAGES` images is called too few to tell.
+    ``versus`` is :func:`~cxrlib.localization.chance.compare_with_random`'s table, indexed by
+    (finding, metric) or with those two as columns (as read back from a run folder). Every
+    sentence comes from its numbers; a finding with fewer than :data:`MIN_IMAGES` images is
+    called too few to tell.
     """
     if "finding" in versus.columns:
         versus = versus.set_index(["finding", "metric"])
