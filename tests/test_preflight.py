@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,22 +23,8 @@ from cxrlib.models import weights
 Usage = namedtuple("Usage", "total used free")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No network, an empty Hugging Face cache and weights folder, the hub probed afresh."""
-    import huggingface_hub.constants as hub
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access is disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
-    weights.forget_hub_state()
-    yield
-    weights.forget_hub_state()
+# Every test here runs on a machine with no network (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def config(tmp_path: Path, **sections) -> ExperimentConfig:
