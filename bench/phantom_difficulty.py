@@ -25,9 +25,7 @@ that excludes 0.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,6 +46,7 @@ from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc, paired_comparison
 from cxrlib.phantoms import render_phantom
 from cxrlib.train import run_experiment
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantom_difficulty.md"
 REPO = Path(__file__).resolve().parent.parent
@@ -207,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     real_line = (f"{n_real} real images of {n_real_patients} patients at {size} px, {args.folds}-fold CV grouped by "
                  f"patient ({real_dir.name})" if real else "not measured (no sample)")
     meta = [
-        f"command: `{command.strip()}`",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)",
+        *(line[2:] for line in header_lines(command)),
         *([args.note] if args.note else []),
         f"phantoms: profile {args.profile!r}, {n} phantoms at {size} px (seed {cfg.seed}), patient-wise split "
         f"{sizes['train']}/{sizes['val']}/{sizes['test']}; {spec}",

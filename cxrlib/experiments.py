@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import controls, plots, profiles, runs
+from cxrlib import controls, plots, runs
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -38,6 +38,7 @@ from cxrlib.metrics import auroc_report
 from cxrlib.models import get_model_spec
 from cxrlib.profiles import Profile, Seeds
 from cxrlib.results import VERDICT_RULE, format_results, results_table
+from cxrlib.project import NOTEBOOKS_DIR
 from cxrlib.runs import RunResult
 from cxrlib.train import run_experiment
 
@@ -205,7 +206,7 @@ def notebook_configs(profile: Profile, notebook: str | Path, params: Mapping[str
     runs). A notebook without a plan trains nothing."""
     path = Path(notebook)
     if path.suffix != ".ipynb":
-        path = profiles.PROJECT_ROOT / "notebooks" / f"{notebook}.ipynb"
+        path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
     plan = NotebookPlan.of_notebook(path)
     return [] if plan is None else plan.configs(profile, params)
 

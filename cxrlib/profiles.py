@@ -43,9 +43,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from cxrlib.config import BASELINE, ExperimentConfig, apply_overrides
-
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
-PROJECT_ROOT = PROFILES_DIR.parent
+from cxrlib.project import PROFILES_DIR, PROJECT_ROOT
 SHARED_DATA_ENV = "CXRLIB_SHARED_DATA"
 
 

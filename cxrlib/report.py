@@ -37,8 +37,8 @@ from cxrlib.fileio import atomic_write_text
 from cxrlib.models import weights
 from cxrlib.profiles import Profile
 from cxrlib.results import conclusions, format_results, results_table
+from cxrlib.project import NOTEBOOKS_DIR
 
-NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
 # The check before the first notebook probes each model's speed for at most this long.
 CHECK_PROBE_BUDGET_S = 15.0
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")

@@ -97,16 +97,6 @@ def rendered_size(app) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory):
-    """The smoke profile's phantoms (64 images, 32 px cache), cached in a temporary folder."""
-    from cxrlib.data import load_data
-
-    cache = tmp_path_factory.mktemp("cache")
-    config = demo_profile("smoke", overrides=[f"data.cache_dir={cache}"]).baseline
-    return load_data(config.data, progress=False)
-
-
 @pytest.fixture()
 def app(phantom_data, tmp_path):
     return build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])

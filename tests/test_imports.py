@@ -63,8 +63,10 @@ def test_no_import_cycles():
         state[node] = 1
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
-            # a package's __init__ importing its own submodules is how packages are built
-            if nxt.startswith(node + "."):
+            # a submodule taking names from its own package's __init__ is how packages are used;
+            # the __init__'s imports of its submodules are followed, so a loop through a package
+            # (config -> models -> models.weights -> ... -> config) is found
+            if node.startswith(nxt + "."):
                 continue
             if state.get(nxt) == 1:
                 cycles.append(stack[stack.index(nxt):] + [nxt])

@@ -415,26 +415,16 @@ def test_score_heatmaps_needs_declared_ground_truth():
 # ----------------------------------------------------------------------------- real phantoms, several methods
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """A real phantom bundle (the smoke profile's 120 phantoms at 32 px), not a stand-in."""
-    from cxrlib import profiles
-    from cxrlib.data import load_data
-
-    cache = tmp_path_factory.mktemp("phantom_cache")
-    return load_data(profiles.load("smoke", overrides=[f"data.cache_dir={cache}"]).baseline.data, progress=False)
-
-
-def test_phantoms_are_scored_against_their_masks_never_boxes(phantoms, monkeypatch):
-    assert phantoms.offers.masks and loc.ground_truth_of(phantoms) == loc.MASKS
-    monkeypatch.setattr(phantoms, "boxes", lambda *a: pytest.fail("phantoms must be scored against their masks"))
-    monkeypatch.setattr(phantoms, "full_image", lambda *a: pytest.fail("masks are scored at the input size"))
-    regions = loc.localization_regions(phantoms)
+def test_phantoms_are_scored_against_their_masks_never_boxes(phantom_data, monkeypatch):
+    assert phantom_data.offers.masks and loc.ground_truth_of(phantom_data) == loc.MASKS
+    monkeypatch.setattr(phantom_data, "boxes", lambda *a: pytest.fail("phantoms must be scored against their masks"))
+    monkeypatch.setattr(phantom_data, "full_image", lambda *a: pytest.fail("masks are scored at the input size"))
+    regions = loc.localization_regions(phantom_data)
     assert len({r.image_id for r in regions}) >= 5
     for r in regions:
-        assert r.shape == (32, 32) and np.array_equal(r.truth, phantoms.mask(r.image_id, r.finding))
+        assert r.shape == (32, 32) and np.array_equal(r.truth, phantom_data.mask(r.image_id, r.finding))
     model = _PeakModel()
-    table, scores = _gradcam(loc.score_heatmaps(model, phantoms, target_layers=[model.conv], n_random=2))
+    table, scores = _gradcam(loc.score_heatmaps(model, phantom_data, target_layers=[model.conv], n_random=2))
     # The pointing game's chance is each mask's own area share, well below its bounding box's.
     masks = [r.truth for r in regions]
     assert scores["random_baseline"].tolist() == pytest.approx([m.mean() for m in masks])

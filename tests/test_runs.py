@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -111,21 +110,6 @@ def test_unreadable_predictions_name_the_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reloading never downloads
-
-
-@pytest.fixture()
-def offline(monkeypatch, tmp_path):
-    """No network at all, the hub offline and its cache empty: a download attempt fails."""
-    import huggingface_hub.constants as hub
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access is disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
 
 
 def _pretrained_run(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
