@@ -58,9 +58,7 @@ class Predictor:
                    device: str | torch.device | None = None) -> "Predictor":
         """``module`` trained under ``config`` (an :class:`~cxrlib.config.ExperimentConfig`): fed at
         its ``data.image_size`` in its ``model.in_chans``; ``device`` None keeps the module's."""
-        if device is None:
-            p = next(iter(module.parameters()), None)
-            device = p.device if p is not None else torch.device("cpu")
+        device = _device_of(module) if device is None else device
         return cls(module, config.data.image_size, config.model.in_chans, list(label_names), device)
 
     @classmethod
@@ -136,11 +134,14 @@ def predict_images(model: nn.Module, images_u8_list: Sequence[np.ndarray], image
                    batch_size: int = 32, device: str | torch.device | None = None) -> np.ndarray:
     """Probabilities ``[N, K]`` of a bare module for uint8 gray images of any size, fed at
     ``image_size`` in ``channels`` (a :class:`Predictor` whose label names do not matter)."""
-    if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
+    device = _device_of(model) if device is None else device
     probs = Predictor(model, image_size, channels, [], device).probabilities(list(images_u8_list), batch_size)
     return probs if len(probs) else np.zeros((0, 0), np.float32)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -11,6 +11,7 @@ import pytest
 from cxrlib import experiments, profiles, runs
 from cxrlib.results import format_results, results_table
 from cxrlib.labels import FINDINGS
+from cxrlib.project import NOTEBOOKS_DIR
 
 
 def test_variants_share_the_baseline():
@@ -226,7 +227,7 @@ def test_a_notebook_declares_its_plan_as_data(tmp_path):
                                           "arguments": {"losses": "LOSSES"}})
     assert [(c.name, c.seed) for c in experiments.notebook_configs(seeded, path, {"LOSSES": ["focal"]})] == [
         ("baseline", 0), ("baseline", 1), ("focal", 0), ("focal", 1)]
-    assert experiments.NotebookPlan.of_notebook(profiles.PROJECT_ROOT / "notebooks" / "09_results.ipynb") is None
+    assert experiments.NotebookPlan.of_notebook(NOTEBOOKS_DIR / "09_results.ipynb") is None
 
 
 @pytest.mark.parametrize("plan,needle", [
