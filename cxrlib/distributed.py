@@ -51,11 +51,30 @@ def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
         return DistInfo(), resolve_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     if dev.type == "cuda":
+        # the GPU first, then the group bound to it: NCCL then creates its communicator on this
+        # rank's GPU at once, instead of guessing (GPU 0 for every rank) at the first collective
         torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        if dev.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=dev)
+        else:
+            dist.init_process_group(backend="gloo")
     return DistInfo(dist.get_world_size(), dist.get_rank(), local_rank), dev
+
+
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm computing its statistics over the global batch of all ranks.
+
+    timm's converter, not ``nn.SyncBatchNorm.convert_sync_batchnorm``: torch's turns timm's
+    ``BatchNormAct2d`` (DenseNet-121, EfficientNet) into a plain ``SyncBatchNorm`` whose
+    ``act``/``drop`` children stay attached but are never called, so every ReLU inside those
+    layers would silently vanish on more than one GPU. timm's keeps them
+    (``SyncBatchNormAct``) and converts plain BatchNorms as torch does.
+    """
+    from timm.layers import convert_sync_batchnorm  # timm only where a model is trained
+
+    return convert_sync_batchnorm(model)
 
 
 def current() -> DistInfo:

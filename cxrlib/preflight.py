@@ -43,7 +43,7 @@ from cxrlib.models import create_model_from_config, get_model_spec
 from cxrlib.models import weights as weights_lib
 from cxrlib.models.two_stage import STAGES as TWO_STAGES
 from cxrlib.profiles import Profile
-from cxrlib.train import amp_settings, global_stage_equivalent, make_optimizer, train_step
+from cxrlib.step import amp_settings, make_optimizer, train_step
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 STATUSES = (PROBLEM, WARNING, OK)
@@ -522,7 +522,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
 
     A run shared by several notebooks (the baseline) counts in the first that trains it;
     a run ``finished`` already counts nothing, and a two_stage run whose global stage an
-    earlier planned run trains (:func:`cxrlib.train.global_stage_equivalent`) counts its other
+    earlier planned run trains (:func:`cxrlib.experiments.global_stage_equivalent`) counts its other
     stages only. Probes stop once ``budget_s`` is spent; the runs left unprobed are named.
     """
     plans = plans or _Plans()
@@ -544,7 +544,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             if finished is not None and finished(cfg):
                 parts.append(f"{cfg.name} done")
                 continue
-            global_stage = global_stage_equivalent(cfg)
+            global_stage = experiments.global_stage_equivalent(cfg)
             reused = global_stage is not None and global_stage.training_key() in trained
             if reused:  # the stage is taken from that run: time the local and fusion stages only
                 stages = list(cfg.train.stage_epochs or [cfg.train.epochs] * len(TWO_STAGES))
