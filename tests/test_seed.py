@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from cxrlib.seed import derive_seed, derive_seeds, uniforms
@@ -52,3 +53,15 @@ def test_uniforms_are_splitmix64_draws():
     many = uniforms(derive_seeds(0, 0, np.arange(20000)), 5)
     assert many.min() >= 0 and many.max() < 1
     assert np.allclose(many.mean(0), 0.5, atol=0.01) and abs(np.corrcoef(many.T)[0, 1]) < 0.03
+
+
+def test_the_torch_hash_and_draws_equal_numpys_bit_for_bit():
+    """The feed draws a whole epoch's parameters on the device with the torch versions."""
+    from cxrlib.seed import derive_seeds_torch, uniforms_torch
+
+    idx = np.concatenate([np.arange(3000), [2**31 - 1, 2**32 + 5, 2**40 + 7]])
+    for seed, epoch in [(0, 0), (7, 3), (2**40 + 3, 99), (12345, 2**33)]:
+        want = derive_seeds(seed, epoch, idx)
+        got = derive_seeds_torch(seed, epoch, torch.from_numpy(idx))
+        assert np.array_equal(want.astype(np.int64), got.numpy())
+        assert np.array_equal(uniforms(want, 5), uniforms_torch(got, 5).numpy())
