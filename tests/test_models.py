@@ -376,3 +376,19 @@ def test_grad_cam_works_on_the_chosen_layer(kwargs):
     assert maps.shape == (2, size, size) and np.isfinite(maps).all()
     assert maps.max() > 0
     assert model.info.cam_layer and model.info.cam_reason
+
+
+def test_the_deterministic_bilinear_resize_is_the_bilinear_resize():
+    """Under train.deterministic on CUDA, PSP and multi-scale resize by two matmuls (a
+    deterministic backward); the result is F.interpolate's, forward and backward."""
+    from cxrlib.models.resize import resize_bilinear
+
+    torch.manual_seed(0)
+    for shape, size in [((2, 3, 7, 7), (14, 14)), ((1, 2, 3, 5), (7, 7)), ((2, 1, 9, 9), (4, 5)), ((1, 1, 1, 1), (7, 7))]:
+        x = torch.randn(*shape, requires_grad=True)
+        want = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        (gw,) = torch.autograd.grad(want.square().sum(), x)
+        got = resize_bilinear(x, size, exact_backward=True)
+        (gg,) = torch.autograd.grad(got.square().sum(), x)
+        assert torch.allclose(got, want, atol=1e-5) and torch.allclose(gg, gw, atol=1e-4)
+    assert not torch.are_deterministic_algorithms_enabled()  # the default path elsewhere: the fused kernel

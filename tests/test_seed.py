@@ -1,6 +1,8 @@
 """Seeds derived from (seed, epoch, index) keys: vectorised, and equal to NumPy's SeedSequence."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import pytest
@@ -65,3 +67,25 @@ def test_the_torch_hash_and_draws_equal_numpys_bit_for_bit():
         got = derive_seeds_torch(seed, epoch, torch.from_numpy(idx))
         assert np.array_equal(want.astype(np.int64), got.numpy())
         assert np.array_equal(uniforms(want, 5), uniforms_torch(got, 5).numpy())
+
+
+def test_deterministic_kernels_cover_every_op_and_cublas(monkeypatch):
+    """train.deterministic: not only cuDNN's switches but torch's deterministic algorithms and
+    cuBLAS's fixed workspace (set before cuBLAS starts; an explicit setting is kept)."""
+    from cxrlib.seed import CUBLAS_WORKSPACE, select_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        select_kernels(deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        select_kernels(deterministic=True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+        select_kernels(deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        select_kernels(deterministic=False)
+        torch.backends.cudnn.benchmark = False
+        torch.set_float32_matmul_precision("highest")
