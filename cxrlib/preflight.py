@@ -38,6 +38,7 @@ from cxrlib.data import chestxray14 as cx
 from cxrlib.data import medmnist
 from cxrlib.data.cache import cache_files, open_cache
 from cxrlib.data.sources import Plan, make_plan
+from cxrlib import distributed
 from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config, get_model_spec
 from cxrlib.models import weights as weights_lib
@@ -282,7 +283,7 @@ def _gib(n: float) -> str:
 
 def check_device(configs: Sequence[ExperimentConfig]) -> list[Finding]:
     """The device each experiment asks for: present, and how much memory it has."""
-    out: list[Finding] = []
+    out = [Finding("device", WARNING, problem, fix) for problem, fix in distributed.build_warnings()]
     for cfg in _distinct(configs, lambda c: c.train.device):
         asked = cfg.train.device
         try:
