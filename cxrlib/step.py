@@ -136,6 +136,8 @@ class Stepper:
             self.eager_steps += 1
             return train_step(self.net, x, y, loss_fn, optimizer, scaler, amp)
         failure = None
+        if x.is_cuda:  # a new training iteration: the previous step's graph outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         try:
             loss = train_step(self.compiled, x, y, loss_fn, optimizer, scaler, amp)
             self.compiled_steps += 1

@@ -124,3 +124,22 @@ def test_the_check_reports_those_warnings(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
     found = preflight.check_device([ExperimentConfig.from_dict({"name": "x", "train": {"device": "cpu"}})])
     assert any(f.status == preflight.WARNING and "CPU-only build" in f.what and "GPU machine" in f.todo for f in found)
+
+
+def test_a_gpu_rank_binds_its_gpu_before_joining_the_group(monkeypatch):
+    """set_device first, then init_process_group(nccl, device_id=that GPU)."""
+    from cxrlib import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", str(dev))))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(calls and calls[-1][0] == "init"))
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, device_id=None: calls.append(("init", backend, str(device_id))))
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    info, dev = distributed.setup("cuda")
+    assert calls == [("set_device", "cuda:1"), ("init", "nccl", "cuda:1")]
+    assert str(dev) == "cuda:1" and info.rank == 1 and info.world_size == 2

@@ -516,3 +516,16 @@ def test_epoch_seconds_include_the_checkpoint_and_history_write(tmp_path, monkey
     seconds = res.history["seconds"].to_numpy()
     assert seconds[0] >= 0.4 and seconds[1] - seconds[0] >= 0.4  # each epoch holds its own checkpoint
     assert runs.read_history(res.run_dir)["seconds"].tolist() == pytest.approx(seconds.tolist())
+
+
+def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A V100/T4 reports bf16 'supported' through emulation: it gets fp16 with loss scaling."""
+    cuda = torch.device("cuda", 0)
+    emulated = {"bf16": lambda including_emulation=True: including_emulation, "capability": (7, 0)}
+    native = {"bf16": lambda including_emulation=True: True, "capability": (9, 0)}
+    for gpu, want in ((emulated, (True, torch.float16, True)), (native, (True, torch.bfloat16, False))):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu["bf16"])
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=gpu["capability"]: c)
+        assert step.amp_settings(cuda, True) == want
+    assert step.amp_settings(cuda, False) == (False, None, False)
+    assert step.amp_settings(torch.device("cpu"), True) == (False, None, False)
