@@ -392,3 +392,19 @@ def test_the_deterministic_bilinear_resize_is_the_bilinear_resize():
         (gg,) = torch.autograd.grad(got.square().sum(), x)
         assert torch.allclose(got, want, atol=1e-5) and torch.allclose(gg, gw, atol=1e-4)
     assert not torch.are_deterministic_algorithms_enabled()  # the default path elsewhere: the fused kernel
+
+
+def test_the_box_is_the_cells_the_attention_figure_shows():
+    """attention()'s map shows C5's cells as blocks (nearest); the box's edges are those blocks'
+    edges, also where the grid does not divide the image evenly, and it holds the peak cell."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=3, tau=0.7).eval()
+    x = torch.randn(4, 1, 70, 70)  # C5 is 3 x 3: the blocks are pixels 0-23, 24-46, 47-69
+    heat, boxes = model.attention(x)
+    edges = {0, 24, 47, 70}
+    for h, (x0, y0, x1, y1) in zip(heat, boxes.tolist()):
+        assert {x0, y0, x1, y1} <= edges and x1 > x0 and y1 > y0
+        blocks = h[[0, 24, 47]][:, [0, 24, 47]]  # one pixel per block
+        assert torch.equal(h, blocks.repeat_interleave(torch.tensor([24, 23, 23]), 0)
+                           .repeat_interleave(torch.tensor([24, 23, 23]), 1))
+        assert bool((h[y0:y1, x0:x1] >= 0.7).any())  # the box is made of cells above the threshold

@@ -160,10 +160,11 @@ class TwoStageModel(BaseModel):
                              align_corners=False, antialias=True)
 
     def heatmap(self, c5: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Max over channels of |C5|, upsampled to ``size``: ``[B, H, W]`` (no gradient; for figures)."""
+        """Max over channels of |C5|, each cell enlarged to its pixels of ``size`` (nearest, so a
+        figure shows the very cells the box is built from): ``[B, H, W]``, no gradient."""
         with torch.no_grad():
             h = c5.detach().abs().amax(dim=1, keepdim=True).float()
-            return F.interpolate(h, size=size, mode="bilinear", align_corners=False)[:, 0]
+            return F.interpolate(h, size=size, mode="nearest")[:, 0]
 
     def boxes_from_cam(self, c5: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``[B, 4]`` long ``(x0, y0, x1, y1)``, end exclusive, in pixels of an input of ``size``:
@@ -173,8 +174,10 @@ class TwoStageModel(BaseModel):
             (gh, gw), (hh, ww) = c5.shape[-2:], size
             scale = torch.tensor([ww, hh, ww, hh], device=cells.device)
             grid = torch.tensor([gw, gh, gw, gh], device=cells.device)
-            lo = (cells[:, :2] * scale[:2]) // grid[:2]  # a cell's first pixel
-            hi = -((-cells[:, 2:] * scale[2:]) // grid[2:])  # past its last (ceil)
+            # pixel p belongs to cell floor(p * cells / pixels), as nearest upsampling assigns it:
+            # cell c spans pixels ceil(c * pixels / cells) .. ceil((c + 1) * pixels / cells) - 1
+            lo = -((-cells[:, :2] * scale[:2]) // grid[:2])
+            hi = -((-cells[:, 2:] * scale[2:]) // grid[2:])
             return torch.cat([lo, hi], 1)
 
     def crop(self, x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
