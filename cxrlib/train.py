@@ -217,9 +217,10 @@ def load_global_stage(model: nn.Module, plan, source: Path) -> tuple[_State, lis
 class _Training:
     """One ``fit``: the set-up, then named steps (stage, epoch, validation, checkpoint) over it."""
 
-    def __init__(self, cfg: ExperimentConfig, data, model: nn.Module | None, progress: bool):
+    def __init__(self, cfg: ExperimentConfig, data, model: nn.Module | None, progress: bool,
+                 checkpoint_every: int | None):
         tc = self.tc = cfg.train
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.checkpoint_every = cfg, progress, checkpoint_every
         self.info, self.device = distributed.setup(tc.device)
         if tc.threads:
             torch.set_num_threads(int(tc.threads))
@@ -481,8 +482,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     :func:`cxrlib.experiments.finished_global_stage`); its weights stand for that stage.
     Returns the model with its best weights.
     """
-    run = _Training(cfg, data, model, progress)
-    run.checkpoint_every = checkpoint_every
+    run = _Training(cfg, data, model, progress, checkpoint_every)
     run.restore(resume, global_stage_from)
     run.announce()
     run.open_feeds()
