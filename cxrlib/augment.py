@@ -1,7 +1,8 @@
 """Augmentation and normalisation, batched, on the device the model runs on.
 
-The data side hands over uint8 images ``[B,H,W]`` and, for training, five numbers per image
-(:data:`PARAMS`) drawn from a generator keyed by (seed, epoch, index). Here they become the
+The data side hands over uint8 images ``[B,H,W]``; for training, five numbers per image
+(:data:`PARAMS`) come from a generator keyed by (seed, epoch, index), drawn for a whole epoch
+on the device (:func:`draw_params`). Here they become the
 model's float input: one ``affine_grid``/``grid_sample`` for the whole batch (the flip folded
 into the affine), one scale-and-shift for normalisation, then channels_last where asked.
 Ten-crop evaluation is ten views of the same normalised batch.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrlib.seed import derive_seeds, uniforms
+from cxrlib.seed import derive_seeds_torch, uniforms_torch
 
 # ImageNet's mean/std averaged over R, G, B: a 1-channel model made by timm from an RGB one
 # sums the first conv's weights over RGB, which matches gray input normalised this way.
@@ -135,12 +136,16 @@ def draw_params(seed: int, epoch: int, indices) -> torch.Tensor:
 
     Each row depends only on ``derive_seed(seed, epoch, index)`` (five counter-based draws,
     :func:`cxrlib.seed.uniforms`), so a sample gets the same draw in any batch, worker, rank
-    or resumed run.
+    or resumed run. ``indices`` given as a tensor are drawn for on its device: the feed draws
+    a whole epoch's parameters on the GPU at once, leaving no per-batch host work.
     """
-    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if isinstance(indices, torch.Tensor):
+        idx = indices.reshape(-1).to(torch.int64)
+    else:
+        idx = torch.from_numpy(np.asarray(indices, dtype=np.int64).reshape(-1))
     if not len(idx):
-        return torch.empty((0, len(PARAMS)), dtype=torch.float32)
-    u = torch.from_numpy(uniforms(derive_seeds(seed, epoch, idx), len(PARAMS)))
+        return torch.empty((0, len(PARAMS)), dtype=torch.float32, device=idx.device)
+    u = uniforms_torch(derive_seeds_torch(seed, epoch, idx), len(PARAMS))
     v = 2.0 * u - 1.0  # uniform in [-1, 1)
     flip = (u[:, 0] < 0.5).double()
     angle = v[:, 1] * math.radians(MAX_ROTATE_DEG)

@@ -97,11 +97,13 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cxrlib.train import run_experiment  # imports timm: only the commands that need it pay for it
+    from cxrlib.experiments import finished_global_stage  # imports timm: only the commands that need it pay
+    from cxrlib.train import run_experiment
 
     cfg = build_config(args)
     try:
-        res = run_experiment(cfg, redo=args.redo, progress=not args.quiet, checkpoint_every=args.checkpoint_every)
+        res = run_experiment(cfg, redo=args.redo, progress=not args.quiet, checkpoint_every=args.checkpoint_every,
+                             global_stage_from=finished_global_stage(cfg))
         if distributed.current().is_main:
             print(format_metrics(res.metrics))
             print(f"run folder: {res.run_dir}")

@@ -116,7 +116,7 @@ class ExperimentConfig:
 
     def training_key(self) -> str:
         """The fingerprint without the run's name: equal for two runs that train the same weights
-        (a two_stage run's global stage and its baseline, :func:`cxrlib.train.global_stage_equivalent`)."""
+        (a two_stage run's global stage and its baseline, :func:`cxrlib.experiments.global_stage_equivalent`)."""
         return dataclasses.replace(self, name="").fingerprint()
 
     def validate(self) -> "ExperimentConfig":

@@ -8,11 +8,18 @@ padding duplicates dropped, so metrics are computed on each image exactly once.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+
+# The CUDA of the torch build README's "GPU machine" installs (the cu128 wheel of the pinned torch)
+PINNED_CUDA = (12, 8)
+INSTALL_HINT = "install the CUDA build of the pinned torch (README, 'GPU machine': one pip command)"
 
 
 @dataclass
@@ -51,11 +58,30 @@ def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
         return DistInfo(), resolve_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     if dev.type == "cuda":
+        # the GPU first, then the group bound to it: NCCL then creates its communicator on this
+        # rank's GPU at once, instead of guessing (GPU 0 for every rank) at the first collective
         torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        if dev.type == "cuda":
+            dist.init_process_group(backend="nccl", device_id=dev)
+        else:
+            dist.init_process_group(backend="gloo")
     return DistInfo(dist.get_world_size(), dist.get_rank(), local_rank), dev
+
+
+def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every BatchNorm computing its statistics over the global batch of all ranks.
+
+    timm's converter, not ``nn.SyncBatchNorm.convert_sync_batchnorm``: torch's turns timm's
+    ``BatchNormAct2d`` (DenseNet-121, EfficientNet) into a plain ``SyncBatchNorm`` whose
+    ``act``/``drop`` children stay attached but are never called, so every ReLU inside those
+    layers would silently vanish on more than one GPU. timm's keeps them
+    (``SyncBatchNormAct``) and converts plain BatchNorms as torch does.
+    """
+    from timm.layers import convert_sync_batchnorm  # timm only where a model is trained
+
+    return convert_sync_batchnorm(model)
 
 
 def current() -> DistInfo:
@@ -103,3 +129,34 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA GPU and its driver on this machine, whatever torch was built for."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def build_warnings(gpu: bool | None = None, torch_cuda: str | None = "from torch",
+                   cuda_available: bool | None = None) -> list[tuple[str, str]]:
+    """(problem, what to do) when torch cannot use this machine's GPU as the project expects:
+    a CPU-only build, or one built for a CUDA older than the pinned build's. Empty without a
+    GPU (the arguments are for tests; by default they are read from this machine)."""
+    gpu = nvidia_gpu_present() if gpu is None else gpu
+    if not gpu:
+        return []
+    torch_cuda = torch.version.cuda if torch_cuda == "from torch" else torch_cuda
+    build = f"torch {torch.__version__}"
+    if torch_cuda is None:
+        return [(f"this machine has an NVIDIA GPU, but {build} is a CPU-only build: every run would train on the "
+                 f"CPU", INSTALL_HINT)]
+    have = tuple(int(p) for p in str(torch_cuda).split(".")[:2])
+    want = ".".join(map(str, PINNED_CUDA))
+    if have < PINNED_CUDA:
+        return [(f"{build} is built for CUDA {torch_cuda}, older than the CUDA {want} build the pinned torch is "
+                 f"installed as here (slower kernels, and newer GPUs may be unsupported)", INSTALL_HINT)]
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if not cuda_available:
+        return [(f"{build} is built for CUDA {torch_cuda}, but it sees no GPU: the driver may be older than CUDA "
+                 f"{torch_cuda}", f"`nvidia-smi` prints the highest CUDA the driver runs; update the driver or "
+                 f"install a torch built for that CUDA (README, 'GPU machine')")]
+    return []

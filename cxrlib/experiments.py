@@ -228,7 +228,50 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
         redo = False
-    return run_experiment(cfg, data=data, redo=redo, progress=progress)
+    return run_experiment(cfg, data=data, redo=redo, progress=progress, global_stage_from=finished_global_stage(cfg))
+
+
+# ----------------------------------------------------------------------------- a two-stage run's global stage
+
+def global_stage_equivalent(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """The plain (unwrapped) config whose training *is* the global stage of the two_stage run
+    ``cfg``: same data, backbone, head, seed and training settings, for the global stage's
+    epochs. None when ``cfg`` is not two_stage or its global branch reads a resized input.
+
+    AG-CNN trains its global branch first, alone, on whole images: exactly the baseline. So a
+    finished baseline run trained this way supplies the global stage instead of training it a
+    second time; ``tests/test_train.py`` checks that the two_stage run then ends with the same
+    predictions as when it trains every stage itself.
+    """
+    if cfg.model.wrapper != "two_stage" or cfg.model.options.get("global_size"):
+        return None
+    d = cfg.to_dict()
+    options = {k: v for k, v in d["model"]["options"].items() if k not in ("tau", "global_size", "local_size")}
+    stage_epochs = cfg.train.stage_epochs
+    d["model"].update(wrapper=None, options=options)
+    d["train"].update(stage_epochs=None, epochs=int(stage_epochs[0]) if stage_epochs else cfg.train.epochs)
+    return ExperimentConfig.from_dict(d)
+
+
+def finished_global_stage(cfg: ExperimentConfig) -> Path | None:
+    """A finished run under ``cfg.runs_dir``, of any name, that trained ``cfg``'s global stage
+    (:func:`global_stage_equivalent`) and kept its weights: what :func:`run` hands to
+    ``run_experiment`` as ``global_stage_from``. A policy across runs, so it lives here and
+    not in the training loop, which only loads what it is given."""
+    want = global_stage_equivalent(cfg)
+    if want is None:
+        return None
+    key = want.training_key()
+    for run_dirs in runs.experiment_runs(cfg.runs_dir).values():
+        for run_dir in run_dirs:
+            try:
+                other = runs.load_config(run_dir)
+            except (OSError, ValueError):
+                continue  # not a run this code can read: it cannot be the one
+            has_weights = runs.is_finished(run_dir, other) and (Path(run_dir) / runs.BEST).is_file()
+            if has_weights and other.training_key() == key:
+                return Path(run_dir)
+    return None
 
 def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
     """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:

@@ -35,13 +35,13 @@ from cxrlib.data import chestxray14 as cx
 from cxrlib.data import medmnist
 from cxrlib.data.cache import cache_files, open_cache
 from cxrlib.data.sources import Plan, make_plan
+from cxrlib import distributed
 from cxrlib.distributed import resolve_device
 from cxrlib.models import get_model_spec
 from cxrlib.models import weights as weights_lib
 from cxrlib.models.two_stage import STAGES as TWO_STAGES
 from cxrlib.profiles import Profile
 from cxrlib.speed import Speed, planned_steps, run_seconds, speed_key, speed_probe
-from cxrlib.train import global_stage_equivalent
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 STATUSES = (PROBLEM, WARNING, OK)
@@ -278,7 +278,7 @@ def _gib(n: float) -> str:
 
 def check_device(configs: Sequence[ExperimentConfig]) -> list[Finding]:
     """The device each experiment asks for: present, and how much memory it has."""
-    out: list[Finding] = []
+    out = [Finding("device", WARNING, problem, fix) for problem, fix in distributed.build_warnings()]
     for cfg in _distinct(configs, lambda c: c.train.device):
         asked = cfg.train.device
         try:
@@ -370,7 +370,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
 
     A run shared by several notebooks (the baseline) counts in the first that trains it;
     a run ``finished`` already counts nothing, and a two_stage run whose global stage an
-    earlier planned run trains (:func:`cxrlib.train.global_stage_equivalent`) counts its other
+    earlier planned run trains (:func:`cxrlib.experiments.global_stage_equivalent`) counts its other
     stages only. Probes stop once ``budget_s`` is spent; the runs left unprobed are named.
     """
     plans = plans or _Plans()
@@ -392,7 +392,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             if finished is not None and finished(cfg):
                 parts.append(f"{cfg.name} done")
                 continue
-            global_stage = global_stage_equivalent(cfg)
+            global_stage = experiments.global_stage_equivalent(cfg)
             reused = global_stage is not None and global_stage.training_key() in trained
             if reused:  # the stage is taken from that run: time the local and fusion stages only
                 stages = list(cfg.train.stage_epochs or [cfg.train.epochs] * len(TWO_STAGES))

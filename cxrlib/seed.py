@@ -7,6 +7,9 @@ import random
 import numpy as np
 import torch
 
+# cuBLAS's documented setting for reproducible results (4 MiB workspace, 8 buffers)
+CUBLAS_WORKSPACE = ":4096:8"
+
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch (all devices); ask torch for deterministic kernels.
@@ -26,13 +29,22 @@ def select_kernels(deterministic: bool) -> None:
     """Choose CUDA's kernels: repeatable, or fast. Determinism, when asked for, wins over speed.
 
     Deterministic: cuDNN's deterministic algorithms, no autotuning (``benchmark`` picks
-    kernels by timing them, which can differ from run to run) and full float32 precision.
+    kernels by timing them, which can differ from run to run), full float32 precision, and
+    ``torch.use_deterministic_algorithms`` for every other op. cuBLAS is repeatable only with
+    a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts: set here before
+    the first matmul; an explicit setting is kept). Ops with no deterministic CUDA kernel
+    warn (``warn_only``) instead of stopping a run; cxrlib's own bilinear resizes avoid the
+    one it would otherwise hit (:func:`cxrlib.models.resize.resize_bilinear`).
     Fast: cuDNN autotunes once per input shape (training shapes are fixed) and float32
     matmuls and convolutions use TF32 tensor cores (under AMP most work is bf16/fp16 anyway).
     Only the legacy switches are used: mixing them with torch's newer ``fp32_precision``
     settings makes ``torch.get_float32_matmul_precision`` (which torch.compile reads) raise.
     """
-    torch.backends.cudnn.deterministic = bool(deterministic)
+    deterministic = bool(deterministic)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.allow_tf32 = not deterministic
     torch.set_float32_matmul_precision("highest" if deterministic else "high")
@@ -115,3 +127,64 @@ def uniforms(seeds, n: int) -> np.ndarray:
             z = z ^ (z >> np.uint64(31))
             out[..., k] = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return out
+
+
+# The same two functions in torch int64, for tensors on any device (a whole epoch's draws
+# made on the GPU in a few kernels). int64 arithmetic wraps like the unsigned kind, so the
+# low 32 (or all 64) bits of a product are the same; right shifts are made logical by masking
+# off the sign bits an arithmetic shift drags in. tests/test_seed.py holds them to the NumPy
+# versions bit for bit.
+
+
+def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _i64(v: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def derive_seeds_torch(seed: int, epoch: int, indices: torch.Tensor) -> torch.Tensor:
+    """:func:`derive_seeds` ``(seed, epoch, indices)`` as int64 on ``indices``' device."""
+    idx = indices.to(torch.int64)
+    words = [torch.full_like(idx, int(seed) & _MASK32), torch.full_like(idx, int(epoch) & _MASK32), idx & _MASK32]
+    h = _INIT_A
+
+    def hashmix(v):
+        nonlocal h
+        v = v ^ h
+        h = (h * _MULT_A) & _MASK32
+        v = (v * h) & _MASK32
+        return v ^ (v >> 16)
+
+    def mix(x, y):
+        r = (_MIX_L * x - _MIX_R * y) & _MASK32
+        return r ^ (r >> 16)
+
+    zero = torch.zeros_like(idx)
+    pool = [hashmix(words[i] if i < len(words) else zero) for i in range(_POOL)]
+    for src in range(_POOL):
+        for dst in range(_POOL):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    out, hb = [], _INIT_B
+    for i in range(2):
+        v = pool[i] ^ hb
+        hb = (hb * _MULT_B) & _MASK32
+        v = (v * hb) & _MASK32
+        out.append(v ^ (v >> 16))
+    return (out[0] | (out[1] << 32)) & _i64(2**63 - 1)
+
+
+def uniforms_torch(seeds: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`uniforms` for int64 ``seeds`` on their device: ``float64 [..., n]``."""
+    cols = []
+    for k in range(int(n)):
+        z = seeds + _i64((_GOLDEN * (k + 1)) % (1 << 64))
+        z = (z ^ _srl(z, 30)) * _i64(_MIX_1)
+        z = (z ^ _srl(z, 27)) * _i64(_MIX_2)
+        z = z ^ _srl(z, 31)
+        cols.append(_srl(z, 11).to(torch.float64) * 2.0**-53)
+    return torch.stack(cols, -1)

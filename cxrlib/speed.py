@@ -22,7 +22,7 @@ from torch import nn
 from cxrlib.config import ExperimentConfig
 from cxrlib.distributed import resolve_device
 from cxrlib.models import create_model_from_config
-from cxrlib.train import amp_settings, make_optimizer, train_step
+from cxrlib.step import amp_settings, make_optimizer, train_step
 
 # Ten-crop evaluation runs ten forward passes per image.
 TENCROP_VIEWS = 10

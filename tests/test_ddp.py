@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ import torch.multiprocessing as mp
 
 from cxrlib.train import run_experiment
 from test_train import ToyNet, toy_cfg, toy_data
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
@@ -83,3 +86,60 @@ def test_gather_rows_drops_padding_duplicates():
     assert gather_rows(idx, rows, 5).ravel().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     with pytest.raises(RuntimeError, match="miss 1"):
         gather_rows(np.array([0, 1]), np.zeros((2, 1)), 3)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_run_densenet121_as_one(monkeypatch):
+    """DDP as fit sets it up on GPUs (distributed.sync_batchnorm, then DDP) keeps DenseNet-121's
+    forward image for image and, after one step on the averaged gradient, its weights. torch's
+    own converter turns timm's BatchNormAct2d into a plain SyncBatchNorm whose ReLU is never
+    called: the forward then differs by far more than rounding."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # spawned workers import the module by name
+    from gpu_check_ddp import compare
+
+    res = compare("densenet121", size=64, batch=4)
+    assert res["forward_max_diff"] < 1e-4
+    assert res["batchnorm_kinds"] == ["SyncBatchNormAct"]  # every BN kept its activation
+    assert res["weights_max_diff"] < 1e-5 and res["ranks_identical"]
+
+
+def test_cxrlib_check_warns_when_torch_cannot_use_the_gpu_as_pinned():
+    from cxrlib import distributed
+
+    assert distributed.build_warnings(gpu=False, torch_cuda=None) == []  # no GPU: a CPU build is right
+    (cpu_build,) = distributed.build_warnings(gpu=True, torch_cuda=None)
+    assert "CPU-only build" in cpu_build[0] and "GPU machine" in cpu_build[1]
+    (old,) = distributed.build_warnings(gpu=True, torch_cuda="11.8", cuda_available=True)
+    assert "CUDA 11.8, older than the CUDA 12.8" in old[0]
+    (driver,) = distributed.build_warnings(gpu=True, torch_cuda="12.8", cuda_available=False)
+    assert "driver" in driver[0] and "nvidia-smi" in driver[1]
+    assert distributed.build_warnings(gpu=True, torch_cuda="12.9", cuda_available=True) == []
+
+
+def test_the_check_reports_those_warnings(monkeypatch):
+    from cxrlib import distributed, preflight
+    from cxrlib.config import ExperimentConfig
+
+    monkeypatch.setattr(distributed, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    found = preflight.check_device([ExperimentConfig.from_dict({"name": "x", "train": {"device": "cpu"}})])
+    assert any(f.status == preflight.WARNING and "CPU-only build" in f.what and "GPU machine" in f.todo for f in found)
+
+
+def test_a_gpu_rank_binds_its_gpu_before_joining_the_group(monkeypatch):
+    """set_device first, then init_process_group(nccl, device_id=that GPU)."""
+    from cxrlib import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", str(dev))))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: bool(calls and calls[-1][0] == "init"))
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, device_id=None: calls.append(("init", backend, str(device_id))))
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    info, dev = distributed.setup("cuda")
+    assert calls == [("set_device", "cuda:1"), ("init", "nccl", "cuda:1")]
+    assert str(dev) == "cuda:1" and info.rank == 1 and info.world_size == 2

@@ -109,7 +109,7 @@ def test_compare_takes_every_seed_of_each_experiment(seeded_runs):
 def test_run_all_trains_each_seed_once_and_reuses_finished_ones(monkeypatch, tmp_path):
     trained = []
 
-    def fake_run_experiment(cfg, data=None, redo=False, progress=False):
+    def fake_run_experiment(cfg, data=None, redo=False, progress=False, global_stage_from=None):
         folder = runs.run_folder(cfg)
         if not redo and runs.is_finished(folder, cfg):
             return "reused"

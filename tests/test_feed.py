@@ -114,3 +114,29 @@ def test_placement_rules(cached):
     r = cached.resident()
     assert r.images.shape == (37, 24, 24) and r.images.dtype == torch.uint8
     assert np.array_equal(r.images[3].numpy(), cached.raw(3)) and cached.nbytes == 37 * 24 * 24 + 37 * 3 * 4
+
+
+def test_an_epochs_parameters_are_drawn_once_not_per_batch(cached, monkeypatch):
+    """One draw for the epoch (on the feed's device), none per batch; the images are the same."""
+    import cxrlib.data.datasets as datasets_module
+    import cxrlib.feed as feed_module
+
+    want = _all(Feed(cached, 8, shuffle=True, seed=1, resident="host"), 2)
+    draws = []
+    real = feed_module.draw_params
+
+    def counted(seed, epoch, indices):
+        draws.append(len(indices))
+        assert isinstance(indices, torch.Tensor)  # drawn where the indices are: the device
+        return real(seed, epoch, indices)
+
+    def no_host_draw(*args, **kwargs):
+        raise AssertionError("a batch drew its parameters on the host")
+
+    monkeypatch.setattr(feed_module, "draw_params", counted)
+    monkeypatch.setattr(datasets_module, "draw_params", no_host_draw)
+    for resident in ("host", "off"):
+        draws.clear()
+        got = _all(Feed(cached, 8, shuffle=True, seed=1, resident=resident), 2)
+        assert draws == [37]  # the whole epoch at once
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(want, got))

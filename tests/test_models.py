@@ -28,7 +28,7 @@ from cxrlib.models import (
     list_models,
     list_wrappers,
 )
-from cxrlib.models.two_stage import largest_region_box
+from cxrlib.models.two_stage import largest_region_boxes
 
 STUDY = ["resnet18", "resnet50", "densenet121", "inception_v3", "nasnet"]
 BACKBONES = STUDY + ["convnext_tiny", "efficientnet_b0"]
@@ -178,14 +178,30 @@ def test_multiscale_runs_and_needs_room_for_its_low_resolution_copy(name, head):
         create_model(name, wrapper="multiscale", low_res=2.5)
 
 
-def test_largest_region_box_picks_the_largest_connected_region():
-    heat = np.zeros((20, 30), dtype=np.float32)
-    heat[2:5, 3:6] = 1.0  # 9 px, the peak
-    heat[10:16, 12:20] = 0.8  # 48 px, above 0.7 of the peak: the largest region
-    heat[10:16, 25:26] = 0.5  # below the threshold
-    assert largest_region_box(heat, 0.7) == (12, 10, 20, 16)
-    assert largest_region_box(np.zeros((8, 9)), 0.7) == (0, 0, 9, 8)
-    assert largest_region_box(np.full((4, 4), np.nan), 0.7) == (0, 0, 4, 4)
+def test_largest_region_boxes_pick_the_largest_connected_region_for_the_whole_batch():
+    heat = torch.zeros(4, 20, 30)
+    heat[0, 2:5, 3:6] = 1.0  # 9 cells, the peak
+    heat[0, 10:16, 12:20] = 0.8  # 48 cells, above 0.7 of the peak: the largest region
+    heat[0, 10:16, 25:26] = 0.5  # below the threshold
+    heat[1, 0, 0] = 1.0  # 8-connected: a diagonal chain is one region, larger than the 2x2 block
+    for k in range(1, 7):
+        heat[1, k, k] = 0.9
+    heat[1, 15:17, 20:22] = 1.0
+    heat[3] = float("nan")
+    boxes = largest_region_boxes(heat, 0.7)
+    assert boxes.tolist() == [[12, 10, 20, 16], [0, 0, 7, 7], [0, 0, 30, 20], [0, 0, 30, 20]]
+
+
+def test_the_batched_crop_reads_what_a_resize_of_each_sliced_box_reads():
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=3)
+    x = torch.randn(3, 1, 64, 64)
+    boxes = torch.tensor([[0, 0, 64, 64], [10, 20, 34, 44], [40, 3, 61, 50]])
+    got = model.crop(x, boxes, (48, 48))
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        want = torch.nn.functional.interpolate(x[i:i + 1, :, y0:y1, x0:x1], size=(48, 48), mode="bilinear",
+                                               align_corners=False)
+        assert (got[i:i + 1] - want).abs().max() < 1e-4, i  # float rounding of the grid only
 
 
 def test_two_stage_crops_inside_the_image_and_the_local_branch_learns_through_the_crop():
@@ -360,3 +376,35 @@ def test_grad_cam_works_on_the_chosen_layer(kwargs):
     assert maps.shape == (2, size, size) and np.isfinite(maps).all()
     assert maps.max() > 0
     assert model.info.cam_layer and model.info.cam_reason
+
+
+def test_the_deterministic_bilinear_resize_is_the_bilinear_resize():
+    """Under train.deterministic on CUDA, PSP and multi-scale resize by two matmuls (a
+    deterministic backward); the result is F.interpolate's, forward and backward."""
+    from cxrlib.models.resize import resize_bilinear
+
+    torch.manual_seed(0)
+    for shape, size in [((2, 3, 7, 7), (14, 14)), ((1, 2, 3, 5), (7, 7)), ((2, 1, 9, 9), (4, 5)), ((1, 1, 1, 1), (7, 7))]:
+        x = torch.randn(*shape, requires_grad=True)
+        want = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        (gw,) = torch.autograd.grad(want.square().sum(), x)
+        got = resize_bilinear(x, size, exact_backward=True)
+        (gg,) = torch.autograd.grad(got.square().sum(), x)
+        assert torch.allclose(got, want, atol=1e-5) and torch.allclose(gg, gw, atol=1e-4)
+    assert not torch.are_deterministic_algorithms_enabled()  # the default path elsewhere: the fused kernel
+
+
+def test_the_box_is_the_cells_the_attention_figure_shows():
+    """attention()'s map shows C5's cells as blocks (nearest); the box's edges are those blocks'
+    edges, also where the grid does not divide the image evenly, and it holds the peak cell."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=3, tau=0.7).eval()
+    x = torch.randn(4, 1, 70, 70)  # C5 is 3 x 3: the blocks are pixels 0-23, 24-46, 47-69
+    heat, boxes = model.attention(x)
+    edges = {0, 24, 47, 70}
+    for h, (x0, y0, x1, y1) in zip(heat, boxes.tolist()):
+        assert {x0, y0, x1, y1} <= edges and x1 > x0 and y1 > y0
+        blocks = h[[0, 24, 47]][:, [0, 24, 47]]  # one pixel per block
+        assert torch.equal(h, blocks.repeat_interleave(torch.tensor([24, 23, 23]), 0)
+                           .repeat_interleave(torch.tensor([24, 23, 23]), 1))
+        assert bool((h[y0:y1, x0:x1] >= 0.7).any())  # the box is made of cells above the threshold

@@ -1,7 +1,10 @@
 """Seeds derived from (seed, epoch, index) keys: vectorised, and equal to NumPy's SeedSequence."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import torch
 import pytest
 
 from cxrlib.seed import derive_seed, derive_seeds, uniforms
@@ -52,3 +55,37 @@ def test_uniforms_are_splitmix64_draws():
     many = uniforms(derive_seeds(0, 0, np.arange(20000)), 5)
     assert many.min() >= 0 and many.max() < 1
     assert np.allclose(many.mean(0), 0.5, atol=0.01) and abs(np.corrcoef(many.T)[0, 1]) < 0.03
+
+
+def test_the_torch_hash_and_draws_equal_numpys_bit_for_bit():
+    """The feed draws a whole epoch's parameters on the device with the torch versions."""
+    from cxrlib.seed import derive_seeds_torch, uniforms_torch
+
+    idx = np.concatenate([np.arange(3000), [2**31 - 1, 2**32 + 5, 2**40 + 7]])
+    for seed, epoch in [(0, 0), (7, 3), (2**40 + 3, 99), (12345, 2**33)]:
+        want = derive_seeds(seed, epoch, idx)
+        got = derive_seeds_torch(seed, epoch, torch.from_numpy(idx))
+        assert np.array_equal(want.astype(np.int64), got.numpy())
+        assert np.array_equal(uniforms(want, 5), uniforms_torch(got, 5).numpy())
+
+
+def test_deterministic_kernels_cover_every_op_and_cublas(monkeypatch):
+    """train.deterministic: not only cuDNN's switches but torch's deterministic algorithms and
+    cuBLAS's fixed workspace (set before cuBLAS starts; an explicit setting is kept)."""
+    from cxrlib.seed import CUBLAS_WORKSPACE, select_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        select_kernels(deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        select_kernels(deterministic=True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+        select_kernels(deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        select_kernels(deterministic=False)
+        torch.backends.cudnn.benchmark = False
+        torch.set_float32_matmul_precision("highest")

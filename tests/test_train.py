@@ -17,9 +17,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.exc import BackendCompilerFailed
+from torch._dynamo.utils import counters
 
+import cxrlib.step as step
 import cxrlib.train as train
-from cxrlib import progress, runs
+from cxrlib import experiments, progress, runs
 from cxrlib.augment import model_input, ten_crop
 from cxrlib.config import ExperimentConfig
 from cxrlib.data.datasets import CachedDataset
@@ -345,11 +348,11 @@ def test_compile_option(tmp_path, monkeypatch):
 
     def broken(net, *args, **kwargs):
         def fail(*a, **k):
-            raise RuntimeError("no compiler here")
+            raise BackendCompilerFailed("inductor", RuntimeError("no compiler here"), None)
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(train, "compile_enabled", lambda setting, device: True)  # as auto does on CUDA
+    monkeypatch.setattr(step, "compile_enabled", lambda setting, device: True)  # as auto does on CUDA
     with pytest.warns(UserWarning, match="no compiler here"):
         res = fit(toy_cfg(tmp_path / "fallback", epochs=1), data=toy_data(), model=ToyNet(), progress=False)
     assert np.isfinite(res.history["train_loss"]).all()
@@ -417,13 +420,13 @@ def test_two_stage_takes_its_global_stage_from_the_finished_baseline(tmp_path):
 
     two_stage = {"model.wrapper": "two_stage", "train.stage_epochs": [1, 1, 1]}
     data = load_data(config(tmp_path, "x").data, progress=False)
-    alone = run_experiment(config(tmp_path / "alone", "two_stage", **two_stage), data=data, progress=False)
+    alone = experiments.run(config(tmp_path / "alone", "two_stage", **two_stage), data=data, progress=False)
     assert "reused_stages" not in alone.metrics  # no baseline there: every stage trains
 
     with_base = tmp_path / "with_baseline"
-    baseline = run_experiment(config(with_base, "baseline"), data=data, progress=False)
-    run_experiment(config(with_base, "other_seed", seed=1), data=data, progress=False)
-    reused = run_experiment(config(with_base, "two_stage", **two_stage), data=data, progress=False)
+    baseline = experiments.run(config(with_base, "baseline"), data=data, progress=False)
+    experiments.run(config(with_base, "other_seed", seed=1), data=data, progress=False)
+    reused = experiments.run(config(with_base, "two_stage", **two_stage), data=data, progress=False)
     assert reused.metrics["reused_stages"] == {"global": str(baseline.run_dir)}
     # kept in the checkpoint too, so a run resumed after the reuse still says where its stage came from
     last = torch.load(reused.run_dir / runs.LAST, weights_only=True)
@@ -433,5 +436,96 @@ def test_two_stage_takes_its_global_stage_from_the_finished_baseline(tmp_path):
     assert np.allclose(reused.history["val_loss"], alone.history["val_loss"])
 
     # a baseline trained otherwise (another seed) is never taken for the global stage
-    other = run_experiment(config(with_base, "two_stage_seed1", seed=2, **two_stage), data=data, progress=False)
+    other = experiments.run(config(with_base, "two_stage_seed1", seed=2, **two_stage), data=data, progress=False)
     assert "reused_stages" not in other.metrics
+
+
+def test_the_global_stage_is_taken_only_when_the_caller_hands_it_over(tmp_path):
+    """Which finished run may stand for a global stage is decided across runs
+    (experiments.finished_global_stage); fit only loads what it is given."""
+    cfg = toy_cfg(tmp_path / "staged", stage_epochs=[1, 1])
+    with pytest.raises(ValueError, match="first stage is not 'global'"):
+        fit(toy_cfg(tmp_path / "plain"), data=toy_data(), model=ToyNet(), progress=False,
+            global_stage_from=tmp_path)
+    assert experiments.finished_global_stage(cfg) is None  # not two_stage: nothing to look for
+    assert not hasattr(train, "_finished_global_stage")  # the training loop scans no runs folder
+
+
+def test_compiled_fit_with_a_partial_last_batch_compiles_once(tmp_path):
+    """train.compile=true on the CPU (inductor), 20 images in batches of 8: the last batch of 4
+    runs eagerly instead of recompiling, and the compiled run trains what the eager one does."""
+    data = toy_data(n_train=20)
+    eager = fit(toy_cfg(tmp_path / "eager", epochs=2), data=data, model=ToyNet(dropout=0.0), progress=False)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = fit(toy_cfg(tmp_path / "compiled", epochs=2, compile=True), data=toy_data(n_train=20),
+                   model=ToyNet(dropout=0.0), progress=False)
+    assert counters["stats"]["unique_graphs"] == 1  # one graph: the full batch's; no second for the 4 images
+    assert np.allclose(compiled.history["train_loss"], eager.history["train_loss"], atol=1e-4)
+    assert np.allclose(compiled.history["val_loss"], eager.history["val_loss"], atol=1e-4)
+
+
+class _RunsOutOfMemory(ToyNet):
+    """Its second training forward raises CUDA's out-of-memory error."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0)
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls >= 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("setting", [True, "auto"])
+def test_out_of_memory_inside_a_compiled_step_reaches_the_user_as_out_of_memory(tmp_path, monkeypatch, setting):
+    import warnings
+
+    monkeypatch.setattr(torch, "compile", lambda net, *a, **k: net)  # the compiled module is the net: no build
+    monkeypatch.setattr(step, "compile_enabled", lambda s, device: True)  # auto as on CUDA
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(torch.OutOfMemoryError, match="2.00 GiB"):
+        warnings.simplefilter("always")
+        fit(toy_cfg(tmp_path / str(setting), epochs=1, compile=setting), data=toy_data(), model=_RunsOutOfMemory(),
+            progress=False)
+    assert not [w for w in caught if "compile" in str(w.message)]  # not taken for a compiler failure
+
+
+def test_compiler_failures_are_told_apart_from_the_steps_own_errors():
+    oom = torch.OutOfMemoryError("CUDA out of memory")
+    assert step.is_compiler_failure(BackendCompilerFailed("inductor", RuntimeError("C++ build failed"), None))
+    assert not step.is_compiler_failure(BackendCompilerFailed("inductor", oom, None))  # OOM while autotuning: OOM
+    assert not step.is_compiler_failure(oom)
+    assert not step.is_compiler_failure(RuntimeError("shape mismatch"))
+
+
+def test_epoch_seconds_include_the_checkpoint_and_history_write(tmp_path, monkeypatch):
+    """history.csv's ``seconds`` (read by gpu_check as 'checkpoint included') count each epoch's write."""
+    import time
+
+    save_last = runs.save_last
+
+    def slow_save_last(*args, **kwargs):
+        time.sleep(0.4)
+        return save_last(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "save_last", slow_save_last)
+    res = fit(toy_cfg(tmp_path / "timed", epochs=2), data=toy_data(), model=ToyNet(), progress=False)
+    seconds = res.history["seconds"].to_numpy()
+    assert seconds[0] >= 0.4 and seconds[1] - seconds[0] >= 0.4  # each epoch holds its own checkpoint
+    assert runs.read_history(res.run_dir)["seconds"].tolist() == pytest.approx(seconds.tolist())
+
+
+def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A V100/T4 reports bf16 'supported' through emulation: it gets fp16 with loss scaling."""
+    cuda = torch.device("cuda", 0)
+    emulated = {"bf16": lambda including_emulation=True: including_emulation, "capability": (7, 0)}
+    native = {"bf16": lambda including_emulation=True: True, "capability": (9, 0)}
+    for gpu, want in ((emulated, (True, torch.float16, True)), (native, (True, torch.bfloat16, False))):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", gpu["bf16"])
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=gpu["capability"]: c)
+        assert step.amp_settings(cuda, True) == want
+    assert step.amp_settings(cuda, False) == (False, None, False)
+    assert step.amp_settings(torch.device("cpu"), True) == (False, None, False)

@@ -138,11 +138,13 @@ class CachedDataset(torch.utils.data.Dataset):
         other.patient_ids, other.targets = self.patient_ids[idx], self.targets[idx]
         return other
 
-    def batch(self, indices, epoch: int | None = None, resident: Resident | None = None) -> Batch:
+    def batch(self, indices, epoch: int | None = None, resident: Resident | None = None,
+              with_params: bool = True) -> Batch:
         """Samples ``indices`` as one :class:`Batch` (augmentation parameters of ``epoch``, default the current one).
 
         Images come from one read of the cache, or of ``resident`` (:meth:`resident`), in
         which case images and targets stay where it keeps them (pinned memory, a GPU).
+        ``with_params=False`` leaves the parameters out (the feed draws a whole epoch's on the device).
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
@@ -163,7 +165,8 @@ class CachedDataset(torch.utils.data.Dataset):
                                      pin_memory=store.is_pinned())
                 np.take(store.numpy(), idx, axis=0, out=images.numpy(), mode="clip")
                 targets = torch.from_numpy(resident.targets.numpy()[idx])
-        params = draw_params(self.seed, self.epoch if epoch is None else epoch, idx) if self.augment else None
+        draw = self.augment and with_params
+        params = draw_params(self.seed, self.epoch if epoch is None else epoch, idx) if draw else None
         return Batch(images, targets, params)
 
     def resident(self, device: str | torch.device = "cpu", pin: bool = False, chunk: int = 1024) -> Resident:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cxrlib.models.errors import ModelError
 from cxrlib.models.registry import register_head
+from cxrlib.models.resize import resize_bilinear
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
@@ -115,7 +116,7 @@ class PSPHead(Head):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         c5 = feats[-1]
         size = c5.shape[-2:]
-        pooled = [F.interpolate(s(c5), size=size, mode="bilinear", align_corners=False) for s in self.stages]
+        pooled = [resize_bilinear(s(c5), size) for s in self.stages]  # deterministic backward when asked
         return self.fuse(torch.cat([c5, *pooled], dim=1))
 
     def cam_layer(self) -> nn.Module:

@@ -19,6 +19,7 @@ from cxrlib.models.base import BaseModel, Branch
 from cxrlib.models.errors import ModelError
 from cxrlib.models.heads import Classifier, conv_bn_relu
 from cxrlib.models.registry import BackboneSpec, register_wrapper
+from cxrlib.models.resize import resize_bilinear
 
 
 @register_wrapper("multiscale")
@@ -76,7 +77,7 @@ class MultiScaleModel(BaseModel):
             x, size=size, mode="bilinear", align_corners=False, antialias=True
         )
         context = self.deep(low)
-        context = F.interpolate(context, size=detail.shape[-2:], mode="bilinear", align_corners=False)
+        context = resize_bilinear(context, detail.shape[-2:])  # deterministic backward when asked
         return self.fuse(torch.cat([detail, context], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

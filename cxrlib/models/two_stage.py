@@ -2,11 +2,16 @@
 
 * Global branch: backbone + head + classifier on the whole image.
 * Attention-guided crop: heatmap = max over channels of |C5| of the global branch (the
-  paper's choice), upsampled to the input, thresholded at ``tau`` times its maximum; the
-  bounding box of the largest connected region is cropped from the full-resolution input
-  and resized for the local branch. The box is chosen without gradients (a mask has none),
-  but the crop itself is slicing + ``F.interpolate``, so gradients flow through the cropped
-  pixels into the local branch (and into the input, if it asks for them).
+  paper's choice), thresholded at ``tau`` times its maximum on C5's own grid (7 x 7 cells
+  at 224 px); the box of the largest 8-connected region of cells, in input pixels, is
+  cropped from the full-resolution input and resized for the local branch. The paper
+  thresholds the map upsampled to the input; a box made of whole cells is a little coarser
+  (a cell is 32 px at 224) but is found on the device for the whole batch in a few small
+  kernels, with no copy to the host, no per-image loop and no shape that changes from
+  batch to batch, so a compiled step keeps one graph. The box is chosen without gradients
+  (a mask has none), but the crop is one ``affine_grid``/``grid_sample`` for the batch,
+  sampling exactly what a bilinear resize of the sliced box would, so gradients flow
+  through the cropped pixels into the local branch (and into the input, if it asks).
 * Local branch: its own backbone + head + classifier on the crop.
 * Fusion branch: a linear layer over the concatenated pooled features of both branches.
 
@@ -20,11 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from scipy import ndimage
 
 from cxrlib.models.base import BaseModel, Branch
 from cxrlib.models.errors import ModelError
@@ -32,22 +35,41 @@ from cxrlib.models.heads import Classifier
 from cxrlib.models.registry import BackboneSpec, register_wrapper
 
 STAGES = ("global", "local", "fusion")
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
-def largest_region_box(heatmap: np.ndarray, tau: float) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` (end exclusive) of the largest 8-connected region where
-    ``heatmap >= tau * max``; the whole image when the map is flat or not finite."""
-    h, w = heatmap.shape
-    peak = float(np.max(heatmap)) if heatmap.size else 0.0
-    if not np.isfinite(peak):
-        return 0, 0, w, h
-    labels, n = ndimage.label(heatmap >= tau * peak, structure=_EIGHT_CONNECTED)
-    if n == 0:
-        return 0, 0, w, h
-    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    ys, xs = ndimage.find_objects(labels)[largest - 1]
-    return xs.start, ys.start, xs.stop, ys.stop
+def largest_region_boxes(maps: torch.Tensor, tau: float) -> torch.Tensor:
+    """``[B, 4]`` long ``(x0, y0, x1, y1)`` (end exclusive, in cells) of the largest 8-connected
+    region where ``maps[b] >= tau * max(maps[b])``, for ``maps`` ``[B, h, w]``, on their device;
+    the whole map when it is flat-zero or not finite.
+
+    Connected components by label propagation: each cell above the threshold starts with its
+    own number and takes the largest number among its 8 neighbours, ``h * w`` times (the
+    longest path a region can have), so every region ends up carrying one number with no
+    data-dependent loop, hence no host sync.
+    """
+    b, h, w = maps.shape
+    m = maps.detach().float()
+    peak = m.flatten(1).amax(1)
+    mask = m >= tau * peak[:, None, None]  # a NaN peak gives no cell: the whole map below
+    labels = torch.arange(1, h * w + 1, device=m.device, dtype=torch.float32).view(1, 1, h, w) * mask[:, None]
+    for _ in range(h * w):
+        labels = F.max_pool2d(labels, 3, stride=1, padding=1) * mask[:, None]
+    labels = labels[:, 0].long()
+    counts = torch.zeros(b, h * w + 1, device=m.device).scatter_add_(
+        1, labels.flatten(1), torch.ones(b, h * w, device=m.device))
+    counts[:, 0] = 0  # the background is no region
+    largest = counts.argmax(1)  # 0 when there is no region: the background, i.e. the whole map
+    keep = (labels == largest[:, None, None]) | (largest == 0)[:, None, None]
+    rows, cols = keep.any(2), keep.any(1)
+
+    def span(hit: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first = hit.int().argmax(1)
+        last = n - hit.flip(1).int().argmax(1)
+        return first, last
+
+    y0, y1 = span(rows, h)
+    x0, x1 = span(cols, w)
+    return torch.stack([x0, y0, x1, y1], 1)
 
 
 def _restore_stage(module: "TwoStageModel", _incompatible_keys) -> None:
@@ -138,23 +160,46 @@ class TwoStageModel(BaseModel):
                              align_corners=False, antialias=True)
 
     def heatmap(self, c5: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Max over channels of |C5|, upsampled to ``size``: ``[B, H, W]`` (no gradient)."""
+        """Max over channels of |C5|, each cell enlarged to its pixels of ``size`` (nearest, so a
+        figure shows the very cells the box is built from): ``[B, H, W]``, no gradient."""
         with torch.no_grad():
             h = c5.detach().abs().amax(dim=1, keepdim=True).float()
-            return F.interpolate(h, size=size, mode="bilinear", align_corners=False)[:, 0]
+            return F.interpolate(h, size=size, mode="nearest")[:, 0]
 
-    def boxes_from_heatmap(self, heatmap: torch.Tensor) -> torch.Tensor:
-        """``[B, 4]`` long ``(x0, y0, x1, y1)``, end exclusive, in the heatmap's pixels."""
-        maps = heatmap.detach().cpu().numpy()
-        return torch.tensor([largest_region_box(m, self.tau) for m in maps], dtype=torch.long)
+    def boxes_from_cam(self, c5: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``[B, 4]`` long ``(x0, y0, x1, y1)``, end exclusive, in pixels of an input of ``size``:
+        the largest region of C5's grid above ``tau`` (:func:`largest_region_boxes`), on C5's device."""
+        with torch.no_grad():
+            cells = largest_region_boxes(c5.detach().abs().amax(dim=1), self.tau)
+            (gh, gw), (hh, ww) = c5.shape[-2:], size
+            scale = torch.tensor([ww, hh, ww, hh], device=cells.device)
+            grid = torch.tensor([gw, gh, gw, gh], device=cells.device)
+            # pixel p belongs to cell floor(p * cells / pixels), as nearest upsampling assigns it:
+            # cell c spans pixels ceil(c * pixels / cells) .. ceil((c + 1) * pixels / cells) - 1
+            lo = -((-cells[:, :2] * scale[:2]) // grid[:2])
+            hi = -((-cells[:, 2:] * scale[2:]) // grid[2:])
+            return torch.cat([lo, hi], 1)
 
     def crop(self, x: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Crop each box from ``x`` and resize to ``size``; differentiable in ``x``."""
-        crops = []
-        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-            patch = x[i : i + 1, :, y0:y1, x0:x1]
-            crops.append(F.interpolate(patch, size=size, mode="bilinear", align_corners=False))
-        return torch.cat(crops, dim=0)
+        """Each box of ``x`` resized to ``size``, for the whole batch in one ``grid_sample``.
+
+        Samples where ``F.interpolate(x[..., y0:y1, x0:x1], size, bilinear)`` would (sample
+        points clamped to the box's first and last pixel centres, as that resize clamps
+        them), so no pixel outside the box is read. Differentiable in ``x``.
+        """
+        n, _, hh, ww = x.shape
+        b = boxes.to(device=x.device, dtype=torch.float32)
+        x0, y0, x1, y1 = b.unbind(1)
+        zero = torch.zeros_like(x0)
+        # output -> input in affine_grid's [-1, 1] coordinates (align_corners=False): a box of
+        # pw pixels starting at x0 spans scale pw/W around centre (x0 + x1)/W - 1
+        theta = torch.stack([torch.stack([(x1 - x0) / ww, zero, (x0 + x1) / ww - 1], 1),
+                             torch.stack([zero, (y1 - y0) / hh, (y0 + y1) / hh - 1], 1)], 1)
+        grid = F.affine_grid(theta, [n, x.shape[1], *size], align_corners=False)
+        lo = torch.stack([(2 * x0 + 1) / ww - 1, (2 * y0 + 1) / hh - 1], 1)[:, None, None]  # first pixel centres
+        hi = torch.stack([(2 * x1 - 1) / ww - 1, (2 * y1 - 1) / hh - 1], 1)[:, None, None]  # last pixel centres
+        grid = torch.maximum(torch.minimum(grid, hi), lo)
+        return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
     @torch.no_grad()
     def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +207,7 @@ class TwoStageModel(BaseModel):
         self.check_input(x)
         feats, _ = self.global_branch.forward_all(self._global_input(x))
         heat = self.heatmap(feats[-1], tuple(x.shape[-2:]))
-        boxes = self.boxes_from_heatmap(heat)
+        boxes = self.boxes_from_cam(feats[-1], tuple(x.shape[-2:]))
         peak = heat.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
         return heat / peak, boxes
 
@@ -186,7 +231,7 @@ class TwoStageModel(BaseModel):
         feats, gmap = self._run("global", self.global_branch.forward_all, xg)
         if self.stage == "global":
             return self.global_classifier(gmap)
-        boxes = self.boxes_from_heatmap(self.heatmap(feats[-1], tuple(x.shape[-2:])))
+        boxes = self.boxes_from_cam(feats[-1], tuple(x.shape[-2:]))
         side = self.local_size or xg.shape[-1]
         lmap = self._run("local", lambda: self.local_branch(self.crop(x, boxes, (side, side))))
         if self.stage == "local":
