@@ -79,6 +79,13 @@ class DataBundle:
         bits = self.cache.masks[self.cache.index_of(str(image_id))]
         return (np.asarray(bits) >> np.uint16(k)) & np.uint16(1) != 0
 
+    def metadata(self, part: str):
+        """The ``part``'s images' metadata as a DataFrame in dataset order (the columns of
+        ``cxrlib.data.sources.METADATA_COLUMNS`` the source has), or None where it has none."""
+        if self._plan is None or self._plan.metadata is None:
+            return None
+        return self._plan.metadata(self.dataset(part).image_ids)
+
     def dataset(self, part: str) -> CachedDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[part]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 
 from cxrlib import phantoms as ph
 from cxrlib.data.cache import SlotLoader, select_cache_ids
@@ -113,12 +114,21 @@ def plan_phantoms(cfg) -> Plan:
         return np.asarray(ph.render_phantom(row, PHANTOM_FULL_SIZE, seed=cfg.seed, spec=spec,
                                             training=row in train_rows).image)
 
+    follow_up = ph.phantom_follow_ups(cfg.num_phantoms, cfg.seed, spec)
+
+    def metadata(image_ids: np.ndarray) -> pd.DataFrame:
+        # a phantom knows its follow-up number (sicker patients have more images, as in
+        # ChestX-ray14: PhantomSpec.sickness_pattern); it has no age, sex or view position
+        rows = [row_of[str(i)] for i in image_ids]
+        return pd.DataFrame({"follow_up": follow_up[rows]}, index=pd.Index(np.asarray(image_ids, dtype=str),
+                                                                            name="image_id"))
+
     return Plan(
         source="phantoms", split_name=SPLIT_NAME,
         label_names=list(FINDINGS) + (["No Finding"] if cfg.include_no_finding else []), parts=parts,
         cache_key=key, cache_ids=ids_cached, loader=PhantomLoader([row_of[i] for i in ids_cached], cfg.seed, spec,
                                                         [row_of[i] in train_rows for i in ids_cached]),
-        full_image=full_image, offers=OFFERS)
+        full_image=full_image, offers=OFFERS, metadata=metadata)
 
 
 SOURCE = register_source(Source("phantoms", OFFERS, plan_phantoms, "built-in synthetic phantoms; reads no folder"))

@@ -32,6 +32,7 @@ from pathlib import Path
 from cxrlib.phantoms.cohort import (
     CXR14_COOCCURRENCE,
     CXR14_PREVALENCE,
+    phantom_follow_ups,
     phantom_image_id,
     phantom_index,
     phantom_split,
@@ -42,6 +43,7 @@ from cxrlib.phantoms.render import Phantom, has_drain, phantom_devices, render_p
 from cxrlib.phantoms.spec import SYNTHETIC_NOTICE, PhantomSpec
 
 __all__ = [
+    "phantom_follow_ups",
     "SYNTHETIC_NOTICE",
     "PhantomSpec",
     "Phantom",

@@ -151,6 +151,12 @@ def phantom_table(n: int, seed: int = 0, spec: PhantomSpec | None = None) -> pd.
     return df
 
 
+def phantom_follow_ups(n: int, seed: int = 0, spec: PhantomSpec | None = None) -> np.ndarray:
+    """``int64 [n]``: each of the first ``n`` phantoms' follow-up number (0 for a patient's first image)."""
+    n = check_int(n, "n", 0, 10_000_000)
+    return phantom_rows(check_int(seed, "seed", 0), n, check_spec(spec))["follow_up"].astype(np.int64)
+
+
 def phantom_split(table: pd.DataFrame, seed: int = 0) -> dict[str, np.ndarray]:
     """Patient-wise 70/10/20 train/val/test split: row positions (sorted int arrays).
 
