@@ -26,11 +26,13 @@ ones, which a model also scores lower, so the real loss can be larger or smaller
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cxrlib.labels import FINDINGS, NO_FINDING, canonical
 from cxrlib.seed import derive_seeds, uniforms
@@ -191,3 +193,64 @@ def noisy_prevalence(sensitivity, specificity, prevalence):
     se, sp, pi = (np.asarray(v, dtype=np.float64) for v in (sensitivity, specificity, prevalence))
     out = se * pi + (1 - sp) * (1 - pi)
     return float(out) if out.ndim == 0 else out
+
+
+# ----------------------------------------------------------------------------- the lesson's pieces
+
+LESSON_DIR = "label_noise"  # the noisy-training runs live here, out of the study's results table
+RUN_NAME = "noisy_labels"
+
+
+def noisy_training_config(base, sensitivity: float | Mapping[str, float], specificity: float | Mapping[str, float],
+                          parts: Sequence[str] = ("train", "val")):
+    """``base`` (an ExperimentConfig) trained on labels of that labeller: by default its
+    training and validation labels (the archive's), the test labels left true so the cost is
+    measured against the truth. Same model, seed, split and budget; the run lives under
+    ``<runs_dir>/label_noise``."""
+    from pathlib import Path
+
+    data = dataclasses.replace(base.data, label_noise=list(parts), label_sensitivity=sensitivity,
+                               label_specificity=specificity)
+    return dataclasses.replace(base, name=RUN_NAME, runs_dir=str(Path(base.runs_dir) / LESSON_DIR), data=data)
+
+
+def test_noise_table(predictions: Mapping[str, Any], sensitivity: float | Mapping[str, float],
+                     specificity: float | Mapping[str, float], seed: int = 0) -> pd.DataFrame:
+    """A run's test predictions scored against its true labels and against the labels a
+    labeller of this sensitivity and specificity would have written (no training: the same
+    scores). Per finding: prevalence, AUROC against the truth, against the noisy labels
+    (measured), the measured value :func:`observed_auroc` predicts, and the cap; then the mean
+    over findings defined in both."""
+    from cxrlib.metrics import auroc
+
+    names = [str(n) for n in predictions["label_names"]]
+    y = np.asarray(predictions["targets"], dtype=np.float32)
+    s = np.asarray(predictions["scores"], dtype=np.float64)
+    noisy = flip_labels(y, np.asarray(predictions["ids"]), sensitivity, specificity, seed=seed, label_names=names)
+    true_auc, noisy_auc = auroc(y, s), auroc(noisy, s)
+    pi = y.mean(axis=0)
+    se, sp = per_finding(_rate(sensitivity, "label_sensitivity"), names), per_finding(
+        _rate(specificity, "label_specificity"), names)
+    ok = (pi > 0) & (pi < 1)
+    predicted, cap = np.full(len(names), np.nan), np.full(len(names), np.nan)
+    predicted[ok] = observed_auroc(true_auc[ok], se[ok], sp[ok], pi[ok])
+    cap[ok] = auroc_cap(se[ok], sp[ok], pi[ok])
+    table = pd.DataFrame({"prevalence": pi, "true positives": y.sum(axis=0).astype(int),
+                          "labelled positives": noisy.sum(axis=0).astype(int), "AUROC vs truth": true_auc,
+                          "AUROC vs noisy labels": noisy_auc, "predicted": predicted, "cap": cap},
+                         index=pd.Index(names, name="finding"))
+    defined = table[["AUROC vs truth", "AUROC vs noisy labels"]].notna().all(axis=1)
+    table.loc["mean"] = table[defined].mean(numeric_only=True)
+    table.loc["mean", ["true positives", "labelled positives"]] = np.nan
+    return table
+
+
+def cap_table(sensitivity: float, specificity: float, prevalences: Sequence[float] = (0.002, 0.01, 0.02, 0.05,
+                                                                                     0.1, 0.2, 0.4)) -> pd.DataFrame:
+    """The cap (a perfect model's measurable AUROC) of one labeller at several prevalences,
+    with the PPV and NPV behind it: rare findings are capped hardest, because the few
+    positives a labeller invents are many beside the few true ones."""
+    pi = np.asarray(prevalences, dtype=np.float64)
+    ppv, npv = _ppv_npv(sensitivity, specificity, pi)
+    return pd.DataFrame({"prevalence": pi, "labeller PPV": ppv, "labeller NPV": npv,
+                         "cap": auroc_cap(sensitivity, specificity, pi)}).set_index("prevalence")

@@ -129,3 +129,27 @@ def test_load_data_flips_only_the_named_parts(tmp_path):
     assert clean.clean_targets == {}
     # the images are the same cache: noise is in the labels only
     assert noisy.cache.folder == clean.cache.folder
+
+
+def test_lesson_table_rescoring_one_run():
+    ids, y = _truth(8000)
+    rng = np.random.default_rng(4)
+    ys = np.stack([y, 1 - y], axis=1)
+    pred = {"ids": ids, "targets": ys, "scores": ys * 1.5 + rng.normal(size=ys.shape),
+            "label_names": np.array(["Effusion", "Edema"])}
+    table = label_noise.test_noise_table(pred, {"Effusion": 0.7}, 0.95, seed=1)
+    assert list(table.index) == ["Effusion", "Edema", "mean"]
+    row = table.loc["Effusion"]
+    assert row["AUROC vs noisy labels"] < row["AUROC vs truth"]
+    assert abs(row["AUROC vs noisy labels"] - row["predicted"]) < 0.02
+    assert row["cap"] == pytest.approx(label_noise.auroc_cap(0.7, 0.95, y.mean()))
+    caps = label_noise.cap_table(0.8, 0.98)
+    assert caps["cap"].idxmin() == 0.002 and caps.loc[0.002, "cap"] < 0.6  # rare findings are capped hardest
+
+
+def test_noisy_training_config_lives_apart():
+    base = ExperimentConfig(runs_dir="runs/x")
+    cfg = label_noise.noisy_training_config(base, 0.8, 0.98)
+    assert cfg.runs_dir == "runs/x/label_noise" and cfg.data.label_noise == ["train", "val"]
+    assert cfg.model == base.model and cfg.seed == base.seed and cfg.train == base.train
+    assert cfg.fingerprint() != dataclasses.replace(base, name=cfg.name).fingerprint()
