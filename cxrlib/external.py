@@ -170,3 +170,46 @@ def drop_words(table: pd.DataFrame) -> str:
     else:
         verdict = "no difference shown: the 95% CI includes 0"
     return f"{where}: difference {m['drop']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}), {verdict}"
+
+
+@dataclasses.dataclass
+class SiteResult:
+    """The baseline's runs re-scored at another site: what notebook 13 shows."""
+
+    bundle: Any  # the external site's DataBundle
+    images: CachedDataset  # all of its images
+    predictions: list[dict[str, np.ndarray]]  # per seed run, on ``images``
+    table: pd.DataFrame  # site_drop of the first seed's run
+    seed_drops: pd.DataFrame  # per seed: mean AUROC at each site and the drop
+
+    def words(self) -> str:
+        return drop_words(self.table)
+
+
+def rescore_runs(results, site_dir: str | Path | None = None, knobs: Mapping[str, float] | None = None,
+                 num_phantoms: int | None = None, n_bootstrap: int | None = None) -> SiteResult:
+    """Every seed of a finished experiment (``results``: its RunResults, :func:`cxrlib.experiments.run_all`)
+    scored at the external site (:func:`site_config` from the first run's data); the drop table of
+    the first seed and, per seed, the mean drop (its spread says how much the drop is the model's
+    and how much the seed's)."""
+    results = list(results)
+    if not results:
+        raise ValueError("no run to re-score: train the baseline first (notebook 01)")
+    first = results[0]
+    bundle = external_bundle(first.config.data, site_dir, knobs, num_phantoms)
+    images = all_images(bundle)
+    predictions = [predict(r.run_dir, images) for r in results]
+    n_bootstrap = first.config.train.n_bootstrap if n_bootstrap is None else n_bootstrap
+    table = site_drop(first.predictions, predictions[0], n_bootstrap=n_bootstrap, seed=first.config.seed)
+    rows = []
+    for r, pred in zip(results, predictions):
+        t = site_drop(r.predictions, pred, n_bootstrap=0)
+        rows.append({"seed": r.config.seed, "internal mean AUROC": t.loc["mean", "internal AUROC"],
+                     "external mean AUROC": t.loc["mean", "external AUROC"], "drop": t.loc["mean", "drop"]})
+    return SiteResult(bundle, images, predictions, table, pd.DataFrame(rows).set_index("seed"))
+
+
+def has_site(data_cfg, site_dir: str | Path | None = None) -> bool:
+    """Whether a second site exists for runs on ``data_cfg``: on phantoms always (it is drawn),
+    on real data when a second folder is given."""
+    return data_cfg.source == "phantoms" or bool(site_dir)

@@ -184,7 +184,8 @@ def corrected_auroc(observed, sensitivity, specificity, prevalence):
     """The true AUROC that :func:`observed_auroc` maps to ``observed`` (its inverse); only as
     good as the labeller's sensitivity and specificity are known, and the errors non-differential."""
     ppv, npv = _ppv_npv(sensitivity, specificity, prevalence)
-    out = 0.5 + (np.asarray(observed, dtype=np.float64) - 0.5) / (ppv + npv - 1)
+    # clipped to [0, 1]: a measured value beyond the cap is chance (few positives), not skill
+    out = np.clip(0.5 + (np.asarray(observed, dtype=np.float64) - 0.5) / (ppv + npv - 1), 0.0, 1.0)
     return float(out) if out.ndim == 0 else out
 
 
