@@ -68,3 +68,33 @@ def test_real_metadata_and_the_control_row(cxr14_sample, sample_cache, tmp_path)
     assert experiments.METADATA_CONTROL in list(table.index) or experiments.METADATA_CONTROL in str(table)
     again = experiments.run_metadata_control(prof)
     assert again.run_dir == result.run_dir
+
+
+def test_ap_pa_confound_on_phantoms(tmp_path):
+    """With PhantomSpec.ap_confound, sicker phantoms are more often AP films, drawn as AP films
+    look, and the view position enters the metadata; PA films are drawn as before."""
+    from cxrlib import phantoms
+
+    spec = phantoms.PhantomSpec(ap_confound=1.0)
+    table = phantoms.phantom_table(3000, spec=spec)
+    from cxrlib.labels import FINDINGS
+    findings = table[list(FINDINGS)].to_numpy()
+    ap = np.array([phantoms.is_ap_film(i, 0, spec, findings[i]) for i in range(len(table))])
+    sick = findings.any(axis=1)
+    assert abs(ap[sick].mean() - 0.6) < 0.05 and abs(ap[~sick].mean() - 0.25) < 0.05
+    assert not any(phantoms.is_ap_film(i, 0, phantoms.PhantomSpec(), findings[i]) for i in range(50))
+    first_ap, first_pa = int(np.flatnonzero(ap)[0]), int(np.flatnonzero(~ap)[0])
+    drawn = phantoms.render_phantom(first_ap, 64, spec=spec)
+    assert drawn.view == "AP"
+    assert (drawn.image != phantoms.render_phantom(first_ap, 64).image).any()
+    np.testing.assert_array_equal(phantoms.render_phantom(first_pa, 64, spec=spec).image,
+                                  phantoms.render_phantom(first_pa, 64).image)
+    # the AP film's heart is magnified
+    assert drawn.heart_mask.sum() > phantoms.render_phantom(first_ap, 64).heart_mask.sum()
+    bundle = load_data(DataConfig(num_phantoms=600, image_size=16, cache_dir=str(tmp_path), workers=1,
+                                  phantom_options={"ap_confound": 1.0}), progress=False)
+    meta = bundle.metadata("train")
+    assert list(meta.columns) == ["view_position", "follow_up"]
+    assert set(meta["view_position"]) == {"AP", "PA"}
+    pred = controls.metadata_control_predictions(bundle, columns=["view_position"])
+    assert pred["scores"].shape == bundle.test.targets.shape

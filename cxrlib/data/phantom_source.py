@@ -118,10 +118,16 @@ def plan_phantoms(cfg) -> Plan:
 
     def metadata(image_ids: np.ndarray) -> pd.DataFrame:
         # a phantom knows its follow-up number (sicker patients have more images, as in
-        # ChestX-ray14: PhantomSpec.sickness_pattern); it has no age, sex or view position
+        # ChestX-ray14: PhantomSpec.sickness_pattern) and, with the AP/PA confound on, its view
+        # position; it has no age or sex
         rows = [row_of[str(i)] for i in image_ids]
-        return pd.DataFrame({"follow_up": follow_up[rows]}, index=pd.Index(np.asarray(image_ids, dtype=str),
-                                                                            name="image_id"))
+        out = pd.DataFrame({"follow_up": follow_up[rows]}, index=pd.Index(np.asarray(image_ids, dtype=str),
+                                                                           name="image_id"))
+        if spec.ap_confound > 0:
+            findings = table[list(FINDINGS)].to_numpy()
+            out.insert(0, "view_position", ["AP" if ph.is_ap_film(r, cfg.seed, spec, findings[r]) else "PA"
+                                            for r in rows])
+        return out
 
     return Plan(
         source="phantoms", split_name=SPLIT_NAME,

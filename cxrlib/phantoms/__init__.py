@@ -39,7 +39,7 @@ from cxrlib.phantoms.cohort import (
     phantom_table,
 )
 from cxrlib.phantoms.findings import LUNG_FINDINGS
-from cxrlib.phantoms.render import Phantom, has_drain, phantom_devices, render_phantom
+from cxrlib.phantoms.render import Phantom, has_drain, is_ap_film, phantom_devices, render_phantom
 from cxrlib.phantoms.spec import SYNTHETIC_NOTICE, PhantomSpec
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "render_phantom",
     "phantom_devices",
     "has_drain",
+    "is_ap_film",
     "phantom_split",
     "phantom_image_id",
     "phantom_index",

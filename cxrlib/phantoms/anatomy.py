@@ -93,7 +93,7 @@ def ridges(noise: np.ndarray, width: float) -> np.ndarray:
 
 
 def geometry(a: dict, labels: np.ndarray, les_rng: dict[str, np.random.Generator], spec: PhantomSpec,
-             inspiration: float = 0.0) -> dict:
+             inspiration: float = 0.0, ap: bool = False) -> dict:
     """Per-image geometry: the anatomy at this image's depth of ``inspiration`` (-1 shallow ..
     +1 deep, already scaled by its knob), changed by the findings that change anatomy."""
     g = {k: (dict(v) if isinstance(v, dict) else v) for k, v in a.items()}
@@ -101,6 +101,13 @@ def geometry(a: dict, labels: np.ndarray, les_rng: dict[str, np.random.Generator
         g["y_cp"][s] += 0.02 * inspiration
         g["dome_h"][s] *= 1 - 0.075 * inspiration
     g["heart"]["a"] *= 1 - 0.02 * inspiration  # and narrows the heart's shadow
+    if ap:  # a portable AP film (PhantomSpec.ap_confound): the heart, far from the detector, is
+        # magnified; the clavicles project higher; the scapulae, not rotated out of the way as
+        # a standing patient's are for a PA film, lie over the lungs
+        g["heart"]["a"] *= 1.12
+        g["heart"]["b"] *= 1.06
+        g["clav_y"] -= 0.04
+        g["scapula"] = 1.8
     lab = dict(zip(FINDINGS, labels))
     if lab["Cardiomegaly"]:
         r = les_rng["Cardiomegaly"]

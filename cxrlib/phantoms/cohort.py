@@ -26,6 +26,7 @@ TAG_PATIENTS, TAG_ANATOMY, TAG_IMAGE, TAG_LESION, TAG_SPLIT = 7101, 7102, 7103, 
 # Nuisance streams: each knob draws from its own, so that turning one off changes nothing else.
 TAG_HABITUS, TAG_INSPIRATION, TAG_COLLIMATION, TAG_MARKERS, TAG_DEVICES, TAG_CONFOUNDER = (
     7106, 7107, 7108, 7109, 7110, 7111)
+TAG_VIEW = 7112  # the optional AP/PA confound (PhantomSpec.ap_confound)
 _PATIENTS_PER_CHUNK = 1024
 
 
