@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import controls, label_noise, plots, runs, shortcuts
+from cxrlib import controls, external, label_noise, plots, runs, shortcuts
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -153,10 +153,9 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
         "10_shortcuts": lambda: list(shortcuts.lesson_configs(heatmap_config(profile, params.get("HEAD", "")),
                                                               params["SHARE"], params.get("NUM_PHANTOMS", 0))),
         # 12 re-scores the baseline and trains it once more on noisy labels; 13 re-scores it
-        "12_label_noise": lambda: [profile.baseline] + (
-            [label_noise.noisy_training_config(profile.baseline, params["SENSITIVITY"], params["SPECIFICITY"])]
-            if params.get("TRAIN_NOISE") else []),
-        "13_external_site": lambda: [profile.baseline],
+        "12_label_noise": lambda: label_noise.lesson_plan(profile, params["SENSITIVITY"], params["SPECIFICITY"],
+                                                          bool(params.get("TRAIN_NOISE"))),
+        "13_external_site": lambda: external.lesson_plan(profile),
     }
     configs = build[stem]() if stem in build else []
     if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows

@@ -213,3 +213,9 @@ def has_site(data_cfg, site_dir: str | Path | None = None) -> bool:
     """Whether a second site exists for runs on ``data_cfg``: on phantoms always (it is drawn),
     on real data when a second folder is given."""
     return data_cfg.source == "phantoms" or bool(site_dir)
+
+
+def lesson_plan(profile) -> list:
+    """Notebook 13's runs, once per seed of the profile: the baseline, re-scored at the other
+    site (the controls beside it are fitted, not trained)."""
+    return [profile.baseline]

@@ -255,3 +255,11 @@ def cap_table(sensitivity: float, specificity: float, prevalences: Sequence[floa
     ppv, npv = _ppv_npv(sensitivity, specificity, pi)
     return pd.DataFrame({"prevalence": pi, "labeller PPV": ppv, "labeller NPV": npv,
                          "cap": auroc_cap(sensitivity, specificity, pi)}).set_index("prevalence")
+
+
+def lesson_plan(profile, sensitivity: float | Mapping[str, float] = 0.8,
+                specificity: float | Mapping[str, float] = 0.98, train_noise: bool = True) -> list:
+    """Notebook 12's runs, once per seed of the profile: the baseline it re-scores and, with
+    ``train_noise``, the baseline trained on this labeller's train/val labels."""
+    base = profile.baseline
+    return [base] + ([noisy_training_config(base, sensitivity, specificity)] if train_noise else [])
