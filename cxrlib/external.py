@@ -95,9 +95,10 @@ def predict(run_dir: str | Path, dataset, batch_size: int = 64, device: str = "c
     from cxrlib import runs
     from cxrlib.train import evaluate, with_channels
 
-    model = runs.load_model(run_dir, device)
-    if int(model.image_size) != int(dataset.image_size):
-        raise ValueError(f"{run_dir} was trained at {model.image_size} px, the external images are "
+    loaded = runs.load_model(run_dir, device)
+    model = getattr(loaded, "module", loaded)  # the network itself, where a loader wraps it with its contract
+    if int(loaded.image_size) != int(dataset.image_size):
+        raise ValueError(f"{run_dir} was trained at {loaded.image_size} px, the external images are "
                          f"{dataset.image_size} px: make the site at the run's size (site_config(run.config.data))")
     channels = runs.load_config(run_dir).model.in_chans
     with warnings.catch_warnings():  # only the scores are wanted here: site_drop says what is undefined
