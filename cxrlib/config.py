@@ -32,9 +32,21 @@ class DataConfig:
     # phantoms: any other PhantomSpec knob, e.g. {confounder: 0.9, devices: 2}
     phantom_options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str = "data/cache"  # decoded, resized images live here
+    # Label noise as report mining makes it (cxrlib.label_noise): the parts whose labels are
+    # flipped (train | val | test; empty: the labels as the source gives them), and the
+    # labeller's sensitivity (share of true findings kept) and specificity (share of absent
+    # findings left absent), one number or {finding: number}
+    label_noise: list[str] = field(default_factory=list)
+    label_sensitivity: float | dict[str, float] = 1.0
+    label_specificity: float | dict[str, float] = 1.0
     on_corrupt: str = "error"  # error | skip: what a corrupt or truncated PNG does
     workers: int = 0  # processes for building the cache (0 = all cores)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from cxrlib import label_noise  # a leaf module: no import cycle
+
+        label_noise.check_config(self)
 
 
 @dataclass
@@ -106,6 +118,10 @@ class ExperimentConfig:
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
         d["model"].pop("weights_dir")  # where the same ImageNet weights are found
+        if not d["data"]["label_noise"]:
+            # clean labels: the fingerprint runs had before label noise existed, so they are reused
+            for key in ("label_noise", "label_sensitivity", "label_specificity"):
+                d["data"].pop(key)
         if d["data"]["source"] == "phantoms":
             # phantoms are drawn by code: a change in how they are drawn is a change of the data,
             # so a run trained on the old drawings is not reused (their image cache keys on it too)

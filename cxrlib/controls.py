@@ -16,6 +16,7 @@ The features are invariant to any permutation of the pixels (tests check it); th
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -93,12 +94,14 @@ class ShortcutControl:
 
 
 def fit_control(features: np.ndarray, targets: np.ndarray, label_names: Sequence[str] | None = None,
-                C: float = DEFAULT_C) -> ShortcutControl:
-    """Fit the control on ``features`` (from :func:`intensity_features`) and 0/1 ``targets [N, K]``."""
+                C: float = DEFAULT_C, n_features: int = len(FEATURE_NAMES)) -> ShortcutControl:
+    """Fit the control on ``features`` (from :func:`intensity_features`, or ``n_features``
+    columns of :func:`metadata_features`) and 0/1 ``targets [N, K]``."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets)
-    if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
-        raise ValueError(f"features shape {x.shape}: expected [N, {len(FEATURE_NAMES)}] from intensity_features")
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(f"features shape {x.shape}: expected [N, {n_features}] (intensity_features gives "
+                         f"{len(FEATURE_NAMES)} columns, metadata_features one or more)")
     if y.ndim != 2 or len(y) != len(x):
         raise ValueError(f"targets shape {y.shape} does not match {len(x)} images")
     names = list(label_names) if label_names is not None else [f"class_{k}" for k in range(y.shape[1])]
@@ -161,5 +164,87 @@ def cross_validated_scores(features: np.ndarray, targets: np.ndarray, patient_id
     out = np.empty(y.shape, np.float32)
     for f in range(folds):
         held = fold == f
-        out[held] = fit_control(x[~held], y[~held], C=C).predict_features(x[held])
+        out[held] = fit_control(x[~held], y[~held], C=C, n_features=x.shape[1]).predict_features(x[held])
     return out
+
+
+# ------------------------------------------------------------------------- the metadata control
+#
+# What the image's metadata alone achieve: view position (AP films are mostly portable, taken
+# of patients too sick to stand), age, sex and the follow-up number (patients with many images
+# are sicker). Like the histogram control it is a floor, and a CNN can read the same things
+# from the pixels (an AP film looks different: Zech et al. 2018), so a finding the metadata
+# rank well is one whose AUROC may measure the ward rather than the lung.
+
+METADATA_CONTROL_COLUMNS = ("view_position", "age", "sex", "follow_up")
+
+
+def metadata_features(meta, columns: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """``(float64 [N, F], feature names)`` from a metadata DataFrame (``DataBundle.metadata``).
+
+    ``view_position`` becomes ``AP`` (1 for AP, 0 for PA), ``sex`` becomes ``male``, ``age``
+    ``age/100`` and its square (risk is not linear in age), ``follow_up`` ``log(1 + n)``.
+    ``columns``: the metadata to use (default: every one of :data:`METADATA_CONTROL_COLUMNS` the
+    table has). A missing value is replaced by the column's mean over the table, and said.
+    """
+    have = [c for c in METADATA_CONTROL_COLUMNS if c in getattr(meta, "columns", ())]
+    use = list(columns) if columns is not None else have
+    unknown = [c for c in use if c not in METADATA_CONTROL_COLUMNS]
+    if unknown:
+        raise ValueError(f"metadata column(s) {unknown}: expected some of {list(METADATA_CONTROL_COLUMNS)}")
+    absent = [c for c in use if c not in have]
+    if absent or not use:
+        raise ValueError(f"the metadata hold {have or 'no usable column'}; asked for {use or 'any'}: "
+                         "this source has no such metadata (phantoms know only the follow-up number)")
+    cols, names = [], []
+    for c in use:
+        v = meta[c]
+        if c == "view_position":
+            text = v.astype(str).str.upper().str.strip()
+            odd = sorted(set(text) - {"AP", "PA"})
+            if odd:
+                raise ValueError(f"view_position values {odd[:5]}: expected AP or PA")
+            cols.append((text == "AP").to_numpy(float)); names.append("AP")
+        elif c == "sex":
+            text = v.astype(str).str.upper().str.strip()
+            odd = sorted(set(text) - {"M", "F"})
+            if odd:
+                raise ValueError(f"sex values {odd[:5]}: expected M or F")
+            cols.append((text == "M").to_numpy(float)); names.append("male")
+        elif c == "age":
+            a = _filled(v.to_numpy(float), "age") / 100.0
+            cols += [a, a ** 2]; names += ["age/100", "(age/100)^2"]
+        else:
+            cols.append(np.log1p(np.maximum(_filled(v.to_numpy(float), c), 0))); names.append("log(1+follow_up)")
+    return np.stack(cols, axis=1), names
+
+
+def _filled(x: np.ndarray, name: str) -> np.ndarray:
+    bad = ~np.isfinite(x)
+    if bad.all():
+        raise ValueError(f"metadata column {name!r} holds no number")
+    if bad.any():
+        warnings.warn(f"{int(bad.sum())} image(s) without a readable {name}: given the mean", stacklevel=3)
+        x = np.where(bad, x[~bad].mean(), x)
+    return x
+
+
+def metadata_control_predictions(bundle, train: str = "train", test: str = "test",
+                                 columns: Sequence[str] | None = None, C: float = DEFAULT_C) -> dict[str, np.ndarray]:
+    """The metadata control: fitted on a DataBundle's ``train`` part, scoring its ``test`` part,
+    as :func:`control_predictions` does with the histogram. Errors when the source has no metadata."""
+    tr, te = bundle.dataset(train), bundle.dataset(test)
+    meta_tr, meta_te = bundle.metadata(train), bundle.metadata(test)
+    if meta_tr is None or meta_te is None:
+        raise ValueError(f"source {bundle.source!r} offers no metadata: the metadata control needs a view position, "
+                         "age, sex or follow-up number")
+    x_tr, names = metadata_features(meta_tr, columns)
+    x_te, _ = metadata_features(meta_te, columns or [c for c in METADATA_CONTROL_COLUMNS if c in meta_tr.columns])
+    control = fit_control(x_tr, tr.targets, tr.label_names, C=C, n_features=len(names))
+    return {
+        "ids": np.asarray(te.image_ids),
+        "patient_ids": np.asarray(te.patient_ids),
+        "targets": np.asarray(te.targets, dtype=np.float32),
+        "scores": control.predict_features(x_te),
+        "label_names": np.asarray(te.label_names),
+    }

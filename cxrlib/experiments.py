@@ -309,7 +309,38 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
     kind ``control``, so the results table pairs it with the baseline like any run, and the
     demo never offers it.
     """
-    cfg = control_config(profile)
+    description = {"name": "intensity statistics", "sees": "each image's grey-level histogram, percentiles, mean "
+                   "and SD: no spatial information", "fit": "logistic regression per finding on the train split"}
+    return _run_fitted(control_config(profile), fit, description, redo, data)
+
+
+METADATA_CONTROL = "metadata_control"  # the run name of the metadata control
+
+
+def metadata_control_config(profile: Profile) -> ExperimentConfig:
+    """The metadata control's config: the baseline's data and split, no image at all."""
+    return profile.config(METADATA_CONTROL, {"model.name": "metadata", "model.head": "logistic_regression",
+                                             "model.wrapper": None, "model.pretrained": False})
+
+
+def run_metadata_control(profile: Profile, redo: bool = False, data=None) -> RunResult:
+    """Fit (or reuse) the metadata control (:func:`cxrlib.controls.metadata_control_predictions`:
+    view position, age, sex, follow-up number, as far as the source has them) on the baseline's
+    train split and score its test split: a row of the results table beside the shortcut control."""
+    cfg = metadata_control_config(profile)
+    if not redo and runs.is_finished(runs.run_folder(cfg), cfg):
+        return _run_fitted(cfg, controls.metadata_control_predictions, {}, redo, data)  # reused, never fitted
+    data = data if data is not None else load_data(cfg.data, progress=False)
+    meta = data.metadata("train")
+    seen = [c for c in controls.METADATA_CONTROL_COLUMNS if meta is not None and c in meta.columns]
+    description = {"name": "metadata", "sees": f"no pixel: only {', '.join(seen) or 'nothing'}",
+                   "fit": "logistic regression per finding on the train split"}
+    return _run_fitted(cfg, controls.metadata_control_predictions, description, redo, data)
+
+
+def _run_fitted(cfg: ExperimentConfig, fit: Callable[[Any], Mapping[str, np.ndarray]], description: dict,
+                redo: bool, data) -> RunResult:
+    """A control's run: reused when finished with this config, else fitted and written as kind ``control``."""
     folder = runs.run_folder(cfg)
     if not redo and runs.is_finished(folder, cfg):
         progress_events.emit("reused", cfg.name)
@@ -320,12 +351,11 @@ def run_control(profile: Profile, fit: Callable[[Any], Mapping[str, np.ndarray]]
     seconds = time.perf_counter() - t0
     metrics = auroc_report(predictions["targets"], predictions["scores"], [str(n) for n in predictions["label_names"]],
                            patient_ids=predictions.get("patient_ids"), n_bootstrap=cfg.train.n_bootstrap, seed=cfg.seed)
-    description = {"name": "intensity statistics", "sees": "each image's grey-level histogram, percentiles, mean "
-                   "and SD: no spatial information", "fit": "logistic regression per finding on the train split"}
     written = runs.write_control(folder, cfg, data, metrics, predictions, seconds, description)
     progress_events.emit("finished", cfg.name, mean_auroc=written.get("mean_auroc"), split=written.get("split"))
     return RunResult(run_dir=folder, config=cfg, history=None, metrics=written, predictions=predictions,
                      train_seconds=seconds, model=None)
+
 
 def _seed_lists(results: Mapping[str, RunResult | Sequence[RunResult]]) -> dict[str, list[RunResult]]:
     return {name: [r] if isinstance(r, RunResult) else list(r) for name, r in results.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlib import experiments, localization, references, report, results, runs
+from cxrlib import experiments, label_noise, localization, references, report, results, runs
 from cxrlib.labels import FINDINGS
 
 from executed_notebooks import RUN_FILES, RUNS, injected_parameters
@@ -22,7 +22,7 @@ from executed_notebooks import images as _images, result as _result, text as _te
 REPO = Path(__file__).resolve().parent.parent
 # 08_demo has its own tests; the results notebook runs last, as in the report.
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "09_results", "10_shortcuts"]
+         "06_losses", "07_heatmaps", "09_results", "10_shortcuts", "12_label_noise", "13_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -172,8 +172,11 @@ def test_results_lists_every_run(smoke):
     table = results.results_table(smoke.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
     # the shortcut control: a row of its own kind right after the baseline, never in the demo's menu
-    assert list(table["experiment"][:2]) == ["baseline", experiments.CONTROL]
-    assert table.set_index("experiment").loc[experiments.CONTROL, "kind"] == runs.CONTROL
+    # the baseline, then the controls: the shortcut control (01) and the metadata control (13)
+    assert table["experiment"][0] == "baseline"
+    assert set(table["experiment"][1:3]) == {experiments.CONTROL, experiments.METADATA_CONTROL}
+    assert set(table.set_index("experiment").loc[[experiments.CONTROL, experiments.METADATA_CONTROL], "kind"]) \
+        == {runs.CONTROL}
     assert experiments.CONTROL not in [r.name for r in runs.list_runs(smoke.runs_dir)]
     assert table["mean AUROC"].between(0, 1).all()
     assert table.loc[table["experiment"] != "baseline", "p-value"].between(0, 1).all()
@@ -228,6 +231,42 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
             assert runs.is_finished(runs.run_folder(cfg), cfg), (stem, cfg.name, cfg.seed)
     assert [c.seed for c in planned["01_baselines"] if c.name == "baseline"] == list(profile.seeds.of("baseline"))
     assert planned["00_data_exploration"] == [] and planned["09_results"] == []
+    noisy = [c for c in planned["12_label_noise"] if c.name == label_noise.RUN_NAME]  # one per variant seed
+    assert [c.seed for c in noisy] == list(profile.seeds.variants)
+    assert all(runs.is_finished(runs.run_folder(c), c) for c in noisy)
+    assert [c.name for c in planned["13_external_site"]] == ["baseline"] * len(profile.seeds.baseline)
     lesson = planned["10_shortcuts"]  # the shortcut lesson's two runs, one seed each
     assert [c.name for c in lesson] == ["clean", "drain"]
     assert all(runs.is_finished(runs.run_folder(c), c) for c in lesson)
+
+
+def test_label_noise_lesson(smoke):
+    """12 re-scores the baseline against a noisy labeller's test labels and trains it once more
+    on noisy train/val labels, apart from the study's table."""
+    r = _result(smoke, "12_label_noise")
+    injected_parameters(r)
+    text = _text(r.executed)
+    for column in ("AUROC vs truth", "AUROC vs noisy labels", "predicted", "cap", "labeller PPV", "corrected"):
+        assert column in text
+    assert _images(r.executed) >= 1  # the cap against prevalence
+    lesson = smoke.runs_dir / label_noise.LESSON_DIR
+    noisy = runs.experiment_runs(lesson)[label_noise.RUN_NAME]
+    cfg = runs.load_config(noisy[0])
+    assert cfg.data.label_noise == ["train", "val"] and cfg.data.label_sensitivity == 0.8
+    assert cfg.data.label_specificity == 0.98
+    assert label_noise.RUN_NAME in text and "vs baseline" in text
+    assert label_noise.RUN_NAME not in runs.experiment_runs(smoke.runs_dir)  # out of the study's table
+
+
+def test_external_site_lesson(smoke):
+    """13 re-scores every baseline seed at the second phantom site and fits the metadata control."""
+    r = _result(smoke, "13_external_site")
+    injected_parameters(r)
+    text = _text(r.executed)
+    assert "at its own site" in text and "at the other" in text
+    for column in ("internal AUROC", "external AUROC", "drop CI low", "external mean AUROC"):
+        assert column in text
+    assert _images(r.executed) >= 2  # examples from both sites
+    meta = runs.load_run(smoke.runs_dir / experiments.METADATA_CONTROL, with_model=False)
+    assert meta.metrics["model"]["sees"] == "no pixel: only follow_up"
+    assert experiments.METADATA_CONTROL in text and experiments.CONTROL in text

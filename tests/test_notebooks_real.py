@@ -24,11 +24,12 @@ from cxrlib.data import chestxray14 as cx
 from cxrlib.labels import canonical
 
 from executed_notebooks import RUN_FILES, RUNS, injected_parameters
+from second_site import make_second_site
 from executed_notebooks import images as _images, outputs as _outputs, result as _result, text as _text
 
 OFFICIAL = "official patient-wise split (test_list.txt)"
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "08_demo", "09_results"]
+         "06_losses", "07_heatmaps", "08_demo", "09_results", "12_label_noise", "13_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory, cxr14_sample, sample_cache):
     root = tmp_path_factory.mktemp("sample_report")
-    profile = profiles.load("sample", data_dir=cxr14_sample, overrides=[f"data.cache_dir={sample_cache}"])
+    # 13's other hospital: a second folder in the release's layout, from 60 of the sample's images
+    site = make_second_site(cxr14_sample, root)
+    profile = profiles.load("sample", data_dir=cxr14_sample, overrides=[f"data.cache_dir={sample_cache}",
+                                                                        f"notebooks.13_external_site.SITE_DIR={site}"])
     return report.run_report(profile, only=STEMS, out_dir=root / "reports", runs_dir=root / "runs", echo=None)
 
 
@@ -153,7 +157,7 @@ def test_results_table_of_the_real_runs(sample):
     text = _text(r.executed)
     every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
     table = results.results_table(sample.runs_dir, n_bootstrap=20)
-    assert sorted(table["experiment"]) == sorted(every)
+    assert sorted(table["experiment"]) == sorted(every + [experiments.METADATA_CONTROL])  # 13 fits it after 09
     # the shortcut control on real images too: fitted on the official train part, its own kind
     assert table.set_index("experiment").loc[experiments.CONTROL, "kind"] == runs.CONTROL
     assert set(table["split"]) == {OFFICIAL}
@@ -167,3 +171,23 @@ def test_results_table_of_the_real_runs(sample):
     # the heatmap run's localization summary on the real boxes, beside random maps and Wang et al.
     assert "Localization: model vs random map vs Wang et al." in index and "random maps" in index
     assert _images(r.executed) >= 3
+
+
+def test_label_noise_lesson_on_real_labels(sample):
+    r = _result(sample, "12_label_noise")
+    text = _text(r.executed)
+    assert "AUROC vs noisy labels" in text and "cap" in text
+    noisy = runs.experiment_runs(sample.runs_dir / "label_noise")["noisy_labels"]
+    assert runs.load_config(noisy[0]).data.label_noise == ["train", "val"]
+
+
+def test_external_site_is_the_second_folder(sample):
+    """13 on real files: the second folder's 60 images re-scored by every baseline seed, and the
+    metadata control fitted on the official train part from view position, age, sex, follow-up."""
+    r = _result(sample, "13_external_site")
+    text = _text(r.executed)
+    assert "site_b" in injected_parameters(r)
+    assert "at its own site" in text and "external AUROC" in text
+    meta = runs.load_run(sample.runs_dir / experiments.METADATA_CONTROL, with_model=False)
+    assert meta.metrics["model"]["sees"] == "no pixel: only view_position, age, sex, follow_up"
+    assert meta.metrics["split"] == OFFICIAL

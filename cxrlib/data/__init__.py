@@ -23,6 +23,7 @@ from cxrlib.data.datasets import GRAY_MEAN, GRAY_STD, CachedDataset, preprocess,
 from cxrlib.data.imageio import ImageError, read_image
 from cxrlib.data.phantom_source import PHANTOM_FULL_SIZE
 from cxrlib.data.sources import PARTS, Offers, Plan, get_source, make_plan, source_names
+from cxrlib import label_noise
 from cxrlib.labels import FINDINGS, canonical
 
 __all__ = [
@@ -54,6 +55,8 @@ class DataBundle:
     missing_by_part: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (on_corrupt="skip")
     offers: Offers = field(default_factory=Offers)
+    # the source's targets of the parts whose labels data.label_noise flipped (cxrlib.label_noise)
+    clean_targets: dict[str, np.ndarray] = field(default_factory=dict)
     _plan: Any = field(default=None, repr=False)
 
     def full_image(self, image_id: str) -> np.ndarray:
@@ -76,6 +79,13 @@ class DataBundle:
         bits = self.cache.masks[self.cache.index_of(str(image_id))]
         return (np.asarray(bits) >> np.uint16(k)) & np.uint16(1) != 0
 
+    def metadata(self, part: str):
+        """The ``part``'s images' metadata as a DataFrame in dataset order (the columns of
+        ``cxrlib.data.sources.METADATA_COLUMNS`` the source has), or None where it has none."""
+        if self._plan is None or self._plan.metadata is None:
+            return None
+        return self._plan.metadata(self.dataset(part).image_ids)
+
     def dataset(self, part: str) -> CachedDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[part]
 
@@ -90,7 +100,9 @@ def load_data(data_cfg, progress: bool = True) -> DataBundle:
 
     Images listed but absent are counted in ``.missing``; with ``on_corrupt="skip"``,
     unreadable files are left out and listed in ``.skipped`` (and warned about).
-    Augmentation and ten-crop are off; the training loop sets ``train.augment``.
+    Augmentation and ten-crop are off; the training loop sets ``train.augment``. The parts that
+    ``data_cfg.label_noise`` names get the labels of that noisy labeller; their source labels
+    stay in ``.clean_targets``.
     """
     plan: Plan = make_plan(data_cfg)
     cache = build_cache(plan.cache_key, plan.cache_ids, data_cfg.image_size, plan.loader,
@@ -113,8 +125,9 @@ def load_data(data_cfg, progress: bool = True) -> DataBundle:
             raise ValueError(f"{plan.split_name}: every {part} image is unreadable; see {cache.folder}")
         datasets[part] = CachedDataset(cache, slots, p.image_ids[keep], p.patient_ids[keep], p.targets[keep],
                                        plan.label_names, channels=1, seed=data_cfg.seed)
+    clean_targets = label_noise.apply_to_datasets(data_cfg, datasets)
     return DataBundle(
         train=datasets["train"], val=datasets["val"], test=datasets["test"], label_names=plan.label_names,
         split_name=plan.split_name, source=plan.source, missing=plan.missing, image_size=cache.size,
         cache=cache, missing_by_part=plan.missing_by_part, skipped=sorted(skipped), offers=plan.offers,
-        _plan=plan)
+        clean_targets=clean_targets, _plan=plan)

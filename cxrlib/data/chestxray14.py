@@ -72,6 +72,31 @@ class Box:
 
 # --------------------------------------------------------------------------- files
 
+# Data_Entry's metadata columns and the names cxrlib gives them (cxrlib.data.sources.METADATA_COLUMNS)
+_METADATA_SOURCE = {"View Position": "view_position", "Patient Age": "age", "Patient Gender": "sex",
+                    "Follow-up #": "follow_up"}
+
+
+def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
+    """The Data_Entry table's metadata by image id: ``view_position`` (AP/PA), ``age`` (years;
+    NaN where unreadable), ``sex`` (M/F), ``follow_up`` (the image's follow-up number); only the
+    columns the file has."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot parse as the ChestX-ray14 Data_Entry CSV ({err})") from None
+    if "Image Index" not in raw.columns:
+        raise ValueError(f"{path}: no 'Image Index' column; found {list(raw.columns)[:10]}")
+    out = pd.DataFrame(index=pd.Index(raw["Image Index"].str.strip(), name="image_id"))
+    for src, dst in _METADATA_SOURCE.items():
+        if src not in raw.columns:
+            continue
+        values = raw[src].str.strip().to_numpy()
+        out[dst] = pd.to_numeric(values, errors="coerce") if dst in ("age", "follow_up") else values
+    return out
+
+
 def find_data_entry(data_dir: str | os.PathLike) -> Path:
     """The Data_Entry table in ``data_dir`` (the 2020 relabel preferred when both exist)."""
     data_dir = Path(data_dir)

@@ -58,6 +58,14 @@ def plan_chestxray14(cfg) -> Plan:
             raise KeyError(f"image {image_id!r} is not present in {cx.where_looked(data_dir)}")
         return read_image(present[image_id])
 
+    metadata_table = None
+
+    def metadata(image_ids: np.ndarray):
+        nonlocal metadata_table
+        if metadata_table is None:
+            metadata_table = cx.read_metadata(table.path)
+        return metadata_table.reindex(np.asarray(image_ids, dtype=str))
+
     notes = []
     total_missing = sum(missing_by_part.values())
     if total_missing:
@@ -67,6 +75,7 @@ def plan_chestxray14(cfg) -> Plan:
         source="chestxray14", split_name=split.name, label_names=list(table.label_names), parts=parts,
         cache_key=f"chestxray14-{short_hash(data_dir)}{suffix}", cache_ids=ids_cached,
         loader=FileLoader([present[i] for i in ids_cached]), full_image=full_image, offers=OFFERS, boxes=boxes,
+        metadata=metadata,
         missing=total_missing, missing_by_part=missing_by_part, notes=notes)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 
 from cxrlib import phantoms as ph
 from cxrlib.data.cache import SlotLoader, select_cache_ids
@@ -113,12 +114,27 @@ def plan_phantoms(cfg) -> Plan:
         return np.asarray(ph.render_phantom(row, PHANTOM_FULL_SIZE, seed=cfg.seed, spec=spec,
                                             training=row in train_rows).image)
 
+    follow_up = ph.phantom_follow_ups(cfg.num_phantoms, cfg.seed, spec)
+
+    def metadata(image_ids: np.ndarray) -> pd.DataFrame:
+        # a phantom knows its follow-up number (sicker patients have more images, as in
+        # ChestX-ray14: PhantomSpec.sickness_pattern) and, with the AP/PA confound on, its view
+        # position; it has no age or sex
+        rows = [row_of[str(i)] for i in image_ids]
+        out = pd.DataFrame({"follow_up": follow_up[rows]}, index=pd.Index(np.asarray(image_ids, dtype=str),
+                                                                           name="image_id"))
+        if spec.ap_confound > 0:
+            findings = table[list(FINDINGS)].to_numpy()
+            out.insert(0, "view_position", ["AP" if ph.is_ap_film(r, cfg.seed, spec, findings[r]) else "PA"
+                                            for r in rows])
+        return out
+
     return Plan(
         source="phantoms", split_name=SPLIT_NAME,
         label_names=list(FINDINGS) + (["No Finding"] if cfg.include_no_finding else []), parts=parts,
         cache_key=key, cache_ids=ids_cached, loader=PhantomLoader([row_of[i] for i in ids_cached], cfg.seed, spec,
                                                         [row_of[i] in train_rows for i in ids_cached]),
-        full_image=full_image, offers=OFFERS)
+        full_image=full_image, offers=OFFERS, metadata=metadata)
 
 
 SOURCE = register_source(Source("phantoms", OFFERS, plan_phantoms, "built-in synthetic phantoms; reads no folder"))

@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # the cache builds from plans, so it imports this module, not
     from cxrlib.data.cache import SlotLoader
 
 PARTS = ("train", "val", "test")
+# What a source may know of an image beside its pixels and labels (a plan's ``metadata``):
+# view position (AP/PA), age in years, sex (M/F), follow-up number. A source gives those it has.
+METADATA_COLUMNS = ("view_position", "age", "sex", "follow_up")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Plan:
     full_image: Callable[[str], np.ndarray]
     offers: Offers = field(default_factory=Offers)
     boxes: Callable[[str], list] | None = None  # only where offers.boxes
+    # image ids -> a DataFrame of those images' METADATA_COLUMNS (the ones the source has), or None
+    metadata: Callable[[np.ndarray], Any] | None = None
     missing: int = 0
     missing_by_part: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -32,16 +32,18 @@ from pathlib import Path
 from cxrlib.phantoms.cohort import (
     CXR14_COOCCURRENCE,
     CXR14_PREVALENCE,
+    phantom_follow_ups,
     phantom_image_id,
     phantom_index,
     phantom_split,
     phantom_table,
 )
 from cxrlib.phantoms.findings import LUNG_FINDINGS
-from cxrlib.phantoms.render import Phantom, has_drain, phantom_devices, render_phantom
+from cxrlib.phantoms.render import Phantom, has_drain, is_ap_film, phantom_devices, render_phantom
 from cxrlib.phantoms.spec import SYNTHETIC_NOTICE, PhantomSpec
 
 __all__ = [
+    "phantom_follow_ups",
     "SYNTHETIC_NOTICE",
     "PhantomSpec",
     "Phantom",
@@ -49,6 +51,7 @@ __all__ = [
     "render_phantom",
     "phantom_devices",
     "has_drain",
+    "is_ap_film",
     "phantom_split",
     "phantom_image_id",
     "phantom_index",

@@ -153,6 +153,8 @@ def collimate(img: np.ndarray, lung: np.ndarray, rng: np.random.Generator, spec:
 
 # 5 x 4 bitmaps of the laterality letters; text glyphs are random 5 x 3 bitmaps.
 _LETTERS = {
+    "A": ["0110", "1001", "1111", "1001", "1001"],
+    "P": ["1110", "1001", "1110", "1000", "1000"],
     "L": ["1000", "1000", "1000", "1000", "1111"],
     "R": ["1110", "1001", "1110", "1010", "1001"],
 }
@@ -216,3 +218,15 @@ def burn_in(img: np.ndarray, lung: np.ndarray, rng: np.random.Generator, spec: P
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def burn_in_view(img: np.ndarray, lung: np.ndarray, rng: np.random.Generator) -> None:
+    """The "AP" marker of a portable film, burned into an upper corner off the lungs."""
+    size = img.shape[0]
+    h = rng.uniform(0.04, 0.06) * size
+    dy, dx = rng.uniform(0.015, 0.05) * size, rng.uniform(0.015, 0.06) * size
+    left = dx if rng.uniform() < 0.5 else size - dx - 2 * h * 0.9
+    value = float(rng.uniform(0.9, 1.0))
+    if (~lung)[int(dy):int(math.ceil(dy + h)), max(int(left), 0):int(math.ceil(left + 1.8 * h))].all():
+        for j, letter in enumerate("AP"):
+            _stamp(img, _bitmap(_LETTERS[letter]), dy, left + j * h * 0.9, h, value)

@@ -26,6 +26,7 @@ TAG_PATIENTS, TAG_ANATOMY, TAG_IMAGE, TAG_LESION, TAG_SPLIT = 7101, 7102, 7103, 
 # Nuisance streams: each knob draws from its own, so that turning one off changes nothing else.
 TAG_HABITUS, TAG_INSPIRATION, TAG_COLLIMATION, TAG_MARKERS, TAG_DEVICES, TAG_CONFOUNDER = (
     7106, 7107, 7108, 7109, 7110, 7111)
+TAG_VIEW = 7112  # the optional AP/PA confound (PhantomSpec.ap_confound)
 _PATIENTS_PER_CHUNK = 1024
 
 
@@ -149,6 +150,12 @@ def phantom_table(n: int, seed: int = 0, spec: PhantomSpec | None = None) -> pd.
         df[name] = rows["labels"][:, k].astype(np.int64)
     df.attrs.update(synthetic=True, description=SYNTHETIC_NOTICE, seed=seed)
     return df
+
+
+def phantom_follow_ups(n: int, seed: int = 0, spec: PhantomSpec | None = None) -> np.ndarray:
+    """``int64 [n]``: each of the first ``n`` phantoms' follow-up number (0 for a patient's first image)."""
+    n = check_int(n, "n", 0, 10_000_000)
+    return phantom_rows(check_int(seed, "seed", 0), n, check_spec(spec))["follow_up"].astype(np.int64)
 
 
 def phantom_split(table: pd.DataFrame, seed: int = 0) -> dict[str, np.ndarray]:

@@ -220,7 +220,7 @@ def edema(sc: Scene, k: int, rng: np.random.Generator) -> None:
 
 def emphysema(sc: Scene, k: int, rng: np.random.Generator) -> None:
     # Hyperlucency and the flat diaphragm were set in anatomy.geometry; markings thin out.
-    sc.mark_w *= 1 - 0.5 * min(sc.spec.contrast, 1.0)
+    sc.mark_w *= 1 - 0.25 * min(sc.spec.contrast, 1.0)  # half its first strength (see anatomy.geometry)
     sc.masks[k] |= sc.lung
 
 

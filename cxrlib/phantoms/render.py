@@ -6,12 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxrlib.labels import FINDINGS, NUM_FINDINGS
-from cxrlib.phantoms.acquisition import (add_noise, burn_in, collimate, expose, sample_inspiration, sample_pose,
-                                         to_uint8)
+from cxrlib.phantoms.acquisition import (add_noise, burn_in, burn_in_view, collimate, expose, sample_inspiration,
+                                         sample_pose, to_uint8)
 from cxrlib.phantoms.anatomy import draw_anatomy, draw_markings, geometry, patient_anatomy
 from cxrlib.phantoms.canvas import Canvas, Scene
 from cxrlib.phantoms.cohort import (TAG_COLLIMATION, TAG_CONFOUNDER, TAG_DEVICES, TAG_IMAGE, TAG_INSPIRATION,
-                                    TAG_LESION, TAG_MARKERS, phantom_image_id, phantom_rows)
+                                    TAG_LESION, TAG_MARKERS, TAG_VIEW, phantom_image_id, phantom_rows)
 from cxrlib.phantoms.devices import draw_devices, draw_drain, plan_devices
 from cxrlib.phantoms.findings import LUNG_FINDINGS, draw_finding
 from cxrlib.phantoms.spec import PhantomSpec, check_int, check_spec
@@ -21,6 +21,8 @@ _PNEUMOTHORAX = FINDINGS.index("Pneumothorax")
 # Where the drain adds more density than this, it is part of the drain's mask (its walls
 # are drawn at 0.5, its lumen at a quarter of that).
 _DRAIN_MASK_DENSITY = 0.05
+# P(a portable AP film) per unit of PhantomSpec.ap_confound, for images with and without a finding
+AP_SHARE_SICK, AP_SHARE_WELL = 0.6, 0.25
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Phantom:
     devices: tuple[str, ...] = ()
     drain: bool = False
     drain_mask: np.ndarray | None = None
+    view: str = "PA"  # "AP" where PhantomSpec.ap_confound drew a portable film
     synthetic: bool = True
 
     def boxes(self) -> list[tuple[str, int, int, int, int]]:
@@ -82,7 +85,8 @@ def render_phantom(index: int, size: int, seed: int = 0, spec: PhantomSpec | Non
     les_rng = {name: np.random.default_rng(derive_seed(seed, TAG_LESION, patient, episode, k))
                for k, name in enumerate(FINDINGS) if labels[k]}
     inspiration = sample_inspiration(_stream(seed, TAG_INSPIRATION, index), spec)
-    g = geometry(anat, labels, les_rng, spec, inspiration)
+    ap = is_ap_film(index, seed, spec, labels)
+    g = geometry(anat, labels, les_rng, spec, inspiration, ap=ap)
 
     rng = np.random.default_rng(derive_seed(seed, TAG_IMAGE, index))
     pose = sample_pose(rng, spec, g)
@@ -105,6 +109,8 @@ def render_phantom(index: int, size: int, seed: int = 0, spec: PhantomSpec | Non
     collimate(img, sc.lung, _stream(seed, TAG_COLLIMATION, index), spec)
     add_noise(img, rng, spec)
     burn_in(img, sc.lung, _stream(seed, TAG_MARKERS, index), spec)
+    if ap:
+        burn_in_view(img, sc.lung, _stream(seed, TAG_VIEW, index, 1))
     image = to_uint8(img)
 
     masks = sc.masks
@@ -113,7 +119,8 @@ def render_phantom(index: int, size: int, seed: int = 0, spec: PhantomSpec | Non
             masks[k] = _fallback_mask(sc, k)
     return Phantom(image=image, labels=labels, masks=masks, patient_id=patient, image_id=phantom_image_id(index),
                    index=index, follow_up=follow_up, lung_mask=sc.lung, heart_mask=sc.heart,
-                   devices=tuple(name for name, _ in devices), drain=drain, drain_mask=drain_mask)
+                   devices=tuple(name for name, _ in devices), drain=drain, drain_mask=drain_mask,
+                   view="AP" if ap else "PA")
 
 
 def _stream(seed: int, tag: int, index: int, sub: int = 0) -> np.random.Generator:
@@ -134,6 +141,15 @@ def has_drain(index: int, seed: int, spec: PhantomSpec, labels: np.ndarray, trai
     image of the training split, with probability ``spec.confounder``."""
     coin = _stream(seed, TAG_CONFOUNDER, index).uniform()
     return bool(training and spec.confounder > 0 and labels[_PNEUMOTHORAX] > 0 and coin < spec.confounder)
+
+
+def is_ap_film(index: int, seed: int, spec: PhantomSpec, labels: np.ndarray) -> bool:
+    """Whether phantom ``index`` is a portable AP film (``spec.ap_confound``; more often when it
+    has a finding, as sicker patients are filmed in bed), decided without rendering."""
+    if spec.ap_confound == 0:
+        return False
+    share = AP_SHARE_SICK if np.asarray(labels)[:NUM_FINDINGS].any() else AP_SHARE_WELL
+    return bool(_stream(seed, TAG_VIEW, index).uniform() < spec.ap_confound * share)
 
 
 def _fallback_mask(sc: Scene, k: int) -> np.ndarray:

@@ -50,6 +50,13 @@ class PhantomSpec:
     Shortcut lesson (off by default):
     confounder: share of the training split's Pneumothorax images that carry a chest
         drain; the other parts never do. See ``cxrlib.phantoms.devices.draw_drain``.
+
+    Metadata lesson (off by default):
+    ap_confound: how often films are portable AP films, taken more often of sicker patients
+        (AP on 0.6 x ap_confound of images with a finding, 0.25 x ap_confound of the others,
+        in every part), drawn as AP films look: a magnified heart, clavicles projected higher,
+        the scapulae over the lungs, an "AP" marker. The view position is then in the
+        phantoms' metadata (``DataBundle.metadata``), for the metadata control.
     """
 
     contrast: float = 1.0
@@ -70,6 +77,7 @@ class PhantomSpec:
     followup_keep: float = 0.5
     sickness_pattern: float = 1.0
     confounder: float = 0.0
+    ap_confound: float = 0.0
 
     def __post_init__(self) -> None:
         for name in MULTIPLIERS:
@@ -85,7 +93,7 @@ class PhantomSpec:
             raise ValueError(
                 f"PhantomSpec.max_images_per_patient={self.max_images_per_patient!r}: expected an integer 1 to 200"
             )
-        for name in ("followup_keep", "sickness_pattern", "confounder"):
+        for name in ("followup_keep", "sickness_pattern", "confounder", "ap_confound"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"PhantomSpec.{name}={value!r}: expected a number from 0 to 1")
