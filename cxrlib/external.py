@@ -26,9 +26,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from cxrlib import runs
 from cxrlib.data import CachedDataset, load_data
 from cxrlib.data.phantom_source import phantom_spec
 from cxrlib.metrics import _boot_class_aucs, _ci, auroc
+from cxrlib.train import evaluate, with_channels
 
 # The second phantom site: each a PhantomSpec knob (1 = the training site's calibrated
 # strength). Its detector maps the histogram less firmly to standard levels (weaker exposure
@@ -92,9 +94,6 @@ def all_images(bundle) -> CachedDataset:
 def predict(run_dir: str | Path, dataset, batch_size: int = 64, device: str = "cpu") -> dict[str, np.ndarray]:
     """A finished run's predictions on ``dataset`` (ids, patient_ids, targets, scores,
     label_names), as its own ``test_predictions.npz`` holds them for its test split."""
-    from cxrlib import runs
-    from cxrlib.train import evaluate, with_channels
-
     loaded = runs.load_model(run_dir, device)
     model = getattr(loaded, "module", loaded)  # the network itself, where a loader wraps it with its contract
     if int(loaded.image_size) != int(dataset.image_size):

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.labels import FINDINGS, NO_FINDING, canonical
+from cxrlib.metrics import auroc
 from cxrlib.seed import derive_seeds, uniforms
 
 PARTS = ("train", "val", "test")
@@ -222,8 +223,6 @@ def test_noise_table(predictions: Mapping[str, Any], sensitivity: float | Mappin
     scores). Per finding: prevalence, AUROC against the truth, against the noisy labels
     (measured), the measured value :func:`observed_auroc` predicts, and the cap; then the mean
     over findings defined in both."""
-    from cxrlib.metrics import auroc
-
     names = [str(n) for n in predictions["label_names"]]
     y = np.asarray(predictions["targets"], dtype=np.float32)
     s = np.asarray(predictions["scores"], dtype=np.float64)
