@@ -1,0 +1,339 @@
+"""Is experiment A different from the baseline? A test whose false-call rate is measured.
+
+An experiment trained with several seeds is scored on one test set. Its number (the mean
+AUROC over the findings, averaged over its seeds) is uncertain for two reasons: another seed
+would have trained another model (**seed spread**), and other patients would have given
+another test set (**test-set variance**). A verdict that looks at one of them alone calls
+differences that are not there: the test-patient bootstrap holds the trained models fixed,
+and the seed spread holds the test set fixed.
+
+The design
+----------
+``D`` = A's seed-mean AUROC minus the baseline's, on the test images they share. Its variance
+has the two parts, estimated separately and added::
+
+    Var(D) = s2_seed * (1/nA + 1/nB) + v_test
+
+* ``s2_seed``: the seed variance pooled from both arms' per-seed mean AUROCs (each arm's
+  spread around its own mean, ``nA + nB - 2`` degrees of freedom);
+* ``v_test``: the test-patient variance of the paired difference of the two arms' means,
+  from DeLong's placement values (Sun & Xu 2014): every image's influence on each finding's
+  AUROC, averaged over the findings of the mean and over an arm's seeds, summed per patient
+  (images of one patient are not independent), and the variance of the patient sums
+  (:func:`influence_variance`). It equals the patient bootstrap's variance to within its
+  Monte Carlo error (``tests/test_inference.py`` checks it) and takes milliseconds where the
+  bootstrap takes minutes on the 25,596 images of the official test list.
+
+``t = D / sqrt(Var(D))`` is read against Student's t with Satterthwaite's degrees of freedom
+(the seed part has ``nA + nB - 2``, the test part as many as there are patients less one), so
+a comparison dominated by the test set is not held to the few seeds' t quantile, and one
+dominated by the seeds is. The two-sided p-value decides at ``alpha = 0.05``.
+
+A side with fewer than :data:`MIN_SEEDS` seeds is **not tested**: one seed cannot say how far
+another seed would land, and a pooled variance borrowed from the other arm assumes the two
+architectures vary alike, which is exactly what is unknown. ``bench/verdict_calibration.py``
+measures the false-call rate of this design at 2v2, 3v3 and 5v5 seeds over several seed
+spreads and test sizes (and what 1v3 would give if it were tested), and its power against
+planted differences (``bench/results/verdict_calibration.md``).
+
+Power in words
+--------------
+A comparison that calls nothing says how large a difference it could have shown:
+:func:`minimum_detectable_difference` is the true difference this test calls with 80%
+probability at ``alpha = 0.05``, from the same standard error and degrees of freedom (the
+noncentral t). "No difference larger than 0.03 shown" never means "the same".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+from cxrlib.metrics import _check_inputs, _mean_mask, auroc, patient_groups
+
+MIN_SEEDS = 2  # per side: below it the seed spread of that side is not measured
+ALPHA = 0.05
+POWER = 0.80
+_MDD_QUANTILES = 4000
+
+DESIGN_RULE = (
+    "A difference from the baseline is called when the two-sided t-test of the difference in "
+    "seed-mean AUROC rejects at alpha = 0.05, its variance the sum of the seed variance (pooled "
+    "within both arms) and the test-patient variance of the paired difference (DeLong placement "
+    "values summed per patient), with Satterthwaite's degrees of freedom. A side with fewer than "
+    f"{MIN_SEEDS} seeds is not tested. A comparison that calls nothing states the smallest "
+    "difference it would have called with 80% probability."
+)
+
+
+# ----------------------------------------------------------------------------- influence values
+
+
+def _placements(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
+    """One finding's AUROC and each image's influence on it (zero-sum over images).
+
+    A positive's placement is the share of negatives scored below it (ties count half), a
+    negative's the share of positives scored above it; both average to the AUROC. An image's
+    influence is its placement minus the AUROC, divided by the size of its class: the
+    first-order change of the AUROC when that image is weighted up (DeLong 1988).
+    """
+    pos = y > 0.5
+    m, n = int(pos.sum()), int((~pos).sum())
+    ranks = stats.rankdata(s)
+    out = np.empty(len(s))
+    within_pos = stats.rankdata(s[pos])
+    within_neg = stats.rankdata(s[~pos])
+    v10 = (ranks[pos] - within_pos) / n  # negatives below each positive
+    v01 = 1.0 - (ranks[~pos] - within_neg) / m  # positives above each negative
+    auc = float(v10.mean())
+    out[pos] = (v10 - auc) / m
+    out[~pos] = (v01 - auc) / n
+    return auc, out
+
+
+def mean_auroc_influence(targets, scores, columns: Sequence[int]) -> tuple[float, np.ndarray]:
+    """The mean AUROC over ``columns`` and every image's influence on it ``[N]``.
+
+    Each column must have a positive and a negative (ask :func:`scorable_columns`).
+    """
+    y, s = _check_inputs(targets, scores)
+    aucs, psi = [], np.zeros(len(y))
+    for k in columns:
+        a, p = _placements(y[:, k], s[:, k])
+        aucs.append(a)
+        psi += p
+    return float(np.mean(aucs)), psi / len(columns)
+
+
+def influence_variance(psi: np.ndarray, groups: np.ndarray | None) -> float:
+    """Variance of a statistic whose image influences are ``psi``, whole patients resampled.
+
+    The influences of one patient's images are summed (they move together under the patient
+    bootstrap); with ``P`` patients the variance is ``P / (P - 1)`` times the sum of squares of
+    the patient sums. ``groups`` as from :func:`cxrlib.metrics.patient_groups` (None: one
+    patient per image).
+    """
+    psi = np.asarray(psi, dtype=np.float64)
+    sums = psi if groups is None else np.bincount(groups, weights=psi)
+    P = len(sums)
+    if P < 2:
+        return math.nan
+    centred = sums - sums.mean()  # zero already for an AUROC; kept so any statistic works
+    return float(P / (P - 1) * (centred ** 2).sum())
+
+
+def scorable_columns(targets, label_names: Sequence[str] | None = None) -> np.ndarray:
+    """The findings that enter the mean: a positive and a negative on these images (No Finding aside)."""
+    y, _ = _check_inputs(targets, np.zeros_like(np.asarray(targets, dtype=np.float64)))
+    names = list(label_names) if label_names is not None else [str(k) for k in range(y.shape[1])]
+    if len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} label names for {y.shape[1]} score columns")
+    defined = (y.sum(0) > 0) & ((1 - y).sum(0) > 0)
+    return np.flatnonzero(_mean_mask(names, defined))
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One experiment's seeds on a test set: per-seed mean AUROCs and the seed-mean's influences."""
+
+    per_seed: np.ndarray  # [S] each seed's mean AUROC over the findings
+    influence: np.ndarray  # [N] influence of the seed-averaged mean AUROC on each image
+
+    @property
+    def n_seeds(self) -> int:
+        return int(len(self.per_seed))
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_seed.mean())
+
+    @property
+    def sum_squares(self) -> float:
+        return float(((self.per_seed - self.per_seed.mean()) ** 2).sum())
+
+
+def arm(targets, seeds: Sequence, columns: Sequence[int]) -> Arm:
+    """An :class:`Arm` from one score matrix ``[N, K]`` per training seed."""
+    if not len(seeds):
+        raise ValueError("an experiment needs at least one seed's scores")
+    per_seed, psi = [], []
+    for s in seeds:
+        m, p = mean_auroc_influence(targets, s, columns)
+        per_seed.append(m)
+        psi.append(p)
+    return Arm(np.asarray(per_seed), np.mean(psi, axis=0))
+
+
+# ----------------------------------------------------------------------------- the test
+
+
+def satterthwaite_df(seed_part: float, df_seed: int, test_part: float, df_test: int) -> float:
+    """Degrees of freedom of a sum of two independent variance estimates (Satterthwaite 1946)."""
+    if df_seed < 1:
+        return float(df_test)
+    den = seed_part ** 2 / df_seed + (test_part ** 2 / df_test if df_test >= 1 else 0.0)
+    if den <= 0:
+        return float(df_seed)
+    return float((seed_part + test_part) ** 2 / den)
+
+
+def minimum_detectable_difference(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The true difference a two-sided t-test with this ``se`` and ``df`` calls with probability ``power``.
+
+    Solved on the noncentral t (no normal approximation, which with 4 degrees of freedom would
+    promise a third more power than there is): ``T = (Z + nc) / S`` with ``S**2`` a chi-square
+    over ``df``, its power averaged over 4,000 quantiles of ``S`` (scipy's noncentral t
+    returns NaN for some fractional degrees of freedom).
+    """
+    if not (se > 0 and np.isfinite(se) and df > 0):
+        return math.nan
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    u = (np.arange(_MDD_QUANTILES) + 0.5) / _MDD_QUANTILES
+    s = np.sqrt(stats.chi2.ppf(u, df) / df) if np.isfinite(df) and df < 1e7 else np.ones(1)
+
+    def short(nc: float) -> float:
+        return float(np.mean(stats.norm.cdf(nc - crit * s) + stats.norm.cdf(-nc - crit * s))) - power
+
+    hi = crit + 1.0
+    while short(hi) < 0:
+        hi *= 1.5
+    return float(optimize.brentq(short, 0.0, hi, xtol=1e-6) * se)
+
+
+def design_test(per_seed_a, per_seed_b, v_test: float, n_patients: int, alpha: float = ALPHA) -> dict[str, Any]:
+    """The design's test from numbers alone: per-seed mean AUROCs of both arms and ``v_test``.
+
+    ``v_test`` is the test-patient variance of the difference of the two arms' means (from
+    :func:`influence_variance`), ``n_patients`` the number of test patients behind it.
+    Returns ``diff``, ``se``, ``df``, ``t``, ``p_value``, ``ci`` (95% by default), ``mdd``
+    (the difference called with 80% probability), ``seed_sd`` and the variance parts. Callers
+    check :data:`MIN_SEEDS` first (:func:`compare_arms` does).
+    """
+    a, b = np.asarray(per_seed_a, dtype=np.float64), np.asarray(per_seed_b, dtype=np.float64)
+    na, nb = len(a), len(b)
+    df_seed = na + nb - 2
+    ss = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
+    s2 = ss / df_seed if df_seed > 0 else math.nan
+    seed_part = s2 * (1 / na + 1 / nb) if df_seed > 0 else 0.0
+    var = seed_part + v_test
+    df = satterthwaite_df(seed_part, df_seed, v_test, n_patients - 1)
+    diff = float(a.mean() - b.mean())
+    se = math.sqrt(var) if var > 0 else 0.0
+    if se > 0:
+        t = diff / se
+        p = float(2 * stats.t.sf(abs(t), df))
+        half = float(stats.t.ppf(1 - alpha / 2, df) * se)
+    else:
+        t, p, half = (0.0 if diff == 0 else math.copysign(math.inf, diff)), float(diff == 0), 0.0
+    return {"diff": diff, "se": se, "df": df, "t": float(t), "p_value": p, "ci": [diff - half, diff + half],
+            "mdd": minimum_detectable_difference(se, df, alpha), "seed_sd": math.sqrt(s2) if df_seed > 0 else math.nan,
+            "seed_variance_part": float(seed_part), "test_variance_part": float(v_test), "alpha": alpha,
+            "n_seeds_a": na, "n_seeds_b": nb}
+
+
+def _aligned(targets, seeds_a, seeds_b, label_names):
+    y, first = _check_inputs(targets, seeds_a[0], "scores of A")
+    for s in list(seeds_a) + list(seeds_b):
+        if np.shape(s) != y.shape:
+            raise ValueError(f"a seed's scores have shape {np.shape(s)}, the targets {y.shape}: score every seed "
+                             "of both experiments on the same test images")
+    return y, scorable_columns(y, label_names)
+
+
+def compare_arms(targets, seeds_a: Sequence, seeds_b: Sequence, patient_ids=None,
+                 label_names: Sequence[str] | None = None, alpha: float = ALPHA,
+                 min_seeds: int = MIN_SEEDS) -> dict[str, Any]:
+    """Experiment A against experiment B (the baseline) on the same test images, by the design.
+
+    ``seeds_a`` / ``seeds_b``: one score matrix ``[N, K]`` per training seed, rows aligned
+    with ``targets``. Returns :func:`design_test`'s numbers plus ``mean_auroc_a/b``,
+    ``per_seed_a/b``, ``n_images``, ``n_patients``, ``classes`` (column indices of the mean)
+    and ``tested``: False when a side has fewer than ``min_seeds`` seeds (then ``p_value``,
+    ``ci`` and ``mdd`` are None and :func:`verdict` says "not tested").
+    """
+    if not len(seeds_a) or not len(seeds_b):
+        raise ValueError(f"each side needs at least one seed's scores, got {len(seeds_a)} and {len(seeds_b)}")
+    y, cols = _aligned(targets, seeds_a, seeds_b, label_names)
+    if not len(cols):
+        raise ValueError("no finding has both positives and negatives on these images: nothing to compare")
+    groups = patient_groups(patient_ids, len(y))
+    A, B = arm(y, seeds_a, cols), arm(y, seeds_b, cols)
+    n_patients = len(y) if groups is None else int(groups.max()) + 1
+    v_test = influence_variance(A.influence - B.influence, groups)
+    out = design_test(A.per_seed, B.per_seed, v_test, n_patients, alpha)
+    tested = min(A.n_seeds, B.n_seeds) >= min_seeds
+    if not tested:
+        out.update(p_value=None, ci=[None, None], mdd=None, t=None)
+    out.update(tested=tested, min_seeds=min_seeds, mean_auroc_a=A.mean, mean_auroc_b=B.mean,
+               per_seed_a=A.per_seed.tolist(), per_seed_b=B.per_seed.tolist(), n_images=int(len(y)),
+               n_patients=n_patients, classes=[int(c) for c in cols])
+    return out
+
+
+def experiment_interval(targets, seeds: Sequence, patient_ids=None, label_names: Sequence[str] | None = None,
+                        level: float = 0.95) -> dict[str, Any]:
+    """The CI of an experiment's seed-mean AUROC, covering seeds and test patients.
+
+    ``mean +- t(n - 1) * sqrt(s2 / n + v_test)``, with the seed variance ``s2`` of its seeds
+    and ``v_test`` the test-patient variance of the seed-mean (Satterthwaite's degrees of
+    freedom). With one seed the seed spread is unknown: the CI covers the test patients only
+    (normal quantile) and ``covers`` says so.
+    """
+    y, cols = _aligned(targets, seeds, [], label_names)
+    if not len(cols):
+        raise ValueError("no finding has both positives and negatives on these images: no mean AUROC")
+    groups = patient_groups(patient_ids, len(y))
+    A = arm(y, seeds, cols)
+    n_patients = len(y) if groups is None else int(groups.max()) + 1
+    v_test = influence_variance(A.influence, groups)
+    if A.n_seeds >= 2:
+        seed_part = A.sum_squares / (A.n_seeds - 1) / A.n_seeds
+        df = satterthwaite_df(seed_part, A.n_seeds - 1, v_test, n_patients - 1)
+        half = stats.t.ppf(0.5 + level / 2, df) * math.sqrt(seed_part + v_test)
+        covers = "seeds and test patients"
+    else:
+        seed_part, df = math.nan, math.inf
+        half = stats.norm.ppf(0.5 + level / 2) * math.sqrt(v_test)
+        covers = "test patients only (one seed: the seed spread is not measured)"
+    half = float(half)
+    return {"mean": A.mean, "ci": [A.mean - half, A.mean + half], "covers": covers, "level": level,
+            "n_seeds": A.n_seeds, "per_seed": A.per_seed.tolist(), "df": df,
+            "seed_sd": math.sqrt(A.sum_squares / (A.n_seeds - 1)) if A.n_seeds >= 2 else math.nan,
+            "test_se": math.sqrt(v_test), "n_images": int(len(y)), "n_patients": n_patients}
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+@dataclass(frozen=True)
+class DesignVerdict:
+    """What the design decided about one comparison with the baseline."""
+
+    called: bool  # a difference is claimed
+    direction: int  # +1 better than the baseline, -1 worse, 0 when nothing is called
+    label: str  # "better", "worse", "no difference larger than 0.031 shown", "not tested: 1 seed"
+    reason: str  # the numbers that decided it
+
+
+def verdict(comparison: dict[str, Any] | None) -> DesignVerdict:
+    """The verdict of a :func:`compare_arms` result (None: the runs share no test images).
+
+    A non-significant comparison is reported with its minimum detectable difference: the
+    words never say the two are the same.
+    """
+    if comparison is None:
+        return DesignVerdict(False, 0, "not compared", "the runs were not scored on the same test images")
+    if not comparison["tested"]:
+        n = min(comparison["n_seeds_a"], comparison["n_seeds_b"])
+        return DesignVerdict(False, 0, f"not tested: {n} seed{'s' if n != 1 else ''}",
+                             f"a side has {n} seed{'s' if n != 1 else ''}; the design needs "
+                             f"{comparison['min_seeds']} a side to measure the seed spread")
+    d, (lo, hi), p, mdd = comparison["diff"], comparison["ci"], comparison["p_value"], comparison["mdd"]
+    numbers = f"difference {d:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p = {p:.3g}"
+    if p < comparison["alpha"]:
+        return DesignVerdict(True, 1 if d > 0 else -1, "better" if d > 0 else "worse", numbers)
+    return DesignVerdict(False, 0, f"no difference larger than {mdd:.3f} shown",
+                         f"{numbers}; a true difference of {mdd:.3f} would be called 80% of the time")
