@@ -337,3 +337,56 @@ def verdict(comparison: dict[str, Any] | None) -> DesignVerdict:
         return DesignVerdict(True, 1 if d > 0 else -1, "better" if d > 0 else "worse", numbers)
     return DesignVerdict(False, 0, f"no difference larger than {mdd:.3f} shown",
                          f"{numbers}; a true difference of {mdd:.3f} would be called 80% of the time")
+
+
+# ----------------------------------------------------------------------------- controls
+
+NEGATIVE_CONTROL = "A/A control"
+POSITIVE_CONTROL = "planted-loss control"
+
+
+def negative_control(targets, seeds: Sequence, patient_ids=None, label_names: Sequence[str] | None = None,
+                     n_more: int = 3, seed: int = 0) -> dict[str, Any]:
+    """The baseline against ``n_more`` further seeds of itself, simulated from its own spread.
+
+    Training more seeds would cost a run each, so the extra seeds' mean AUROCs are drawn from
+    a normal with the baseline's seed mean and SD, and the test-patient variance of the
+    difference is the part that belongs to the seeds (each seed's influences around the
+    seed mean), scaled to ``n_more`` against the baseline's seeds. Nothing separates the two
+    arms, so the design should call no difference, and does so 95% of the time
+    (``bench/results/verdict_calibration.md``): one draw, fixed by ``seed``.
+    """
+    y, cols = _aligned(targets, seeds, [], label_names)
+    if len(seeds) < MIN_SEEDS:
+        raise ValueError(f"the negative control needs the baseline's seed spread: {len(seeds)} seed(s), "
+                         f"train at least {MIN_SEEDS}")
+    groups = patient_groups(patient_ids, len(y))
+    per_seed, psi = zip(*(mean_auroc_influence(y, s, cols) for s in seeds))
+    per_seed, psi = np.asarray(per_seed), np.asarray(psi)
+    sd = float(per_seed.std(ddof=1))
+    more = per_seed.mean() + sd * np.random.default_rng(seed).standard_normal(n_more)
+    own = np.mean([influence_variance(p - psi.mean(0), groups) for p in psi]) * len(psi) / (len(psi) - 1)
+    n_patients = len(y) if groups is None else int(groups.max()) + 1
+    out = design_test(more, per_seed, own * (1 / n_more + 1 / len(per_seed)), n_patients)
+    out.update(tested=True, min_seeds=MIN_SEEDS, mean_auroc_a=float(more.mean()), mean_auroc_b=float(per_seed.mean()),
+               per_seed_a=more.tolist(), per_seed_b=per_seed.tolist(), n_images=int(len(y)), n_patients=n_patients,
+               classes=[int(c) for c in cols], simulated=True)
+    return out
+
+
+def planted_loss(seeds: Sequence, noise: float = 1.0, seed: int = 0) -> list[np.ndarray]:
+    """The seeds' scores with Gaussian noise of ``noise`` times each finding's score SD added:
+    a model known to rank worse (the positive control's arm)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in seeds:
+        s = np.asarray(s, dtype=np.float64)
+        out.append(s + noise * s.std(axis=0, keepdims=True) * rng.standard_normal(s.shape))
+    return out
+
+
+def positive_control(targets, seeds: Sequence, patient_ids=None, label_names: Sequence[str] | None = None,
+                     noise: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """The baseline's seeds with noise added (:func:`planted_loss`) against the baseline: a
+    comparison whose answer is known to be "worse", to show that the design can call one."""
+    return compare_arms(targets, planted_loss(seeds, noise, seed), seeds, patient_ids, label_names)
