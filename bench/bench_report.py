@@ -26,7 +26,7 @@ from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib import profiles, report
-from cxrlib.runs import format_results, results_table
+from cxrlib.results import format_results, results_table
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -31,9 +31,10 @@ from cxrlib import controls, plots, runs, shortcuts
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
-from cxrlib.metrics import VERDICT_RULE, auroc_report
+from cxrlib.metrics import auroc_report
 from cxrlib.models import get_model_spec
 from cxrlib.profiles import Profile, Seeds
+from cxrlib.results import VERDICT_RULE, format_results, results_table
 from cxrlib.runs import RunResult
 from cxrlib.train import run_experiment
 
@@ -244,12 +245,12 @@ class Comparison:
     """A notebook's comparison of its runs: each part displays in a cell of its own, or all
     of them in order when the value itself is displayed.
 
-    The numbers are :func:`cxrlib.runs.results_table`'s over these runs, so a notebook and
+    The numbers are :func:`cxrlib.results.results_table`'s over these runs, so a notebook and
     the report's results page agree to the last digit.
     """
 
     baseline: str
-    table: pd.DataFrame  # runs.results_table over these runs (numbers)
+    table: pd.DataFrame  # results_table over these runs (numbers)
     summary: pd.DataFrame  # per experiment: seeds, mean AUROC [95% CI], seed spread, training time
     paired: pd.DataFrame  # each run against the baseline: difference [95% CI], p, per-seed differences, verdict
     per_class: pd.DataFrame  # AUROC per finding and run (mean over seeds)
@@ -278,10 +279,10 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
         raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(seeds)}")
     if n_bootstrap is None:
         n_bootstrap = seeds[baseline][0].config.train.n_bootstrap
-    table = runs.results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
-                               n_bootstrap=n_bootstrap, seed=seed)
+    table = results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
+                          n_bootstrap=n_bootstrap, seed=seed)
     table = table.set_index("experiment").loc[list(seeds)].reset_index()  # the order the notebook asked for
-    text = runs.format_results(table)
+    text = format_results(table)
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
     # a control is fitted, not trained: it has no learning curve, only its ROC curve

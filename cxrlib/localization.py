@@ -76,6 +76,7 @@ from cxrlib.cam import heatmaps_all_findings, resize_heatmap, target_grids, upsa
 from cxrlib.labels import FINDINGS, canonical
 from cxrlib.metrics import paired_mean_difference
 from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
+from cxrlib.results import BETTER, NO_DIFFERENCE, TOO_FEW, WORSE, estimate_text, interval_verdict
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
 WANG_LEVELS: tuple[int, ...] = (60, 180)  # binarisation levels on the [0, 255]-scaled heatmap
@@ -602,17 +603,6 @@ def _random_row(region, finding, image_id, shape, grids, input_size, n_draws, rn
 # n = 6 (2 x 0.5**6 = 0.031), while a bootstrap over so few images can give a CI that
 # excludes 0 whatever the truth (one image: a CI of zero width).
 MIN_IMAGES = 6
-BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no difference shown", "too few images"
-
-
-def _verdict(metric: str, lo, hi, images: int) -> str:
-    if images < MIN_IMAGES:
-        return TOO_FEW
-    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        return NO_DIFFERENCE
-    if metric.startswith("afp"):  # fewer false positives is better
-        lo, hi = -hi, -lo
-    return BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFFERENCE
 
 
 def compare_with_random(
@@ -651,7 +641,7 @@ def compare_with_random(
             res = paired_mean_difference(frame[metric].astype(float), frame["random:" + metric].astype(float),
                                          groups=groups, n_bootstrap=n_bootstrap, seed=seed)
             lo, hi = res["ci"]
-            verdict = _verdict(metric, lo, hi, res["n_groups"])
+            verdict = interval_verdict(lo, hi, res["n_groups"], MIN_IMAGES, lower_is_better=metric.startswith("afp"))
             rows.append({"finding": name, "metric": metric, "n": res["n"], "images": res["n_groups"],
                          "model": res["mean_a"], "random map": res["mean_b"], "difference": res["diff"],
                          "ci_low": lo, "ci_high": hi, "p_value": res["p_value"], "verdict": verdict,
@@ -1056,11 +1046,9 @@ def metric_words(metric: str) -> str:
 
 
 def difference_text(row) -> str:
-    """``+0.120 [+0.050, +0.190]``: a comparison row's difference with its 95% CI."""
-    lo, hi = row["ci_low"], row["ci_high"]
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
-        return f"{row['difference']:+.3f}"
-    return f"{row['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    """``+0.120 [+0.050, +0.190]``: a comparison row's difference with its 95% CI (written by
+    :func:`cxrlib.results.estimate_text`, the one convention)."""
+    return estimate_text(row["difference"], row["ci_low"], row["ci_high"], signed=True)
 
 
 def _clause(versus: pd.DataFrame, finding: str, metric: str) -> str:

@@ -481,7 +481,7 @@ VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "no difference shown
 
 
 def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | None = None):
-    """Every experiment of a results table (:func:`cxrlib.runs.results_table`) as a forest
+    """Every experiment of a results table (:func:`cxrlib.results.results_table`) as a forest
     plot; returns the Figure.
 
     Per row: the 95% CI of the mean AUROC over seeds (bar), that mean (diamond) and each

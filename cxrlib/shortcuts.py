@@ -30,6 +30,7 @@ from cxrlib.data.datasets import preprocess
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
+from cxrlib.results import MISSING, interval_text
 from cxrlib.train import predict_images
 
 FINDING = "Pneumothorax"
@@ -146,15 +147,11 @@ def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap:
             lo, hi = per["auroc_ci"]
             rows.append({
                 "model": name, "test split": split, f"{FINDING} AUROC": per["auroc"],
-                "95% CI": f"{_num(lo):.3f} to {_num(hi):.3f}", "mean AUROC": r["mean_auroc"],
+                "95% CI": interval_text(lo, hi, missing=MISSING), "mean AUROC": r["mean_auroc"],
                 "positives with a drain": f"{int(part.drains[positives].sum()) if split == WITH_DRAINS else 0} "
                                           f"of {int(positives.sum())}",
             })
     return pd.DataFrame(rows).set_index(["model", "test split"])
-
-
-def _num(x) -> float:
-    return float("nan") if x is None else float(x)
 
 
 def _heat(model, images: np.ndarray, channels: int, size: int, method: str) -> np.ndarray:

@@ -154,3 +154,12 @@ def seeded_runs(tmp_path):
                   **{"train.loss": "focal"})
     (root / "better" / "seed7").mkdir()  # a seed still training: not counted
     return root
+
+
+@pytest.fixture()
+def study(seeded_runs, control_run):
+    """The seeded runs folder with a shortcut control beside the baseline."""
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    return seeded_runs

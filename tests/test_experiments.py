@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from cxrlib import experiments, profiles, runs
+from cxrlib.results import format_results, results_table
 from cxrlib.labels import FINDINGS
 
 
@@ -76,10 +77,10 @@ def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs)
     assert list(cmp.summary["experiment"]) == ["baseline", "fpn", "other_split"]
     assert list(cmp.paired["experiment"]) == ["fpn", "other_split"]
     fpn, other = cmp.paired.iloc[0], cmp.paired.iloc[1]
-    table = runs.results_table(fake_runs, n_bootstrap=200)
+    table = results_table(fake_runs, n_bootstrap=200)
     # the same numbers as the report's results table, to the last digit
     pd.testing.assert_frame_equal(cmp.table.drop(columns="run_dir"), table.drop(columns="run_dir"))
-    assert fpn["vs baseline [95% CI]"] == runs.format_results(table).loc[1, "vs baseline [95% CI]"]
+    assert fpn["vs baseline [95% CI]"] == format_results(table).loc[1, "vs baseline [95% CI]"]
     assert fpn["vs baseline [95% CI]"].startswith("+0.") and other["vs baseline [95% CI]"] == ""
     assert other["verdict"] == "not compared"
     assert fpn["verdict"] == "no difference shown"  # one seed each: the seed spread is not measured
@@ -95,7 +96,7 @@ def test_compare_takes_every_seed_of_each_experiment(seeded_runs):
     groups = runs.experiment_runs(seeded_runs)
     results = {name: [runs.load_run(d, with_model=False) for d in dirs] for name, dirs in groups.items()}
     cmp = experiments.compare(results, n_bootstrap=100)
-    pd.testing.assert_frame_equal(cmp.table, runs.results_table(seeded_runs, n_bootstrap=100))
+    pd.testing.assert_frame_equal(cmp.table, results_table(seeded_runs, n_bootstrap=100))
     assert list(cmp.summary["seeds"]) == ["3", "3", "3"]
     assert list(cmp.paired["verdict"]) == ["better", "no difference shown"]
     seed_means = [np.mean([r.metrics["per_class"]["Effusion"]["auroc"] for r in results["mixed"]])]
