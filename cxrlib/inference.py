@@ -38,7 +38,8 @@ planted differences (``bench/results/verdict_calibration.md``).
 
 Power in words
 --------------
-A comparison that calls nothing says how large a difference it could have shown:
+A comparison that calls nothing says how large a difference it could have shown
+(:mod:`cxrlib.results` puts it into words):
 :func:`minimum_detectable_difference` is the true difference this test calls with 80%
 probability at ``alpha = 0.05``, from the same standard error and degrees of freedom (the
 noncentral t). "No difference larger than 0.03 shown" never means "the same".
@@ -203,21 +204,24 @@ def minimum_detectable_difference(se: float, df: float, alpha: float = ALPHA, po
     return float(optimize.brentq(short, 0.0, hi, xtol=1e-6) * se)
 
 
-def design_test(per_seed_a, per_seed_b, v_test: float, n_patients: int, alpha: float = ALPHA) -> dict[str, Any]:
+def design_test(per_seed_a, per_seed_b, v_test: float, n_patients: int, alpha: float = ALPHA,
+                fitted_a: bool = False) -> dict[str, Any]:
     """The design's test from numbers alone: per-seed mean AUROCs of both arms and ``v_test``.
 
     ``v_test`` is the test-patient variance of the difference of the two arms' means (from
     :func:`influence_variance`), ``n_patients`` the number of test patients behind it.
+    ``fitted_a``: arm A is fitted deterministically (the shortcut control), so it has no
+    seed spread and the seed variance is B's alone.
     Returns ``diff``, ``se``, ``df``, ``t``, ``p_value``, ``ci`` (95% by default), ``mdd``
     (the difference called with 80% probability), ``seed_sd`` and the variance parts. Callers
     check :data:`MIN_SEEDS` first (:func:`compare_arms` does).
     """
     a, b = np.asarray(per_seed_a, dtype=np.float64), np.asarray(per_seed_b, dtype=np.float64)
     na, nb = len(a), len(b)
-    df_seed = na + nb - 2
-    ss = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
+    df_seed = nb - 1 if fitted_a else na + nb - 2
+    ss = ((b - b.mean()) ** 2).sum() + (0.0 if fitted_a else ((a - a.mean()) ** 2).sum())
     s2 = ss / df_seed if df_seed > 0 else math.nan
-    seed_part = s2 * (1 / na + 1 / nb) if df_seed > 0 else 0.0
+    seed_part = (s2 * ((0.0 if fitted_a else 1 / na) + 1 / nb)) if df_seed > 0 else 0.0
     var = seed_part + v_test
     df = satterthwaite_df(seed_part, df_seed, v_test, n_patients - 1)
     diff = float(a.mean() - b.mean())
@@ -245,14 +249,15 @@ def _aligned(targets, seeds_a, seeds_b, label_names):
 
 def compare_arms(targets, seeds_a: Sequence, seeds_b: Sequence, patient_ids=None,
                  label_names: Sequence[str] | None = None, alpha: float = ALPHA,
-                 min_seeds: int = MIN_SEEDS) -> dict[str, Any]:
+                 min_seeds: int = MIN_SEEDS, fitted_a: bool = False) -> dict[str, Any]:
     """Experiment A against experiment B (the baseline) on the same test images, by the design.
 
     ``seeds_a`` / ``seeds_b``: one score matrix ``[N, K]`` per training seed, rows aligned
     with ``targets``. Returns :func:`design_test`'s numbers plus ``mean_auroc_a/b``,
     ``per_seed_a/b``, ``n_images``, ``n_patients``, ``classes`` (column indices of the mean)
     and ``tested``: False when a side has fewer than ``min_seeds`` seeds (then ``p_value``,
-    ``ci`` and ``mdd`` are None and :func:`verdict` says "not tested").
+    ``ci`` and ``mdd`` are None: "not tested"). ``fitted_a``: A is a deterministic fit with no
+    seed (the shortcut control); only B's seeds count then.
     """
     if not len(seeds_a) or not len(seeds_b):
         raise ValueError(f"each side needs at least one seed's scores, got {len(seeds_a)} and {len(seeds_b)}")
@@ -263,8 +268,8 @@ def compare_arms(targets, seeds_a: Sequence, seeds_b: Sequence, patient_ids=None
     A, B = arm(y, seeds_a, cols), arm(y, seeds_b, cols)
     n_patients = len(y) if groups is None else int(groups.max()) + 1
     v_test = influence_variance(A.influence - B.influence, groups)
-    out = design_test(A.per_seed, B.per_seed, v_test, n_patients, alpha)
-    tested = min(A.n_seeds, B.n_seeds) >= min_seeds
+    out = design_test(A.per_seed, B.per_seed, v_test, n_patients, alpha, fitted_a)
+    tested = (B.n_seeds if fitted_a else min(A.n_seeds, B.n_seeds)) >= min_seeds
     if not tested:
         out.update(p_value=None, ci=[None, None], mdd=None, t=None)
     out.update(tested=tested, min_seeds=min_seeds, mean_auroc_a=A.mean, mean_auroc_b=B.mean,
@@ -299,44 +304,11 @@ def experiment_interval(targets, seeds: Sequence, patient_ids=None, label_names:
         half = stats.norm.ppf(0.5 + level / 2) * math.sqrt(v_test)
         covers = "test patients only (one seed: the seed spread is not measured)"
     half = float(half)
-    return {"mean": A.mean, "ci": [A.mean - half, A.mean + half], "covers": covers, "level": level,
+    # an AUROC lies in [0, 1]: the normal interval is cut there
+    return {"mean": A.mean, "ci": [max(0.0, A.mean - half), min(1.0, A.mean + half)], "covers": covers, "level": level,
             "n_seeds": A.n_seeds, "per_seed": A.per_seed.tolist(), "df": df,
             "seed_sd": math.sqrt(A.sum_squares / (A.n_seeds - 1)) if A.n_seeds >= 2 else math.nan,
             "test_se": math.sqrt(v_test), "n_images": int(len(y)), "n_patients": n_patients}
-
-
-# ----------------------------------------------------------------------------- the verdict
-
-
-@dataclass(frozen=True)
-class DesignVerdict:
-    """What the design decided about one comparison with the baseline."""
-
-    called: bool  # a difference is claimed
-    direction: int  # +1 better than the baseline, -1 worse, 0 when nothing is called
-    label: str  # "better", "worse", "no difference larger than 0.031 shown", "not tested: 1 seed"
-    reason: str  # the numbers that decided it
-
-
-def verdict(comparison: dict[str, Any] | None) -> DesignVerdict:
-    """The verdict of a :func:`compare_arms` result (None: the runs share no test images).
-
-    A non-significant comparison is reported with its minimum detectable difference: the
-    words never say the two are the same.
-    """
-    if comparison is None:
-        return DesignVerdict(False, 0, "not compared", "the runs were not scored on the same test images")
-    if not comparison["tested"]:
-        n = min(comparison["n_seeds_a"], comparison["n_seeds_b"])
-        return DesignVerdict(False, 0, f"not tested: {n} seed{'s' if n != 1 else ''}",
-                             f"a side has {n} seed{'s' if n != 1 else ''}; the design needs "
-                             f"{comparison['min_seeds']} a side to measure the seed spread")
-    d, (lo, hi), p, mdd = comparison["diff"], comparison["ci"], comparison["p_value"], comparison["mdd"]
-    numbers = f"difference {d:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p = {p:.3g}"
-    if p < comparison["alpha"]:
-        return DesignVerdict(True, 1 if d > 0 else -1, "better" if d > 0 else "worse", numbers)
-    return DesignVerdict(False, 0, f"no difference larger than {mdd:.3f} shown",
-                         f"{numbers}; a true difference of {mdd:.3f} would be called 80% of the time")
 
 
 # ----------------------------------------------------------------------------- controls
@@ -374,19 +346,40 @@ def negative_control(targets, seeds: Sequence, patient_ids=None, label_names: Se
     return out
 
 
-def planted_loss(seeds: Sequence, noise: float = 1.0, seed: int = 0) -> list[np.ndarray]:
-    """The seeds' scores with Gaussian noise of ``noise`` times each finding's score SD added:
-    a model known to rank worse (the positive control's arm)."""
+def planted_loss(targets, seeds: Sequence, columns: Sequence[int], drop: float, seed: int = 0) -> list[np.ndarray]:
+    """The seeds' scores with Gaussian noise added, scaled so that their mean AUROC falls by ``drop``.
+
+    Noise of ``k`` times each finding's score SD is added (the same draws for every ``k``), and
+    ``k`` is found by bisection: a model known to rank worse by a chosen amount.
+    """
     rng = np.random.default_rng(seed)
-    out = []
-    for s in seeds:
-        s = np.asarray(s, dtype=np.float64)
-        out.append(s + noise * s.std(axis=0, keepdims=True) * rng.standard_normal(s.shape))
-    return out
+    seeds = [np.asarray(s, dtype=np.float64) for s in seeds]
+    noise = [s.std(axis=0, keepdims=True) * rng.standard_normal(s.shape) for s in seeds]
+    y, _ = _check_inputs(targets, seeds[0])
+
+    def mean_of(k: float) -> float:
+        return float(np.mean([auroc(y, s + k * e)[list(columns)].mean() for s, e in zip(seeds, noise)]))
+
+    goal = mean_of(0.0) - drop
+    lo, hi = 0.0, 1.0
+    while mean_of(hi) > goal and hi < 1e3:
+        lo, hi = hi, hi * 2
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_of(mid) > goal else (lo, mid)
+    return [s + hi * e for s, e in zip(seeds, noise)]
 
 
 def positive_control(targets, seeds: Sequence, patient_ids=None, label_names: Sequence[str] | None = None,
-                     noise: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    """The baseline's seeds with noise added (:func:`planted_loss`) against the baseline: a
-    comparison whose answer is known to be "worse", to show that the design can call one."""
-    return compare_arms(targets, planted_loss(seeds, noise, seed), seeds, patient_ids, label_names)
+                     drop: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """The baseline's seeds made worse by a known amount (:func:`planted_loss`) against the
+    baseline: a comparison whose answer is known to be "worse", to show that the design can call
+    one. ``drop`` (in mean AUROC) defaults to twice the minimum detectable difference of the
+    baseline against its own seeds (:func:`negative_control`), a loss the design calls nearly
+    always if its stated power is true. Returns :func:`compare_arms`'s numbers and ``planted``.
+    """
+    y, cols = _aligned(targets, seeds, [], label_names)
+    if drop is None:
+        drop = 2 * negative_control(y, seeds, patient_ids, label_names, n_more=len(seeds), seed=seed)["mdd"]
+    out = compare_arms(y, planted_loss(y, seeds, cols, drop, seed), seeds, patient_ids, label_names)
+    return {**out, "planted": float(drop)}

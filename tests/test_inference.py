@@ -87,25 +87,27 @@ def _arms(rng, n_a, n_b, shift=0.0, n=400):
     return y, a, b
 
 
-def test_verdict_words():
+def test_one_seed_is_not_tested_and_a_fitted_control_needs_no_seed():
     rng = np.random.default_rng(2)
     y, a, b = _arms(rng, 1, 3)
     c = inf.compare_arms(y, a, b)
-    v = inf.verdict(c)
-    assert not c["tested"] and c["p_value"] is None and not v.called
-    assert v.label == "not tested: 1 seed"
-    y, a, b = _arms(rng, 3, 3, shift=1.5)
-    v = inf.verdict(inf.compare_arms(y, a, b))
-    assert v.called and v.label == "better" and v.direction == 1
-    v = inf.verdict(inf.compare_arms(y, b, a))
-    assert v.called and v.label == "worse" and v.direction == -1
-    y, a, b = _arms(rng, 3, 3)
-    c = inf.compare_arms(y, a, b)
-    v = inf.verdict(c)
-    if c["p_value"] >= 0.05:
-        assert v.label == f"no difference larger than {c['mdd']:.3f} shown" and "80%" in v.reason
-    assert "same" not in v.label and "as well" not in v.label
-    assert inf.verdict(None).label == "not compared"
+    assert not c["tested"] and c["p_value"] is None and c["mdd"] is None
+    fitted = inf.compare_arms(y, a, b, fitted_a=True)  # a deterministic fit has no seed spread to measure
+    assert fitted["tested"] and fitted["p_value"] is not None
+    # its seed variance is the baseline's alone: sum of squares over n_b - 1, divided by n_b
+    per_b = np.asarray(fitted["per_seed_b"])
+    assert fitted["seed_variance_part"] == pytest.approx(per_b.var(ddof=1) / 3)
+
+
+def test_controls_of_the_design():
+    rng = np.random.default_rng(6)
+    y, a, _ = _arms(rng, 3, 1, n=600)
+    neg = inf.negative_control(y, a, seed=1)
+    assert neg["simulated"] and neg["n_seeds_a"] == 3 and neg["p_value"] > 0.05
+    pos = inf.positive_control(y, a)
+    assert pos["diff"] < 0 and pos["p_value"] < 0.05
+    with pytest.raises(ValueError, match="seed spread"):
+        inf.negative_control(y, a[:1])
 
 
 def test_experiment_interval_covers_seeds_and_says_so():
