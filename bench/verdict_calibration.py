@@ -209,7 +209,7 @@ def localization_scenario(reps: int, seed: int, n: int, kind: str, n_permutation
 
 DESIGNS = ((1, 3), (2, 2), (3, 3), (5, 5))
 SEED_SDS = (0.005, 0.02, 0.04)
-TEST_SIZES = (300, 2000)
+TEST_SIZES = (300, 1000)
 IMAGES = (6, 12, 40, 200)
 MAP_KINDS = ("random", "sparse random", "finding-blind")
 
@@ -218,73 +218,94 @@ def _rate(calls_rate: float, bound: float) -> str:
     return f"{calls_rate:.3f} ({bound:.3f})"
 
 
-def false_call_table(reps: int, seed: int) -> list[str]:
-    lines = ["| null | seeds A v B | seed SD | test images | called (upper 95%) | verdict | median MDD | "
-             "test patients only | seeds only |", "|---|---|---|---|---|---|---|---|---|"]
-    k = 0
-    for shared in (True, False):
-        for n_a, n_b in DESIGNS:
-            for sd in SEED_SDS:
-                for n in TEST_SIZES:
-                    k += 1
-                    r = auroc_scenario(reps, seed + k, n_images=n, n_a=n_a, n_b=n_b, seed_sd=sd, shared=shared)
-                    word = "tested" if r["tested"] else f"not tested: {min(n_a, n_b)} seed"
-                    lines.append(f"| {'same architecture' if shared else 'two architectures'} | {n_a} v {n_b} | "
-                                 f"{sd:g} | {n} | {_rate(r['rate'], r['bound'])} | {word} | {r['mdd']:.3f} | "
-                                 f"{r['test_only']:.3f} | {r['seeds_only']:.3f} |")
-    # a single seed whose architecture varies twice as much as the other's: what pooling would hide
-    for n in TEST_SIZES:
-        k += 1
-        r = auroc_scenario(reps, seed + k, n_images=n, n_a=1, n_b=3, seed_sd=0.02, seed_sd_a=0.04, shared=False)
-        lines.append(f"| two architectures, A's seed SD 0.04 | 1 v 3 | 0.02 | {n} | {_rate(r['rate'], r['bound'])} | "
-                     f"not tested: 1 seed | {r['mdd']:.3f} | {r['test_only']:.3f} | {r['seeds_only']:.3f} |")
-    return lines
-
-
-def power_table(reps: int, seed: int) -> list[str]:
-    lines = ["| planted difference | seeds A v B | seed SD | test images | called better | median MDD |",
-             "|---|---|---|---|---|---|"]
-    k = 1000
+def _scenarios(reps: int, seed: int, n_permutations: int) -> list[tuple[str, int, dict]]:
+    """Every simulated scenario as (part, seed, arguments): independent, so they run in any order."""
+    out = []
+    for n_a, n_b in DESIGNS:  # the harder null first: two architectures that err on different images
+        for sd in SEED_SDS:
+            for n in TEST_SIZES:
+                out.append(("null", dict(n_images=n, n_a=n_a, n_b=n_b, seed_sd=sd, shared=False)))
+    for n_a, n_b in DESIGNS[1:]:
+        for sd in SEED_SDS:
+            out.append(("null", dict(n_images=300, n_a=n_a, n_b=n_b, seed_sd=sd, shared=True)))
+    for n in TEST_SIZES:  # a single seed whose architecture varies twice as much: what pooling would hide
+        out.append(("null", dict(n_images=n, n_a=1, n_b=3, seed_sd=0.02, seed_sd_a=0.04, shared=False)))
     for delta in (0.02, 0.05):
         for n_a, n_b in DESIGNS[1:]:
-            for sd in SEED_SDS:
-                for n in TEST_SIZES:
-                    k += 1
-                    r = auroc_scenario(reps, seed + k, n_images=n, n_a=n_a, n_b=n_b, seed_sd=sd, delta=delta,
-                                       shared=False)
-                    lines.append(f"| +{delta:g} | {n_a} v {n_b} | {sd:g} | {n} | {r['rate']:.3f} | {r['mdd']:.3f} |")
-    return lines
-
-
-def localization_table(reps: int, seed: int, n_permutations: int) -> list[str]:
-    lines = ["| model maps | images | pointing game (primary) | T(IoBB) > 0.1 | uniform chance, pointing game | "
-             "hit rate minus chance |", "|---|---|---|---|---|---|"]
-    k = 2000
+            for sd in SEED_SDS[:2]:
+                out.append(("power", dict(n_images=1000, n_a=n_a, n_b=n_b, seed_sd=sd, delta=delta, shared=False)))
     for kind in (*MAP_KINDS, "localizer"):
         for n in IMAGES:
-            k += 1
-            r = localization_scenario(reps if kind != "localizer" else max(reps // 2, 1), seed + k, n, kind,
-                                      n_permutations)
-            lines.append(f"| {kind} | {n} | {_rate(r[PRIMARY_METRIC], r[PRIMARY_METRIC + ' bound'])} | "
-                         f"{_rate(r['iobb@0.1'], r['iobb@0.1 bound'])} | {_rate(r['uniform'], r['uniform bound'])} | "
-                         f"{r['gain']:+.3f} |")
-    return lines
+            metrics = (PRIMARY_METRIC, "iobb@0.1") if n <= 40 else (PRIMARY_METRIC,)
+            out.append(("loc", dict(n=n, kind=kind, n_permutations=n_permutations, metrics=metrics)))
+    return [(part, seed + 1 + i, kw) for i, (part, kw) in enumerate(out)]
+
+
+def _run(job: tuple[str, int, dict, int]) -> tuple[str, dict, dict]:
+    part, seed, kw, reps = job
+    import torch
+
+    torch.set_num_threads(1)  # small tensors: one thread is faster than two contended ones
+    if part == "loc":
+        return part, kw, localization_scenario(reps if kw["kind"] != "localizer" else max(reps // 2, 1), seed, **kw)
+    return part, kw, auroc_scenario(reps if part == "null" else max(reps // 2, 1), seed, **kw)
+
+
+def _null_line(kw: dict, r: dict) -> str:
+    n_a, n_b = kw["n_a"], kw["n_b"]
+    null = ("same architecture" if kw["shared"] else "two architectures"
+            + (f", A's seed SD {kw['seed_sd_a']:g}" if kw.get("seed_sd_a") else ""))
+    word = "tested" if r["tested"] else f"not tested: {min(n_a, n_b)} seed"
+    return (f"| {null} | {n_a} v {n_b} | {kw['seed_sd']:g} | {kw['n_images']} | {_rate(r['rate'], r['bound'])} | "
+            f"{word} | {r['mdd']:.3f} | {r['test_only']:.3f} | {r['seeds_only']:.3f} |")
+
+
+def _power_line(kw: dict, r: dict) -> str:
+    return (f"| +{kw['delta']:g} | {kw['n_a']} v {kw['n_b']} | {kw['seed_sd']:g} | {kw['n_images']} | "
+            f"{r['rate']:.3f} | {r['mdd']:.3f} |")
+
+
+def _loc_line(kw: dict, r: dict) -> str:
+    iobb = _rate(r["iobb@0.1"], r["iobb@0.1 bound"]) if "iobb@0.1" in r else "(not run)"
+    return (f"| {kw['kind']} | {kw['n']} | {_rate(r[PRIMARY_METRIC], r[PRIMARY_METRIC + ' bound'])} | {iobb} | "
+            f"{_rate(r['uniform'], r['uniform bound'])} | {r['gain']:+.3f} |")
+
+
+def tables(reps: int, seed: int, n_permutations: int, jobs: int = 1) -> dict[str, list[str]]:
+    """The three tables, each scenario simulated with its own seed (so ``jobs`` does not change a number)."""
+    work = [(part, s, kw, reps) for part, s, kw in _scenarios(reps, seed, n_permutations)]
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            done = pool.map(_run, work, chunksize=1)
+    else:
+        done = [_run(w) for w in work]
+    parts = {
+        "null": ["| null | seeds A v B | seed SD | test images | called (upper 95%) | verdict | median MDD | "
+                 "test patients only | seeds only |", "|---|---|---|---|---|---|---|---|---|"],
+        "power": ["| planted difference | seeds A v B | seed SD | test images | called better | median MDD |",
+                  "|---|---|---|---|---|---|"],
+        "loc": ["| model maps | images | pointing game (primary) | T(IoBB) > 0.1 | uniform chance, pointing game | "
+                "hit rate minus chance |", "|---|---|---|---|---|---|"],
+    }
+    lines = {"null": _null_line, "power": _power_line, "loc": _loc_line}
+    for part, kw, r in done:
+        parts[part].append(lines[part](kw, r))
+    return parts
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=400, help="repetitions per null scenario (power: half as many "
-                    "for the localizer; 400 for the AUROC power rows)")
+    ap.add_argument("--reps", type=int, default=400, help="repetitions per null scenario (half as many for the "
+                    "power rows)")
     ap.add_argument("--permutations", type=int, default=199, help="permutations per localization test")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="processes (the numbers do not depend on it)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # small tensors: one thread is faster than two contended ones
     started = time.time()
-    parts = {"false": false_call_table(args.reps, args.seed), "power": power_table(args.reps, args.seed),
-             "loc": localization_table(args.reps, args.seed, args.permutations)}
+    parts = tables(args.reps, args.seed, args.permutations, args.jobs)
     minutes = (time.time() - started) / 60
     text = _document(args, parts, minutes)
     tmp = args.out.with_suffix(".md.tmp")
@@ -297,7 +318,7 @@ def main(argv=None) -> int:
 def _document(args, parts, minutes: float) -> str:
     cmd = "python bench/verdict_calibration.py" + ("" if (args.reps, args.permutations, args.seed) == (400, 199, 0)
                                                    else f" --reps {args.reps} --permutations {args.permutations} "
-                                                        f"--seed {args.seed}")
+                                                        f"--seed {args.seed}") + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
     return "\n".join([
         "# Verdict calibration: false calls and power, measured by simulation", "",
         f"- command: `{cmd}`",
@@ -313,18 +334,18 @@ def _document(args, parts, minutes: float) -> str:
         "were, with the seed variance borrowed from the other arm. *Test patients only*: the rate of a test that "
         "ignores the seeds (the paired patient CI alone); *seeds only*: a t-test on the seeds alone. Median MDD: "
         "the difference the design calls 80% of the time.", "",
-        *parts["false"], "",
+        *parts["null"], "",
         "## AUROC: power against planted differences (two architectures)", "",
         "Arm A's expected AUROC is the baseline's plus the planted difference; *called better* is the share of "
-        "repetitions the design calls it.", "",
+        f"repetitions the design calls it ({max(args.reps // 2, 1)} repetitions a row).", "",
         *parts["power"], "",
         "## Localization against chance", "",
         "`cxrlib.localization_chance`: the model's own maps against other images' boxes (permutation test, the "
         "pointing game primary, T(IoBB) > 0.1 beside it). The first three kinds of map know nothing about where "
         "this image's lesion is; *uniform chance* tests the same hits against sets of uniform random maps on the "
         "6x6 grid, the chance that sparse and finding-blind maps beat without knowing anything. The localizer's "
-        f"maps peak on the lesion a third of the time (half as many repetitions); the last column is the "
-        "model's hit rate minus the permutation chance's mean.", "",
+        f"maps peak on the lesion a third of the time ({max(args.reps // 2, 1)} repetitions a row); the last column "
+        "is the model's hit rate minus the permutation chance's mean. T(IoBB) is run up to 40 images.", "",
         *parts["loc"], "",
     ])
 
