@@ -235,7 +235,7 @@ def chance_part(args) -> str:
         f"of predicted boxes per region whose IoBB (IoU) <= T.",
         "",
         "Random smooth maps: uniform noise on the grid below, through `cxrlib.cam.upsample_maps` to "
-        f"{INPUT} px, then resized to 1024 px as `evaluate_localization` resizes a heatmap for real "
+        f"{INPUT} px, then resized to 1024 px as `score_heatmaps` resizes a heatmap for real "
         "boxes. White noise: one uniform value per pixel of a 256 px map. Rules: before = Wang et al.'s "
         "two levels (60, 180) with every 8-connected component a box (`UNLIMITED_RULE`); after = "
         "`WANG_RULE` (components of at least 0.1% of the map, at most 3 boxes per map, largest first).",

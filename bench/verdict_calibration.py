@@ -16,7 +16,7 @@ here on simulated data where the truth is known, through the library's own funct
   expected AUROC, but each arm errs on its own images, so the test set alone can separate
   them; this is the case a seeds-only test gets wrong. Planted differences move arm A's
   expected AUROC by +0.02 and +0.05.
-* **Localization against chance** (:func:`cxrlib.localization_chance.chance_test`'s
+* **Localization against chance** (:func:`cxrlib.localization.exact.chance_test`'s
   permutation test, the pointing game as primary metric and T(IoBB) > 0.1 beside it).
   Boxes of one finding scattered around a typical place on a 48 px image; the model's maps
   are uniform noise on a 6x6 grid (the project's random maps), sparse noise
@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
 
 from cxrlib import inference  # noqa: E402
 from cxrlib.cam import upsample_maps  # noqa: E402
-from cxrlib.localization_chance import PRIMARY_METRIC, cross_scores, permutation_test  # noqa: E402
+from cxrlib.localization.exact import PRIMARY_METRIC, cross_scores, permutation_test  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "verdict_calibration.md"
 PREVALENCE = (0.05, 0.15, 0.30)
@@ -340,7 +340,7 @@ def _document(args, parts, minutes: float) -> str:
         f"repetitions the design calls it ({max(args.reps // 2, 1)} repetitions a row).", "",
         *parts["power"], "",
         "## Localization against chance", "",
-        "`cxrlib.localization_chance`: the model's own maps against other images' boxes (permutation test, the "
+        "`cxrlib.localization.exact`: the model's own maps against other images' boxes (permutation test, the "
         "pointing game primary, T(IoBB) > 0.1 beside it). The first three kinds of map know nothing about where "
         "this image's lesion is; *uniform chance* tests the same hits against sets of uniform random maps on the "
         "6x6 grid, the chance that sparse and finding-blind maps beat without knowing anything. The localizer's "

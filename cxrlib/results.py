@@ -110,7 +110,8 @@ def seed_words(row: Mapping[str, Any]) -> str:
     n = int(row["seeds"])
     if n < 2:
         return "(one seed)"
-    return f"(mean of {n} seeds, SD {number_text(row['seed SD'])}, range {range_text(row['seed min'], row['seed max'])})"
+    spread = range_text(row["seed min"], row["seed max"])
+    return f"(mean of {n} seeds, SD {number_text(row['seed SD'])}, range {spread})"
 
 
 def time_text(seconds: Any) -> str:
@@ -514,8 +515,8 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
             checks.append(_design_control_words(name, r, v))
             continue
         if not math.isfinite(r["diff vs baseline"]):
-            comparisons.append(f"{name} ({_what(r)}), mean AUROC {number_text(r['mean AUROC'])}, was not compared with the "
-                               f"baseline: {r['reason'] or 'no paired comparison'}.")
+            comparisons.append(f"{name} ({_what(r)}), mean AUROC {number_text(r['mean AUROC'])}, was not compared "
+                               f"with the baseline: {r['reason'] or 'no paired comparison'}.")
             continue
         if r["kind"] == CONTROL:
             control_text = _control_words(name, r, base)
@@ -556,8 +557,8 @@ def _control_words(name: str, r, base) -> str:
     gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
     v = _row_verdict(r, base)
     where = f"{number_text(gap)} above" if gap > 0 else f"{number_text(-gap)} below"
-    numbers = (f"95% CI of the gap {interval_text(-r['diff CI high'], -r['diff CI low'], signed=True, missing=MISSING)}, "
-               f"{p_text(r['p-value'], sentence=True)}")
+    gap_ci = interval_text(-r["diff CI high"], -r["diff CI low"], signed=True, missing=MISSING)
+    numbers = f"95% CI of the gap {gap_ci}, {p_text(r['p-value'], sentence=True)}"
     if v.label == WORSE:  # the control is worse than the baseline
         meaning = "the baseline reads more from the images than their global intensity statistics give"
     elif v.label == BETTER:
@@ -567,8 +568,8 @@ def _control_words(name: str, r, base) -> str:
         meaning = (f"the gap is not shown ({v.why}); that is no evidence that intensity statistics do as well, "
                    f"only that this profile cannot tell: read the AUROCs above with care")
     return (f"The baseline's mean AUROC ({number_text(base['mean AUROC'])}) is {where} that of {name} "
-            f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression on each image's grey-level statistics, "
-            f"with no spatial information): {numbers}. So {meaning}.")
+            f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression on each image's grey-level "
+            f"statistics, with no spatial information): {numbers}. So {meaning}.")
 
 
 def _what(r) -> str:

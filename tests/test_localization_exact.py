@@ -1,9 +1,9 @@
-"""cxrlib.localization_chance: cross scores equal the localization scores, the permutation test's p."""
+"""cxrlib.localization.exact: cross scores equal the localization scores, the permutation test's p."""
 import numpy as np
 import pytest
 
 from cxrlib import localization as L
-from cxrlib import localization_chance as lc
+from cxrlib.localization import exact as lc
 from cxrlib.cam import upsample_maps
 
 

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.cam import resize_heatmap
-from cxrlib.localization import WANG_RULE, BoxRule, _as_heatmap, _integral, _regions, _within, predicted_boxes
+from cxrlib.localization.geometry import (WANG_RULE, BoxRule, _as_heatmap, _integral, _regions, _within,
+                                          predicted_boxes)
 
 PRIMARY_METRIC = "pointing_game"
 ALPHA = 0.05
