@@ -87,3 +87,12 @@ def test_afp_is_not_testable():
         lc.cross_scores(maps, boxes, "afp@0.1")
     with pytest.raises(ValueError, match="one region per heatmap"):
         lc.cross_scores(maps, boxes[:2])
+
+
+def test_pointing_cross_from_peaks_equals_the_cross_scores():
+    maps, boxes = _maps_and_boxes(12, seed=3)
+    peaks = [lc.peak_position(m) for m in maps]
+    np.testing.assert_array_equal(lc.pointing_cross(peaks, boxes, [(48, 48)] * 12),
+                                  lc.cross_scores(maps, boxes, "pointing_game"))
+    t = lc.tests_by_finding({"pointing_game": lc.pointing_cross(peaks, boxes, [(48, 48)] * 12)}, ["Mass"] * 12, 99)
+    assert t.loc[("Mass", "pointing_game"), "verdict"] == lc.NO_EVIDENCE  # random maps: no better than chance

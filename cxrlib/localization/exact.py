@@ -189,15 +189,52 @@ def chance_test(heatmaps: Sequence[Any], regions: Sequence[Any], findings: Seque
         raise ValueError(f"heatmaps ({len(heatmaps)}), regions ({len(regions)}) and findings ({len(findings)}) "
                          "must have the same length")
     crosses = {m: cross_scores(heatmaps, regions, m, shapes, rule) for m in metrics}
+    return tests_by_finding(crosses, findings, n_permutations, seed, alpha)
+
+
+def tests_by_finding(crosses: dict[str, np.ndarray], findings: Sequence[str], n_permutations: int = N_PERMUTATIONS,
+                     seed: int = 0, alpha: float = ALPHA) -> pd.DataFrame:
+    """:func:`chance_test` from cross-score matrices already made (``{metric: S}``, the first primary)."""
+    findings = np.asarray([str(f) for f in findings], dtype=object)
     names = list(dict.fromkeys(findings))
     rows = []
     for name in names + (["All"] if len(names) > 1 else []):
-        idx = np.arange(len(findings)) if name == "All" else np.flatnonzero(np.asarray(findings) == name)
-        strata = np.asarray(findings)[idx]
-        results = [permutation_test(crosses[m][np.ix_(idx, idx)], n_permutations, seed, strata) for m in metrics]
+        idx = np.arange(len(findings)) if name == "All" else np.flatnonzero(findings == name)
+        results = [permutation_test(S[np.ix_(idx, idx)], n_permutations, seed, findings[idx])
+                   for S in crosses.values()]
         adjusted = holm([r["p_value"] for r in results])
-        for m, r, p_adj in zip(metrics, results, adjusted):
+        for m, r, p_adj in zip(crosses, results, adjusted):
             word = TOO_FEW if len(idx) < MIN_IMAGES else BETTER if p_adj < alpha else NO_EVIDENCE
             rows.append({"finding": name, "metric": m, "n": r["n"], "model": r["model"], "chance": r["chance"],
                          "p_value": r["p_value"], "p_holm": float(p_adj), "verdict": word})
     return pd.DataFrame(rows).set_index(["finding", "metric"])
+
+
+def peak_position(heatmap: Any) -> tuple[float, float]:
+    """Where the pointing game looks: the maximum's pixel centre as a share of the height and width."""
+    h = _as_heatmap(heatmap)
+    r, c = np.unravel_index(int(np.argmax(h)), h.shape)
+    return (r + 0.5) / h.shape[0], (c + 0.5) / h.shape[1]
+
+
+def pointing_cross(peaks: Sequence[tuple[float, float]], regions: Sequence[Any],
+                   shapes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The pointing game's ``S[i, j]`` from each map's peak (:func:`peak_position`) alone.
+
+    What a test set of full-resolution maps needs (they are scored one by one and not kept):
+    map ``i``'s peak is placed in region ``j``'s grid at the same relative position. On one
+    grid shape this is exactly :func:`cross_scores`; across shapes it ignores how resizing a
+    map could move its maximum by a pixel.
+    """
+    peaks = np.asarray(peaks, dtype=np.float64).reshape(-1, 2)
+    if not (len(peaks) == len(regions) == len(shapes)):
+        raise ValueError(f"peaks ({len(peaks)}), regions ({len(regions)}) and shapes ({len(shapes)}) differ in number")
+    S = np.zeros((len(peaks), len(regions)))
+    for j, (region, shape) in enumerate(zip(regions, shapes)):
+        shape = (int(shape[0]), int(shape[1]))
+        kind, items = _regions(region, shape)
+        inside = _within(items, kind, shape)
+        rows = np.minimum((peaks[:, 0] * shape[0]).astype(np.int64), shape[0] - 1)
+        cols = np.minimum((peaks[:, 1] * shape[1]).astype(np.int64), shape[1] - 1)
+        S[:, j] = inside[rows, cols]
+    return S
