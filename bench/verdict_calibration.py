@@ -318,7 +318,8 @@ def main(argv=None) -> int:
 def _document(args, parts, minutes: float) -> str:
     cmd = "python bench/verdict_calibration.py" + ("" if (args.reps, args.permutations, args.seed) == (400, 199, 0)
                                                    else f" --reps {args.reps} --permutations {args.permutations} "
-                                                        f"--seed {args.seed}") + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+                                                        f"--seed {args.seed}")
+    cmd += f" --jobs {args.jobs}" if args.jobs > 1 else ""
     return "\n".join([
         "# Verdict calibration: false calls and power, measured by simulation", "",
         f"- command: `{cmd}`",

@@ -127,7 +127,8 @@ def _side(lo: Any, hi: Any) -> int:
     return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
-VERDICT_RULE = DESIGN_RULE  # the comparison design of cxrlib.inference, calibrated in bench/results/verdict_calibration.md
+# The comparison design of cxrlib.inference, calibrated in bench/results/verdict_calibration.md.
+VERDICT_RULE = DESIGN_RULE
 
 
 def not_tested_words(n: int) -> str:
@@ -335,8 +336,8 @@ def results_table(
     :data:`~cxrlib.inference.NEGATIVE_CONTROL` (the baseline against more seeds of itself,
     simulated from its spread: should be no difference) and
     :data:`~cxrlib.inference.POSITIVE_CONTROL` (its scores with noise added: known to be worse).
-    The baseline comes first, then the shortcut control, the design's controls, then the rest by name. ``leave_out`` names
-    experiments not to show (a profile's "full profile only" models); ``problems`` collects
+    The baseline comes first, then the shortcut control, the design's controls, then the rest by
+    name. ``leave_out`` names experiments not to show (a profile's "full profile only" models); ``problems`` collects
     what was skipped and why. ``n_bootstrap`` is not used by the design (it needs no resampling)
     and is accepted for the callers that pass it.
     """
@@ -399,7 +400,8 @@ def _versus_baseline(cmp: dict[str, Any] | None, n_seeds: int, n_base: int, fitt
         out.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(cmp["ci"][0]),
                     "diff CI high": _float(cmp["ci"][1]), "p-value": _float(cmp["p_value"]), "MDD": _float(cmp["mdd"]),
                     "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
-    v = verdict(out["diff vs baseline"], out["diff CI low"], out["diff CI high"], out["p-value"], out["MDD"], n_seeds, n_base, fitted)
+    v = verdict(out["diff vs baseline"], out["diff CI low"], out["diff CI high"], out["p-value"], out["MDD"], n_seeds,
+                n_base, fitted)
     return {**out, "verdict": v.label, "reason": v.reason}
 
 
@@ -532,7 +534,8 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
 
 
 def _row_verdict(r, base) -> Verdict:
-    return verdict(r["diff vs baseline"], r["diff CI low"], r["diff CI high"], r["p-value"], r["MDD"], int(r["seeds"]), int(base["seeds"]),
+    return verdict(r["diff vs baseline"], r["diff CI low"], r["diff CI high"], r["p-value"], r["MDD"], int(r["seeds"]),
+                   int(base["seeds"]),
                    fitted=r["kind"] == CONTROL)
 
 
@@ -547,7 +550,8 @@ def _design_control_words(name: str, r, v: Verdict) -> str:
     elif negative:
         meaning = "a false call, which the design makes about one time in twenty (bench/results/verdict_calibration.md)"
     else:
-        meaning = "the design missed a loss known to be there: this profile has too little power for differences this small"
+        meaning = ("the design missed a loss known to be there: this profile has too little power for differences "
+                   "this small")
     return (f"{name} ({r['model']}): {number_text(r['diff vs baseline'], signed=True)}, 95% CI "
             f"{interval_text(r['diff CI low'], r['diff CI high'], signed=True, missing=MISSING)}, "
             f"{p_text(r['p-value'], sentence=True)}; expected {expected}, the verdict is {v.label}, {meaning}.")
