@@ -330,7 +330,7 @@ def _document(args, parts, minutes: float) -> str:
         "bound. A verdict the report prints must have a rate <= 0.05 with a bound <= 0.08.", "",
         "## AUROC: experiment against baseline, nothing to find (A/A)", "",
         "The design of `cxrlib.inference` (t-test of the seed-mean difference, seed variance pooled within arms "
-        "plus the test-patient variance from DeLong placements per patient, Satterthwaite's degrees of freedom). "
+        "plus the test-patient variance from DeLong placements per patient, on the seeds' degrees of freedom). "
         "`1 v 3` is never tested by the report (\"not tested: 1 seed\"); its rate says what it would call if it "
         "were, with the seed variance borrowed from the other arm. *Test patients only*: the rate of a test that "
         "ignores the seeds (the paired patient CI alone); *seeds only*: a t-test on the seeds alone. Median MDD: "

@@ -60,7 +60,7 @@ def test_test_variance_matches_the_patient_bootstrap():
 
 
 def test_design_test_by_hand():
-    c = inf.design_test([0.80, 0.82], [0.75, 0.77], v_test=0.0, n_patients=100)
+    c = inf.design_test([0.80, 0.82], [0.75, 0.77], v_test=0.0)
     # pooled s2 = (2e-4 + 2e-4) / 2; se = sqrt(s2 * (1/2 + 1/2)); t = 0.05 / 0.01414 = 3.5355 on 2 df
     assert c["se"] == pytest.approx(math.sqrt(2e-4))
     assert c["df"] == pytest.approx(2.0)
@@ -70,9 +70,15 @@ def test_design_test_by_hand():
     assert c["seed_sd"] == pytest.approx(math.sqrt(2e-4))
 
 
-def test_satterthwaite_and_mdd_by_hand():
-    assert inf.satterthwaite_df(1.0, 2, 1.0, 10) == pytest.approx(4 / (1 / 2 + 1 / 10))
-    assert inf.satterthwaite_df(1.0, 4, 0.0, 10) == pytest.approx(4.0)
+def test_degrees_of_freedom_are_the_seeds():
+    # however large the test part, the t quantile is the seeds' (nA + nB - 2): conservative, as measured
+    c = inf.design_test([0.80, 0.82, 0.81], [0.75, 0.77, 0.76], v_test=1e-3)
+    assert c["df"] == 4.0 and c["se"] == pytest.approx(math.sqrt(1e-4 * (2 / 3) + 1e-3))
+    fitted = inf.design_test([0.70], [0.75, 0.77, 0.76], v_test=1e-3, fitted_a=True)
+    assert fitted["df"] == 2.0  # a fitted control: the baseline's seeds alone
+
+
+def test_mdd_by_hand():
     # with the variance known, the 80%-power difference is (1.960 + 0.842) standard errors
     assert inf.minimum_detectable_difference(0.01, 1e9) == pytest.approx(0.028016, rel=1e-3)
     # on 4 degrees of freedom it is 3.761 standard errors (the noncentral t, not 2.80)
