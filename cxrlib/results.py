@@ -412,7 +412,7 @@ def _design_controls(base_row: dict[str, Any], base: _Scored, seed: int) -> list
         (NEGATIVE_CONTROL, "the baseline against 3 more seeds of itself, simulated from its seed spread",
          negative_control(base.targets, base.scores, base.patient_ids, base.names, seed=seed)),
         (POSITIVE_CONTROL, "the baseline's scores with noise added until their mean AUROC is lower by twice the "
-                           "difference the design could show",
+                           "difference the design could show, or at chance",
          positive_control(base.targets, base.scores, base.patient_ids, base.names, seed=seed)),
     ):
         per_seed = cmp["per_seed_a"]
