@@ -116,6 +116,8 @@ def test_heatmaps(smoke):
     assert notes["images"] == 4  # N_IMAGES images with a lesion
     assert summary.loc["All", "images"] == 4 and 0 <= summary.loc["All", "pointing game, random maps"] <= 1
     assert notes["verdict"] in text  # the verdict kept is the one the notebook shows
+    # the exact test speaks twice: the trained model's maps, then its randomised-weights copy's
+    assert text.count("(the same maps, re-paired)") >= 2
     assert _images(r.executed) >= 1  # the overlay grid
 
 
