@@ -19,8 +19,10 @@ the average number of false-positive boxes (AFP) per finding and threshold.
 
 The second part (:func:`model_part`) takes the profile's heatmap run, the run notebook 07
 scores (found through the profile, trained when missing), and scores its heatmaps on the
-phantoms' lesion masks against random maps drawn on its own CAM grid, with paired bootstrap
-CIs over images and the verdict in words. Both parts go to bench/results/localization.md;
+phantoms' lesion masks against random maps drawn on its own CAM grid (paired bootstrap CIs
+over images, described), with the verdict in words from the exact test: the pointing game of
+the model's own maps against the same maps on other images' regions of the finding
+(cxrlib.localization.exact). Both parts go to bench/results/localization.md;
 running one part keeps the other's text from the file.
 """
 from __future__ import annotations

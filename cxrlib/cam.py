@@ -228,6 +228,30 @@ def _to_maps(
     return upsample_maps(raw_maps, tuple(x.shape[-2:]))
 
 
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """The model with every learned weight drawn again from its layer's own initialisation.
+
+    The model-randomisation sanity check of Adebayo et al. (2018, "Sanity checks for saliency
+    maps"): the same architecture and target layers, nothing learned. Heatmaps of the trained
+    model that score no better against the ground truth than this copy's show the
+    architecture (where its features are active), not what training taught it. The original
+    is left untouched; the global random state is restored afterwards.
+    """
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reset = 0
+        for module in clone.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                reset += 1
+    if not reset:
+        raise ValueError(f"{type(model).__name__} has no layer with reset_parameters(): nothing to randomise")
+    return clone.eval()
+
+
 def upsample_maps(maps: np.ndarray | Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     """Maps on a layer's grid ``[N,h,w]`` to input-size heatmaps ``[N,H,W]`` in [0, 1].
 

@@ -406,7 +406,7 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
     if n_bootstrap is None:
         n_bootstrap = seeds[baseline][0].config.train.n_bootstrap
     table = results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
-                          n_bootstrap=n_bootstrap, seed=seed)
+                          n_bootstrap=n_bootstrap, seed=seed, controls=False)  # the design's controls: in 09
     table = table.set_index("experiment").loc[list(seeds)].reset_index()  # the order the notebook asked for
     text = format_results(table)
     figure = Figure(figsize=(11, 4))

@@ -486,7 +486,8 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     plot; returns the Figure.
 
     Per row: the 95% CI of the mean AUROC over seeds (bar), that mean (diamond) and each
-    seed's own mean AUROC (dots), coloured by the verdict against the baseline; the
+    seed's own mean AUROC (dots), coloured by the verdict against the baseline (the design's
+    A/A and planted-loss controls too: grey and red when the design works); the
     baseline's mean as a dashed line with its seed range shaded, the shortcut control's as a
     dotted line, chance at 0.5, and the difference from the baseline written on the right.
     """
@@ -498,7 +499,7 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     y = np.arange(n)[::-1]  # the table's first row on top
     for yi, (_, r) in zip(y, table.iterrows()):
         role = "baseline" if r["experiment"] == baseline else "control" if r.get("kind") == "control" else r["verdict"]
-        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS[NO_DIFFERENCE])
+        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS[NO_DIFFERENCE])  # also "no difference larger than"
         if np.isfinite(r["CI low"]):
             ax.plot([r["CI low"], r["CI high"]], [yi, yi], color=colour, linewidth=3, alpha=0.45, solid_capstyle="butt")
         seeds = [v for v in (r.get("seed AUROCs") or ()) if np.isfinite(v)]
@@ -521,7 +522,7 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     ax.set_yticks(y)
     ax.set_yticklabels(table["experiment"])
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel("test mean AUROC: dots = seeds, diamond = mean over seeds, bar = 95% CI (test patients)")
+    ax.set_xlabel("test mean AUROC: dots = seeds, diamond = mean over seeds, bar = 95% CI (seeds and test patients)")
     ax.set_title(title or "Every run against the baseline", loc="left")
     fig.legend(fontsize=7, loc="outside lower center", ncol=4, frameon=False)
     return fig

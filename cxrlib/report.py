@@ -489,10 +489,15 @@ ul.conclusions li {{ margin: 0.35em 0; max-width: 70em; }}
 {conclusions}
 <h2>Results: every run</h2>
 <p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it: the mean
-over the run's training seeds, with the 95% bootstrap confidence interval of that mean (test patients
-resampled) and the spread across seeds (SD, lowest and highest seed). "vs baseline" is the paired
-difference from the baseline on the same test images, its 95% CI and p-value; "per-seed differences"
-the range of every seed of the run minus every seed of the baseline; "verdict" applies the rule above.
+over the run's training seeds, with the 95% confidence interval of that mean over seeds and test
+patients (over test patients only for a run of one seed or a fitted control) and the spread across
+seeds (SD, lowest and highest seed). "vs baseline" is the difference from the baseline on the same test
+images, with its 95% CI and p-value over seeds and test patients; "per-seed differences" the range of
+every seed of the run minus every seed of the baseline, shown, not tested; "verdict" applies the rule
+above, and a comparison that calls nothing names the smallest difference it would have called 80% of
+the time. The A/A control (the baseline against more seeds of itself, simulated from its spread) must
+show no difference, the planted-loss control (the baseline made worse by twice that smallest
+difference) must be called worse: together they show the rule works on these test images.
 The shortcut control sees only each image's grey-level statistics. Numbers from different splits, or
 from synthetic phantoms, are not comparable with each other or with the tables below.</p>
 {results}

@@ -7,9 +7,11 @@ convention for writing a statistic.
   :func:`interval_text`), ``-0.010 to +0.020`` for a range of per-seed values
   (:func:`range_text`), ``< 0.001`` / ``0.034`` for a p-value (:func:`p_text`), and the
   verdict words :data:`BETTER`, :data:`WORSE`, :data:`NO_DIFFERENCE`, :data:`NOT_COMPARED`,
-  :data:`TOO_FEW`. :func:`verdict` is the rule for a run against the baseline
-  (:data:`VERDICT_RULE`: the paired test and the seeds must agree); :func:`interval_verdict`
-  the rule for one paired CI (a heatmap against random maps).
+  :data:`TOO_FEW`, :data:`NOT_TESTED` (:func:`no_difference_words` and :func:`not_tested_words`
+  add the numbers). :func:`verdict` is the rule for a run against the baseline
+  (:data:`VERDICT_RULE`: the comparison design of :mod:`cxrlib.inference`, a t-test over seeds
+  and test patients whose false-call rate is measured); :func:`interval_verdict` the rule for
+  one paired CI.
 * **Comparisons.** :func:`compare_runs` (two runs), :func:`compare_experiments` (two
   experiments with their seeds), both on the test images the runs share.
 * **The results table.** :func:`results_table`: one row per experiment of a runs folder with
@@ -19,7 +21,7 @@ convention for writing a statistic.
   numbers, with the rule that decided it.
 
 The run folders themselves are read through :mod:`cxrlib.runs`, the statistics computed by
-:mod:`cxrlib.metrics`; this module only compares and writes.
+:mod:`cxrlib.inference` and :mod:`cxrlib.metrics`; this module only compares and writes.
 """
 from __future__ import annotations
 
@@ -35,15 +37,17 @@ import pandas as pd
 
 from cxrlib.config import BASELINE
 from cxrlib.labels import FINDINGS
-from cxrlib.metrics import paired_comparison, paired_seed_comparison, seed_mean_auroc
+from cxrlib.inference import (ALPHA, DESIGN_RULE, MIN_SEEDS, NEGATIVE_CONTROL, POSITIVE_CONTROL, compare_arms,
+                              experiment_interval, negative_control, positive_control)
+from cxrlib.metrics import paired_comparison
 from cxrlib.runs import CONFIG, CONTROL, MODEL, experiment_runs, kind_of, load_predictions, read_metrics
 from cxrlib.runs import _float  # a stored number, or NaN where there is none: as the run folder reads it
 
 # ----------------------------------------------------------------------------- the convention
 
 MISSING = "not available"  # a number that could not be computed, in a sentence
-BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED, TOO_FEW = (
-    "better", "worse", "no difference shown", "not compared", "too few images")
+BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED, TOO_FEW, NOT_TESTED = (
+    "better", "worse", "no difference shown", "not compared", "too few images", "not tested")
 
 
 def _missing(x: Any) -> bool:
@@ -123,16 +127,19 @@ def _side(lo: Any, hi: Any) -> int:
     return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
-VERDICT_RULE = (
-    "A difference from the baseline is called a difference only when two checks agree. "
-    "Test patients: the 95% CI of the paired difference (the same test patients resampled for both "
-    "runs, each experiment's AUROC averaged over its seeds) excludes 0. "
-    "Training seeds: every seed of the one run lies on the same side of every seed of the other "
-    "(the range of the per-seed differences excludes 0), with at least two seeds on one side, "
-    "so that the seed spread is measured. Otherwise the table says 'no difference shown' and why: "
-    "with three seeds a side, seeds that do not overlap by chance alone happen one time in ten, so "
-    "neither check is enough by itself."
-)
+# The comparison design of cxrlib.inference, calibrated in bench/results/verdict_calibration.md.
+VERDICT_RULE = DESIGN_RULE
+
+
+def not_tested_words(n: int) -> str:
+    """The verdict on a comparison with too few seeds on a side: ``not tested: 1 seed``."""
+    return f"{NOT_TESTED}: {n} seed{'' if n == 1 else 's'}"
+
+
+def no_difference_words(mdd: Any) -> str:
+    """``no difference larger than 0.031 shown``: a null result with the difference it could have
+    shown (80% power); never a claim that the two are the same."""
+    return NO_DIFFERENCE if _missing(mdd) else f"no difference larger than {number_text(mdd)} shown"
 
 
 @dataclass(frozen=True)
@@ -141,43 +148,40 @@ class Verdict:
 
     called: bool  # a difference is claimed
     direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
-    label: str  # BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED
+    label: str  # BETTER, WORSE, no_difference_words(mdd), not_tested_words(n), NOT_COMPARED
     reason: str  # why, with the numbers that decided it
     why: str  # why, in words alone (for a sentence that gives the numbers itself)
 
 
-def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
-            seed_diff_max: float | None, n_seeds: int, n_seeds_baseline: int) -> Verdict:
-    """The rule of :data:`VERDICT_RULE` for one run against the baseline.
-
-    ``ci_low``/``ci_high``: the paired 95% CI of the difference (run minus baseline) from
-    :func:`~cxrlib.metrics.paired_seed_comparison`; ``seed_diff_min``/``max``: the range of its
-    per-seed differences; ``n_seeds`` and ``n_seeds_baseline``: seeds on each side. A missing
-    CI (another test set) means the runs were not compared.
+def verdict(diff: Any, ci_low: Any, ci_high: Any, p_value: Any, mdd: Any, n_seeds: int, n_seeds_baseline: int,
+            fitted: bool = False, alpha: float = ALPHA) -> Verdict:
+    """The rule of :data:`VERDICT_RULE` for one run against the baseline, from the numbers of
+    :func:`cxrlib.inference.compare_arms` (run minus baseline): the 95% CI of the difference,
+    its p-value and its minimum detectable difference ``mdd``; ``n_seeds`` and
+    ``n_seeds_baseline`` the seeds on each side (``fitted``: the run is a deterministic fit,
+    such as the shortcut control, and has no seed to count). A missing ``diff``: not compared.
     """
-    if _missing(ci_low) or _missing(ci_high):
+    if _missing(diff):
         why = "the runs were not scored on the same test images"
         return Verdict(False, 0, NOT_COMPARED, f"no paired comparison: {why}", why)
-    paired = _side(ci_low, ci_high)
-    measured = max(n_seeds, n_seeds_baseline) >= 2 and not (_missing(seed_diff_min) or _missing(seed_diff_max))
-    seeds = _side(seed_diff_min, seed_diff_max) if measured else 0
+    n = n_seeds_baseline if fitted else min(n_seeds, n_seeds_baseline)
+    if n < MIN_SEEDS:
+        why = (f"a side has {n} seed{'' if n == 1 else 's'}, and the design needs {MIN_SEEDS} a side to "
+               "measure how far another seed would land")
+        return Verdict(False, 0, not_tested_words(n), why, why)
+    if _missing(ci_low) or _missing(ci_high) or _missing(p_value):
+        why = "the comparison has no CI or p-value"
+        return Verdict(False, 0, NOT_COMPARED, f"no paired comparison: {why}", why)
     ci = " " + interval_text(ci_low, ci_high, signed=True)
-    spread = range_text(seed_diff_min, seed_diff_max, signed=True)
-    seeds_numbers = f" (per-seed differences {spread})" if spread else ""
-    if paired and paired == seeds:
-        word = BETTER if paired > 0 else WORSE
-        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci, seeds_numbers))]
-        return Verdict(True, paired, word, *_both(parts))
-    parts = []
-    if not paired:
-        parts.append(("the paired 95% CI{} includes 0", (ci,)))
-    if not measured:
-        parts.append(("one seed each, so the seed spread is not measured", ()))
-    elif not seeds:
-        parts.append(("the seeds overlap{}", (seeds_numbers,)))
-    elif paired and seeds != paired:
-        parts.append(("the seeds point the other way{}", (seeds_numbers,)))
-    return Verdict(False, 0, NO_DIFFERENCE, *_both(parts))
+    p = f" ({p_text(p_value, sentence=True)})"
+    if float(p_value) < alpha:
+        side = 1 if ci_low + ci_high > 0 else -1
+        parts = [("the 95% CI{} of the difference, over seeds and test patients, excludes 0{}", (ci, p))]
+        return Verdict(True, side, BETTER if side > 0 else WORSE, *_both(parts))
+    parts = [("the 95% CI{} of the difference, over seeds and test patients, includes 0{}", (ci, p))]
+    if not _missing(mdd):  # the number stays in the words: it is the verdict's own
+        parts.append((f"a true difference of {number_text(mdd)} would have been called 80% of the time", ()))
+    return Verdict(False, 0, no_difference_words(mdd), *_both(parts))
 
 
 def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
@@ -250,22 +254,26 @@ def _common(a: _Scored, b: _Scored) -> tuple[np.ndarray, np.ndarray] | None:
     return ia, ib
 
 
-def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path], n_bootstrap: int = 1000,
-                        seed: int = 0) -> dict[str, Any] | None:
-    """An experiment's seeds against the baseline's on the test images both scored:
-    :func:`~cxrlib.metrics.paired_seed_comparison` of other minus base, or None when they
-    share no test images with the same labels (another split or dataset)."""
-    return _compare(_scored(base_runs), _scored(other_runs), n_bootstrap, seed)
+def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path],
+                        fitted: bool = False) -> dict[str, Any] | None:
+    """An experiment's seeds against the baseline's on the test images both scored, by the
+    comparison design (:func:`cxrlib.inference.compare_arms`, other minus base, with
+    ``seed_diff_min``/``max``: the range of the per-seed differences), or None when they share
+    no test images with the same labels (another split or dataset). ``fitted``: the other is
+    a deterministic fit with no seed (the shortcut control)."""
+    return _compare(_scored(base_runs), _scored(other_runs), fitted)
 
 
-def _compare(base: _Scored, other: _Scored, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
+def _compare(base: _Scored, other: _Scored, fitted: bool = False) -> dict[str, Any] | None:
     pair = _common(base, other)
     if pair is None:
         return None
     ib, io = pair
     patients = base.patient_ids[ib] if base.patient_ids is not None else None
-    return paired_seed_comparison(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
-                                  patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed, label_names=base.names)
+    out = compare_arms(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
+                       patient_ids=patients, label_names=base.names, fitted_a=fitted)
+    seed_diffs = [a - b for a in out["per_seed_a"] for b in out["per_seed_b"]]
+    return {**out, "seed_diff_min": min(seed_diffs), "seed_diff_max": max(seed_diffs)}
 
 
 def compare_runs(
@@ -293,10 +301,11 @@ def compare_runs(
 
 _COLUMNS = [
     "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high",
-    "diff vs baseline", "diff CI low", "diff CI high", "p-value", "seed diff min", "seed diff max",
+    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high", "CI covers",
+    "diff vs baseline", "diff CI low", "diff CI high", "p-value", "MDD", "seed diff min", "seed diff max",
     "verdict", "reason", "train seconds", "run_dir",
 ]
+DESIGN_CONTROL = "design control"  # a row that checks the comparison design itself, from the baseline's seeds
 
 
 def results_table(
@@ -306,24 +315,31 @@ def results_table(
     seed: int = 0,
     leave_out: Sequence[str] = (),
     problems: list[str] | None = None,
+    controls: bool = True,
 ) -> pd.DataFrame:
     """One row per experiment: what it was, its seeds, its mean AUROC with the seed spread and
-    a 95% CI, the paired difference from ``baseline`` and the verdict on it.
+    a 95% CI, the difference from ``baseline`` and the verdict on it.
 
     ``runs`` is a runs folder (every finished experiment in it, :func:`cxrlib.runs.experiment_runs`) or
     ``{name: [run folder per seed]}``. Per experiment, over the findings:
 
     * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC (``seed AUROCs``);
-      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the
-      patient-bootstrap 95% CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
-    * ``diff vs baseline`` with ``diff CI``, ``p-value``: the paired difference of the two
-      seed means on the same test patients; ``seed diff min``/``max``: the range of its
-      per-seed differences (:func:`~cxrlib.metrics.paired_seed_comparison`);
+      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the 95%
+      CI of that mean over seeds and test patients, ``CI covers`` says which
+      (:func:`cxrlib.inference.experiment_interval`);
+    * ``diff vs baseline`` with ``diff CI``, ``p-value`` and ``MDD`` (the difference it would
+      call 80% of the time): the comparison design (:func:`compare_experiments`);
+      ``seed diff min``/``max``: the range of the per-seed differences, shown, not tested;
     * ``verdict`` and ``reason``: :func:`verdict`, the one rule.
 
-    The baseline comes first, then any control, then the rest by name. ``leave_out`` names
-    experiments not to show (a profile's "full profile only" models); ``problems`` collects
-    what was skipped and why.
+    With ``controls`` and a baseline of at least two seeds, two rows check the design itself:
+    :data:`~cxrlib.inference.NEGATIVE_CONTROL` (the baseline against more seeds of itself,
+    simulated from its spread: should be no difference) and
+    :data:`~cxrlib.inference.POSITIVE_CONTROL` (its scores with noise added: known to be worse).
+    The baseline comes first, then the shortcut control, the design's controls, then the rest by
+    name. ``leave_out`` names experiments not to show (a profile's "full profile only" models); ``problems`` collects
+    what was skipped and why. ``n_bootstrap`` is not used by the design (it needs no resampling)
+    and is accepted for the callers that pass it.
     """
     groups = experiment_runs(runs, problems) if isinstance(runs, (str, Path)) else dict(runs)
     groups = {name: [Path(d) for d in dirs] for name, dirs in groups.items() if name not in leave_out and dirs}
@@ -336,8 +352,6 @@ def results_table(
         cfg = json.loads((dirs[0] / CONFIG).read_text()) if (dirs[0] / CONFIG).is_file() else {}
         kind = kind_of(metrics)
         model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        stats = seed_mean_auroc(sc.targets, sc.scores, sc.names, patient_ids=sc.patient_ids,
-                                n_bootstrap=n_bootstrap, seed=seed)
         seconds = [_float((read_metrics(d) or {}).get("train_seconds")) for d in dirs]
         row: dict[str, Any] = {
             "experiment": name,
@@ -350,35 +364,68 @@ def results_table(
             "image size": data.get("image_size"),
             "split": metrics.get("split", ""),
             "test images": len(sc.ids),
-            "seeds": stats["n_seeds"],
-            "mean AUROC": stats["mean"],
-            "seed SD": stats["sd"],
-            "seed min": stats["min"],
-            "seed max": stats["max"],
-            "seed AUROCs": tuple(stats["per_seed"]),
-            "CI low": _float(stats["ci"][0]),
-            "CI high": _float(stats["ci"][1]),
-            "diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,
-            "seed diff min": math.nan, "seed diff max": math.nan, "verdict": "", "reason": "",
             "train seconds": float(np.nanmean(seconds)) if np.isfinite(seconds).any() else math.nan,
             "run_dir": str(dirs[0]),
+            **_own_numbers(sc),
+            "verdict": "", "reason": "",
         }
         if base is not None and name != baseline:
-            cmp = _compare(base, sc, n_bootstrap, seed)
-            dci = (cmp or {}).get("ci") or [math.nan, math.nan]
-            if cmp is not None:
-                row.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(dci[0]),
-                            "diff CI high": _float(dci[1]), "p-value": _float(cmp.get("p_value")),
-                            "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
-            v = verdict(row["diff CI low"], row["diff CI high"], row["seed diff min"], row["seed diff max"],
-                        stats["n_seeds"], len(base.scores))
-            row.update({"verdict": v.label, "reason": v.reason})
+            row.update(_versus_baseline(_compare(base, sc, fitted=kind == CONTROL), len(sc.scores),
+                                        len(base.scores), kind == CONTROL))
         rows.append(row)
+    if controls and base is not None and len(base.scores) >= MIN_SEEDS:
+        rows += _design_controls(rows[list(groups).index(baseline)], base, seed)
     table = pd.DataFrame(rows, columns=_COLUMNS)
     if len(table):
-        order = np.where(table["experiment"] == baseline, 0, np.where(table["kind"] == CONTROL, 1, 2))
+        order = np.where(table["experiment"] == baseline, 0, np.where(table["kind"] == CONTROL, 1,
+                                                                     np.where(table["kind"] == DESIGN_CONTROL, 2, 3)))
         table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
     return table
+
+
+def _own_numbers(sc: _Scored) -> dict[str, Any]:
+    """An experiment's own columns: its seeds, their mean and spread, the CI of the mean."""
+    own = experiment_interval(sc.targets, sc.scores, sc.patient_ids, sc.names)
+    per_seed = own["per_seed"]
+    return {"seeds": own["n_seeds"], "mean AUROC": own["mean"], "seed SD": own["seed_sd"],
+            "seed min": min(per_seed), "seed max": max(per_seed), "seed AUROCs": tuple(per_seed),
+            "CI low": own["ci"][0], "CI high": own["ci"][1], "CI covers": own["covers"]}
+
+
+def _versus_baseline(cmp: dict[str, Any] | None, n_seeds: int, n_base: int, fitted: bool) -> dict[str, Any]:
+    """The comparison columns of a row: the design's numbers and its verdict."""
+    out = {"diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,
+           "MDD": math.nan, "seed diff min": math.nan, "seed diff max": math.nan}
+    if cmp is not None:
+        out.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(cmp["ci"][0]),
+                    "diff CI high": _float(cmp["ci"][1]), "p-value": _float(cmp["p_value"]), "MDD": _float(cmp["mdd"]),
+                    "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
+    v = verdict(out["diff vs baseline"], out["diff CI low"], out["diff CI high"], out["p-value"], out["MDD"], n_seeds,
+                n_base, fitted)
+    return {**out, "verdict": v.label, "reason": v.reason}
+
+
+def _design_controls(base_row: dict[str, Any], base: _Scored, seed: int) -> list[dict[str, Any]]:
+    """The negative (A/A, simulated) and positive (planted loss) control rows of the design."""
+    rows = []
+    for name, what, cmp in (
+        (NEGATIVE_CONTROL, "the baseline against 3 more seeds of itself, simulated from its seed spread",
+         negative_control(base.targets, base.scores, base.patient_ids, base.names, seed=seed)),
+        (POSITIVE_CONTROL, "the baseline's scores with noise added until their mean AUROC is lower by twice the "
+                           "difference the design could show, or at chance",
+         positive_control(base.targets, base.scores, base.patient_ids, base.names, seed=seed)),
+    ):
+        per_seed = cmp["per_seed_a"]
+        diffs = [a - b for a in per_seed for b in cmp["per_seed_b"]]
+        row = {**{c: base_row.get(c) for c in ("labels", "image size", "split", "test images")},
+               "experiment": name, "kind": DESIGN_CONTROL, "model": what, "head": "", "wrapper": "", "loss": "",
+               "seeds": len(per_seed), "mean AUROC": cmp["mean_auroc_a"], "seed AUROCs": tuple(per_seed),
+               "seed SD": float(np.std(per_seed, ddof=1)), "seed min": min(per_seed), "seed max": max(per_seed),
+               "CI low": math.nan, "CI high": math.nan, "CI covers": "", "train seconds": math.nan, "run_dir": ""}
+        row.update(_versus_baseline({**cmp, "seed_diff_min": min(diffs), "seed_diff_max": max(diffs)},
+                                    len(per_seed), len(cmp["per_seed_b"]), False))
+        rows.append(row)
+    return rows
 
 
 def format_results(table: pd.DataFrame) -> pd.DataFrame:
@@ -445,10 +492,10 @@ class Conclusions:
 
 def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
     """Each run of ``table`` (:func:`results_table`) against ``baseline`` in one
-    sentence: the difference, its 95% CI and p-value, the per-seed differences and the
-    verdict with its reason (:func:`verdict`); and how far the baseline is
-    above the shortcut control. Nothing here is typed by hand: change a number in the table
-    and the sentence changes with it.
+    sentence: the difference, its 95% CI and p-value and the verdict with its reason
+    (:func:`verdict`; a null result says the difference it could have shown); the design's
+    own controls first, and how far the baseline is above the shortcut control. Nothing here
+    is typed by hand: change a number in the table and the sentence changes with it.
     """
     rows = {r["experiment"]: r for _, r in table.iterrows()}
     base = rows.get(baseline)
@@ -456,13 +503,18 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
     if base is not None:
         base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {number_text(base['mean AUROC'])} "
                      f"{seed_words(base)}, 95% CI {interval_text(base['CI low'], base['CI high'], missing=MISSING)} "
-                     f"over {int(base['test images'])} test images ({base['split']}).")
-    comparisons = []
+                     f"(over {base['CI covers'] or 'test patients'}) on {int(base['test images'])} test images "
+                     f"({base['split']}).")
+    comparisons, checks = [], []
     for name, r in rows.items():
         if name == baseline:
             continue
         if base is None:
             comparisons.append(f"{name}: no baseline run to compare with.")
+            continue
+        v = _row_verdict(r, base)
+        if r["kind"] == DESIGN_CONTROL:
+            checks.append(_design_control_words(name, r, v))
             continue
         if not math.isfinite(r["diff vs baseline"]):
             comparisons.append(f"{name} ({_what(r)}), mean AUROC {number_text(r['mean AUROC'])}, was not compared "
@@ -472,38 +524,53 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
             control_text = _control_words(name, r, base)
             continue
         d = r["diff vs baseline"]
-        v = verdict(r["diff CI low"], r["diff CI high"], r["seed diff min"], r["seed diff max"], int(r["seeds"]),
-                    int(base["seeds"]))
-        change = ("the same as the baseline" if d == 0
-                  else f"{number_text(abs(d))} {'above' if d > 0 else 'below'} the baseline")
         outcome = {BETTER: "better than the baseline", WORSE: "worse than the baseline"}.get(v.label, v.label)
         comparisons.append(
-            f"{name} ({_what(r)}): mean AUROC {number_text(r['mean AUROC'])} {seed_words(r)}, {change}: "
-            f"{number_text(d, signed=True)}, "
+            f"{name} ({_what(r)}): mean AUROC {number_text(r['mean AUROC'])} {seed_words(r)}, "
+            f"{number_text(d, signed=True)} against the baseline, "
             f"95% CI {interval_text(r['diff CI low'], r['diff CI high'], signed=True, missing=MISSING)}, "
-            f"{p_text(r['p-value'], sentence=True)}, "
-            f"per-seed differences {range_text(r['seed diff min'], r['seed diff max'], signed=True, missing=MISSING)}. "
-            f"Verdict: {outcome}, because {v.why}.")
-    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=comparisons)
+            f"{p_text(r['p-value'], sentence=True)}. Verdict: {outcome}, because {v.why}.")
+    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=checks + comparisons)
+
+
+def _row_verdict(r, base) -> Verdict:
+    return verdict(r["diff vs baseline"], r["diff CI low"], r["diff CI high"], r["p-value"], r["MDD"], int(r["seeds"]),
+                   int(base["seeds"]),
+                   fitted=r["kind"] == CONTROL)
+
+
+def _design_control_words(name: str, r, v: Verdict) -> str:
+    """A control of the design in one sentence: what it is, what it should give, what it gave."""
+    negative = name == NEGATIVE_CONTROL
+    expected = "no difference" if negative else "worse"
+    ok = (not v.called) if negative else (v.label == WORSE)
+    if ok:
+        meaning = ("as it should: the design does not call a difference between seeds of one experiment" if negative
+                   else "as it should: the design detects a loss of this size on these test images")
+    elif negative:
+        meaning = "a false call, which the design makes about one time in twenty (bench/results/verdict_calibration.md)"
+    else:
+        meaning = ("the design missed a loss known to be there: this profile has too little power for differences "
+                   "this small")
+    return (f"{name} ({r['model']}): {number_text(r['diff vs baseline'], signed=True)}, 95% CI "
+            f"{interval_text(r['diff CI low'], r['diff CI high'], signed=True, missing=MISSING)}, "
+            f"{p_text(r['p-value'], sentence=True)}; expected {expected}, the verdict is {v.label}, {meaning}.")
 
 
 def _control_words(name: str, r, base) -> str:
     gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
-    v = verdict(-r["diff CI high"], -r["diff CI low"], -r["seed diff max"], -r["seed diff min"], int(base["seeds"]),
-                int(r["seeds"]))
+    v = _row_verdict(r, base)
     where = f"{number_text(gap)} above" if gap > 0 else f"{number_text(-gap)} below"
     gap_ci = interval_text(-r["diff CI high"], -r["diff CI low"], signed=True, missing=MISSING)
-    numbers = (f"95% CI of the gap {gap_ci}, "
-               f"{p_text(r['p-value'], sentence=True)}, per-seed gaps "
-               f"{range_text(-r['seed diff max'], -r['seed diff min'], signed=True, missing=MISSING)}")
-    if v.label == BETTER:
+    numbers = f"95% CI of the gap {gap_ci}, {p_text(r['p-value'], sentence=True)}"
+    if v.label == WORSE:  # the control is worse than the baseline
         meaning = "the baseline reads more from the images than their global intensity statistics give"
-    elif v.label == WORSE:
+    elif v.label == BETTER:
         meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
                    "the images")
     else:
-        meaning = (f"the gap is not shown to be real ({v.why}): on these images global intensity statistics do "
-                   f"about as well, so read the AUROCs above with care")
+        meaning = (f"the gap is not shown ({v.why}); that is no evidence that intensity statistics do as well, "
+                   f"only that this profile cannot tell: read the AUROCs above with care")
     return (f"The baseline's mean AUROC ({number_text(base['mean AUROC'])}) is {where} that of {name} "
             f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression on each image's grey-level "
             f"statistics, with no spatial information): {numbers}. So {meaning}.")

@@ -287,3 +287,23 @@ def test_trained_model_points_at_the_mass_nearer_than_chance():
         random_dist.append(np.hypot(rows + 0.5 - cy, cols + 0.5 - cx).mean())
     nearer = paired_mean_difference(peak_dist, random_dist, n_bootstrap=1000)
     assert nearer["ci"][1] < 0, nearer
+
+
+def test_randomized_copy_keeps_the_architecture_and_forgets_the_weights():
+    """Adebayo et al.'s model-randomisation check: same layers, new weights, original untouched."""
+    from cxrlib import cam as cam_module
+    from cxrlib.models import create_model
+
+    model = create_model("resnet18", num_classes=14, pretrained=False).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    random = cam_module.randomized_copy(model, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global random state is left as it was
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])  # the trained model is untouched
+    weights = [k for k, v in before.items() if v.dtype.is_floating_point and v.dim() > 1]
+    assert all(not torch.equal(random.state_dict()[k], before[k]) for k in weights)
+    again = cam_module.randomized_copy(model, seed=3)
+    assert all(torch.equal(again.state_dict()[k], random.state_dict()[k]) for k in weights)  # seeded
+    maps = cam_module.heatmaps_all_findings(random, torch.rand(1, 32, 32), classes=[0, 1])
+    assert maps.shape == (2, 32, 32)

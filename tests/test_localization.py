@@ -456,10 +456,16 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     random_cols = [c for c in heat.random.columns if c.startswith("random:")]
     for m in heat.methods:
         pd.testing.assert_frame_equal(heat.scores[m][random_cols], heat.random[random_cols])
-    # The peak sits in the box on all 7 images: better than the random maps, in words.
+    # The peak sits in the box on all 7 images: better than uniform random maps (described) ...
     versus = heat.versus("gradcam")
     assert versus.loc[("Nodule", "pointing_game"), "verdict"] == loc.BETTER
-    assert "- Nodule (7 images): gradcam beats the random maps on the pointing game 1.000 vs" in heat.verdict()
+    # ... but the 7 images and boxes are the same, so the same place hits every image's box: the
+    # exact test, the model's own maps on other images' regions, gives it nothing, and it decides.
+    exact = heat.exact("gradcam").loc["Nodule"]
+    assert (exact["model"], exact["chance"], exact["p_value"]) == (1.0, 1.0, 1.0)
+    assert ("- Nodule (7 regions): gradcam points into its own image's region in 1.000 of them, into other "
+            "images' Nodule regions in 1.000 (the same maps, re-paired): not shown better than chance "
+            "(p = 1.000, exact).") in heat.verdict()
     table = heat.table()
     assert set(table.index.get_level_values("maps")) == {"gradcam", "gradcam++", "eigencam", loc.RANDOM_MAPS}
     side = heat.side_by_side("gradcam")
@@ -472,7 +478,7 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     assert (row["n"], row["images"]) == (7, 7) and row["pointing game"] == 1.0
     assert row["pointing game, random maps"] == versus.loc[("Nodule", "pointing_game"), "random map"]
     assert row["T(IoBB) > 0.1 AFP"] == versus.loc[("Nodule", "afp@0.1"), "model"]
-    assert "pointing game" in row["beats the random maps on"].split(", ")
+    assert row["verdict"] == "not shown better than chance" and row["pointing game, own maps on other images"] == 1.0
     assert row[f"{references.WANG_CVPR}, T(IoBB) > 0.1"] == references.WANG_IOBB_CVPR[0.1][5]
     notes = heat.notes("gradcam")
     assert notes["ground truth"] == loc.BOXES and notes["CAM grid"] == "16x16" and notes["images"] == 7

@@ -134,7 +134,7 @@ def test_heatmaps_against_real_boxes_and_random_maps(sample, release):
         assert summary.loc[finding, f"{references.WANG_V5}, T(IoBB) > 0.1"] == references.WANG_IOBB_V5[0.1][k]
     # Random-map rows beside the methods' rows in the notebook's table; the verdict in words.
     assert localization.RANDOM_MAPS in text and "random_baseline" in text
-    assert "too few images to tell whether gradcam beats the random maps" in text  # 1-3 images per finding
+    assert ": too few images (p" in text  # 1-3 images per finding: the exact test cannot reach 0.05
     assert _images(r.executed) >= 1
 
 

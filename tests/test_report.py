@@ -222,11 +222,14 @@ def test_forest_plot_draws_every_run_its_seeds_and_the_references(study):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == list(table["experiment"])
     seed_dots = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets()) > 1)
-    assert seed_dots == 3 * 3  # three experiments with three seeds; the control's one point is its mean
+    # three experiments and the design's two controls with three seeds; the shortcut control's one point is its mean
+    assert seed_dots == 5 * 3
     lines = {line.get_label() for line in ax.get_lines()}
     assert {"baseline", "shortcut_control (no spatial information)", "chance"} <= lines
     notes = [t.get_text() for t in ax.texts]
     assert any(n.endswith("better") and n.startswith("+0.") for n in notes)
+    assert any(n.endswith("worse") and n.startswith("-0.") for n in notes)  # the planted-loss control
+    assert any("no difference larger than" in n for n in notes)  # the A/A control
     png = io.BytesIO()
     fig.savefig(png, format="png")
     assert png.getvalue()[:4] == b"\x89PNG" and len(png.getvalue()) > 10_000
@@ -237,7 +240,8 @@ def test_index_opens_with_the_forest_plot_and_the_conclusions(study, tmp_path):
     result = report.ReportResult("smoke", tmp_path, study, None, [], 1.0, [])
     html = report.write_index(result, profile).read_text()
     assert html.index("data:image/png;base64,") < html.index("<h2>Conclusions</h2>") < html.index("<h2>Results")
-    assert "Verdict: better than the baseline" in html and "two checks agree" in html
+    assert "Verdict: better than the baseline" in html and "A side with fewer than 2 seeds is not tested" in html
+    assert "A/A control" in html and "planted-loss control" in html  # the design's controls, in words and table
     assert "above that of shortcut_control" in html and "none (fitted)" in html
     assert "Localization" not in html  # no run has a localization summary: nothing said
     table = pd.DataFrame({"model": [0.41], "random map": [0.12], "Wang et al.": [0.69]}, index=["Atelectasis"])

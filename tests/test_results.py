@@ -25,7 +25,9 @@ def test_results_table_pairs_runs_with_the_baseline(fake_runs):
     assert np.isnan(base["diff vs baseline"])
     assert fpn["head"] == "fpn" and fpn["mean AUROC"] > base["mean AUROC"]
     assert fpn["diff vs baseline"] == pytest.approx(fpn["mean AUROC"] - base["mean AUROC"], abs=1e-9)
-    assert fpn["diff CI low"] > 0 and fpn["p-value"] < 0.05
+    # one seed a side: how far another seed would land is unknown, so the design does not test it
+    assert fpn["verdict"] == "not tested: 1 seed" and np.isnan(fpn["p-value"]) and np.isnan(fpn["diff CI low"])
+    assert base["CI covers"].startswith("test patients only")
     assert np.isnan(other["diff vs baseline"])  # another test set: no paired difference
     text = results.format_results(table)
     assert text.loc[1, "vs baseline [95% CI]"].startswith("+0.")
@@ -48,11 +50,13 @@ def test_results_table_shows_seed_spread_and_the_verdict(seeded_runs):
     assert better["diff vs baseline"] == pytest.approx(better["mean AUROC"] - base["mean AUROC"])
     assert better["seed diff min"] == pytest.approx(min(per_seed["better"]) - max(per_seed["baseline"]))
     assert better["seed diff max"] == pytest.approx(max(per_seed["better"]) - min(per_seed["baseline"]))
-    assert better["verdict"] == "better" and better["diff CI low"] > 0
-    # the paired test alone would call "mixed" better; its seeds do not agree, so it is not
-    assert mixed["diff CI low"] > 0 and mixed["p-value"] < 0.05
-    assert mixed["seed diff min"] < 0 < mixed["seed diff max"]
-    assert mixed["verdict"] == "no difference shown" and "seeds overlap" in mixed["reason"]
+    assert better["verdict"] == "better" and better["diff CI low"] > 0 and better["p-value"] < 0.05
+    assert base["CI covers"] == "seeds and test patients"
+    # a test-patient bootstrap alone would call "mixed" better (one seed far above); its seed spread
+    # enters the design's variance, so it is not, and the verdict says what could have been shown
+    assert mixed["seed diff min"] < 0 < mixed["seed diff max"] and mixed["p-value"] > 0.05
+    assert mixed["verdict"] == f"no difference larger than {mixed['MDD']:.3f} shown" and "includes 0" in mixed["reason"]
+    assert mixed["MDD"] > abs(mixed["diff vs baseline"])
     assert base["verdict"] == "" and np.isnan(base["diff vs baseline"])
     text = results.format_results(table.reset_index()).set_index("experiment")
     assert text.loc["better", "seeds"] == "3" and text.loc["better", "verdict"] == "better"
@@ -67,8 +71,9 @@ def test_results_table_of_given_seed_folders_equals_the_folder_scan(seeded_runs)
     pd.testing.assert_frame_equal(scanned, given)
     one = results.results_table({k: v[:1] for k, v in groups.items()}, n_bootstrap=100).set_index("experiment")
     assert (one["seeds"] == 1).all() and one["seed SD"].isna().all()
-    # one seed each: the spread is unmeasured, so no difference is called, however clear
-    assert one.loc["better", "verdict"] == "no difference shown" and "not measured" in one.loc["better", "reason"]
+    # one seed each: the spread is unmeasured, so nothing is tested, however clear
+    assert one.loc["better", "verdict"] == "not tested: 1 seed" and "needs 2 a side" in one.loc["better", "reason"]
+    assert not (one["kind"] == results.DESIGN_CONTROL).any()  # no seed spread to simulate the A/A control from
     assert "mixed" not in results.results_table(seeded_runs, n_bootstrap=50, leave_out=["mixed"])["experiment"].tolist()
 
 
@@ -77,42 +82,52 @@ def test_control_is_a_row_paired_with_the_baseline(seeded_runs, control_run):
     noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
     control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
     table = results.results_table(seeded_runs, n_bootstrap=200)
-    assert list(table["experiment"]) == ["baseline", "shortcut_control", "better", "mixed"]
+    assert list(table["experiment"]) == ["baseline", "shortcut_control", "A/A control", "planted-loss control",
+                                         "better", "mixed"]
     control = table.iloc[1]
     assert control["kind"] == runs.CONTROL and control["model"] == "intensity statistics" and control["loss"] == ""
     assert control["seeds"] == 1 and np.isnan(control["seed SD"])
     assert control["diff vs baseline"] < 0 and control["diff CI high"] < 0
-    assert control["verdict"] == "worse"  # the baseline's three seeds all sit above the control
+    assert control["verdict"] == "worse"  # a fitted control has no seed: the baseline's seeds are enough
     text = results.format_results(table)
     assert text.loc[1, "seeds"] == "none (fitted)" and text.loc[1, "vs baseline [95% CI]"].startswith("-0.")
+
+
+def test_design_controls_are_rows_of_the_table(seeded_runs):
+    table = results.results_table(seeded_runs).set_index("experiment")
+    neg, pos = table.loc["A/A control"], table.loc["planted-loss control"]
+    assert neg["kind"] == pos["kind"] == results.DESIGN_CONTROL
+    assert neg["p-value"] > 0.05 and neg["verdict"].startswith("no difference larger than")
+    assert pos["verdict"] == "worse" and pos["diff vs baseline"] < -pos["MDD"]
+    assert "A/A control" not in results.results_table(seeded_runs, controls=False)["experiment"].tolist()
 
 
 # ----------------------------------------------------------------------------- the verdict
 
 
 @pytest.mark.parametrize("case, args, called, label, words", [
-    ("both agree, better", (0.01, 0.05, 0.002, 0.06, 3, 3), True, "better", "excludes 0 and every seed agrees"),
-    ("both agree, worse", (-0.05, -0.01, -0.07, -0.004, 3, 3), True, "worse", "every seed agrees"),
-    ("paired test significant, seeds disagree", (0.01, 0.05, -0.02, 0.08, 3, 3), False, "no difference shown",
-     "seeds overlap (per-seed differences -0.020 to +0.080)"),
-    ("seeds agree, paired CI includes 0", (-0.01, 0.05, 0.01, 0.04, 3, 3), False, "no difference shown",
-     "paired 95% CI [-0.010, +0.050] includes 0"),
-    ("neither", (-0.01, 0.05, -0.02, 0.04, 3, 3), False, "no difference shown", "includes 0 and the seeds overlap"),
-    ("one seed each", (0.01, 0.05, 0.03, 0.03, 1, 1), False, "no difference shown", "seed spread is not measured"),
-    ("one seed against the baseline's three", (0.01, 0.05, 0.01, 0.04, 1, 3), True, "better", "every seed agrees"),
-    ("the two checks point opposite ways", (0.01, 0.05, -0.04, -0.01, 3, 3), False, "no difference shown",
-     "point the other way"),
-    ("another test set", (math.nan, math.nan, math.nan, math.nan, 3, 3), False, "not compared", "same test images"),
+    ("called better", (0.03, 0.01, 0.05, 0.01, 0.03, 3, 3), True, "better", "[+0.010, +0.050] of the difference"),
+    ("called worse", (-0.03, -0.05, -0.01, 0.002, 0.03, 3, 3), True, "worse", "excludes 0 (p = 0.002)"),
+    ("not called", (0.02, -0.01, 0.05, 0.2, 0.031, 3, 3), False, "no difference larger than 0.031 shown",
+     "a true difference of 0.031 would have been called 80% of the time"),
+    ("one seed against three", (0.03, math.nan, math.nan, math.nan, math.nan, 1, 3), False, "not tested: 1 seed",
+     "needs 2 a side"),
+    ("a fitted control against three", (0.03, 0.01, 0.05, 0.01, 0.03, 1, 3, True), True, "better", "excludes 0"),
+    ("a fitted control against one", (0.03, 0.01, 0.05, 0.01, 0.03, 1, 1, True), False, "not tested: 1 seed",
+     "1 seed"),
+    ("another test set", (math.nan, math.nan, math.nan, math.nan, math.nan, 3, 3), False, "not compared",
+     "same test images"),
 ])
-def test_verdict_calls_a_difference_only_when_the_paired_test_and_the_seeds_agree(case, args, called, label, words):
+def test_verdict_follows_the_design(case, args, called, label, words):
     v = verdict(*args)
     assert (v.called, v.label) == (called, label), case
     assert words in v.reason, (case, v.reason)
     assert v.direction == (0 if not called else 1 if label == "better" else -1)
+    assert "same" not in v.label and "as well" not in v.reason  # a null result never reads as equality
 
 
 def test_the_verdict_rule_is_stated_where_it_is_applied():
-    for phrase in ("95% CI of the paired difference", "excludes 0", "every seed", "at least two seeds"):
+    for phrase in ("t-test", "seed variance", "test-patient variance", "not tested", "80% probability"):
         assert phrase in VERDICT_RULE
 
 
@@ -125,25 +140,33 @@ def test_conclusions_are_made_from_the_numbers(study):
     assert words.rule == results.VERDICT_RULE
     better = next(line for line in words.comparisons if line.startswith("better "))
     row = table.set_index("experiment").loc["better"]
-    for number in (row["mean AUROC"], row["diff CI low"], row["seed diff max"]):
+    for number in (row["mean AUROC"], row["diff CI low"], row["diff vs baseline"]):
         assert f"{abs(number):.3f}" in better
     assert "Verdict: better than the baseline" in better
     mixed = next(line for line in words.comparisons if line.startswith("mixed "))
-    assert "Verdict: no difference shown, because the seeds overlap" in mixed
+    mdd = table.set_index("experiment").loc["mixed", "MDD"]
+    assert f"Verdict: no difference larger than {mdd:.3f} shown, because" in mixed
+    assert f"a true difference of {mdd:.3f} would have been called 80% of the time" in mixed
+    # the design's controls come first, each with what it should give
+    negative, positive = words.comparisons[:2]
+    assert negative.startswith("A/A control") and "expected no difference" in negative and "as it should" in negative
+    assert positive.startswith("planted-loss control") and "the verdict is worse, as it should" in positive
     assert words.control.startswith("The baseline's mean AUROC") and "above that of shortcut_control" in words.control
     # change a number and the sentence changes with it, verdict included
     changed = table.copy()
     i = changed.index[changed["experiment"] == "better"][0]
-    changed.loc[i, ["diff CI low", "seed diff min"]] = [-0.004, -0.02]
+    changed.loc[i, ["diff CI low", "p-value"]] = [-0.004, 0.2]
     again = next(line for line in results.conclusions(changed).comparisons if line.startswith("better "))
-    assert again != better and "-0.004" in again and "-0.020" in again
-    assert "Verdict: no difference shown, because the paired 95% CI includes 0 and the seeds overlap" in again
-    # the control above the baseline reads the other way
+    assert again != better and "-0.004" in again and "p = 0.200" in again
+    assert f"Verdict: no difference larger than {row['MDD']:.3f} shown, because the 95% CI" in again
+    # the control above the baseline reads the other way; a gap not shown is never "about as well"
     j = changed.index[changed["experiment"] == "shortcut_control"][0]
-    changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "seed diff min", "seed diff max"]] = [
-        0.05, 0.02, 0.08, 0.01, 0.09]
+    changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "p-value"]] = [0.05, 0.02, 0.08, 0.01]
     assert "0.050 below that of shortcut_control" in results.conclusions(changed).control
     assert "intensity statistics alone beat the baseline" in results.conclusions(changed).control
+    changed.loc[j, ["diff CI low", "p-value"]] = [-0.02, 0.3]
+    null = results.conclusions(changed).control
+    assert "no evidence that intensity statistics do as well" in null and "about as well" not in null
     md = words._repr_markdown_()
     assert md.startswith("*A difference from the baseline") and "\n- better " in md
 

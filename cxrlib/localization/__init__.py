@@ -10,6 +10,9 @@ The package, one layer on the next:
   means per finding.
 * :mod:`~cxrlib.localization.chance`: random maps on the model's own CAM grid, scored by
   the same rule, and the paired comparison of a model with them over images.
+* :mod:`~cxrlib.localization.exact`: the exact test against chance: the model's own maps
+  scored on other images' regions of the same finding (a permutation test), so that a map's
+  sparsity or favourite place earns nothing; the pointing game decides.
 * :mod:`~cxrlib.localization.heatmaps`: a model's CAM heatmaps on a DataBundle's ground
   truth (lesion masks where offered, else boxes): :func:`score_heatmaps`, the one entry
   point, returns :class:`HeatmapScores` (tables, comparison, verdict, summary for the report).
@@ -19,6 +22,7 @@ The package, one layer on the next:
 Everything public is importable from ``cxrlib.localization`` itself.
 """
 from cxrlib.localization.chance import MIN_IMAGES, compare_with_random, random_map_scores, random_maps
+from cxrlib.localization.exact import PRIMARY_METRIC, chance_test, cross_scores, holm, permutation_test
 from cxrlib.localization.geometry import (DEFAULT_THRESHOLDS, UNLIMITED_RULE, WANG_LEVELS, WANG_RULE, BoxRule,
                                           area_share, box_scores, energy_share, iobb, iou, peak, pointing_chance,
                                           pointing_game, predicted_boxes)
@@ -38,6 +42,7 @@ __all__ = [
     "EMPTY_MAPS_WARNING",
     "MASKS",
     "MIN_IMAGES",
+    "PRIMARY_METRIC",
     "NO_DIFFERENCE",
     "RANDOM_MAPS",
     "TOO_FEW",
@@ -52,11 +57,14 @@ __all__ = [
     "area_share",
     "box_scores",
     "cam_grid",
+    "chance_test",
     "compare_with_random",
+    "cross_scores",
     "difference_text",
     "energy_share",
     "ground_truth_of",
     "heatmap_scores",
+    "holm",
     "iobb",
     "iou",
     "localization_regions",
@@ -65,6 +73,7 @@ __all__ = [
     "metric_words",
     "peak",
     "pointing_chance",
+    "permutation_test",
     "pointing_game",
     "predicted_boxes",
     "random_map_scores",

@@ -20,11 +20,11 @@ import pandas as pd
 from cxrlib.cam import heatmaps_all_findings, resize_heatmap, target_grids
 from cxrlib.labels import FINDINGS, canonical
 from cxrlib.localization.chance import compare_with_random, random_map_scores
+from cxrlib.localization.exact import N_PERMUTATIONS, PRIMARY_METRIC, peak_position, pointing_cross, tests_by_finding
 from cxrlib.localization.geometry import DEFAULT_THRESHOLDS, WANG_RULE, BoxRule
 from cxrlib.localization.tables import _col, score_columns, score_one, summarize_scores
-from cxrlib.localization.words import VERDICT_METRICS, difference_text, short_words, verdict_text
+from cxrlib.localization.words import VERDICT_METRICS, difference_text, exact_text, short_words
 from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
-from cxrlib.results import BETTER, TOO_FEW
 
 MASKS, BOXES = "lesion masks", "boxes"
 RANDOM_MAPS = "random maps"
@@ -113,8 +113,10 @@ def heatmap_scores(model, data, regions: Sequence[Region], part: str = "test", m
         for r, hm in zip(group, maps):
             if tuple(hm.shape) != r.shape:
                 hm = resize_heatmap(hm, r.shape)
-            rows.append(score_one(hm, r.truth, r.finding, r.image_id, thresholds, rule, tolerance))
-    return pd.DataFrame(rows, columns=["image_id", "finding", *score_columns(thresholds)])
+            row = score_one(hm, r.truth, r.finding, r.image_id, thresholds, rule, tolerance)
+            row["peak_y"], row["peak_x"] = peak_position(hm)  # for the exact test against chance
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["image_id", "finding", *score_columns(thresholds), "peak_y", "peak_x"])
 
 
 def cam_grid(model, data, regions: Sequence[Region], part: str = "test",
@@ -192,7 +194,10 @@ class HeatmapScores:
     scores: dict[str, pd.DataFrame]
     n_bootstrap: int = 1000
     seed: int = 0
+    regions: list[Region] = field(default_factory=list, repr=False)  # what was scored, for the exact test
+    n_permutations: int = N_PERMUTATIONS
     _versus: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _exact: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
     def methods(self) -> list[str]:
@@ -235,6 +240,22 @@ class HeatmapScores:
                                                        seed=self.seed)
         return self._versus[method]
 
+    def exact(self, method: str | None = None) -> pd.DataFrame:
+        """The exact test against chance of one method, per finding and ``All``: its pointing-game hit
+        rate against the same maps scored on other images' regions of the finding
+        (:mod:`~cxrlib.localization.exact`; computed once). The verdicts come from here."""
+        method = self._method(method)
+        if method not in self._exact:
+            scores = self.scores[method]
+            if len(self.regions) != len(scores) or "peak_y" not in scores:
+                raise ValueError("the exact test needs the scored regions and each map's peak: score with "
+                                 "score_heatmaps")
+            cross = pointing_cross(scores[["peak_y", "peak_x"]].to_numpy(), [r.truth for r in self.regions],
+                                   [r.shape for r in self.regions])
+            self._exact[method] = tests_by_finding({PRIMARY_METRIC: cross}, list(scores["finding"]),
+                                                   self.n_permutations, self.seed).droplevel("metric")
+        return self._exact[method]
+
     def side_by_side(self, method: str | None = None, thresholds: Sequence[float] = tuple(WANG_IOBB_CVPR)
                      ) -> pd.DataFrame:
         """Per finding and T(IoBB): the method's accuracy and AFP, the random maps', the difference
@@ -258,8 +279,9 @@ class HeatmapScores:
         return pd.DataFrame(rows).set_index(["finding", "T(IoBB)"])
 
     def verdict(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> str:
-        """In words, per finding: does the method's heatmap beat the random maps (:func:`verdict_text`),
-        preceded by a warning when most of its maps are empty."""
+        """In words, per finding: does the method's heatmap find its own image's region more often than
+        chance, by the exact test (:meth:`exact`, :func:`exact_text`), preceded by a warning when most
+        of its maps are empty. ``metrics`` is accepted for callers; the verdict is the pointing game's."""
         method = self._method(method)
         lead = (f"{method} heatmaps of the model, scored on {self.ground_truth} of {self.n_images} images, "
                 f"against {self.n_random} random maps per region drawn on the model's {self.grid_text} CAM grid.")
@@ -268,7 +290,7 @@ class HeatmapScores:
             lead += (f"\nWarning: {int(empty['without a box'])} of {int(empty['maps'])} {method} maps "
                      f"({empty['share']:.0%}) are flat (no positive evidence for the finding) and give no "
                      "box: these scores say little about where this model looks.")
-        return lead + "\n" + verdict_text(self.versus(method), method, metrics)
+        return lead + "\n" + exact_text(self.exact(method), method)
 
     def summary(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
         """Per finding, for the report: the method against the random maps on ``metrics`` (each
@@ -289,10 +311,10 @@ class HeatmapScores:
                 if metric.startswith("iobb@"):
                     row[f"{label} AFP, {RANDOM_MAPS}"] = v.loc["afp@" + metric.split("@")[1], "random map"]
                 row[f"{label} difference [95% CI]"] = difference_text(v.loc[metric])
-            verdicts = v.loc[list(metrics), "verdict"]
-            better = [short_words(m) for m in metrics if verdicts[m] == BETTER]
-            row[f"beats the {RANDOM_MAPS} on"] = (", ".join(better) if better else
-                                                  TOO_FEW if (verdicts == TOO_FEW).all() else "none")
+            exact = self.exact(method).loc[finding]
+            row["pointing game, own maps on other images"] = exact["chance"]
+            row["exact p"] = exact["p_value"]
+            row["verdict"] = exact["verdict"]
             k = WANG_FINDINGS.index(finding) if finding in WANG_FINDINGS else None
             for source, table in ((WANG_CVPR, WANG_IOBB_CVPR), (WANG_V5, WANG_IOBB_V5)):
                 row[f"{source}, T(IoBB) > 0.1"] = math.nan if k is None else table[0.1][k]
@@ -361,4 +383,4 @@ def score_heatmaps(
     scores = {m: _join(heatmap_scores(model, data, regions, part, m, thresholds, rule, tolerance, target_layers),
                        random) for m in methods}
     return HeatmapScores(kind, grids, input_size, rule, tuple(thresholds), int(n_random), random, scores,
-                         int(n_bootstrap), int(seed))
+                         int(n_bootstrap), int(seed), regions)

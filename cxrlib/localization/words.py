@@ -8,7 +8,7 @@ from typing import Sequence
 import pandas as pd
 
 from cxrlib.localization.chance import MIN_IMAGES
-from cxrlib.results import BETTER, NO_DIFFERENCE, TOO_FEW, WORSE, estimate_text
+from cxrlib.results import BETTER, NO_DIFFERENCE, TOO_FEW, WORSE, estimate_text, number_text, p_text
 
 # The metrics the verdict speaks about: the rule-free pointing game and energy, and Wang et
 # al.'s accuracy at a lenient and a strict threshold (each told with its AFP).
@@ -96,4 +96,19 @@ def verdict_text(versus: pd.DataFrame, name: str = "the model", metrics: Sequenc
         lines.insert(0, f"{name} beats the random maps on at least one of these metrics for {beaten} of the "
                         f"{counted} findings that have enough images"
                         + ("." if beaten == counted else f"; for the other {counted - beaten} it does not."))
+    return "\n".join(lines)
+
+
+def exact_text(exact: pd.DataFrame, name: str = "the model") -> str:
+    """The exact test against chance in words, one line per finding (``All`` last): the hit rate
+    of the model's maps on their own images' regions against the same maps on other images'
+    regions of the finding, and the verdict (:func:`cxrlib.localization.exact.tests_by_finding`)."""
+    lines = []
+    for finding, r in exact.iterrows():
+        where = "its regions" if finding == "All" else f"other images' {finding} regions"
+        lines.append(f"- {finding} ({int(r['n'])} regions): {name} points into its own image's region in "
+                     f"{number_text(r['model'])} of them, into {where} in {number_text(r['chance'])} (the same maps, "
+                     f"re-paired): {r['verdict']} ({p_text(r['p_value'], sentence=True)}, exact).")
+    lines.append("The verdict is the pointing game's, chosen in advance; the T(IoBB) accuracies, their AFP and the "
+                 "comparison with random maps in the tables are described, not tested.")
     return "\n".join(lines)
