@@ -20,6 +20,7 @@ A score at or above the threshold counts as positive, everywhere in this module.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -228,9 +229,11 @@ def validation_predictions(run, data=None, device: str = "cpu") -> dict[str, np.
     if not len(data.val):
         raise ValueError(f"{result.run_dir}: the validation part of {data.split_name} is empty; a threshold or a "
                          "temperature needs validation images")
-    _, predictions = train.evaluate(model, train.with_channels(data.val, cfg.model.in_chans), tta=cfg.train.tta,
-                                    n_bootstrap=0, batch_size=max(cfg.train.batch_size, 1), device=device,
-                                    amp=cfg.train.amp)
+    with warnings.catch_warnings():  # findings absent from validation get no threshold; said where it is used
+        warnings.filterwarnings("ignore", message="AUROC undefined")
+        _, predictions = train.evaluate(model, train.with_channels(data.val, cfg.model.in_chans), tta=cfg.train.tta,
+                                        n_bootstrap=0, batch_size=max(cfg.train.batch_size, 1), device=device,
+                                        amp=cfg.train.amp)
     return predictions
 
 

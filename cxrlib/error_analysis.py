@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -36,7 +37,8 @@ def _finding_index(predictions: Mapping, finding: str) -> int:
 def top_errors(predictions: Mapping, finding: str, n: int = 3, threshold: float | None = None) -> pd.DataFrame:
     """The ``n`` highest-scored negatives (false positives) and ``n`` lowest-scored positives
     (false negatives) of ``finding``; with ``threshold``, only those on the wrong side of it
-    (score >= threshold is a positive call). Columns: kind, row (index in the predictions,
+    (score >= threshold is a positive call; None or NaN, a finding without a threshold: the
+    worst-ranked whatever their score). Columns: kind, row (index in the predictions,
     which is the dataset's order), image id, patient id, score."""
     k = _finding_index(predictions, finding)
     y = np.asarray(predictions["targets"])[:, k] > 0.5
@@ -44,7 +46,7 @@ def top_errors(predictions: Mapping, finding: str, n: int = 3, threshold: float 
     neg, pos = np.flatnonzero(~y), np.flatnonzero(y)
     fp = neg[np.argsort(-s[neg], kind="mergesort")]
     fn = pos[np.argsort(s[pos], kind="mergesort")]
-    if threshold is not None:
+    if threshold is not None and np.isfinite(threshold):
         fp, fn = fp[s[fp] >= threshold], fn[s[fn] < threshold]
     pids = predictions.get("patient_ids")
     rows = [{"kind": kind, "row": int(i), "image id": str(predictions["ids"][i]),
@@ -53,6 +55,16 @@ def top_errors(predictions: Mapping, finding: str, n: int = 3, threshold: float 
     table = pd.DataFrame(rows, columns=["kind", "row", "image id", "patient id", "score"])
     table.attrs["finding"] = finding
     return table
+
+
+def best_ranked_finding(predictions: Mapping) -> str:
+    """The finding with the highest test AUROC (its errors are the model's most instructive:
+    where it ranks best, what it still gets wrong)."""
+    with np.errstate(all="ignore"):
+        aucs = metrics.auroc(predictions["targets"], predictions["scores"])
+    if not np.isfinite(aucs).any():
+        raise ValueError("no finding has both positives and negatives in these predictions: no AUROC to rank by")
+    return str(np.asarray(predictions["label_names"])[int(np.nanargmax(aucs))])
 
 
 def plot_errors(model, data, errors: pd.DataFrame, method: str = "gradcam", panel: float = 2.4):
@@ -123,13 +135,16 @@ def seed_ensemble(predictions: Sequence[Mapping]) -> dict[str, np.ndarray]:
 
 
 def ensemble_table(predictions: Sequence[Mapping], n_bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Mean AUROC with its patient-bootstrap CI of each seed and of their ensemble."""
+    """Mean AUROC with its patient-bootstrap CI of each seed and of their ensemble (over the
+    findings with positives and negatives in the test set, the same for every row)."""
     ens = seed_ensemble(predictions)
     names = [str(n) for n in ens["label_names"]]
     rows = {}
     for label, scores in [*((f"seed {k}", p["scores"]) for k, p in enumerate(predictions)), ("ensemble", ens["scores"])]:
-        r = metrics.auroc_report(ens["targets"], scores, names, patient_ids=ens["patient_ids"],
-                                 n_bootstrap=n_bootstrap, seed=seed)
+        with warnings.catch_warnings():  # undefined findings: the same in every row, warned once by the runs
+            warnings.filterwarnings("ignore", message="AUROC undefined")
+            r = metrics.auroc_report(ens["targets"], scores, names, patient_ids=ens["patient_ids"],
+                                     n_bootstrap=n_bootstrap, seed=seed)
         rows[label] = {"mean AUROC": r["mean_auroc"], "CI low": r["mean_auroc_ci"][0], "CI high": r["mean_auroc_ci"][1]}
     return pd.DataFrame(rows).T
 
@@ -168,5 +183,35 @@ def distrust(ensemble: Mapping, fraction: float = 0.1) -> Distrust:
     return Distrust(flagged=flagged, uncertainty=u, table=pd.DataFrame(rows).T)
 
 
-__all__ = ["FALSE_NEGATIVE", "FALSE_POSITIVE", "Distrust", "distrust", "ensemble_table", "plot_errors",
-           "seed_ensemble", "top_errors"]
+@dataclass(frozen=True)
+class SeedReport:
+    """What a lesson shows of an experiment's seeds: ``note`` in words always; ``table``
+    (:func:`ensemble_table`), ``ensemble`` and ``distrust`` only with two seeds or more."""
+
+    note: str
+    table: pd.DataFrame | None = None
+    ensemble: dict | None = None
+    distrust: Distrust | None = None
+
+
+def seed_report(predictions: Sequence[Mapping], fraction: float = 0.1, n_bootstrap: int = 200,
+                seed: int = 0) -> SeedReport:
+    """The seed ensemble, its AUROC beside each seed's and the images it flags, or, with a
+    single seed, a note saying how to get more."""
+    if len(predictions) < 2:
+        return SeedReport(note=f"{len(predictions)} training seed: no ensemble and no disagreement to measure; "
+                               "train more seeds of the baseline (--set seeds.baseline=[0,1,2]) to see them")
+    ens = seed_ensemble(predictions)
+    table = ensemble_table(predictions, n_bootstrap=n_bootstrap, seed=seed)
+    flags = distrust(ens, fraction)
+    t = flags.table
+    gain = table.loc["ensemble", "mean AUROC"] - table["mean AUROC"].iloc[:-1].mean()
+    note = (f"{len(predictions)} seeds: ensemble mean AUROC {table.loc['ensemble', 'mean AUROC']:.3f}, "
+            f"{gain:+.3f} against the seeds' average; on the {int(t.iloc[0]['images'])} images the seeds disagree on "
+            f"most the ensemble's mean |p - y| is {t.iloc[0]['mean |p - y|']:.3f}, on the other "
+            f"{int(t.iloc[1]['images'])} {t.iloc[1]['mean |p - y|']:.3f}")
+    return SeedReport(note=note, table=table, ensemble=ens, distrust=flags)
+
+
+__all__ = ["FALSE_NEGATIVE", "FALSE_POSITIVE", "Distrust", "best_ranked_finding", "distrust", "ensemble_table", "plot_errors",
+           "SeedReport", "seed_ensemble", "seed_report", "top_errors"]

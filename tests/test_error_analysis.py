@@ -23,8 +23,15 @@ def test_top_errors_by_hand():
     # At threshold 0.7 only i0 is a wrong positive call; i3 and i5 are both missed.
     at = ea.top_errors(p, "A", n=3, threshold=0.7)
     assert list(at["image id"]) == ["i0", "i3", "i5"]
+    assert ea.top_errors(p, "A", n=1, threshold=float("nan"))["image id"].tolist() == ["i0", "i3"]
     with pytest.raises(ValueError, match="unknown finding"):
         ea.top_errors(p, "Hernia")
+
+
+def test_best_ranked_finding():
+    # A ranks its one positive first (AUROC 1), B last (AUROC 0)
+    p = _preds([[1, 1], [0, 0], [0, 0]], [[0.9, 0.1], [0.2, 0.5], [0.1, 0.6]])
+    assert ea.best_ranked_finding(p) == "A"
 
 
 def test_seed_ensemble_by_hand():
@@ -70,3 +77,17 @@ def test_ensemble_table_rows():
     table = ea.ensemble_table(seeds, n_bootstrap=50)
     assert list(table.index) == ["seed 0", "seed 1", "seed 2", "ensemble"]
     assert (table["CI low"] <= table["mean AUROC"]).all() and (table["mean AUROC"] <= table["CI high"]).all()
+
+
+def test_seed_report_with_one_seed_says_what_to_do():
+    one = ea.seed_report([_preds([[0], [1]], [[0.2], [0.6]])])
+    assert one.table is None and one.distrust is None and "seeds.baseline" in one.note
+
+
+def test_seed_report_in_words_from_its_tables():
+    y = [[1, 0], [0, 1], [1, 0], [0, 1]]
+    s1 = [[0.3, 0.1], [0.2, 0.9], [0.9, 0.1], [0.4, 0.2]]
+    s2 = [[0.7, 0.1], [0.2, 0.8], [0.9, 0.1], [0.6, 0.8]]
+    rep = ea.seed_report([_preds(y, s1), _preds(y, s2)], fraction=0.5, n_bootstrap=20)
+    assert "2 seeds" in rep.note and "is 0.400, on the other 2 0.13" in rep.note  # 0.4 and 0.1375 above
+    assert rep.distrust.flagged.tolist() == [True, False, False, True]

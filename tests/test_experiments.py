@@ -69,6 +69,25 @@ def test_the_check_plans_with_the_calls_the_notebooks_make():
     assert experiments.notebook_configs(profile, "09_results", {}) == []
 
 
+def test_the_clinical_lesson_plans_the_runs_of_06():
+    """11 trains nothing of its own: with LOSSES empty it plans exactly what 06 plans with the
+    same profile (the profile's 06 LOSSES, else 06's own default), so every run is reused."""
+    smoke = profiles.load("smoke")  # smoke.yaml sets 06's LOSSES: [bce, focal]
+    assert experiments.clinical_losses(smoke, {"LOSSES": []}) == ["bce", "focal"]
+    assert experiments.clinical_losses(smoke, {"LOSSES": ["bce", "weighted_bce"]}) == ["bce", "weighted_bce"]
+    for profile in (smoke, profiles.load("full")):  # full.yaml sets them too; the default, without
+        for p in (profile, dataclasses.replace(profile, notebooks={})):
+            losses = experiments.notebook_parameter(p, "06_losses", "LOSSES")
+            planned = experiments.notebook_configs(p, "11_clinical_evaluation", {"LOSSES": []})
+            assert [c.fingerprint() for c in planned] == [
+                c.fingerprint() for c in experiments.notebook_configs(p, "06_losses", {"LOSSES": losses})]
+    bare = dataclasses.replace(smoke, notebooks={})
+    assert experiments.notebook_parameter(bare, "06_losses", "LOSSES") == [
+        "bce", "weighted_bce", "focal", "asymmetric", "multilabel_margin"]  # 06's parameters cell
+    with pytest.raises(ValueError, match="no parameter"):
+        experiments.notebook_parameter(smoke, "06_losses", "NOPE")
+
+
 def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs):
     results = {name: runs.load_run(fake_runs / name, with_model=False) for name in ("baseline", "fpn", "other_split")}
     cmp = experiments.compare(results, n_bootstrap=200)

@@ -28,7 +28,7 @@ from executed_notebooks import images as _images, outputs as _outputs, result as
 
 OFFICIAL = "official patient-wise split (test_list.txt)"
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "08_demo", "09_results"]
+         "06_losses", "07_heatmaps", "08_demo", "09_results", "11_clinical_evaluation"]
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +167,20 @@ def test_results_table_of_the_real_runs(sample):
     # the heatmap run's localization summary on the real boxes, beside random maps and Wang et al.
     assert "Localization: model vs random map vs Wang et al." in index and "random maps" in index
     assert _images(r.executed) >= 3
+
+
+def test_clinical_evaluation_on_real_images(sample, release):
+    """11 on the real sample: thresholds from the official split's validation patients, the
+    operating points on the official test images present, one seed (the sample profile's),
+    so no ensemble, said in words."""
+    from cxrlib import clinical
+
+    r = _result(sample, "11_clinical_evaluation")
+    text = _text(r.executed)
+    assert OFFICIAL in text and f"{len(release['test'])} test images" in text
+    assert clinical.ThresholdRule().describe() in text and "bootstrap resamples of patients" in text
+    assert "ppv at clinic" in text and "AUPRC / prevalence" in text and "temperature T=" in text
+    assert "1 training seed: no ensemble" in text
+    for name in ("check_weighted_bce", "check_leakage", "check_auroc", "check_threshold"):
+        assert name in text
+    assert _images(r.executed) >= 4  # ROC/PR, reliability, by loss, errors
