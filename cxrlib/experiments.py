@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import controls, plots, profiles, runs, shortcuts
+from cxrlib import controls, plots, runs, shortcuts
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -161,20 +161,10 @@ def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> 
     return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
 
 
-def notebook_parameter(profile: Profile, stem: str, name: str) -> Any:
-    """Parameter ``name`` of notebook ``stem`` as the report gives it: the profile's (and the
-    command line's) value, else the notebook's own default."""
-    path = profiles.PROJECT_ROOT / "notebooks" / f"{stem}.ipynb"
-    values = {**profiles.parameter_defaults(path), **profile.notebook_parameters(stem)}
-    if name not in values:
-        raise ValueError(f"notebook {stem} has no parameter {name}")
-    return values[name]
-
-
 def clinical_losses(profile: Profile, params: Mapping[str, Any]) -> list[str]:
     """The losses notebook 11 compares: its ``LOSSES`` when set, else those notebook 06
     trains with this profile, so the lesson reuses 06's runs and trains none."""
-    return list(params.get("LOSSES") or notebook_parameter(profile, "06_losses", "LOSSES"))
+    return list(params.get("LOSSES") or profile.notebook_value("06_losses", "LOSSES"))
 
 
 def full_profile_only(profile: Profile) -> pd.DataFrame:
