@@ -212,6 +212,13 @@ def headline(table: pd.DataFrame, finding: str, auroc: float | None = None) -> s
     return text
 
 
+def rarest_scored(table: pd.DataFrame) -> str | None:
+    """The rarest finding of an :func:`operating_points` table that has a threshold and a test
+    positive (where a high AUROC and a low PPV meet); None when no finding has both."""
+    scored = table[np.isfinite(table["threshold"]) & (table["test positives"] > 0)]
+    return None if not len(scored) else str(scored["test prevalence"].idxmin())
+
+
 def validation_predictions(run, data=None, device: str = "cpu") -> dict[str, np.ndarray]:
     """A finished run's model scored on its validation part (predictions as in
     ``test_predictions.npz``). Runs keep test predictions only, so the model is reloaded
@@ -248,5 +255,5 @@ def pr_table(predictions: dict, findings: Sequence[str] | None = None) -> pd.Dat
 
 
 __all__ = ["RULES", "STATS", "SENSITIVITY", "YOUDEN", "ThresholdRule", "bayes_ppv_npv", "confusion_rates",
-           "headline", "operating_points", "pr_curve", "pr_table", "sensitivity_threshold", "thresholds",
-           "validation_predictions", "youden_threshold"]
+           "headline", "operating_points", "pr_curve", "pr_table", "rarest_scored", "sensitivity_threshold",
+           "thresholds", "validation_predictions", "youden_threshold"]

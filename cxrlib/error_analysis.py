@@ -73,7 +73,7 @@ def plot_errors(model, data, errors: pd.DataFrame, method: str = "gradcam", pane
     data offers); one row per kind. Returns the Figure (None when the table is empty)."""
     import matplotlib.pyplot as plt
 
-    from cxrlib import cam
+    from cxrlib import cam  # torch and pytorch-grad-cam only when heatmaps are drawn
 
     if not len(errors):
         return None

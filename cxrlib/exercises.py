@@ -88,10 +88,11 @@ def _as_float(check: Check, case: str, value: Any) -> float | None:
 
 def _bce_variants(logits, targets, pos_fraction) -> dict[str, float]:
     """The right weighted BCE and what the usual mistakes compute instead."""
+    # torch only for the loss exercise: the other checks run on NumPy alone
     import torch
     import torch.nn.functional as F
 
-    from cxrlib.losses import WeightedBCELoss
+    from cxrlib.losses import WeightedBCELoss  # imports torch: only for this exercise
 
     p = torch.as_tensor(np.asarray(pos_fraction, dtype=np.float64), dtype=torch.float32)
     pos, neg = -F.logsigmoid(logits) * targets, -F.logsigmoid(-logits) * (1 - targets)

@@ -91,6 +91,8 @@ def test_operating_points_threshold_from_validation_stats_on_test():
     assert table.attrs["bootstrap"] == "patients" and table.attrs["n_bootstrap"] == 200
     assert "Youden" in table.attrs["rule"]
     assert "PPV 10%" in clinical.headline(table, "A", auroc=0.75)
+    assert clinical.rarest_scored(table) == "A"  # B has no threshold
+    assert clinical.rarest_scored(table.drop(index="A")) is None
 
 
 def test_operating_points_bootstrap_moves_patients_together():
