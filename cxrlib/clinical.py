@@ -203,7 +203,10 @@ def headline(table: pd.DataFrame, finding: str, auroc: float | None = None) -> s
         ci = f" (95% CI {lo:.0%} to {hi:.0%})" if np.isfinite(lo) else ""
         return f"{v:.0%}{ci}"
 
-    head = f"{finding}" + (f": AUROC {auroc:.3f}; " if auroc is not None else ": ")
+    head = f"{finding}: " + ("" if auroc is None else f"AUROC {auroc:.3f}; " if np.isfinite(auroc)
+                             else "AUROC undefined (the test part lacks a positive or a negative); ")
+    if not np.isfinite(r["threshold"]):
+        return head + "no threshold: the validation part has no positive (or no negative) of it"
     text = (head + f"at threshold {r['threshold']:.3f} sensitivity {pct('sensitivity')}, specificity "
             f"{pct('specificity')}, PPV {pct('ppv')} at the test prevalence of {r['test prevalence']:.1%} "
             f"({int(r['test positives'])} positives)")

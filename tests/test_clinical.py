@@ -92,6 +92,9 @@ def test_operating_points_threshold_from_validation_stats_on_test():
     assert "Youden" in table.attrs["rule"]
     assert "PPV 10%" in clinical.headline(table, "A", auroc=0.75)
     assert clinical.rarest_scored(table) == "A"  # B has no threshold
+    assert clinical.headline(table, "B", auroc=float("nan")) == (
+        "B: AUROC undefined (the test part lacks a positive or a negative); no threshold: the validation part has "
+        "no positive (or no negative) of it")
     assert clinical.rarest_scored(table.drop(index="A")) is None
 
 
