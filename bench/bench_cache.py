@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision)
@@ -30,6 +28,7 @@ from torchvision import transforms
 from cxrlib.data import chestxray14 as cx
 from cxrlib.data.cache import FileLoader, build_cache
 from cxrlib.data.datasets import CachedDataset, to_model_input
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("CXRLIB_SHARED_DATA", REPO.parent / "shared" / "data")) / "chestxray14-sample"
@@ -111,10 +110,7 @@ def main(argv=None) -> int:
     lines = [
         "# Decode-once cache vs decoding the PNG on every access",
         "",
-        f"Command: `{command}` (from the repository root)",
-        "",
-        f"Date: {datetime.now().strftime('%Y-%m-%d %H:%M')}; machine: {os.cpu_count()} CPUs "
-        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, torch {torch.__version__}",
+        *header_lines(command),
         "",
         f"Data: {len(ids)} real ChestX-ray14 PNGs from `{args.data_dir}` ({', '.join(f'{v} x {k}' for k, v in sorted(sides.items()))}); "
         f"output {args.size} x {args.size}, batch {args.batch}, DataLoader workers {args.workers}, 1 torch thread.",

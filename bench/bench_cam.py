@@ -10,9 +10,6 @@ the median of several runs after one warm-up. Writes bench/results/cam.md.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -25,6 +22,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cxrlib import cam
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cam.md"
 TARGETS = {"resnet18": 0.3, "densenet121": 0.6}
@@ -88,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Grad-CAM on CPU",
         "",
-        f"- command: `{command}`",
-        f"- date: {_dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-        f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine inflates every number)",
+        *header_lines(command),
         f"- input: one {args.size}x{args.size} gray image, 14 outputs, untrained weights (timing does not "
         f"depend on them); median of {repeats} runs after a warm-up (14 separate calls: "
         f"{max(1, repeats // 3)} runs)",

@@ -16,10 +16,8 @@ the cost does not depend on the weights. Writes bench/results/demo.md.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import io
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 
 from cxrlib.demo import DemoSession, encode_jpeg, untrained_module
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo.md"
 TARGETS = {"resnet18": 1.0, "densenet121": 2.0}
@@ -115,13 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Demo responsiveness on CPU",
         "",
-        f"Command: `{command}`  ",
-        f"Date: {_dt.datetime.now().isoformat(timespec='seconds')}  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({default_threads} threads by default), Python {platform.python_version()}, load average "
-        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (1 / 5 / 15 min; above the CPU count "
-        "means other work shared the machine and the times are inflated)  ",
-        f"Image: {what}; model input {args.size} px, {args.method}; median of {repeats} repeats, "
+        *header_lines(command, extra=f"{default_threads} torch threads by default"),
+        f"- image: {what}; model input {args.size} px, {args.method}; median of {repeats} repeats, "
         "fresh caches each, model loaded once.",
         "",
         header,

@@ -24,9 +24,6 @@ Numbers measured while other work runs on the machine are marked as such (load a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -44,6 +41,7 @@ from cxrlib.data import load_data
 from cxrlib.feed import Feed
 from cxrlib.models import create_model
 from cxrlib.train import make_optimizer, train_step
+from _header import header_lines, load_average  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_DELIVERY = 20_000  # images/s from the resident store
@@ -88,15 +86,6 @@ def med(rows, i=0) -> float:
     return statistics.median(r[i] for r in rows)
 
 
-def machine_line() -> tuple[str, bool]:
-    load = os.getloadavg()[0]
-    cpus = os.cpu_count() or 1
-    busy = load > 0.5 * cpus
-    text = (f"{cpus} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads; load average {load:.1f} at the start")
-    return text, busy
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=224, help="image side for delivery and augmentation")
@@ -119,7 +108,7 @@ def main(argv=None) -> int:
         args.augment_repeats, args.step_size, args.step_batch, args.steps, args.rounds = 2, 32, 8, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine, busy = machine_line()
+    load = load_average()  # at the start: the runs below add their own load
 
     def training_split(size: int):
         cfg = DataConfig(source="phantoms", num_phantoms=args.phantoms, image_size=size, cache_dir=args.cache_dir,
@@ -200,16 +189,10 @@ def main(argv=None) -> int:
     bare, fed, old_step = (med(steps[k]) for k in steps)
     cmd = "python " + " ".join(shlex.quote(a) for a in ["bench/bench_feed.py", *(argv if argv is not None
                                                                                  else sys.argv[1:])])
-    busy_note = ("**Measured on a busy machine** (other work shared the CPUs; the load average was above half "
-                 "the CPU count): the figures are lower bounds, to be re-run on a quiet machine."
-                 if busy else "Measured on a quiet machine (load average below half the CPU count).")
     lines = [
         "# Feeding the device: uint8 batches, batched augmentation, the training step (CPU)",
         "",
-        f"Command: `{cmd}` (from the repository root)",
-        f"Date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; machine: {machine}.",
-        "",
-        busy_note,
+        *header_lines(cmd, load=load),
         "",
         f"## 1. Delivery: {args.size} px uint8 batches of {bs}, ready for the device",
         "",

@@ -11,9 +11,6 @@ one warm-up pass. Writes bench/results/models.md (atomically) with the command a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +21,7 @@ from cxrlib.fileio import atomic_write_text
 import torch
 
 from cxrlib.models import create_model, list_models
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "models.md"
 
@@ -84,10 +82,7 @@ def to_markdown(rows: list[dict], batches: list[int], command: str, repeats: int
     lines = [
         "# Models: parameters and CPU forward time",
         "",
-        f"- command: `{command}`",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}",
+        *header_lines(command),
         f"- method: eval mode, inference_mode, 1 warm-up then median of {repeats} passes; grayscale input "
         "(in_chans=1), 14 outputs; two_stage measured in its fusion stage (global + crop + local + fusion)",
         "",

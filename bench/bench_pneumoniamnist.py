@@ -10,19 +10,17 @@ stopping on validation AUROC -> test evaluation with a bootstrap CI) on the real
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torchvision/timm: the CPU torchvision fix)
 from cxrlib.fileio import atomic_write_text
-import torch
 
 from cxrlib.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
 from cxrlib.train import run_experiment
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = 0.944  # MedMNIST v2 (Yang et al. 2023), ResNet-18 (28), test AUC
@@ -92,11 +90,10 @@ def main(argv=None) -> int:
     o_verdict = "reaches" if o_auc >= PUBLISHED else "does not reach"
     inside = [name for name, (a, b) in ((args.tta, (lo, hi)), (other_tta, (o_lo, o_hi))) if a <= PUBLISHED <= b]
     ci_note = f" (the 95% CI of {' and '.join(f'`{n}`' for n in inside)} includes it)" if inside else ""
+    header = "\n".join(header_lines(cmd))
     text = f"""# PneumoniaMNIST: does the engine learn? (real data)
 
-Command: `{cmd.strip()}`
-Date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}),
-torch {torch.__version__}, threads {torch.get_num_threads()}; CPU shared with other work unless noted.
+{header}
 
 Data: `pneumoniamnist.npz` (MedMNIST v2, 28 px), official val (524) and test (624) sets. **This file's
 train set holds 3,882 images (388 normal / 3,494 pneumonia): 826 normal training images of the

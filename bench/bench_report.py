@@ -12,10 +12,7 @@ Run it on a quiet machine: other processes on the cores slow training down.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -23,10 +20,10 @@ from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
 from cxrlib.fileio import atomic_write_text
-import torch
 
 from cxrlib import profiles, report
-from cxrlib.runs import format_results, results_table
+from cxrlib.results import format_results, results_table
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,15 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
     cmd = "python bench/bench_report.py " + " ".join(sys.argv[1:] if args is not None else [])
     device = profile.baseline.train.device
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     lines = [
         f"# Report wall time: profile `{profile.name}`",
         "",
-        f"- command: `{cmd.strip()}` (runs `python -m cxrlib report --profile {profile.name}`"
-        + (f" --device {args.device}" if args.device else "") + ")",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"torch threads {torch.get_num_threads()}, GPU {gpu}, device {device}",
+        *header_lines(cmd, note=f"runs `python -m cxrlib report --profile {profile.name}"
+                     + (f" --device {args.device}" if args.device else "") + "`", extra=f"device {device}"),
         f"- image caches present before the run: {', '.join(caches_before) or 'none (rendering is timed too)'}",
         f"- **total wall time: {wall / 60:.1f} min ({wall:.0f} s)**; notebooks ok: "
         f"{len(result.notebooks) - len(result.failed)}/{len(result.notebooks)}",

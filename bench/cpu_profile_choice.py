@@ -24,9 +24,6 @@ each seed, at a run cost that fits the budget.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,15 +31,15 @@ from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torch users: the CPU torchvision fix)
 import numpy as np
-import torch
 
-from cxrlib.config import ExperimentConfig, load_profile
+from cxrlib import profiles
 from cxrlib.controls import control_predictions
 from cxrlib.data import load_data
 from cxrlib.fileio import atomic_write_text
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc, paired_comparison
 from cxrlib.train import run_experiment
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cpu_profile_choice.md"
 MIN_POSITIVES = 20
@@ -70,7 +67,7 @@ CANDIDATES: dict[str, dict[str, object]] = {
 
 
 def measure(name: str, change: dict[str, object], tmp: Path, seeds: list[int], n_bootstrap: int) -> dict:
-    cfg = ExperimentConfig.from_dict(load_profile("cpu")["experiment"])
+    cfg = profiles.load("cpu").baseline
     cfg = cfg.with_overrides({"runs_dir": str(tmp / "runs" / name), "data.cache_dir": str(tmp / "cache"),
                               "name": "baseline", **change})
     bundle = load_data(cfg.data, progress=False)
@@ -131,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         return 0
     command = "python bench/cpu_profile_choice.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = "\n".join(header_lines(command))
     text = f"""# Choosing the cpu profile's settings
 
 All images are synthetic phantoms (cxrlib.phantoms). Each candidate changes the cpu
@@ -139,9 +137,7 @@ phantoms, patient-wise split 1,400/200/400, ResNet-18 unless named, batch 32, Ad
 augmentation). The control is the shortcut control (global intensity statistics only).
 The seconds are one run's wall time: training, validation and test evaluation.
 
-- command: `{command.strip()}`
-- date: {datetime.datetime.now().isoformat(timespec='seconds')}
-- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)
+{header}
 {('- ' + args.note) if args.note else ''}
 - total time: {total:.0f} s
 

@@ -26,9 +26,7 @@ running one part keeps the other's text from the file.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,6 +42,7 @@ from cxrlib.fileio import atomic_write_text
 from cxrlib.labels import canonical
 from cxrlib.models import create_model
 from cxrlib.seed import set_seed
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "localization.md"
 DEFAULT_BBOX = Path(os.environ.get("CXRLIB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) \
@@ -167,25 +166,22 @@ def model_part(args) -> str:
     limit = args.model_limit or int(params["N_IMAGES"])
     title = "\n".join([
         MODEL_SECTION, "",
-        f"Command: `python bench/localization.py --part model --profile {args.profile}"
-        + (f" --methods {args.methods}" if args.methods else "") + (f" --n-random {args.n_random}" if args.n_random else "")
-        + (f" --model-limit {args.model_limit}" if args.model_limit else "")
-        + (f" --bootstrap {args.bootstrap}" if args.bootstrap != 1000 else "")
-        + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + f" --seed {args.seed}`  ",
+        *header_lines(f"python bench/localization.py --part model --profile {args.profile}"
+                      + (f" --methods {args.methods}" if args.methods else "")
+                      + (f" --n-random {args.n_random}" if args.n_random else "")
+                      + (f" --model-limit {args.model_limit}" if args.model_limit else "")
+                      + (f" --bootstrap {args.bootstrap}" if args.bootstrap != 1000 else "")
+                      + (f" --runs-dir {args.runs_dir}" if args.runs_dir else "") + f" --seed {args.seed}"),
+        "",
         f"Run: `{run.run_dir}` ({config.model.name} + {config.model.head}, {config.data.image_size} px, "
         f"{config.data.source}; found or trained through the `{args.profile}` profile exactly as notebook 07 "
         f"does), test mean AUROC {run.metrics['mean_auroc']:.3f} ({run.metrics['split']}).  ",
-        "Numbers: measured on " + _machine() + "; the scores do not depend on the machine's load, only the "
-        "wall time does, and the run's weights depend on the processor's floating-point path.",
+        "The scores do not depend on the machine's load, only the wall time does, and the run's weights "
+        "depend on the processor's floating-point path.",
     ])
     text = model_vs_random_section(run.model, data, title, methods, n_random, limit, args.bootstrap, args.seed)
     print(f"model part: {time.perf_counter() - started:.0f} s", flush=True)
     return text
-
-
-def _machine() -> str:
-    return (f"{_dt.date.today().isoformat()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
-            f"Python {platform.python_version()} · torch {torch.__version__} (a busy shared machine)")
 
 
 def chance_part(args) -> str:
@@ -222,12 +218,11 @@ def chance_part(args) -> str:
     return "\n".join([
         "# Localization: what random maps score on the release's boxes",
         "",
-        f"Command: `python bench/localization.py --part chance --draws {args.draws} --noise-draws {args.noise_draws}"
-        + (f" --limit {args.limit}" if args.limit else "") + (f" --models {args.models}" if args.models != ",".join(MODELS) else "")
-        + f" --seed {args.seed}`  ",
-        f"Date: {_dt.date.today().isoformat()} · {platform.processor() or platform.machine()} · "
-        f"{os.cpu_count()} CPUs · Python {platform.python_version()} · torch {torch.__version__} · "
-        f"wall time {elapsed / 60:.1f} min (a busy shared machine: timings are not benchmarks here)  ",
+        *header_lines(f"python bench/localization.py --part chance --draws {args.draws} "
+                      f"--noise-draws {args.noise_draws}" + (f" --limit {args.limit}" if args.limit else "")
+                      + (f" --models {args.models}" if args.models != ",".join(MODELS) else "")
+                      + f" --seed {args.seed}", extra=f"wall time {elapsed / 60:.1f} min"),
+        "",
         f"Ground truth: {len(regions)} (image, finding) regions, {sum(len(r) for r in regions)} boxes on "
         f"{n_images} images, `{args.bbox.name}`, 1024 px; random maps per region: {args.draws} smooth, "
         f"{args.noise_draws} white noise; "
@@ -235,7 +230,7 @@ def chance_part(args) -> str:
         f"of predicted boxes per region whose IoBB (IoU) <= T.",
         "",
         "Random smooth maps: uniform noise on the grid below, through `cxrlib.cam.upsample_maps` to "
-        f"{INPUT} px, then resized to 1024 px as `evaluate_localization` resizes a heatmap for real "
+        f"{INPUT} px, then resized to 1024 px as `score_heatmaps` resizes a heatmap for real "
         "boxes. White noise: one uniform value per pixel of a 256 px map. Rules: before = Wang et al.'s "
         "two levels (60, 180) with every 8-connected component a box (`UNLIMITED_RULE`); after = "
         "`WANG_RULE` (components of at least 0.1% of the map, at most 3 boxes per map, largest first).",

@@ -25,9 +25,7 @@ that excludes 0.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,7 +36,8 @@ import cxrlib  # noqa: F401  (before torch users: the CPU torchvision fix)
 import numpy as np
 import torch
 
-from cxrlib.config import DataConfig, ExperimentConfig, load_profile
+from cxrlib import profiles
+from cxrlib.config import DataConfig, ExperimentConfig
 from cxrlib.controls import control_predictions, cross_validated_scores, intensity_features
 from cxrlib.data import load_data
 from cxrlib.data.phantom_source import PHANTOM_FULL_SIZE, phantom_spec
@@ -47,6 +46,7 @@ from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc, paired_comparison
 from cxrlib.phantoms import render_phantom
 from cxrlib.train import run_experiment
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phantom_difficulty.md"
 REPO = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ExperimentConfig.from_dict(load_profile(args.profile)["experiment"])
+    cfg = profiles.load(args.profile).baseline
     overrides = {"runs_dir": "unused"}
     if args.n:
         overrides["data.num_phantoms"] = args.n
@@ -206,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     real_line = (f"{n_real} real images of {n_real_patients} patients at {size} px, {args.folds}-fold CV grouped by "
                  f"patient ({real_dir.name})" if real else "not measured (no sample)")
     meta = [
-        f"command: `{command.strip()}`",
-        f"date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)",
+        *(line[2:] for line in header_lines(command)),
         *([args.note] if args.note else []),
         f"phantoms: profile {args.profile!r}, {n} phantoms at {size} px (seed {cfg.seed}), patient-wise split "
         f"{sizes['train']}/{sizes['val']}/{sizes['test']}; {spec}",

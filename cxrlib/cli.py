@@ -25,9 +25,6 @@ from cxrlib import distributed, profiles
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import SOURCES, load_data
 from cxrlib.data.cache import build_cache_from_config
-from cxrlib.data.imageio import read_image
-from cxrlib.labels import label_names
-from cxrlib.losses import LOSSES
 
 
 class CLIError(ValueError):
@@ -73,33 +70,7 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
     cfg = profile.config(args.name or ExperimentConfig.name, named)
     if args.overrides:
         cfg = cfg.with_overrides(list(args.overrides))
-    _validate(cfg)
-    return cfg
-
-
-def _validate(cfg: ExperimentConfig) -> None:
-    if cfg.data.source not in SOURCES:
-        raise CLIError(f"unknown data source {cfg.data.source!r}: expected one of {', '.join(SOURCES)}")
-    if cfg.train.epochs is not None and cfg.train.epochs < 1:
-        raise CLIError(f"epochs must be at least 1, got {cfg.train.epochs}")
-    if cfg.train.batch_size < 1:
-        raise CLIError(f"train.batch_size must be at least 1, got {cfg.train.batch_size}")
-    dev = str(cfg.train.device)
-    if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
-        raise CLIError(f"unknown device {dev!r}: expected auto, cpu, cuda or cuda:N")
-    if cfg.train.loss not in LOSSES:
-        raise CLIError(f"unknown loss {cfg.train.loss!r}: expected one of {', '.join(LOSSES)}")
-    if cfg.train.tta not in ("none", "tencrop"):
-        raise CLIError(f"unknown tta {cfg.train.tta!r}: expected none or tencrop")
-    from cxrlib import models  # imports timm: only the commands that build a config pay for it
-
-    if cfg.model.name not in models.list_models():
-        raise CLIError(f"unknown model {cfg.model.name!r}: expected one of {', '.join(models.list_models())}")
-    if cfg.model.head not in models.list_heads():
-        raise CLIError(f"unknown head {cfg.model.head!r}: expected one of {', '.join(models.list_heads())}")
-    if cfg.model.wrapper is not None and cfg.model.wrapper not in models.list_wrappers():
-        raise CLIError(f"unknown wrapper {cfg.model.wrapper!r}: expected none or one of "
-                       f"{', '.join(models.list_wrappers())}")
+    return cfg.validate()
 
 
 # --------------------------------------------------------------------------- printing
@@ -159,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tta = args.tta or cfg.train.tta
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else cfg.train.n_bootstrap
     device = distributed.resolve_device(cfg.train.device)
-    model = runs.load_model(run_dir, device=device)
+    model = runs.load_model(run_dir, device=device).module
     data = load_data(cfg.data, progress=not args.quiet)
     tc = cfg.train
     metrics, preds = evaluate(model, with_channels(data.test, cfg.model.in_chans), tta=tta, n_bootstrap=n_boot,
@@ -172,9 +143,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    # models, runs and train import timm: only the commands that need it pay for it
+    # models, runs and predict import timm: only the commands that need it pay for it
     from cxrlib import models, runs
-    from cxrlib.train import predict_images
+    from cxrlib.predict import Predictor
 
     if bool(args.run) == bool(args.model):
         raise CLIError("give exactly one of --run RUN_DIR (a trained run) or --model NAME (untrained weights)")
@@ -183,19 +154,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
         if not runs.has_model(run_dir):
             raise CLIError(f"--run {args.run!r} holds no trained model ({runs.BEST} missing)")
-        model = runs.load_model(run_dir, device=device)
-        names = list(model.label_names)
-        size, channels = args.image_size or model.image_size, model.info.in_chans
+        predictor = runs.load_model(run_dir, device=device)
     else:
         if args.model not in models.list_models():
             raise CLIError(f"unknown model {args.model!r}: expected one of {', '.join(models.list_models())}")
         warnings.warn(f"--model {args.model}: untrained weights, the probabilities are meaningless "
                       f"(use --run RUN_DIR for a trained model)", stacklevel=1)
-        model = models.create_model(args.model, num_classes=14, in_chans=1).to(device).eval()
-        # an untrained architecture has no size of its own: the one its registry entry was made for
-        names, size, channels = label_names(), args.image_size or models.get_model_spec(args.model).input_size, 1
-    images = [read_image(p) for p in args.images]
-    probs = predict_images(model, images, size, channels, device=device)
+        predictor = Predictor.untrained(args.model, device=device)
+    predictor = predictor.at_size(args.image_size)
+    probs = predictor.probabilities(list(args.images))  # files read by content: PNG, JPEG, DICOM
+    names = predictor.label_names
     if args.json:
         print(json.dumps([{"image": str(p), "probabilities": dict(zip(names, map(float, row)))}
                           for p, row in zip(args.images, probs)], indent=2))

@@ -1,4 +1,4 @@
-"""An experiment's configuration as dataclasses, profiles as YAML, overrides as ``key=value``.
+"""An experiment's configuration as dataclasses, overrides as ``key=value`` (profiles: :mod:`cxrlib.profiles`).
 
 A run folder stores its config as JSON, so a run can be recreated, compared, and reused
 only when the config that produced it is exactly the one asked for.
@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 BASELINE = "baseline"  # name of a profile's baseline experiment, the run others are compared with
 
 
@@ -120,6 +119,46 @@ class ExperimentConfig:
         (a two_stage run's global stage and its baseline, :func:`cxrlib.train.global_stage_equivalent`)."""
         return dataclasses.replace(self, name="").fingerprint()
 
+    def validate(self) -> "ExperimentConfig":
+        """Check every name and size before anything is loaded or trained; return ``self``.
+
+        The one validation of a config: the command line, the notebooks' runs
+        (:func:`cxrlib.experiments.run`) and :func:`cxrlib.train.fit` all call it, so a bad value
+        fails at once, naming the key, the value and what is expected, wherever it came from.
+        Names are checked against their owners' registries (data sources, losses, models,
+        heads, wrappers); whether a device is present is the device's business at run time.
+        """
+        # Function-level imports: the registries import torch and timm, which a config itself
+        # does not need (a profile is read and printed without them).
+        from cxrlib.data import SOURCES
+        from cxrlib.losses import LOSSES
+        from cxrlib import models
+
+        d, m, t = self.data, self.model, self.train
+        _one_of("data.source", d.source, SOURCES)
+        _one_of("model.name", m.name, models.list_models())
+        _one_of("model.head", m.head, models.list_heads())
+        if m.wrapper is not None:
+            _one_of("model.wrapper", m.wrapper, models.list_wrappers(), also="none")
+        _one_of("model.in_chans", m.in_chans, (1, 3))
+        _one_of("train.loss", t.loss, LOSSES)
+        _one_of("train.tta", t.tta, TTA)
+        dev = str(t.device)
+        if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+            raise ValueError(f"unknown device {dev!r} (train.device): expected auto, cpu, cuda or cuda:N")
+        _at_least("data.image_size", d.image_size, 1)
+        if t.epochs is not None:  # staged models may give stage_epochs alone
+            _at_least("train.epochs", t.epochs, 1)
+        _at_least("train.batch_size", t.batch_size, 1)
+        _at_least("train.n_bootstrap", t.n_bootstrap, 0)
+        if t.max_steps is not None:
+            _at_least("train.max_steps", t.max_steps, 1)
+        if d.limit is not None:
+            _at_least("data.limit", d.limit, 1)
+        if not 0 <= d.val_fraction < 1:
+            raise ValueError(f"data.val_fraction={d.val_fraction!r}: expected a share in [0, 1)")
+        return self
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
         d = dict(d)
@@ -151,6 +190,21 @@ class ExperimentConfig:
         if d["data"]["source"] == "phantoms":
             d["data"]["source"] = "chestxray14"
         return ExperimentConfig.from_dict(d)
+
+
+TTA = ("none", "tencrop")  # test-time augmentation at evaluation
+
+
+def _one_of(key: str, value: Any, allowed, also: str = "") -> None:
+    if value not in allowed:
+        choices = ", ".join(str(a) for a in allowed)
+        raise ValueError(f"unknown {key.split('.')[-1].replace('_', ' ')} {value!r} ({key}): expected "
+                         f"{also + ' or one of ' if also else 'one of '}{choices}")
+
+
+def _at_least(key: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{key}={value!r}: expected a whole number of at least {least}")
 
 
 def _field_names(cls) -> set[str]:
@@ -188,25 +242,3 @@ def _split_override(text: str) -> tuple[str, Any]:
         raise ValueError(f"override {text!r} must look like section.key=value (for example train.epochs=3)")
     key, raw = text.split("=", 1)
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
-
-
-def profile_path(profile: str | Path) -> Path:
-    """``smoke``, ``cpu``, ``full`` name a file in ``profiles/``; anything else is a path."""
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml"):
-        candidate = path
-    else:
-        candidate = PROFILES_DIR / f"{profile}.yaml"
-    if not candidate.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"profile {str(profile)!r} not found at {candidate}; built-in profiles: {known}")
-    return candidate
-
-
-def load_profile(profile: str | Path) -> dict[str, Any]:
-    """The profile's YAML as a dict (its ``experiment`` section feeds ExperimentConfig)."""
-    path = profile_path(profile)
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"profile {path} must be a YAML mapping, got {type(data).__name__}")
-    return data

@@ -9,8 +9,8 @@ A notebook resolves its profile once and asks for variants of the baseline::
 
 Each training notebook builds its runs with one function here (:func:`backbones`,
 :func:`head_variants`, :func:`multiscale_variants`, :func:`two_stage_variants`,
-:func:`loss_variants`), and :func:`notebook_configs` maps each notebook to that same call, so
-what ``cxrlib check`` plans is what the notebooks train.
+:func:`loss_variants`), and declares that same call as data in its metadata
+(:class:`NotebookPlan`), so what ``cxrlib check`` plans is what the notebooks train.
 
 The command line's overrides apply to the baseline and every variant alike, so the
 baseline's config is identical in every notebook: it trains once per seed and is reused
@@ -19,27 +19,33 @@ after. The shortcut control (:func:`run_control`) is fitted on the baseline's da
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrlib import controls, plots, runs, shortcuts
+from cxrlib import controls, plots, runs
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
-from cxrlib.metrics import VERDICT_RULE, auroc_report
+from cxrlib.metrics import auroc_report
 from cxrlib.models import get_model_spec
 from cxrlib.profiles import Profile, Seeds
+from cxrlib.results import VERDICT_RULE, format_results, results_table
+from cxrlib.project import NOTEBOOKS_DIR
 from cxrlib.runs import RunResult
 from cxrlib.train import run_experiment
 
 # Set by the report runner under --redo: runs finished after this time (seconds since the
 # epoch) are this report's own, so the baseline that every notebook shares retrains once.
 REDO_SINCE_ENV = "CXRLIB_REDO_SINCE"
+PLAN_SECTION = "cxrlib"  # a notebook's metadata section that holds its plan (NotebookPlan)
 
 
 def variants(profile: Profile, changes: Mapping[str, Mapping[str, Any]]) -> list[ExperimentConfig]:
@@ -133,38 +139,87 @@ def heatmap_config(profile: Profile, head: str = "") -> ExperimentConfig:
     return head_variants(profile, head)[-1] if head else profile.config()
 
 
-def notebook_configs(profile: Profile, stem: str, params: Mapping[str, Any]) -> list[ExperimentConfig]:
-    """The experiments notebook ``stem`` trains (or reuses) with its papermill ``params``,
-    once per training seed of the profile; the preflight check plans from this.
+def heatmap_configs(profile: Profile, head: str = "") -> list[ExperimentConfig]:
+    """:func:`heatmap_config` as a plan: the one run notebook 07 scores."""
+    return [heatmap_config(profile, head)]
 
-    Each entry is the very call that notebook makes, so the plan and the notebook cannot
-    drift apart. A notebook not listed here trains nothing. ``tests/test_notebooks.py``
-    checks that these are exactly the runs the smoke report's notebooks trained.
+
+@dataclass(frozen=True)
+class NotebookPlan:
+    """What a notebook trains, as data it declares itself (``metadata.cxrlib.plan`` in the
+    ``.ipynb``): the function its code cell calls (``module:function``, taking the profile
+    first), which of its parameters feeds which argument, and whether each run is trained
+    once per training seed of the profile (``per_seed``) or once (the seed the demo shows).
+
+    The notebook names its own plan, so the library knows no notebook by name, and a lesson
+    module (:mod:`cxrlib.shortcuts`) plans its runs without the core importing it.
     """
-    build = {
-        "01_baselines": lambda: backbones(profile, params["MODELS"], max_steps=params.get("MAX_STEPS"),
-                                          fifteen_labels=bool(params.get("FIFTEEN_LABELS"))),
-        "02_fpn": lambda: head_variants(profile, params["HEAD"], params.get("BACKBONE") or ""),
-        "03_psp": lambda: head_variants(profile, params["HEAD"], params.get("BACKBONE") or ""),
-        "04_multiscale": lambda: multiscale_variants(profile, params["SCALE"]),
-        "05_two_stage": lambda: two_stage_variants(profile, params["STAGE_EPOCHS"]),
-        "06_losses": lambda: loss_variants(profile, params["LOSSES"]),
-        "07_heatmaps": lambda: [heatmap_config(profile, params.get("HEAD", ""))],
-        # trains nothing of its own: the baseline's seeds (01) and the losses of 06, reused
-        "11_clinical_evaluation": lambda: loss_variants(profile, clinical_losses(profile, params)),
-        "10_shortcuts": lambda: list(shortcuts.lesson_configs(heatmap_config(profile, params.get("HEAD", "")),
-                                                              params["SHARE"], params.get("NUM_PHANTOMS", 0))),
-    }
-    configs = build[stem]() if stem in build else []
-    if stem in ("07_heatmaps", "10_shortcuts"):  # one run each, the seed the demo also shows
-        return configs
-    return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
+
+    builder: str
+    arguments: Mapping[str, str] = field(default_factory=dict)  # argument -> PARAMETER
+    per_seed: bool = True
+
+    @classmethod
+    def of_notebook(cls, path: str | Path) -> "NotebookPlan | None":
+        """The plan ``path`` declares; None for a notebook that trains nothing."""
+        path = Path(path)
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read the notebook {path}: {err}") from err
+        plan = (meta.get(PLAN_SECTION) or {}).get("plan")
+        if plan is None:
+            return None
+        if not isinstance(plan, dict) or not isinstance(plan.get("builder"), str):
+            raise ValueError(f"{path}: metadata.{PLAN_SECTION}.plan must be a mapping with a 'builder' "
+                             f"('module:function'), 'arguments' and 'per_seed'")
+        unknown = set(plan) - {"builder", "arguments", "per_seed"}
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {sorted(unknown)} in metadata.{PLAN_SECTION}.plan")
+        return cls(plan["builder"], dict(plan.get("arguments") or {}), bool(plan.get("per_seed", True)))
+
+    def function(self) -> Callable[..., Sequence[ExperimentConfig]]:
+        """The builder, imported by name (only from cxrlib)."""
+        module, _, name = self.builder.partition(":")
+        if not module.startswith("cxrlib.") or not name:
+            raise ValueError(f"plan builder {self.builder!r}: expected 'cxrlib.<module>:<function>'")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"plan builder {self.builder!r} does not exist: {err}") from None
+
+    def configs(self, profile: Profile, params: Mapping[str, Any]) -> list[ExperimentConfig]:
+        """The builder's configs for these notebook ``params``, once per seed when ``per_seed``;
+        a parameter the notebook leaves out takes the builder's default."""
+        kwargs = {arg: params[param] for arg, param in self.arguments.items() if param in params}
+        configs = list(self.function()(profile, **kwargs))
+        if not self.per_seed:
+            return configs
+        return [seeded for cfg in configs for seeded in seed_configs(cfg, profile.seeds)]
 
 
-def clinical_losses(profile: Profile, params: Mapping[str, Any]) -> list[str]:
-    """The losses notebook 11 compares: its ``LOSSES`` when set, else those notebook 06
-    trains with this profile, so the lesson reuses 06's runs and trains none."""
-    return list(params.get("LOSSES") or profile.notebook_value("06_losses", "LOSSES"))
+def notebook_configs(profile: Profile, notebook: str | Path, params: Mapping[str, Any]) -> list[ExperimentConfig]:
+    """The experiments ``notebook`` (a path, or a stem of the project's ``notebooks/``) trains or
+    reuses with its papermill ``params``: its :class:`NotebookPlan`, which names the very call
+    its code cell makes, so the plan and the notebook cannot drift apart (``cxrlib check``
+    plans from this; ``tests/test_notebooks.py`` checks the smoke report trained exactly these
+    runs). A notebook without a plan trains nothing."""
+    path = Path(notebook)
+    if path.suffix != ".ipynb":
+        path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+    plan = NotebookPlan.of_notebook(path)
+    return [] if plan is None else plan.configs(profile, params)
+
+
+def clinical_losses(profile: Profile, losses: Sequence[str] = ()) -> list[str]:
+    """The losses notebook 11 compares: ``losses`` when given, else those notebook 06 trains
+    with this profile, so the lesson reuses 06's runs and trains none."""
+    return list(losses or profile.notebook_value("06_losses", "LOSSES"))
+
+
+def clinical_variants(profile: Profile, losses: Sequence[str] = ()) -> list[ExperimentConfig]:
+    """Notebook 11's plan: the baseline and the loss variants of :func:`clinical_losses`."""
+    return loss_variants(profile, clinical_losses(profile, losses))
 
 
 def full_profile_only(profile: Profile) -> pd.DataFrame:
@@ -177,7 +232,9 @@ def full_profile_only(profile: Profile) -> pd.DataFrame:
 
 def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
-    ``--redo``, a run this report already retrained is reused instead of trained again."""
+    ``--redo``, a run this report already retrained is reused instead of trained again.
+    The config is validated first: a notebook's bad value fails before any run is looked up."""
+    cfg.validate()
     since = os.environ.get(REDO_SINCE_ENV)
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
@@ -252,12 +309,12 @@ class Comparison:
     """A notebook's comparison of its runs: each part displays in a cell of its own, or all
     of them in order when the value itself is displayed.
 
-    The numbers are :func:`cxrlib.runs.results_table`'s over these runs, so a notebook and
+    The numbers are :func:`cxrlib.results.results_table`'s over these runs, so a notebook and
     the report's results page agree to the last digit.
     """
 
     baseline: str
-    table: pd.DataFrame  # runs.results_table over these runs (numbers)
+    table: pd.DataFrame  # results_table over these runs (numbers)
     summary: pd.DataFrame  # per experiment: seeds, mean AUROC [95% CI], seed spread, training time
     paired: pd.DataFrame  # each run against the baseline: difference [95% CI], p, per-seed differences, verdict
     per_class: pd.DataFrame  # AUROC per finding and run (mean over seeds)
@@ -286,10 +343,10 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
         raise ValueError(f"baseline {baseline!r} is not among the runs compared: {', '.join(seeds)}")
     if n_bootstrap is None:
         n_bootstrap = seeds[baseline][0].config.train.n_bootstrap
-    table = runs.results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
-                               n_bootstrap=n_bootstrap, seed=seed)
+    table = results_table({name: [r.run_dir for r in rs] for name, rs in seeds.items()}, baseline=baseline,
+                          n_bootstrap=n_bootstrap, seed=seed)
     table = table.set_index("experiment").loc[list(seeds)].reset_index()  # the order the notebook asked for
-    text = runs.format_results(table)
+    text = format_results(table)
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
     # a control is fitted, not trained: it has no learning curve, only its ROC curve

@@ -8,8 +8,8 @@
 * :func:`delong_test`: DeLong's test for two correlated AUROCs of one class, computed with
   the fast midrank algorithm of Sun & Xu (2014, IEEE Signal Processing Letters 21(11)).
 * :func:`seed_mean_auroc` and :func:`paired_seed_comparison`: the same for an experiment
-  trained with several seeds, and :func:`verdict`, the one rule that calls a difference a
-  difference only when the paired test and the seed spread agree (:data:`VERDICT_RULE`).
+  trained with several seeds. What is called a difference (the verdict) and how a statistic is
+  written are :mod:`cxrlib.results`' convention.
 
 A class with no positives (or no negatives) has no AUROC: it is reported as undefined,
 left out of the mean, and a warning says so; nothing crashes.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -537,70 +536,3 @@ def paired_seed_comparison(targets, seeds_a: Sequence, seeds_b: Sequence, patien
         "bootstrap_redrawn": int(redrawn), "bootstrap": "patients" if patient_ids is not None else "images",
         "n_images": int(len(y)), "n_patients": _n_patients(patient_ids, len(y)), "classes": [names[k] for k in cols],
     }
-
-
-VERDICT_RULE = (
-    "A difference from the baseline is called a difference only when two checks agree. "
-    "Test patients: the 95% CI of the paired difference (the same test patients resampled for both "
-    "runs, each experiment's AUROC averaged over its seeds) excludes 0. "
-    "Training seeds: every seed of the one run lies on the same side of every seed of the other "
-    "(the range of the per-seed differences excludes 0), with at least two seeds on one side, "
-    "so that the seed spread is measured. Otherwise the table says 'no difference shown' and why: "
-    "with three seeds a side, seeds that do not overlap by chance alone happen one time in ten, so "
-    "neither check is enough by itself."
-)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What :func:`verdict` decided about one comparison with the baseline."""
-
-    called: bool  # a difference is claimed
-    direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
-    label: str  # "better", "worse", "no difference shown", "not compared"
-    reason: str  # why, with the numbers that decided it
-    why: str  # why, in words alone (for a sentence that gives the numbers itself)
-
-
-def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
-            seed_diff_max: float | None, n_seeds: int, n_seeds_baseline: int) -> Verdict:
-    """The rule of :data:`VERDICT_RULE` for one run against the baseline.
-
-    ``ci_low``/``ci_high``: the paired 95% CI of the difference (run minus baseline) from
-    :func:`paired_seed_comparison`; ``seed_diff_min``/``max``: the range of its per-seed
-    differences; ``n_seeds`` and ``n_seeds_baseline``: seeds on each side. A missing CI
-    (another test set) means the runs were not compared.
-    """
-    def missing(x) -> bool:
-        return x is None or not np.isfinite(x)
-
-    if missing(ci_low) or missing(ci_high):
-        why = "the runs were not scored on the same test images"
-        return Verdict(False, 0, "not compared", f"no paired comparison: {why}", why)
-    paired = 1 if ci_low > 0 else -1 if ci_high < 0 else 0
-    measured = max(n_seeds, n_seeds_baseline) >= 2 and not (missing(seed_diff_min) or missing(seed_diff_max))
-    seeds = (1 if seed_diff_min > 0 else -1 if seed_diff_max < 0 else 0) if measured else 0
-    ci_text = f" [{ci_low:+.3f}, {ci_high:+.3f}]"
-    seeds_text = ("" if missing(seed_diff_min)
-                  else f" (per-seed differences {seed_diff_min:+.3f} to {seed_diff_max:+.3f})")
-    if paired and paired == seeds:
-        word = "better" if paired > 0 else "worse"
-        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci_text, seeds_text))]
-        return Verdict(True, paired, word, *_both(parts))
-    parts = []
-    if not paired:
-        parts.append(("the paired 95% CI{} includes 0", (ci_text,)))
-    if not measured:
-        parts.append(("one seed each, so the seed spread is not measured", ()))
-    elif not seeds:
-        parts.append(("the seeds overlap{}", (seeds_text,)))
-    elif paired and seeds != paired:
-        parts.append(("the seeds point the other way{}", (seeds_text,)))
-    return Verdict(False, 0, "no difference shown", *_both(parts))
-
-
-def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
-    """The reason with its numbers, and the same words without them."""
-    with_numbers = " and ".join(text.format(*numbers) for text, numbers in parts)
-    words = " and ".join(text.format(*("" for _ in numbers)) for text, numbers in parts)
-    return with_numbers, words

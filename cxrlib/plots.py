@@ -17,6 +17,7 @@ from cxrlib.data.chestxray14 import find_data_entry, find_images, read_data_entr
 from cxrlib.data.imageio import read_image
 from cxrlib.labels import FINDINGS
 from cxrlib.phantoms.spec import NUISANCE_KNOBS
+from cxrlib.results import BETTER, NO_DIFFERENCE, NOT_COMPARED, WORSE, number_text
 
 
 def _axes(ax, figsize=(6, 4)):
@@ -476,12 +477,12 @@ def plot_roc_grid(predictions: dict[str, dict[str, np.ndarray]], findings: Seque
 
 
 # Colours of the forest plot: what the verdict on a run is, or what the run is for.
-VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "no difference shown": "#7f7f7f",
-                   "not compared": "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
+VERDICT_COLOURS = {BETTER: "#1a7f37", WORSE: "#c0392b", NO_DIFFERENCE: "#7f7f7f",
+                   NOT_COMPARED: "#b0b0b0", "baseline": "#111111", "control": "#8e44ad"}
 
 
 def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | None = None):
-    """Every experiment of a results table (:func:`cxrlib.runs.results_table`) as a forest
+    """Every experiment of a results table (:func:`cxrlib.results.results_table`) as a forest
     plot; returns the Figure.
 
     Per row: the 95% CI of the mean AUROC over seeds (bar), that mean (diamond) and each
@@ -497,14 +498,14 @@ def forest_plot(table: pd.DataFrame, baseline: str = "baseline", title: str | No
     y = np.arange(n)[::-1]  # the table's first row on top
     for yi, (_, r) in zip(y, table.iterrows()):
         role = "baseline" if r["experiment"] == baseline else "control" if r.get("kind") == "control" else r["verdict"]
-        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS["no difference shown"])
+        colour = VERDICT_COLOURS.get(role, VERDICT_COLOURS[NO_DIFFERENCE])
         if np.isfinite(r["CI low"]):
             ax.plot([r["CI low"], r["CI high"]], [yi, yi], color=colour, linewidth=3, alpha=0.45, solid_capstyle="butt")
         seeds = [v for v in (r.get("seed AUROCs") or ()) if np.isfinite(v)]
         ax.scatter(seeds, [yi] * len(seeds), s=14, color=colour, zorder=3, edgecolors="white", linewidths=0.5)
         ax.scatter([r["mean AUROC"]], [yi], marker="D", s=40, color=colour, zorder=4)
         if np.isfinite(r["diff vs baseline"]):
-            ax.annotate(f"{r['diff vs baseline']:+.3f}  {r['verdict']}", xy=(1.01, yi),
+            ax.annotate(f"{number_text(r['diff vs baseline'], signed=True)}  {r['verdict']}", xy=(1.01, yi),
                         xycoords=("axes fraction", "data"), va="center", fontsize=8, color=colour)
     base = table[table["experiment"] == baseline]
     if len(base):

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cxrlib.config import BASELINE, PROFILES_DIR, ExperimentConfig, apply_overrides, load_profile, profile_path
+import yaml
 
-PROJECT_ROOT = PROFILES_DIR.parent
+from cxrlib.config import BASELINE, ExperimentConfig, apply_overrides
+from cxrlib.project import PROFILES_DIR, PROJECT_ROOT
 SHARED_DATA_ENV = "CXRLIB_SHARED_DATA"
 
 # A notebook parameter whose literal default is None means "the profile's value", so that a
@@ -71,6 +72,23 @@ NOTEBOOK_PREFIX = "notebooks"
 COMMON_PARAMETERS = ("PROFILE", "DATA_DIR", "DEVICE", "RUNS_DIR", "REDO", "OVERRIDES")
 SEEDS = "seeds"  # the profile key, and the override prefix: seeds=[0,1], seeds.variants=[0]
 FULL_PROFILE_ONLY = "full_profile_only"
+
+
+def profile_path(profile: str | Path) -> Path:
+    """``smoke``, ``cpu``, ``full`` name a file in ``profiles/``; anything else is a path."""
+    path = Path(profile)
+    candidate = path if path.suffix in (".yaml", ".yml") else PROFILES_DIR / f"{profile}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"profile {str(profile)!r} not found at {candidate}; built-in profiles: {known}")
+    return candidate
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path} must be a YAML mapping, got {type(data).__name__}")
+    return data
 
 
 def project_path(path: str | Path) -> Path:
@@ -318,7 +336,7 @@ def load(
         path, name, raw = None, "defaults", {}
     else:
         path = profile_path(profile)
-        name, raw = path.stem, load_profile(path)
+        name, raw = path.stem, _read_yaml(path)
     section = raw.get("experiment") or {}
     if not isinstance(section, dict):
         raise ValueError(f"profile {path}: 'experiment' must be a mapping of config sections "

@@ -5,7 +5,7 @@ whose name starts with two digits (``00_data_exploration.ipynb`` ...) runs in or
 profile's parameters into ``reports/executed/``, is exported to ``reports/<stem>.html``, and
 ``reports/index.html`` opens with a forest plot of every run against the baseline and the
 shortcut control, states each comparison's conclusion in words made from the numbers
-(:func:`conclusions`), then gives the results table and links the notebooks.
+(:func:`cxrlib.results.conclusions`), then gives the results table and links the notebooks.
 
 Why a separate process per notebook (papermill's kernel) rather than ``exec``: the executed
 notebook with its outputs *is* the report, and a notebook that crashes or leaks memory takes
@@ -18,7 +18,6 @@ import datetime as _dt
 import html
 import io
 import json
-import math
 import os
 import platform
 import re
@@ -33,15 +32,13 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from cxrlib import plots, preflight, profiles, progress, references, runs
-from cxrlib.config import BASELINE
 from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
-from cxrlib.metrics import VERDICT_RULE, verdict
 from cxrlib.models import weights
 from cxrlib.profiles import Profile
-from cxrlib.runs import format_results, results_table
+from cxrlib.results import conclusions, format_results, results_table
+from cxrlib.project import NOTEBOOKS_DIR
 
-NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
 # The check before the first notebook probes each model's speed for at most this long.
 CHECK_PROBE_BUDGET_S = 15.0
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
@@ -354,126 +351,7 @@ def run_report(
     return report
 
 
-# ----------------------------------------------------------------------------- conclusions
-
-
-@dataclass(repr=False)
-class Conclusions:
-    """Each comparison of a results table in words made from its numbers, with the rule that
-    decided it. Displays as a list in a notebook; :meth:`html` for the index page."""
-
-    rule: str
-    baseline: str | None  # the baseline's own numbers, or None when the table has no baseline
-    control: str | None  # how far the baseline is above the shortcut control
-    comparisons: list[str]  # one sentence per other run
-
-    @property
-    def lines(self) -> list[str]:
-        return [x for x in (self.baseline, self.control) if x] + self.comparisons
-
-    def html(self) -> str:
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
-        return f'<p class="note">{html.escape(self.rule)}</p><ul class="conclusions">{items}</ul>'
-
-    def __repr__(self) -> str:
-        return "\n".join([self.rule, ""] + [f"- {line}" for line in self.lines])
-
-    def _repr_markdown_(self) -> str:
-        return "\n".join([f"*{self.rule}*", ""] + [f"- {line}" for line in self.lines])
-
-
-def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
-    """Each run of ``table`` (:func:`cxrlib.runs.results_table`) against ``baseline`` in one
-    sentence: the difference, its 95% CI and p-value, the per-seed differences and the
-    verdict with its reason (:func:`cxrlib.metrics.verdict`); and how far the baseline is
-    above the shortcut control. Nothing here is typed by hand: change a number in the table
-    and the sentence changes with it.
-    """
-    rows = {r["experiment"]: r for _, r in table.iterrows()}
-    base = rows.get(baseline)
-    base_text = control_text = None
-    if base is not None:
-        base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {base['mean AUROC']:.3f} "
-                     f"{_seed_words(base)}, 95% CI {_ci_words(base['CI low'], base['CI high'], '.3f')} "
-                     f"over {int(base['test images'])} test images ({base['split']}).")
-    comparisons = []
-    for name, r in rows.items():
-        if name == baseline:
-            continue
-        if base is None:
-            comparisons.append(f"{name}: no baseline run to compare with.")
-            continue
-        if not math.isfinite(r["diff vs baseline"]):
-            comparisons.append(f"{name} ({_what(r)}), mean AUROC {r['mean AUROC']:.3f}, was not compared with the "
-                               f"baseline: {r['reason'] or 'no paired comparison'}.")
-            continue
-        if r["kind"] == runs.CONTROL:
-            control_text = _control_words(name, r, base)
-            continue
-        d = r["diff vs baseline"]
-        v = verdict(r["diff CI low"], r["diff CI high"], r["seed diff min"], r["seed diff max"], int(r["seeds"]),
-                    int(base["seeds"]))
-        change = "the same as the baseline" if d == 0 else f"{abs(d):.3f} {'above' if d > 0 else 'below'} the baseline"
-        outcome = {"better": "better than the baseline", "worse": "worse than the baseline"}.get(v.label, v.label)
-        comparisons.append(
-            f"{name} ({_what(r)}): mean AUROC {r['mean AUROC']:.3f} {_seed_words(r)}, {change}: {d:+.3f}, "
-            f"95% CI {_ci_words(r['diff CI low'], r['diff CI high'], '+.3f')}, p {_p_words(r['p-value'])}, "
-            f"per-seed differences {_ci_words(r['seed diff min'], r['seed diff max'], '+.3f')}. "
-            f"Verdict: {outcome}, because {v.why}.")
-    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=comparisons)
-
-
-def _control_words(name: str, r, base) -> str:
-    gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
-    v = verdict(-r["diff CI high"], -r["diff CI low"], -r["seed diff max"], -r["seed diff min"], int(base["seeds"]),
-                int(r["seeds"]))
-    where = f"{gap:.3f} above" if gap > 0 else f"{-gap:.3f} below"
-    numbers = (f"95% CI of the gap {_ci_words(-r['diff CI high'], -r['diff CI low'], '+.3f')}, "
-               f"p {_p_words(r['p-value'])}, per-seed gaps "
-               f"{_ci_words(-r['seed diff max'], -r['seed diff min'], '+.3f')}")
-    if v.label == "better":
-        meaning = "the baseline reads more from the images than their global intensity statistics give"
-    elif v.label == "worse":
-        meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
-                   "the images")
-    else:
-        meaning = (f"the gap is not shown to be real ({v.why}): on these images global intensity statistics do "
-                   f"about as well, so read the AUROCs above with care")
-    return (f"The baseline's mean AUROC ({base['mean AUROC']:.3f}) is {where} that of {name} "
-            f"({r['mean AUROC']:.3f}; {r['model']}: a logistic regression on each image's grey-level statistics, "
-            f"with no spatial information): {numbers}. So {meaning}.")
-
-
-def _what(r) -> str:
-    if r.get("kind") == runs.CONTROL:
-        return str(r["model"])
-    parts = [str(r["model"])] + [str(r[k]) for k in ("head", "wrapper") if r[k] and r[k] != "gap"]
-    if r["loss"]:
-        parts.append(f"{r['loss']} loss")
-    if r["image size"] and not pd.isna(r["image size"]):
-        parts.append(f"{int(r['image size'])} px")
-    return ", ".join(parts)
-
-
-def _seed_words(r) -> str:
-    n = int(r["seeds"])
-    if r.get("kind") == runs.CONTROL:
-        return "(fitted once, no seed)"
-    if n < 2:
-        return "(one seed)"
-    return f"(mean of {n} seeds, SD {r['seed SD']:.3f}, range {r['seed min']:.3f} to {r['seed max']:.3f})"
-
-
-def _ci_words(lo: float, hi: float, fmt: str) -> str:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "not available"
-    return f"{lo:{fmt}} to {hi:{fmt}}"
-
-
-def _p_words(p: float) -> str:
-    if not math.isfinite(p):
-        return "not available"
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+# ----------------------------------------------------------------------------- localization
 
 
 def localization_summaries(runs_dir: str | Path) -> dict[str, pd.DataFrame]:

@@ -29,7 +29,11 @@ Every reader uses that one rule: training's reuse, the results table, the comman
 the demo's run list.
 
 Reloading a run never downloads: :func:`load_model` rebuilds the architecture without
-pretrained weights, then loads the run's own ``best.pt``.
+pretrained weights, then loads the run's own ``best.pt``, and returns it as a
+:class:`~cxrlib.predict.Predictor` that knows the run's image size, channels and label names.
+
+Comparing runs and putting them into words is :mod:`cxrlib.results`'s work; this module
+only stores and reads.
 """
 from __future__ import annotations
 
@@ -47,11 +51,11 @@ import torch
 from torch import nn
 
 from cxrlib import checkpoint as ckpt_io
-from cxrlib.config import BASELINE, ExperimentConfig
+from cxrlib.config import ExperimentConfig
 from cxrlib.fileio import atomic_file, atomic_write_text
-from cxrlib.labels import FINDINGS
-from cxrlib.metrics import paired_comparison, paired_seed_comparison, seed_mean_auroc, verdict
+from cxrlib import labels
 from cxrlib.models import create_model_from_config
+from cxrlib.predict import Predictor
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -79,6 +83,16 @@ class RunResult:
     predictions: dict[str, np.ndarray] | None
     train_seconds: float
     model: nn.Module | None
+
+    @property
+    def predictor(self) -> Predictor:
+        """The run's model with its input contract, on the model's device; its outputs named as
+        its test predictions name them (as the config names them for a run not yet evaluated)."""
+        if self.model is None:
+            raise ValueError(f"the run {self.run_dir} was read without its model: load it with with_model=True")
+        names = self.predictions["label_names"] if self.predictions else labels.label_names(
+            self.config.data.include_no_finding)
+        return Predictor.for_config(self.model, self.config, [str(n) for n in names])
 
 
 @dataclass(frozen=True)
@@ -413,13 +427,14 @@ def has_model(run_dir: str | Path) -> bool:
     return (Path(run_dir) / BEST).is_file()
 
 
-def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The run's model with its best weights, in eval mode; never downloads anything.
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """The run's model with its best weights and its input contract (a
+    :class:`~cxrlib.predict.Predictor`: fed at the run's own size and channels, its outputs
+    named as in training), in eval mode; never downloads anything.
 
     The architecture is rebuilt without pretrained weights (a run trained from ImageNet
     weights must reload on a machine with no network), then ``best.pt`` (read with
-    ``weights_only=True``) supplies every weight. The model carries ``label_names`` and the
-    run's ``image_size``.
+    ``weights_only=True``) supplies every weight.
     """
     run_dir = Path(run_dir)
     path = run_dir / BEST
@@ -432,9 +447,7 @@ def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     if getattr(model, "stages", None) and best.get("stage"):
         model.set_stage(best["stage"])
     model.load_state_dict(best["model"])
-    model.label_names = list(best["label_names"])
-    model.image_size = int(cfg.data.image_size)
-    return model.to(device).eval()
+    return Predictor.for_config(model, cfg, list(best["label_names"]), device)
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -454,255 +467,13 @@ def load_run(run_dir: str | Path, with_model: bool = True, device: str | torch.d
     hist = read_history(run_dir)
     metrics = read_metrics(run_dir)
     preds = load_predictions(run_dir) if (run_dir / PREDICTIONS).is_file() else None
-    model = load_model(run_dir, device) if with_model and has_model(run_dir) else None
+    model = load_model(run_dir, device).module if with_model and has_model(run_dir) else None
     if metrics:
         seconds = float(metrics.get("train_seconds", 0.0))
     else:
         seconds = float(hist["seconds"].iloc[-1]) if hist is not None and len(hist) else 0.0
     return RunResult(run_dir=run_dir, config=cfg, history=hist, metrics=metrics, predictions=preds,
                      train_seconds=seconds, model=model)
-
-
-# ----------------------------------------------------------------------------- comparing
-
-
-def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    names = [str(n) for n in pred["label_names"]]
-    cols = [names.index(f) for f in FINDINGS if f in names]
-    return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
-
-
-@dataclass
-class _Scored:
-    """An experiment's seeds on its test images, over the 14 findings (No Finding left out)."""
-
-    ids: np.ndarray
-    patient_ids: np.ndarray | None
-    targets: np.ndarray
-    scores: list[np.ndarray]  # one [N, F] per seed
-    names: list[str]
-
-
-def _scored(run_dirs: Sequence[str | Path]) -> _Scored:
-    first = load_predictions(run_dirs[0])
-    y, s, names = _finding_columns(first)
-    ids = np.asarray(first["ids"]).astype(str)
-    scores = [s]
-    for d in run_dirs[1:]:
-        pred = load_predictions(d)
-        y2, s2, names2 = _finding_columns(pred)
-        if names2 != names or not np.array_equal(np.asarray(pred["ids"]).astype(str), ids) or not np.array_equal(y2, y):
-            raise ValueError(f"{d}: its test images or labels differ from those of {run_dirs[0]}; the seeds of one "
-                             f"experiment share the test set (the split follows data.seed, never the training seed)")
-        scores.append(s2)
-    patients = np.asarray(first["patient_ids"]) if "patient_ids" in first else None
-    return _Scored(ids, patients, y, scores, names)
-
-
-def _common(a: _Scored, b: _Scored) -> tuple[np.ndarray, np.ndarray] | None:
-    """Positions in ``a`` and ``b`` of the test images both scored, or None when they share too
-    few, or disagree on the findings or the labels (another split or dataset)."""
-    if a.names != b.names:
-        return None
-    pos_b = {i: k for k, i in enumerate(b.ids)}
-    common = [(k, pos_b[i]) for k, i in enumerate(a.ids) if i in pos_b]
-    if len(common) < 2:
-        return None
-    ia = np.array([k for k, _ in common])
-    ib = np.array([k for _, k in common])
-    if not np.array_equal(a.targets[ia], b.targets[ib]):
-        return None
-    return ia, ib
-
-
-def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path], n_bootstrap: int = 1000,
-                        seed: int = 0) -> dict[str, Any] | None:
-    """An experiment's seeds against the baseline's on the test images both scored:
-    :func:`~cxrlib.metrics.paired_seed_comparison` of other minus base, or None when they
-    share no test images with the same labels (another split or dataset)."""
-    return _compare(_scored(base_runs), _scored(other_runs), n_bootstrap, seed)
-
-
-def _compare(base: _Scored, other: _Scored, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
-    pair = _common(base, other)
-    if pair is None:
-        return None
-    ib, io = pair
-    patients = base.patient_ids[ib] if base.patient_ids is not None else None
-    return paired_seed_comparison(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
-                                  patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed, label_names=base.names)
-
-
-def compare_runs(
-    run_a: str | Path,
-    run_b: str | Path,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-) -> dict[str, Any] | None:
-    """Paired mean-AUROC difference b - a of two single runs on the test images both scored,
-    with per-finding DeLong tests (:func:`~cxrlib.metrics.paired_comparison`), or None.
-
-    None when the two runs share no test images with the same labels (another split or
-    dataset): such a difference would compare different questions.
-    """
-    a, b = _scored([run_a]), _scored([run_b])
-    pair = _common(a, b)
-    if pair is None:
-        return None
-    ia, ib = pair
-    patients = a.patient_ids[ia] if a.patient_ids is not None else None
-    # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
-    return paired_comparison(a.targets[ia], b.scores[0][ib], a.scores[0][ia], patient_ids=patients,
-                             n_bootstrap=n_bootstrap, seed=seed, label_names=a.names)
-
-
-_COLUMNS = [
-    "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
-    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high",
-    "diff vs baseline", "diff CI low", "diff CI high", "p-value", "seed diff min", "seed diff max",
-    "verdict", "reason", "train seconds", "run_dir",
-]
-
-
-def results_table(
-    runs: str | Path | Mapping[str, Sequence[str | Path]],
-    baseline: str = BASELINE,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    leave_out: Sequence[str] = (),
-    problems: list[str] | None = None,
-) -> pd.DataFrame:
-    """One row per experiment: what it was, its seeds, its mean AUROC with the seed spread and
-    a 95% CI, the paired difference from ``baseline`` and the verdict on it.
-
-    ``runs`` is a runs folder (every finished experiment in it, :func:`experiment_runs`) or
-    ``{name: [run folder per seed]}``. Per experiment, over the findings:
-
-    * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC (``seed AUROCs``);
-      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the
-      patient-bootstrap 95% CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
-    * ``diff vs baseline`` with ``diff CI``, ``p-value``: the paired difference of the two
-      seed means on the same test patients; ``seed diff min``/``max``: the range of its
-      per-seed differences (:func:`~cxrlib.metrics.paired_seed_comparison`);
-    * ``verdict`` and ``reason``: :func:`~cxrlib.metrics.verdict`, the one rule.
-
-    The baseline comes first, then any control, then the rest by name. ``leave_out`` names
-    experiments not to show (a profile's "full profile only" models); ``problems`` collects
-    what was skipped and why.
-    """
-    groups = experiment_runs(runs, problems) if isinstance(runs, (str, Path)) else dict(runs)
-    groups = {name: [Path(d) for d in dirs] for name, dirs in groups.items() if name not in leave_out and dirs}
-    scored = {name: _scored(dirs) for name, dirs in groups.items()}
-    base = scored.get(baseline)
-    rows = []
-    for name, dirs in groups.items():
-        sc = scored[name]
-        metrics = read_metrics(dirs[0]) or {}
-        cfg = json.loads((dirs[0] / CONFIG).read_text()) if (dirs[0] / CONFIG).is_file() else {}
-        kind = kind_of(metrics)
-        model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
-        stats = seed_mean_auroc(sc.targets, sc.scores, sc.names, patient_ids=sc.patient_ids,
-                                n_bootstrap=n_bootstrap, seed=seed)
-        seconds = [_float((read_metrics(d) or {}).get("train_seconds")) for d in dirs]
-        row: dict[str, Any] = {
-            "experiment": name,
-            "kind": kind,
-            "model": model.get("name", "") if kind == MODEL else str((metrics.get("model") or {}).get("name", kind)),
-            "head": model.get("head", "") if kind == MODEL else "",
-            "wrapper": (model.get("wrapper") or "") if kind == MODEL else "",
-            "loss": train.get("loss", "") if kind == MODEL else "",
-            "labels": len(metrics.get("label_names", [])) or None,
-            "image size": data.get("image_size"),
-            "split": metrics.get("split", ""),
-            "test images": len(sc.ids),
-            "seeds": stats["n_seeds"],
-            "mean AUROC": stats["mean"],
-            "seed SD": stats["sd"],
-            "seed min": stats["min"],
-            "seed max": stats["max"],
-            "seed AUROCs": tuple(stats["per_seed"]),
-            "CI low": _float(stats["ci"][0]),
-            "CI high": _float(stats["ci"][1]),
-            "diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,
-            "seed diff min": math.nan, "seed diff max": math.nan, "verdict": "", "reason": "",
-            "train seconds": float(np.nanmean(seconds)) if np.isfinite(seconds).any() else math.nan,
-            "run_dir": str(dirs[0]),
-        }
-        if base is not None and name != baseline:
-            cmp = _compare(base, sc, n_bootstrap, seed)
-            dci = (cmp or {}).get("ci") or [math.nan, math.nan]
-            if cmp is not None:
-                row.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(dci[0]),
-                            "diff CI high": _float(dci[1]), "p-value": _float(cmp.get("p_value")),
-                            "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
-            v = verdict(row["diff CI low"], row["diff CI high"], row["seed diff min"], row["seed diff max"],
-                        stats["n_seeds"], len(base.scores))
-            row.update({"verdict": v.label, "reason": v.reason})
-        rows.append(row)
-    table = pd.DataFrame(rows, columns=_COLUMNS)
-    if len(table):
-        order = np.where(table["experiment"] == baseline, 0, np.where(table["kind"] == CONTROL, 1, 2))
-        table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
-    return table
-
-
-def format_results(table: pd.DataFrame) -> pd.DataFrame:
-    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 [-0.010, +0.035]``."""
-    out = pd.DataFrame()
-    out["experiment"] = table["experiment"]
-    out["model"] = [
-        " + ".join(x for x in (r["model"], r["head"] if r["head"] not in ("", "gap") else "", r["wrapper"]) if x)
-        for _, r in table.iterrows()
-    ]
-    out["loss"] = table["loss"]
-    out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
-    out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
-    out["split"] = table["split"]
-    out["seeds"] = [_seeds_text(n, k) for n, k in zip(table["seeds"], table["kind"])]
-    out["mean AUROC [95% CI]"] = [
-        _ci_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
-    ]
-    out["seed SD [min, max]"] = [
-        "" if pd.isna(sd) else f"{sd:.3f} [{lo:.3f}, {hi:.3f}]"
-        for sd, lo, hi in zip(table["seed SD"], table["seed min"], table["seed max"])
-    ]
-    out["vs baseline [95% CI]"] = [
-        "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-        for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
-    ]
-    out["p-value"] = table["p-value"].map(_p_text)
-    out["per-seed differences"] = [
-        "" if pd.isna(lo) else f"{lo:+.3f} to {hi:+.3f}"
-        for lo, hi in zip(table["seed diff min"], table["seed diff max"])
-    ]
-    out["verdict"] = table["verdict"]
-    out["train time"] = [_time_text(s) + (" per seed" if n > 1 and not pd.isna(s) else "")
-                         for s, n in zip(table["train seconds"], table["seeds"])]
-    return out
-
-
-def _seeds_text(n: Any, kind: str) -> str:
-    if kind == CONTROL:
-        return "none (fitted)"  # a control is fitted once, deterministically: there is no seed to vary
-    return "" if pd.isna(n) else str(int(n))
-
-
-def _ci_text(m: float, lo: float, hi: float) -> str:
-    if pd.isna(m):
-        return "undefined"
-    return f"{m:.3f}" + ("" if pd.isna(lo) else f" [{lo:.3f}, {hi:.3f}]")
-
-
-def _p_text(p: float) -> str:
-    if pd.isna(p):
-        return ""
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _time_text(s: float) -> str:
-    if pd.isna(s):
-        return ""
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
 def _float(value: Any) -> float:

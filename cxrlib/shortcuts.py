@@ -8,10 +8,10 @@ matter: the untreated ones, who have no drain yet.
 
 The phantoms reproduce this on purpose when asked (``PhantomSpec.confounder``): a drain on
 most Pneumothorax images of the training split only. This module trains nothing itself; it
-names the lesson's runs (:func:`lesson_configs`), draws a test split as the training split is
-drawn (:func:`drained_part`), scores models on both test splits (:func:`stratified_table`),
-measures where their heatmaps point (:func:`drain_pointing`) and shows it
-(:func:`plot_drain_heatmaps`).
+names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 10's plan
+for the check), draws a test split as the training split is drawn (:func:`drained_part`),
+scores models on both test splits (:func:`stratified_table`), measures where their heatmaps
+point (:func:`drain_pointing`) and shows it (:func:`plot_drain_heatmaps`).
 """
 from __future__ import annotations
 
@@ -22,15 +22,13 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
-from cxrlib import cam, phantoms
+from cxrlib import cam, experiments, phantoms
 from cxrlib.config import ExperimentConfig
-from cxrlib.data.datasets import preprocess
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
-from cxrlib.train import predict_images
+from cxrlib.results import MISSING, interval_text
 
 FINDING = "Pneumothorax"
 # The lesson's run lives in a subfolder of the study's runs: it is a demonstration of a
@@ -60,6 +58,12 @@ def lesson_configs(base: ExperimentConfig, share: float = 0.9,
         clean = dataclasses.replace(base, name="clean", runs_dir=lesson_dir, data=data)
     drain = dataclasses.replace(clean, name=RUN_NAME, runs_dir=lesson_dir, data=with_confounder(clean.data, share))
     return clean, drain
+
+
+def lesson_plan(profile, head: str = "", share: float = 0.9, num_phantoms: int = 0) -> list[ExperimentConfig]:
+    """Notebook 10's runs (its plan, :class:`cxrlib.experiments.NotebookPlan`): the
+    :func:`lesson_configs` of the run notebook 07 scores, the baseline with ``head``."""
+    return list(lesson_configs(experiments.heatmap_config(profile, head), share, num_phantoms))
 
 
 def has_drains(data_cfg, dataset, training: bool) -> np.ndarray:
@@ -137,8 +141,7 @@ def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap:
         pred = run.predictions
         if not np.array_equal(np.asarray(pred["ids"]).astype(str), part.image_ids.astype(str)):
             raise ValueError(f"run {name!r} scored other test images than the drained split: another split or size")
-        channels, size = run.config.model.in_chans, run.config.data.image_size
-        drained = predict_images(run.model, list(part.images), size, channels)
+        drained = run.predictor.probabilities(list(part.images))
         for split, scores in ((WITH_DRAINS, drained), (WITHOUT_DRAINS, np.asarray(pred["scores"]))):
             r = auroc_report(part.targets, scores, part.label_names, patient_ids=part.patient_ids,
                              n_bootstrap=n_bootstrap, seed=seed)
@@ -146,20 +149,15 @@ def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap:
             lo, hi = per["auroc_ci"]
             rows.append({
                 "model": name, "test split": split, f"{FINDING} AUROC": per["auroc"],
-                "95% CI": f"{_num(lo):.3f} to {_num(hi):.3f}", "mean AUROC": r["mean_auroc"],
+                "95% CI": interval_text(lo, hi, missing=MISSING), "mean AUROC": r["mean_auroc"],
                 "positives with a drain": f"{int(part.drains[positives].sum()) if split == WITH_DRAINS else 0} "
                                           f"of {int(positives.sum())}",
             })
     return pd.DataFrame(rows).set_index(["model", "test split"])
 
 
-def _num(x) -> float:
-    return float("nan") if x is None else float(x)
-
-
-def _heat(model, images: np.ndarray, channels: int, size: int, method: str) -> np.ndarray:
-    x = torch.stack([preprocess(im, size, channels) for im in images])
-    return cam.heatmaps(model, x, FINDING, method=method)
+def _heat(run, images: np.ndarray, method: str) -> np.ndarray:
+    return run.predictor.heatmaps(list(images), FINDING, method=method)
 
 
 def drain_pointing(runs: Mapping[str, object], part: DrainedPart, method: str = "gradcam") -> pd.DataFrame:
@@ -172,7 +170,7 @@ def drain_pointing(runs: Mapping[str, object], part: DrainedPart, method: str = 
     near = _dilate(part.drain_masks[on])
     rows = []
     for name, run in runs.items():
-        maps = _heat(run.model, part.images[on], run.config.model.in_chans, run.config.data.image_size, method)
+        maps = _heat(run, part.images[on], method)
         hottest = maps.reshape(len(on), -1).argmax(axis=1)
         flat_drain, flat_lesion = near.reshape(len(on), -1), part.lesion_masks[on].reshape(len(on), -1)
         rows.append({"model": name, "images with a drain": len(on),
@@ -203,7 +201,7 @@ def plot_drain_heatmaps(runs: Mapping[str, object], part: DrainedPart, n: int = 
     if len(on) == 0:
         raise ValueError("no test image carries a drain: raise the confounder share or the number of phantoms")
     names = list(runs)
-    maps = {name: _heat(r.model, part.images[on], r.config.model.in_chans, r.config.data.image_size, method)
+    maps = {name: _heat(r, part.images[on], method)
             for name, r in runs.items()}
     fig, axes = plt.subplots(len(on), 1 + len(names), figsize=(panel * (1 + len(names)), panel * len(on)),
                              squeeze=False)

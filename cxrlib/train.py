@@ -28,7 +28,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,6 @@ from cxrlib import distributed, runs
 from cxrlib import progress as progress_events  # named apart from fit's progress= flag
 from cxrlib.config import ExperimentConfig, TrainConfig
 from cxrlib.data import load_data
-from cxrlib.data.datasets import preprocess
 from cxrlib.feed import Feed
 from cxrlib.losses import create_loss
 from cxrlib.metrics import auroc_report, mean_auroc
@@ -361,6 +360,7 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     fingerprint is resumed (``resume=False`` starts over); ``checkpoint_every`` also
     checkpoints every that many optimizer steps. Returns the model with its best weights.
     """
+    cfg.validate()  # every name and size, before a device, a process group or the data is touched
     tc = cfg.train
     info, device = distributed.setup(tc.device)
     if tc.threads:
@@ -630,20 +630,3 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
                      train_seconds=result.train_seconds, model=result.model)
-
-
-def predict_images(model: nn.Module, images_u8_list: Sequence[np.ndarray], image_size: int, channels: int,
-                   batch_size: int = 32, device: str | torch.device | None = None) -> np.ndarray:
-    """Probabilities ``[N, K]`` for uint8 grayscale images of any size (resized as the cache does)."""
-    if device is None:
-        p = next(iter(model.parameters()), None)
-        device = p.device if p is not None else torch.device("cpu")
-    model = _unwrap(model).eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images_u8_list), batch_size):
-            x = torch.stack([preprocess(np.asarray(im), image_size, channels) for im in images_u8_list[i:i + batch_size]])
-            out.append(torch.sigmoid(model(x.to(device)).float()).cpu().numpy())
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out)

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real sample data lives, and whether it must be there.
+"""Shared fixtures: where the real sample data lives and whether it must be there, a machine
+with no network, the smoke profile's phantoms, and run folders made to order.
 
 The real ChestX-ray14 sample and the MedMNIST npz sit in ``../shared/data`` beside the
 checkout (override with CXRLIB_SHARED_DATA). Locally a missing folder skips the tests that
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,38 @@ def sample_cache(tmp_path_factory, cxr14_sample) -> Path:
 @pytest.fixture(scope="session")
 def pneumoniamnist_npz(shared_data) -> Path:
     return _need(shared_data / "pneumoniamnist" / "pneumoniamnist.npz", "PneumoniaMNIST npz")
+
+
+@pytest.fixture(scope="session")
+def phantom_data(tmp_path_factory):
+    """The smoke profile's phantom bundle (32 px), its image cache built once per test session
+    in a temporary folder. Shared by every test that asks: a test changes it only through
+    ``monkeypatch``."""
+    cache = tmp_path_factory.mktemp("phantom_cache")
+    return load_data(profiles.load("smoke", overrides=[f"data.cache_dir={cache}"]).baseline.data, progress=False)
+
+
+@pytest.fixture()
+def offline(monkeypatch, tmp_path):
+    """A machine with no network: sockets refuse, the Hugging Face cache and the weights folder
+    are empty, and whether the hub answers is asked afresh (it cannot be reached), so any
+    download attempt fails."""
+    import huggingface_hub.constants as hub
+
+    from cxrlib.models import weights
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # not told: the probe must find out
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
+    weights.forget_hub_state()
+    yield
+    weights.forget_hub_state()
 
 
 # ----------------------------------------------------------------------------- run folders
@@ -154,3 +188,12 @@ def seeded_runs(tmp_path):
                   **{"train.loss": "focal"})
     (root / "better" / "seed7").mkdir()  # a seed still training: not counted
     return root
+
+
+@pytest.fixture()
+def study(seeded_runs, control_run):
+    """The seeded runs folder with a shortcut control beside the baseline."""
+    base = runs.load_predictions(seeded_runs / "baseline")
+    noise = np.random.default_rng(5).random(base["targets"].shape).astype(np.float32)
+    control_run(seeded_runs, base["targets"], base["ids"], 0.05 * base["targets"] + noise)
+    return seeded_runs

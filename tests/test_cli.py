@@ -30,10 +30,10 @@ def test_config_layers_profile_options_and_set():
                                       "--name", "x", "--set", "train.batch_size=4", "--set", "train.lr=0.01",
                                       "--wrapper", "none"])
     cfg = build_config(args)
-    from cxrlib.config import load_profile
+    from cxrlib import profiles
 
-    profile = load_profile("smoke")["experiment"]
-    assert cfg.data.image_size == profile["data"]["image_size"] and cfg.runs_dir == profile["runs_dir"]
+    profile = profiles.load("smoke").baseline
+    assert cfg.data.image_size == profile.data.image_size and cfg.runs_dir == profile.runs_dir
     assert (cfg.train.epochs, cfg.model.name, cfg.name, cfg.train.batch_size, cfg.train.lr) == (4, "densenet121", "x",
                                                                                               4, 0.01)
     assert cfg.model.wrapper is None

@@ -97,16 +97,6 @@ def rendered_size(app) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory):
-    """The smoke profile's phantoms (64 images, 32 px cache), cached in a temporary folder."""
-    from cxrlib.data import load_data
-
-    cache = tmp_path_factory.mktemp("cache")
-    config = demo_profile("smoke", overrides=[f"data.cache_dir={cache}"]).baseline
-    return load_data(config.data, progress=False)
-
-
 @pytest.fixture()
 def app(phantom_data, tmp_path):
     return build_demo(data=phantom_data, runs_dir=tmp_path / "runs", untrained=["resnet18"])
@@ -375,7 +365,8 @@ def test_run_that_cannot_load_gives_a_message(phantom_data, tmp_path):
 @pytest.mark.slow
 def test_trained_run_is_offered_and_used(phantom_data, tmp_path):
     """A real (tiny) run: listed with its AUROC, loaded, and its probabilities match the engine's."""
-    from cxrlib.train import predict_images, run_experiment
+    from cxrlib.predict import predict_images
+    from cxrlib.train import run_experiment
 
     config = demo_profile("smoke", runs_dir=tmp_path / "runs",
                          overrides=[f"data.cache_dir={phantom_data.cache.folder.parent.parent}",

@@ -63,8 +63,10 @@ def test_no_import_cycles():
         state[node] = 1
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
-            # a package's __init__ importing its own submodules is how packages are built
-            if nxt.startswith(node + "."):
+            # a submodule taking names from its own package's __init__ is how packages are used;
+            # the __init__'s imports of its submodules are followed, so a loop through a package
+            # (config -> models -> models.weights -> ... -> config) is found
+            if node.startswith(nxt + "."):
                 continue
             if state.get(nxt) == 1:
                 cycles.append(stack[stack.index(nxt):] + [nxt])
@@ -99,3 +101,17 @@ def test_function_level_imports_between_cxrlib_modules_say_why():
                 if not any("#" in line for line in block):
                     unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not unexplained, "function-level imports without a reason:\n" + "\n".join(unexplained)
+
+
+def test_lesson_modules_stay_out_of_the_core_chain():
+    """The command line, the report runner, the check and the experiments never import a
+    lesson module (shortcuts plans its own runs from the core, not the other way round)."""
+    graph = _import_graph()
+    core = ("cxrlib.cli", "cxrlib.report", "cxrlib.preflight", "cxrlib.experiments", "cxrlib.train")
+    reached, todo = set(), list(core)
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo += sorted(graph.get(name, ()))
+    assert "cxrlib.shortcuts" not in reached

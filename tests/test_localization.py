@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cxrlib import localization as loc, references, runs
+from cxrlib.labels import FINDINGS
 
 
 def spot(shape=(10, 10), at=((2, 3),)):
@@ -335,7 +336,7 @@ class _FakeDataset:
     def __init__(self, ids, image):
         self.image_ids = np.array(ids)
         self.targets = np.zeros((len(ids), 14), np.float32)
-        self.label_names = list(loc.FINDINGS)
+        self.label_names = list(FINDINGS)
         self.image = image
 
     def __getitem__(self, i):
@@ -347,7 +348,12 @@ def _offers(masks: bool, boxes: bool) -> SimpleNamespace:
     return SimpleNamespace(masks=masks, boxes=boxes)
 
 
-def test_evaluate_localization_boxes_on_full_image():
+def _gradcam(heat: loc.HeatmapScores):
+    """The Grad-CAM table (means per finding) and per-region scores of one scoring."""
+    return heat.table().loc["gradcam"], heat.scores["gradcam"]
+
+
+def test_score_heatmaps_boxes_on_full_image():
     size, full = 16, 64
     img = torch.zeros(1, size, size)
     img[0, 4, 12] = 1.0  # bright pixel at (row 4, col 12) of the model input
@@ -362,7 +368,7 @@ def test_evaluate_localization_boxes_on_full_image():
         mask=lambda i, f: pytest.fail("this data offers no masks"),
     )
     model = _PeakModel()
-    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv], n_random=8)
+    table, scores = _gradcam(loc.score_heatmaps(model, data, target_layers=[model.conv], n_random=8))
     assert list(scores["finding"]) == ["Nodule", "Infiltration"]
     assert list(scores["pointing_game"]) == [True, False]
     assert table.loc["Nodule", "random_baseline"] == pytest.approx(16 / full**2)
@@ -375,7 +381,7 @@ def test_evaluate_localization_boxes_on_full_image():
     assert versus.loc[("Nodule", "pointing_game"), "random map"] == scores["random:pointing_game"].iloc[0]
 
 
-def test_evaluate_localization_uses_masks_when_offered():
+def test_score_heatmaps_uses_masks_when_offered():
     size = 16
     img = torch.zeros(1, size, size)
     img[0, 10, 3] = 1.0
@@ -390,46 +396,35 @@ def test_evaluate_localization_uses_masks_when_offered():
         mask=lambda i, f: mask if f == "Nodule" else None,
     )
     model = _PeakModel()
-    table, scores = loc.evaluate_localization(model, data, target_layers=[model.conv], n_random=4)
+    table, scores = _gradcam(loc.score_heatmaps(model, data, target_layers=[model.conv], n_random=4))
     assert list(scores["image_id"]) == ["p0.png"] and list(scores["finding"]) == ["Nodule"]
     assert scores["pointing_game"].item() is True
     assert table.loc["Nodule", "random_baseline"] == pytest.approx(9 / 256)
     assert table.loc["Nodule", "energy"] == pytest.approx(1.0)  # the Grad-CAM of one bright pixel
 
 
-def test_evaluate_localization_needs_declared_ground_truth():
+def test_score_heatmaps_needs_declared_ground_truth():
     ds = _FakeDataset(["a.png"], torch.zeros(1, 8, 8))
     model = _PeakModel()
     with pytest.raises(TypeError, match="offers"):
-        loc.evaluate_localization(model, SimpleNamespace(test=ds, source="phantoms"), target_layers=[model.conv])
+        loc.score_heatmaps(model, SimpleNamespace(test=ds, source="phantoms"), target_layers=[model.conv])
     with pytest.raises(ValueError, match="neither lesion masks nor boxes"):
-        loc.evaluate_localization(model, SimpleNamespace(test=ds, offers=_offers(False, False)),
-                                  target_layers=[model.conv])
+        loc.score_heatmaps(model, SimpleNamespace(test=ds, offers=_offers(False, False)), target_layers=[model.conv])
 
 
 # ----------------------------------------------------------------------------- real phantoms, several methods
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """A real phantom bundle (the smoke profile's 120 phantoms at 32 px), not a stand-in."""
-    from cxrlib import profiles
-    from cxrlib.data import load_data
-
-    cache = tmp_path_factory.mktemp("phantom_cache")
-    return load_data(profiles.load("smoke", overrides=[f"data.cache_dir={cache}"]).baseline.data, progress=False)
-
-
-def test_phantoms_are_scored_against_their_masks_never_boxes(phantoms, monkeypatch):
-    assert phantoms.offers.masks and loc.ground_truth_of(phantoms) == loc.MASKS
-    monkeypatch.setattr(phantoms, "boxes", lambda *a: pytest.fail("phantoms must be scored against their masks"))
-    monkeypatch.setattr(phantoms, "full_image", lambda *a: pytest.fail("masks are scored at the input size"))
-    regions = loc.localization_regions(phantoms)
+def test_phantoms_are_scored_against_their_masks_never_boxes(phantom_data, monkeypatch):
+    assert phantom_data.offers.masks and loc.ground_truth_of(phantom_data) == loc.MASKS
+    monkeypatch.setattr(phantom_data, "boxes", lambda *a: pytest.fail("phantoms must be scored against their masks"))
+    monkeypatch.setattr(phantom_data, "full_image", lambda *a: pytest.fail("masks are scored at the input size"))
+    regions = loc.localization_regions(phantom_data)
     assert len({r.image_id for r in regions}) >= 5
     for r in regions:
-        assert r.shape == (32, 32) and np.array_equal(r.truth, phantoms.mask(r.image_id, r.finding))
+        assert r.shape == (32, 32) and np.array_equal(r.truth, phantom_data.mask(r.image_id, r.finding))
     model = _PeakModel()
-    table, scores = loc.evaluate_localization(model, phantoms, target_layers=[model.conv], n_random=2)
+    table, scores = _gradcam(loc.score_heatmaps(model, phantom_data, target_layers=[model.conv], n_random=2))
     # The pointing game's chance is each mask's own area share, well below its bounding box's.
     masks = [r.truth for r in regions]
     assert scores["random_baseline"].tolist() == pytest.approx([m.mean() for m in masks])
@@ -452,7 +447,7 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     data = _boxed_fake(7, img, SimpleNamespace(finding="Nodule", x=48, y=16, w=4, h=4))
     calls = []
     draw = loc.random_maps
-    monkeypatch.setattr(loc, "random_maps", lambda *a, **k: calls.append(a) or draw(*a, **k))
+    monkeypatch.setattr("cxrlib.localization.chance.random_maps", lambda *a, **k: calls.append(a) or draw(*a, **k))
     model = _PeakModel()
     heat = loc.score_heatmaps(model, data, ["gradcam", "gradcam++", "eigencam"], target_layers=[model.conv],
                               n_random=4, n_bootstrap=100)

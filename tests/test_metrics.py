@@ -7,8 +7,8 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxrlib.labels import FINDINGS
-from cxrlib.metrics import (VERDICT_RULE, auroc, auroc_report, delong_test, mean_auroc, paired_comparison,
-                            paired_seed_comparison, seed_mean_auroc, verdict)
+from cxrlib.metrics import (auroc, auroc_report, delong_test, mean_auroc, paired_comparison, paired_seed_comparison,
+                            seed_mean_auroc)
 
 
 def _data(n=300, k=4, seed=0, signal=1.0):
@@ -294,29 +294,3 @@ def test_paired_seed_comparison_differences_of_seed_means_and_every_seed_pair():
     ref = paired_comparison(y, a[0], b[0], patient_ids=patients, n_bootstrap=300, seed=2)
     assert (one["diff"], one["p_value"]) == pytest.approx((ref["diff"], ref["p_value"]))
     assert one["ci"] == pytest.approx(ref["ci"])
-
-
-@pytest.mark.parametrize("case, args, called, label, words", [
-    ("both agree, better", (0.01, 0.05, 0.002, 0.06, 3, 3), True, "better", "excludes 0 and every seed agrees"),
-    ("both agree, worse", (-0.05, -0.01, -0.07, -0.004, 3, 3), True, "worse", "every seed agrees"),
-    ("paired test significant, seeds disagree", (0.01, 0.05, -0.02, 0.08, 3, 3), False, "no difference shown",
-     "seeds overlap (per-seed differences -0.020 to +0.080)"),
-    ("seeds agree, paired CI includes 0", (-0.01, 0.05, 0.01, 0.04, 3, 3), False, "no difference shown",
-     "paired 95% CI [-0.010, +0.050] includes 0"),
-    ("neither", (-0.01, 0.05, -0.02, 0.04, 3, 3), False, "no difference shown", "includes 0 and the seeds overlap"),
-    ("one seed each", (0.01, 0.05, 0.03, 0.03, 1, 1), False, "no difference shown", "seed spread is not measured"),
-    ("one seed against the baseline's three", (0.01, 0.05, 0.01, 0.04, 1, 3), True, "better", "every seed agrees"),
-    ("the two checks point opposite ways", (0.01, 0.05, -0.04, -0.01, 3, 3), False, "no difference shown",
-     "point the other way"),
-    ("another test set", (math.nan, math.nan, math.nan, math.nan, 3, 3), False, "not compared", "same test images"),
-])
-def test_verdict_calls_a_difference_only_when_the_paired_test_and_the_seeds_agree(case, args, called, label, words):
-    v = verdict(*args)
-    assert (v.called, v.label) == (called, label), case
-    assert words in v.reason, (case, v.reason)
-    assert v.direction == (0 if not called else 1 if label == "better" else -1)
-
-
-def test_the_verdict_rule_is_stated_where_it_is_applied():
-    for phrase in ("95% CI of the paired difference", "excludes 0", "every seed", "at least two seeds"):
-        assert phrase in VERDICT_RULE

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlib import experiments, localization, references, report, runs
+from cxrlib import experiments, localization, references, report, results, runs
 from cxrlib.labels import FINDINGS
 
 from executed_notebooks import RUN_FILES, RUNS, injected_parameters
@@ -194,7 +194,7 @@ def test_results_lists_every_run(smoke):
     every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
     for name in every:
         assert name in text
-    table = runs.results_table(smoke.runs_dir, n_bootstrap=20)
+    table = results.results_table(smoke.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
     # the shortcut control: a row of its own kind right after the baseline, never in the demo's menu
     assert list(table["experiment"][:2]) == ["baseline", experiments.CONTROL]
@@ -205,7 +205,7 @@ def test_results_lists_every_run(smoke):
     assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
     # the verdict rule and each comparison in words, from the same table as the index
     assert "called a difference only when two checks agree" in text
-    words = report.conclusions(runs.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
+    words = results.conclusions(results.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
     for line in words.comparisons:
         assert line in text
     index = (smoke.out_dir / "index.html").read_text()
@@ -227,7 +227,7 @@ def test_the_baseline_is_trained_with_the_profiles_seeds(smoke):
     assert all(len(seeds[n]) == 1 for n in seeds if n != "baseline")
     a, b = (runs.load_predictions(d) for d in seeds["baseline"])
     assert np.array_equal(a["ids"], b["ids"]) and not np.array_equal(a["scores"], b["scores"])
-    table = runs.results_table(smoke.runs_dir, n_bootstrap=20).set_index("experiment")
+    table = results.results_table(smoke.runs_dir, n_bootstrap=20).set_index("experiment")
     assert table.loc["baseline", "seeds"] == 2 and table.loc["baseline", "seed SD"] >= 0
     assert set(table["verdict"].iloc[1:]) <= {"better", "worse", "no difference shown"}
 

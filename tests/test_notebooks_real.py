@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import experiments, localization, profiles, references, report, runs
+from cxrlib import experiments, localization, profiles, references, report, results, runs
 from cxrlib.data import chestxray14 as cx
 from cxrlib.labels import canonical
 
@@ -152,7 +152,7 @@ def test_results_table_of_the_real_runs(sample):
     r = _result(sample, "09_results")
     text = _text(r.executed)
     every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
-    table = runs.results_table(sample.runs_dir, n_bootstrap=20)
+    table = results.results_table(sample.runs_dir, n_bootstrap=20)
     assert sorted(table["experiment"]) == sorted(every)
     # the shortcut control on real images too: fitted on the official train part, its own kind
     assert table.set_index("experiment").loc[experiments.CONTROL, "kind"] == runs.CONTROL

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,22 +23,8 @@ from cxrlib.models import weights
 Usage = namedtuple("Usage", "total used free")
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No network, an empty Hugging Face cache and weights folder, the hub probed afresh."""
-    import huggingface_hub.constants as hub
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access is disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf-hub"))
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "weights"))
-    weights.forget_hub_state()
-    yield
-    weights.forget_hub_state()
+# Every test here runs on a machine with no network (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def config(tmp_path: Path, **sections) -> ExperimentConfig:
@@ -145,37 +130,6 @@ def test_device_rows(tmp_path, monkeypatch):
     assert auto.status == preflight.WARNING and "no GPU visible" in auto.what
     (absent,) = preflight.check_device([config(tmp_path, train={"device": "cuda:1"})])
     assert absent.status == preflight.PROBLEM
-
-
-def test_planned_steps_and_the_time_formula(tmp_path):
-    cfg = config(tmp_path, train={"epochs": 3, "batch_size": 8})
-    assert preflight.planned_steps(cfg, 100) == (39, 3)  # 13 batches per epoch
-    capped = config(tmp_path, train={"epochs": 3, "batch_size": 8, "max_steps": 20})
-    assert preflight.planned_steps(capped, 100) == (20, 2)
-    staged = config(tmp_path, train={"stage_epochs": [2, 1, 1], "batch_size": 8, "max_steps": 20})
-    assert preflight.planned_steps(staged, 100) == (20 + 13 + 13, 2 + 1 + 1)
-    speed = preflight.Speed(step_s=0.05, image_s=0.01, eval_image_s=0.002, batches=(2, 8))
-    assert preflight.run_seconds(cfg, speed, 100, 30, 40) == pytest.approx(39 * (0.05 + 8 * 0.01) + 3 * 30 * 0.002
-                                                                            + 40 * 0.002)
-    tencrop = config(tmp_path, train={"epochs": 3, "batch_size": 8, "tta": "tencrop"})
-    assert preflight.run_seconds(tencrop, speed, 100, 30, 40) == pytest.approx(
-        39 * (0.05 + 8 * 0.01) + 3 * 30 * 0.002 + 40 * 10 * 0.002)
-
-
-def test_step_time_line_through_the_probed_batches():
-    assert preflight._fit_line({2: 0.3, 8: 0.6}) == pytest.approx((0.2, 0.05))
-    assert preflight._fit_line({16: 0.8}) == pytest.approx((0.0, 0.05))  # the profile's own batch (CUDA)
-    assert preflight._fit_line({2: 0.5, 8: 0.4}) == pytest.approx((0.4, 0.0))  # noise: no negative slope
-    assert preflight._fit_line({2: 0.1, 8: 2.0}) == pytest.approx((0.0, 0.25))  # nor a negative fixed part
-
-
-def test_speed_probe_on_this_cpu_is_quick(tmp_path):
-    cfg = config(tmp_path, train={"batch_size": 16})
-    t0 = time.perf_counter()
-    speed = preflight.speed_probe(cfg)
-    assert time.perf_counter() - t0 < 60  # seconds on a quiet machine; a loaded one is far slower
-    assert speed.batches == (2, 8) and speed.peak_memory is None
-    assert speed.step_s >= 0 and speed.image_s >= 0 and speed.train_step_s(16) > 0 and speed.eval_image_s > 0
 
 
 def test_time_per_notebook_counts_a_shared_run_once(tmp_path, monkeypatch):

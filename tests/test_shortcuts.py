@@ -64,9 +64,38 @@ def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_
     run = SimpleNamespace(model=None, config=drain)
     for hot, column in ((part.drain_masks, "hottest pixel on the drain"), (part.lesion_masks, "on the lesion")):
         on = np.flatnonzero(part.drains)
-        fake = lambda model, images, channels, size, method, hot=hot, on=on: hot[on].astype(np.float32)
+        fake = lambda run, images, method, hot=hot, on=on: hot[on].astype(np.float32)
         monkeypatch.setattr(shortcuts, "_heat", fake)
         table = shortcuts.drain_pointing({"m": run}, part)
         assert table.loc["m", column] == 1.0
         assert table.loc["m", "images with a drain"] == len(on)
         assert 0 < table.loc["m", "chance (drain area share)"] < 0.3
+
+
+def test_a_runs_model_scores_the_drained_split_through_its_predictor(tmp_path):
+    """The lesson feeds the drained images to each run's model at the run's own size and
+    channels, and scores the finding by the model's own output names."""
+    import torch
+
+    from cxrlib.metrics import auroc
+    from cxrlib.models import create_model
+    from cxrlib.predict import predict_images
+
+    _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 1.0)
+    drain = drain.with_overrides({"model.in_chans": 3})
+    data = load_data(drain.data, progress=False)
+    part = shortcuts.drained_part(drain.data, data.test)
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=len(FINDINGS), in_chans=3).eval()
+    saved = np.random.default_rng(0).random(part.targets.shape).astype(np.float32)
+    run = runs.RunResult(run_dir=tmp_path, config=drain, history=None, metrics=None, train_seconds=0.0, model=model,
+                         predictions={"ids": part.image_ids, "scores": saved, "label_names": np.array(FINDINGS)})
+    table = shortcuts.stratified_table({"m": run}, part, n_bootstrap=0)
+    expected = predict_images(model, list(part.images), 32, 3)
+    assert table.loc[("m", shortcuts.WITH_DRAINS), "Pneumothorax AUROC"] == pytest.approx(
+        auroc(part.targets, expected)[PTX])
+    assert table.loc[("m", shortcuts.WITHOUT_DRAINS), "Pneumothorax AUROC"] == pytest.approx(
+        auroc(part.targets, saved)[PTX])
+    pointing = shortcuts.drain_pointing({"m": run}, part)
+    assert pointing.loc["m", "images with a drain"] == int(part.drains.sum())
+    assert 0.0 <= pointing.loc["m", "hottest pixel on the drain"] <= 1.0

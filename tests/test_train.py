@@ -143,7 +143,7 @@ def test_finished_run_is_reused(tmp_path, monkeypatch):
     run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     import cxrlib.train as train
 
-    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": "loaded")
+    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": SimpleNamespace(module="loaded"))
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a finished run must not be retrained"))
     res = run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
     assert res.model == "loaded" and res.metrics["fingerprint"] == cfg.fingerprint()
@@ -281,7 +281,7 @@ def test_training_reports_each_epoch_and_stage(tmp_path, monkeypatch):
     assert done["mean_auroc"] == json.loads((tmp_path / "staged" / "metrics.json").read_text())["mean_auroc"]
     assert progress.describe(epochs[0]).startswith("staged: epoch 1/2 [global, stage 1/2], ")
     assert progress.describe(epochs[0]).endswith(" left")
-    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": "loaded")
+    monkeypatch.setattr(runs, "load_model", lambda run_dir, device="cpu": SimpleNamespace(module="loaded"))
     run_experiment(cfg, data=toy_data(), model=StagedToyNet(), progress=False)
     assert json.loads(log.read_text().splitlines()[-1])["event"] == "reused"
 

@@ -28,14 +28,14 @@ import torch
 from PIL import Image
 
 from cxrlib.overlay import render, resize_heatmap
-from cxrlib.cam import CAM_METHODS, SCORE_FREE_METHODS, heatmaps_all_findings
-from cxrlib.data import preprocess
+from cxrlib.cam import CAM_METHODS, SCORE_FREE_METHODS
 from cxrlib.demo.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, read_upload
-from cxrlib.labels import FINDINGS, NO_FINDING, canonical, label_names
-from cxrlib.models import create_model, get_model_spec
+from cxrlib.labels import FINDINGS, NO_FINDING, canonical
+from cxrlib.models import create_model
+from cxrlib import profiles
 from cxrlib.profiles import Profile
-from cxrlib.profiles import load as load_profile
-from cxrlib.runs import list_runs, load_config, load_model
+from cxrlib.predict import Predictor
+from cxrlib.runs import list_runs, load_model
 
 DEFAULT_UNTRAINED: tuple[str, ...] = ("resnet18", "densenet121")
 DEFAULT_METHOD = "gradcam"
@@ -100,16 +100,12 @@ def list_model_choices(
 
 
 class DemoModel:
-    """A model ready for the demo: eval mode, on its device, with its input size and labels."""
+    """A menu choice loaded: its :class:`~cxrlib.predict.Predictor` (eval mode, on its device,
+    with its input size, channels and label names)."""
 
-    def __init__(self, choice: ModelChoice, module, label_names: Sequence[str], image_size: int,
-                 channels: int, device: str = "cpu"):
+    def __init__(self, choice: ModelChoice, predictor: Predictor):
         self.choice = choice
-        self.module = module
-        self.label_names = list(label_names)
-        self.image_size = int(image_size)
-        self.channels = int(channels)
-        self.device = device
+        self.predictor = predictor
 
     @property
     def key(self) -> str:
@@ -119,38 +115,42 @@ class DemoModel:
     def untrained(self) -> bool:
         return self.choice.untrained
 
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.predictor.module
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.predictor.label_names
+
+    @property
+    def image_size(self) -> int:
+        return self.predictor.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.predictor.channels
+
+    @property
+    def device(self) -> str:
+        return str(self.predictor.device)
+
     @classmethod
     def load(cls, choice: ModelChoice, image_size: int | None = None, device: str = "cpu") -> "DemoModel":
         """Load a run's best weights (fed at the run's own size) or build an untrained model
         (fed at ``image_size``, by default its registry entry's input size)."""
+        device = torch_device(device)
         if choice.untrained:
-            module = untrained_module(choice.arch, str(torch_device(device)))
-            names, channels = list(FINDINGS), 1
-            size = image_size or get_model_spec(choice.arch).input_size
+            predictor = Predictor.untrained(choice.arch, image_size, device,
+                                            module=untrained_module(choice.arch, str(device)))
         else:
-            module = load_model(choice.run_dir)
-            config = load_config(choice.run_dir)
-            names = getattr(module, "label_names", None) or label_names(config.data.include_no_finding)
-            size, channels = config.data.image_size, config.model.in_chans
-        module = module.to(torch_device(device)).eval()
-        return cls(choice, module, names, size, channels, str(torch_device(device)))
+            predictor = load_model(choice.run_dir, device)
+        return cls(choice, predictor)
 
     def analyse(self, x: torch.Tensor, method: str = DEFAULT_METHOD) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``[K]`` and every output's heatmap ``[K,H,W]`` for one image ``[C,H,W]``.
-
-        One forward pass serves both: cxrlib.cam computes all the maps from a single forward
-        (one cheap backward through the head per finding), and a hook on the model keeps the
-        logits of that same forward. Against a separate inference pass this halves the wait
-        after choosing an image, and makes every later click on a finding free.
-        """
-        outputs: list = []
-        handle = self.module.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
-        try:
-            maps = heatmaps_all_findings(self.module, x.to(self.device), method=method)
-        finally:
-            handle.remove()
-        probs = torch.sigmoid(outputs[-1].float())[0].cpu().numpy().astype(np.float32)
-        return probs, np.asarray(maps, dtype=np.float32)
+        """Probabilities ``[K]`` and every output's heatmap ``[K,H,W]`` for one image ``[C,H,W]``
+        (:meth:`cxrlib.predict.Predictor.analyse`: one forward pass serves both)."""
+        return self.predictor.analyse(x, method)
 
 
 @functools.lru_cache(maxsize=4)
@@ -391,9 +391,8 @@ class DemoSession:
         """The current image as the current model sees it, ``[C,S,S]`` (cached)."""
         model, image = self._require()
         key = (image.key, model.image_size, model.channels)
-        # The data layer's own resize and normalisation, so the demo sees what training saw.
-        return self._inputs.get_or(key, lambda: self._timed(
-            "preprocess", lambda: preprocess(image.pixels, model.image_size, model.channels)))
+        # The predictor's input: the data layer's resize and normalisation, as training saw them.
+        return self._inputs.get_or(key, lambda: self._timed("preprocess", lambda: model.predictor.input(image.pixels)))
 
     def _analysis(self, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, all heatmaps) of the current image and model for ``method``, cached."""
@@ -440,9 +439,7 @@ class DemoSession:
         or at the image's full resolution when ``full_size``."""
         model, image = self._require()
         finding = canonical(finding)
-        if finding not in model.label_names:
-            raise ValueError(f"the model has no output {finding!r}")
-        heat = self._analysis(method)[1][model.label_names.index(finding)]
+        heat = self._analysis(method)[1][model.predictor.output_index(finding)]
         return resize_heatmap(heat, image.shape) if full_size else heat
 
     def boxes_for(self, finding: str) -> list:
@@ -543,5 +540,5 @@ def demo_profile(profile: str | Path = "cpu", data_dir: str | None = "", device:
                  runs_dir: str | Path | None = "", overrides: Sequence[str] = ()) -> Profile:
     """The notebook's parameters resolved into a :class:`~cxrlib.profiles.Profile`, exactly
     as every other notebook resolves them (empty values: the profile's own)."""
-    return load_profile(profile, data_dir=data_dir or "", device=device or "", runs_dir=runs_dir or "",
+    return profiles.load(profile, data_dir=data_dir or "", device=device or "", runs_dir=runs_dir or "",
                         overrides=list(overrides or ()))

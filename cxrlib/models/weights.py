@@ -28,7 +28,7 @@ import timm
 from huggingface_hub import constants as hub_constants
 
 from cxrlib.models.errors import PretrainedWeightsError
-from cxrlib.profiles import PROJECT_ROOT
+from cxrlib.project import PROJECT_ROOT
 
 WEIGHTS_DIR_ENV = "CXRLIB_WEIGHTS_DIR"
 SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")

@@ -1,0 +1,520 @@
+"""Runs compared and put into words: the results table, the conclusions, and the one
+convention for writing a statistic.
+
+* **The convention.** Every table, sentence, notebook and the report's index write a CI, a
+  p-value, a range of seeds and a verdict through the functions of the first section:
+  ``0.712 [0.690, 0.733]`` for an estimate with its 95% CI (:func:`estimate_text`,
+  :func:`interval_text`), ``-0.010 to +0.020`` for a range of per-seed values
+  (:func:`range_text`), ``< 0.001`` / ``0.034`` for a p-value (:func:`p_text`), and the
+  verdict words :data:`BETTER`, :data:`WORSE`, :data:`NO_DIFFERENCE`, :data:`NOT_COMPARED`,
+  :data:`TOO_FEW`. :func:`verdict` is the rule for a run against the baseline
+  (:data:`VERDICT_RULE`: the paired test and the seeds must agree); :func:`interval_verdict`
+  the rule for one paired CI (a heatmap against random maps).
+* **Comparisons.** :func:`compare_runs` (two runs), :func:`compare_experiments` (two
+  experiments with their seeds), both on the test images the runs share.
+* **The results table.** :func:`results_table`: one row per experiment of a runs folder with
+  its seeds, mean AUROC and CI, the paired difference from the baseline and the verdict;
+  :func:`format_results` its readable strings.
+* **Conclusions.** :func:`conclusions`: each row of the table in one sentence made from its
+  numbers, with the rule that decided it.
+
+The run folders themselves are read through :mod:`cxrlib.runs`, the statistics computed by
+:mod:`cxrlib.metrics`; this module only compares and writes.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrlib.config import BASELINE
+from cxrlib.labels import FINDINGS
+from cxrlib.metrics import paired_comparison, paired_seed_comparison, seed_mean_auroc
+from cxrlib.runs import CONFIG, CONTROL, MODEL, experiment_runs, kind_of, load_predictions, read_metrics
+from cxrlib.runs import _float  # a stored number, or NaN where there is none: as the run folder reads it
+
+# ----------------------------------------------------------------------------- the convention
+
+MISSING = "not available"  # a number that could not be computed, in a sentence
+BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED, TOO_FEW = (
+    "better", "worse", "no difference shown", "not compared", "too few images")
+
+
+def _missing(x: Any) -> bool:
+    try:
+        return x is None or not math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return True
+
+
+def number_text(x: Any, signed: bool = False) -> str:
+    """``0.712`` (``+0.012`` when ``signed``: a difference); :data:`MISSING` when not a number."""
+    return MISSING if _missing(x) else f"{float(x):{'+' if signed else ''}.3f}"
+
+
+def interval_text(lo: Any, hi: Any, signed: bool = False, missing: str = "") -> str:
+    """``[0.690, 0.733]``: a 95% CI (or a spread); ``missing`` when either end is missing."""
+    if _missing(lo) or _missing(hi):
+        return missing
+    return f"[{number_text(lo, signed)}, {number_text(hi, signed)}]"
+
+
+def estimate_text(value: Any, lo: Any = None, hi: Any = None, signed: bool = False, missing: str = MISSING) -> str:
+    """``0.712 [0.690, 0.733]``: an estimate with its interval; the estimate alone when the
+    interval is missing, ``missing`` when the estimate is."""
+    if _missing(value):
+        return missing
+    interval = interval_text(lo, hi, signed)
+    return number_text(value, signed) + (f" {interval}" if interval else "")
+
+
+def range_text(lo: Any, hi: Any, signed: bool = False, missing: str = "") -> str:
+    """``-0.010 to +0.020``: the range of per-seed values (not a CI); ``missing`` when unknown."""
+    if _missing(lo) or _missing(hi):
+        return missing
+    return f"{number_text(lo, signed)} to {number_text(hi, signed)}"
+
+
+def p_text(p: Any, sentence: bool = False) -> str:
+    """A p-value: ``< 0.001`` or ``0.034`` in a table ('' when missing); ``p < 0.001``,
+    ``p = 0.034`` or ``p not available`` in a sentence."""
+    if _missing(p):
+        return f"p {MISSING}" if sentence else ""
+    text = "< 0.001" if float(p) < 0.001 else f"{float(p):.3f}"
+    if not sentence:
+        return text
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def seeds_text(n: Any, kind: str = MODEL) -> str:
+    """The number of training seeds behind a row, for a table."""
+    if kind == CONTROL:
+        return "none (fitted)"  # a control is fitted once, deterministically: there is no seed to vary
+    return "" if _missing(n) else str(int(n))
+
+
+def seed_words(row: Mapping[str, Any]) -> str:
+    """The seeds behind a results-table row, for a sentence: how many, their SD and range."""
+    if row.get("kind") == CONTROL:
+        return "(fitted once, no seed)"
+    n = int(row["seeds"])
+    if n < 2:
+        return "(one seed)"
+    spread = range_text(row["seed min"], row["seed max"])
+    return f"(mean of {n} seeds, SD {number_text(row['seed SD'])}, range {spread})"
+
+
+def time_text(seconds: Any) -> str:
+    if _missing(seconds):
+        return ""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _side(lo: Any, hi: Any) -> int:
+    """+1 when an interval lies above 0, -1 below, 0 when it includes 0 or is missing."""
+    if _missing(lo) or _missing(hi):
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+VERDICT_RULE = (
+    "A difference from the baseline is called a difference only when two checks agree. "
+    "Test patients: the 95% CI of the paired difference (the same test patients resampled for both "
+    "runs, each experiment's AUROC averaged over its seeds) excludes 0. "
+    "Training seeds: every seed of the one run lies on the same side of every seed of the other "
+    "(the range of the per-seed differences excludes 0), with at least two seeds on one side, "
+    "so that the seed spread is measured. Otherwise the table says 'no difference shown' and why: "
+    "with three seeds a side, seeds that do not overlap by chance alone happen one time in ten, so "
+    "neither check is enough by itself."
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`verdict` decided about one comparison with the baseline."""
+
+    called: bool  # a difference is claimed
+    direction: int  # +1 better than the baseline, -1 worse, 0 when no difference is called
+    label: str  # BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED
+    reason: str  # why, with the numbers that decided it
+    why: str  # why, in words alone (for a sentence that gives the numbers itself)
+
+
+def verdict(ci_low: float | None, ci_high: float | None, seed_diff_min: float | None,
+            seed_diff_max: float | None, n_seeds: int, n_seeds_baseline: int) -> Verdict:
+    """The rule of :data:`VERDICT_RULE` for one run against the baseline.
+
+    ``ci_low``/``ci_high``: the paired 95% CI of the difference (run minus baseline) from
+    :func:`~cxrlib.metrics.paired_seed_comparison`; ``seed_diff_min``/``max``: the range of its
+    per-seed differences; ``n_seeds`` and ``n_seeds_baseline``: seeds on each side. A missing
+    CI (another test set) means the runs were not compared.
+    """
+    if _missing(ci_low) or _missing(ci_high):
+        why = "the runs were not scored on the same test images"
+        return Verdict(False, 0, NOT_COMPARED, f"no paired comparison: {why}", why)
+    paired = _side(ci_low, ci_high)
+    measured = max(n_seeds, n_seeds_baseline) >= 2 and not (_missing(seed_diff_min) or _missing(seed_diff_max))
+    seeds = _side(seed_diff_min, seed_diff_max) if measured else 0
+    ci = " " + interval_text(ci_low, ci_high, signed=True)
+    spread = range_text(seed_diff_min, seed_diff_max, signed=True)
+    seeds_numbers = f" (per-seed differences {spread})" if spread else ""
+    if paired and paired == seeds:
+        word = BETTER if paired > 0 else WORSE
+        parts = [("the paired 95% CI{} excludes 0 and every seed agrees{}", (ci, seeds_numbers))]
+        return Verdict(True, paired, word, *_both(parts))
+    parts = []
+    if not paired:
+        parts.append(("the paired 95% CI{} includes 0", (ci,)))
+    if not measured:
+        parts.append(("one seed each, so the seed spread is not measured", ()))
+    elif not seeds:
+        parts.append(("the seeds overlap{}", (seeds_numbers,)))
+    elif paired and seeds != paired:
+        parts.append(("the seeds point the other way{}", (seeds_numbers,)))
+    return Verdict(False, 0, NO_DIFFERENCE, *_both(parts))
+
+
+def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
+    """The reason with its numbers, and the same words without them."""
+    with_numbers = " and ".join(text.format(*numbers) for text, numbers in parts)
+    words = " and ".join(text.format(*("" for _ in numbers)) for text, numbers in parts)
+    return with_numbers, words
+
+
+def interval_verdict(ci_low: Any, ci_high: Any, n_units: int, min_units: int, lower_is_better: bool = False) -> str:
+    """The verdict on one paired difference with its 95% CI (a heatmap against random maps):
+    :data:`BETTER` or :data:`WORSE` when the CI excludes 0 on that side (below 0 counts as
+    better when ``lower_is_better``, as for false positives), :data:`NO_DIFFERENCE` when it
+    includes 0 or is missing, :data:`TOO_FEW` below ``min_units`` independent units."""
+    if n_units < min_units:
+        return TOO_FEW
+    side = _side(ci_low, ci_high) * (-1 if lower_is_better else 1)
+    return BETTER if side > 0 else WORSE if side < 0 else NO_DIFFERENCE
+
+
+# ----------------------------------------------------------------------------- comparing runs
+
+
+def _finding_columns(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    names = [str(n) for n in pred["label_names"]]
+    cols = [names.index(f) for f in FINDINGS if f in names]
+    return pred["targets"][:, cols], pred["scores"][:, cols], [names[c] for c in cols]
+
+
+@dataclass
+class _Scored:
+    """An experiment's seeds on its test images, over the 14 findings (No Finding left out)."""
+
+    ids: np.ndarray
+    patient_ids: np.ndarray | None
+    targets: np.ndarray
+    scores: list[np.ndarray]  # one [N, F] per seed
+    names: list[str]
+
+
+def _scored(run_dirs: Sequence[str | Path]) -> _Scored:
+    first = load_predictions(run_dirs[0])
+    y, s, names = _finding_columns(first)
+    ids = np.asarray(first["ids"]).astype(str)
+    scores = [s]
+    for d in run_dirs[1:]:
+        pred = load_predictions(d)
+        y2, s2, names2 = _finding_columns(pred)
+        if names2 != names or not np.array_equal(np.asarray(pred["ids"]).astype(str), ids) or not np.array_equal(y2, y):
+            raise ValueError(f"{d}: its test images or labels differ from those of {run_dirs[0]}; the seeds of one "
+                             f"experiment share the test set (the split follows data.seed, never the training seed)")
+        scores.append(s2)
+    patients = np.asarray(first["patient_ids"]) if "patient_ids" in first else None
+    return _Scored(ids, patients, y, scores, names)
+
+
+def _common(a: _Scored, b: _Scored) -> tuple[np.ndarray, np.ndarray] | None:
+    """Positions in ``a`` and ``b`` of the test images both scored, or None when they share too
+    few, or disagree on the findings or the labels (another split or dataset)."""
+    if a.names != b.names:
+        return None
+    pos_b = {i: k for k, i in enumerate(b.ids)}
+    common = [(k, pos_b[i]) for k, i in enumerate(a.ids) if i in pos_b]
+    if len(common) < 2:
+        return None
+    ia = np.array([k for k, _ in common])
+    ib = np.array([k for _, k in common])
+    if not np.array_equal(a.targets[ia], b.targets[ib]):
+        return None
+    return ia, ib
+
+
+def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path], n_bootstrap: int = 1000,
+                        seed: int = 0) -> dict[str, Any] | None:
+    """An experiment's seeds against the baseline's on the test images both scored:
+    :func:`~cxrlib.metrics.paired_seed_comparison` of other minus base, or None when they
+    share no test images with the same labels (another split or dataset)."""
+    return _compare(_scored(base_runs), _scored(other_runs), n_bootstrap, seed)
+
+
+def _compare(base: _Scored, other: _Scored, n_bootstrap: int, seed: int) -> dict[str, Any] | None:
+    pair = _common(base, other)
+    if pair is None:
+        return None
+    ib, io = pair
+    patients = base.patient_ids[ib] if base.patient_ids is not None else None
+    return paired_seed_comparison(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
+                                  patient_ids=patients, n_bootstrap=n_bootstrap, seed=seed, label_names=base.names)
+
+
+def compare_runs(
+    run_a: str | Path,
+    run_b: str | Path,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Paired mean-AUROC difference b - a of two single runs on the test images both scored,
+    with per-finding DeLong tests (:func:`~cxrlib.metrics.paired_comparison`), or None.
+
+    None when the two runs share no test images with the same labels (another split or
+    dataset): such a difference would compare different questions.
+    """
+    a, b = _scored([run_a]), _scored([run_b])
+    pair = _common(a, b)
+    if pair is None:
+        return None
+    ia, ib = pair
+    patients = a.patient_ids[ia] if a.patient_ids is not None else None
+    # paired_comparison reports A - B: pass run_b first so a positive diff means b is better.
+    return paired_comparison(a.targets[ia], b.scores[0][ib], a.scores[0][ia], patient_ids=patients,
+                             n_bootstrap=n_bootstrap, seed=seed, label_names=a.names)
+
+
+_COLUMNS = [
+    "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
+    "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high",
+    "diff vs baseline", "diff CI low", "diff CI high", "p-value", "seed diff min", "seed diff max",
+    "verdict", "reason", "train seconds", "run_dir",
+]
+
+
+def results_table(
+    runs: str | Path | Mapping[str, Sequence[str | Path]],
+    baseline: str = BASELINE,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    leave_out: Sequence[str] = (),
+    problems: list[str] | None = None,
+) -> pd.DataFrame:
+    """One row per experiment: what it was, its seeds, its mean AUROC with the seed spread and
+    a 95% CI, the paired difference from ``baseline`` and the verdict on it.
+
+    ``runs`` is a runs folder (every finished experiment in it, :func:`cxrlib.runs.experiment_runs`) or
+    ``{name: [run folder per seed]}``. Per experiment, over the findings:
+
+    * ``mean AUROC``: the mean over seeds of each seed's test mean AUROC (``seed AUROCs``);
+      ``seed SD``/``min``/``max`` its spread over ``seeds`` seeds; ``CI low``/``high``: the
+      patient-bootstrap 95% CI of that same mean (:func:`~cxrlib.metrics.seed_mean_auroc`);
+    * ``diff vs baseline`` with ``diff CI``, ``p-value``: the paired difference of the two
+      seed means on the same test patients; ``seed diff min``/``max``: the range of its
+      per-seed differences (:func:`~cxrlib.metrics.paired_seed_comparison`);
+    * ``verdict`` and ``reason``: :func:`verdict`, the one rule.
+
+    The baseline comes first, then any control, then the rest by name. ``leave_out`` names
+    experiments not to show (a profile's "full profile only" models); ``problems`` collects
+    what was skipped and why.
+    """
+    groups = experiment_runs(runs, problems) if isinstance(runs, (str, Path)) else dict(runs)
+    groups = {name: [Path(d) for d in dirs] for name, dirs in groups.items() if name not in leave_out and dirs}
+    scored = {name: _scored(dirs) for name, dirs in groups.items()}
+    base = scored.get(baseline)
+    rows = []
+    for name, dirs in groups.items():
+        sc = scored[name]
+        metrics = read_metrics(dirs[0]) or {}
+        cfg = json.loads((dirs[0] / CONFIG).read_text()) if (dirs[0] / CONFIG).is_file() else {}
+        kind = kind_of(metrics)
+        model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
+        stats = seed_mean_auroc(sc.targets, sc.scores, sc.names, patient_ids=sc.patient_ids,
+                                n_bootstrap=n_bootstrap, seed=seed)
+        seconds = [_float((read_metrics(d) or {}).get("train_seconds")) for d in dirs]
+        row: dict[str, Any] = {
+            "experiment": name,
+            "kind": kind,
+            "model": model.get("name", "") if kind == MODEL else str((metrics.get("model") or {}).get("name", kind)),
+            "head": model.get("head", "") if kind == MODEL else "",
+            "wrapper": (model.get("wrapper") or "") if kind == MODEL else "",
+            "loss": train.get("loss", "") if kind == MODEL else "",
+            "labels": len(metrics.get("label_names", [])) or None,
+            "image size": data.get("image_size"),
+            "split": metrics.get("split", ""),
+            "test images": len(sc.ids),
+            "seeds": stats["n_seeds"],
+            "mean AUROC": stats["mean"],
+            "seed SD": stats["sd"],
+            "seed min": stats["min"],
+            "seed max": stats["max"],
+            "seed AUROCs": tuple(stats["per_seed"]),
+            "CI low": _float(stats["ci"][0]),
+            "CI high": _float(stats["ci"][1]),
+            "diff vs baseline": math.nan, "diff CI low": math.nan, "diff CI high": math.nan, "p-value": math.nan,
+            "seed diff min": math.nan, "seed diff max": math.nan, "verdict": "", "reason": "",
+            "train seconds": float(np.nanmean(seconds)) if np.isfinite(seconds).any() else math.nan,
+            "run_dir": str(dirs[0]),
+        }
+        if base is not None and name != baseline:
+            cmp = _compare(base, sc, n_bootstrap, seed)
+            dci = (cmp or {}).get("ci") or [math.nan, math.nan]
+            if cmp is not None:
+                row.update({"diff vs baseline": cmp["diff"], "diff CI low": _float(dci[0]),
+                            "diff CI high": _float(dci[1]), "p-value": _float(cmp.get("p_value")),
+                            "seed diff min": cmp["seed_diff_min"], "seed diff max": cmp["seed_diff_max"]})
+            v = verdict(row["diff CI low"], row["diff CI high"], row["seed diff min"], row["seed diff max"],
+                        stats["n_seeds"], len(base.scores))
+            row.update({"verdict": v.label, "reason": v.reason})
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=_COLUMNS)
+    if len(table):
+        order = np.where(table["experiment"] == baseline, 0, np.where(table["kind"] == CONTROL, 1, 2))
+        table = table.assign(_o=order).sort_values(["_o", "experiment"]).drop(columns="_o").reset_index(drop=True)
+    return table
+
+
+def format_results(table: pd.DataFrame) -> pd.DataFrame:
+    """The results table as readable strings: ``0.712 [0.690, 0.733]``, ``+0.012 [-0.010, +0.035]``."""
+    out = pd.DataFrame()
+    out["experiment"] = table["experiment"]
+    out["model"] = [
+        " + ".join(x for x in (r["model"], r["head"] if r["head"] not in ("", "gap") else "", r["wrapper"]) if x)
+        for _, r in table.iterrows()
+    ]
+    out["loss"] = table["loss"]
+    out["labels"] = table["labels"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    out["size"] = table["image size"].map(lambda v: "" if pd.isna(v) else f"{int(v)} px")
+    out["split"] = table["split"]
+    out["seeds"] = [seeds_text(n, k) for n, k in zip(table["seeds"], table["kind"])]
+    out["mean AUROC [95% CI]"] = [
+        estimate_text(m, lo, hi) for m, lo, hi in zip(table["mean AUROC"], table["CI low"], table["CI high"])
+    ]
+    out["seed SD [min, max]"] = [
+        estimate_text(sd, lo, hi, missing="")
+        for sd, lo, hi in zip(table["seed SD"], table["seed min"], table["seed max"])
+    ]
+    out["vs baseline [95% CI]"] = [
+        estimate_text(d, lo, hi, signed=True, missing="")
+        for d, lo, hi in zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])
+    ]
+    out["p-value"] = table["p-value"].map(p_text)
+    out["per-seed differences"] = [
+        range_text(lo, hi, signed=True) for lo, hi in zip(table["seed diff min"], table["seed diff max"])
+    ]
+    out["verdict"] = table["verdict"]
+    out["train time"] = [time_text(s) + (" per seed" if n > 1 and not pd.isna(s) else "")
+                         for s, n in zip(table["train seconds"], table["seeds"])]
+    return out
+
+
+# ----------------------------------------------------------------------------- conclusions
+
+
+@dataclass(repr=False)
+class Conclusions:
+    """Each comparison of a results table in words made from its numbers, with the rule that
+    decided it. Displays as a list in a notebook; :meth:`html` for the index page."""
+
+    rule: str
+    baseline: str | None  # the baseline's own numbers, or None when the table has no baseline
+    control: str | None  # how far the baseline is above the shortcut control
+    comparisons: list[str]  # one sentence per other run
+
+    @property
+    def lines(self) -> list[str]:
+        return [x for x in (self.baseline, self.control) if x] + self.comparisons
+
+    def html(self) -> str:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
+        return f'<p class="note">{html.escape(self.rule)}</p><ul class="conclusions">{items}</ul>'
+
+    def __repr__(self) -> str:
+        return "\n".join([self.rule, ""] + [f"- {line}" for line in self.lines])
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join([f"*{self.rule}*", ""] + [f"- {line}" for line in self.lines])
+
+
+def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
+    """Each run of ``table`` (:func:`results_table`) against ``baseline`` in one
+    sentence: the difference, its 95% CI and p-value, the per-seed differences and the
+    verdict with its reason (:func:`verdict`); and how far the baseline is
+    above the shortcut control. Nothing here is typed by hand: change a number in the table
+    and the sentence changes with it.
+    """
+    rows = {r["experiment"]: r for _, r in table.iterrows()}
+    base = rows.get(baseline)
+    base_text = control_text = None
+    if base is not None:
+        base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {number_text(base['mean AUROC'])} "
+                     f"{seed_words(base)}, 95% CI {interval_text(base['CI low'], base['CI high'], missing=MISSING)} "
+                     f"over {int(base['test images'])} test images ({base['split']}).")
+    comparisons = []
+    for name, r in rows.items():
+        if name == baseline:
+            continue
+        if base is None:
+            comparisons.append(f"{name}: no baseline run to compare with.")
+            continue
+        if not math.isfinite(r["diff vs baseline"]):
+            comparisons.append(f"{name} ({_what(r)}), mean AUROC {number_text(r['mean AUROC'])}, was not compared "
+                               f"with the baseline: {r['reason'] or 'no paired comparison'}.")
+            continue
+        if r["kind"] == CONTROL:
+            control_text = _control_words(name, r, base)
+            continue
+        d = r["diff vs baseline"]
+        v = verdict(r["diff CI low"], r["diff CI high"], r["seed diff min"], r["seed diff max"], int(r["seeds"]),
+                    int(base["seeds"]))
+        change = ("the same as the baseline" if d == 0
+                  else f"{number_text(abs(d))} {'above' if d > 0 else 'below'} the baseline")
+        outcome = {BETTER: "better than the baseline", WORSE: "worse than the baseline"}.get(v.label, v.label)
+        comparisons.append(
+            f"{name} ({_what(r)}): mean AUROC {number_text(r['mean AUROC'])} {seed_words(r)}, {change}: "
+            f"{number_text(d, signed=True)}, "
+            f"95% CI {interval_text(r['diff CI low'], r['diff CI high'], signed=True, missing=MISSING)}, "
+            f"{p_text(r['p-value'], sentence=True)}, "
+            f"per-seed differences {range_text(r['seed diff min'], r['seed diff max'], signed=True, missing=MISSING)}. "
+            f"Verdict: {outcome}, because {v.why}.")
+    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=comparisons)
+
+
+def _control_words(name: str, r, base) -> str:
+    gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
+    v = verdict(-r["diff CI high"], -r["diff CI low"], -r["seed diff max"], -r["seed diff min"], int(base["seeds"]),
+                int(r["seeds"]))
+    where = f"{number_text(gap)} above" if gap > 0 else f"{number_text(-gap)} below"
+    gap_ci = interval_text(-r["diff CI high"], -r["diff CI low"], signed=True, missing=MISSING)
+    numbers = (f"95% CI of the gap {gap_ci}, "
+               f"{p_text(r['p-value'], sentence=True)}, per-seed gaps "
+               f"{range_text(-r['seed diff max'], -r['seed diff min'], signed=True, missing=MISSING)}")
+    if v.label == BETTER:
+        meaning = "the baseline reads more from the images than their global intensity statistics give"
+    elif v.label == WORSE:
+        meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
+                   "the images")
+    else:
+        meaning = (f"the gap is not shown to be real ({v.why}): on these images global intensity statistics do "
+                   f"about as well, so read the AUROCs above with care")
+    return (f"The baseline's mean AUROC ({number_text(base['mean AUROC'])}) is {where} that of {name} "
+            f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression on each image's grey-level "
+            f"statistics, with no spatial information): {numbers}. So {meaning}.")
+
+
+def _what(r) -> str:
+    if r.get("kind") == CONTROL:
+        return str(r["model"])
+    parts = [str(r["model"])] + [str(r[k]) for k in ("head", "wrapper") if r[k] and r[k] != "gap"]
+    if r["loss"]:
+        parts.append(f"{r['loss']} loss")
+    if r["image size"] and not pd.isna(r["image size"]):
+        parts.append(f"{int(r['image size'])} px")
+    return ", ".join(parts)
