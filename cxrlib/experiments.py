@@ -211,6 +211,17 @@ def notebook_configs(profile: Profile, notebook: str | Path, params: Mapping[str
     return [] if plan is None else plan.configs(profile, params)
 
 
+def clinical_losses(profile: Profile, losses: Sequence[str] = ()) -> list[str]:
+    """The losses notebook 11 compares: ``losses`` when given, else those notebook 06 trains
+    with this profile, so the lesson reuses 06's runs and trains none."""
+    return list(losses or profile.notebook_value("06_losses", "LOSSES"))
+
+
+def clinical_variants(profile: Profile, losses: Sequence[str] = ()) -> list[ExperimentConfig]:
+    """Notebook 11's plan: the baseline and the loss variants of :func:`clinical_losses`."""
+    return loss_variants(profile, clinical_losses(profile, losses))
+
+
 def full_profile_only(profile: Profile) -> pd.DataFrame:
     """The models this profile leaves to the full profile, each with its measured reason."""
     return pd.DataFrame(list(profile.full_profile_only.items()),

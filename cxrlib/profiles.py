@@ -34,6 +34,7 @@ One rule per setting:
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,21 @@ import yaml
 from cxrlib.config import BASELINE, ExperimentConfig, apply_overrides
 from cxrlib.project import PROFILES_DIR, PROJECT_ROOT
 SHARED_DATA_ENV = "CXRLIB_SHARED_DATA"
+
+# A notebook parameter whose literal default is None means "the profile's value", so that a
+# notebook run in JupyterLab with only PROFILE set does what the report does for that profile
+# (Profile.notebook_value). Where a profile's notebooks: section sets nothing, it takes the
+# value below: the study's own choice, as the full profile makes it.
+NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "00_data_exploration": {"N_EXAMPLES": 8},
+    "01_baselines": {"MODELS": ["resnet18", "resnet50", "inception_v3", "densenet121", "nasnet"], "MAX_STEPS": {},
+                     "FIFTEEN_LABELS": True},
+    "05_two_stage": {"STAGE_EPOCHS": [2, 1, 1]},
+    "06_losses": {"LOSSES": ["bce", "weighted_bce", "focal", "asymmetric", "multilabel_margin"]},
+    "07_heatmaps": {"METHODS": ["gradcam", "gradcam++", "eigencam", "randomcam"], "HEAD": "", "N_IMAGES": 200,
+                    "N_RANDOM": 20, "N_EXAMPLES": 3},
+    "10_shortcuts": {"HEAD": "", "NUM_PHANTOMS": 0, "N_EXAMPLES": 3},
+}
 
 
 def shared_data_dir() -> Path:
@@ -260,8 +276,9 @@ class Profile:
         return ExperimentConfig.from_dict(d)
 
     def notebook_parameters(self, stem: str, redo: bool = False) -> dict[str, Any]:
-        """The papermill parameters of notebook ``stem``: the common ones, then the profile's
-        ``notebooks.<stem>`` section, then the command line's ``notebooks.<stem>.<PARAM>``."""
+        """The papermill parameters of notebook ``stem``: the common ones, then
+        :data:`NOTEBOOK_DEFAULTS`, then the profile's ``notebooks.<stem>`` section, then the
+        command line's ``notebooks.<stem>.<PARAM>``."""
         params: dict[str, Any] = {
             # a built-in profile by name, any other by its absolute path: the kernel's working
             # folder may differ from the one the profile was named in
@@ -273,8 +290,21 @@ class Profile:
             "REDO": bool(redo),
             "OVERRIDES": list(self.overrides),
         }
-        params.update(self.notebooks.get(stem, {}))
+        params.update(copy.deepcopy(NOTEBOOK_DEFAULTS.get(stem, {})))
+        params.update(copy.deepcopy(dict(self.notebooks.get(stem, {}))))
         return params
+
+    def notebook_value(self, stem: str, name: str, value: Any = None) -> Any:
+        """Parameter ``name`` of notebook ``stem``: ``value`` when it is set (not None), else
+        what the report gives the notebook with this profile (:meth:`notebook_parameters`).
+        A notebook's parameters cell writes ``None`` for "the profile's value"."""
+        if value is not None:
+            return value
+        params = self.notebook_parameters(stem)
+        if params.get(name) is None:
+            raise ValueError(f"notebook {stem}: {name} is None (the profile's value) and profile {self.name} sets "
+                             f"none; set it in the parameters cell or in the profile's notebooks.{stem} section")
+        return params[name]
 
     def with_runs_dir(self, runs_dir: str | Path) -> "Profile":
         """The same profile writing its runs to ``runs_dir``."""

@@ -242,3 +242,18 @@ def test_a_bad_plan_is_named(tmp_path, plan, needle):
     with pytest.raises(ValueError) as err:
         experiments.notebook_configs(profiles.load("smoke"), path, {})
     assert needle in str(err.value)
+
+
+def test_the_clinical_lesson_plans_the_runs_of_06():
+    """11 trains nothing of its own: with LOSSES empty it plans exactly what 06 plans with the
+    same profile (the profile's 06 LOSSES, else the study's default), so every run is reused."""
+    smoke = profiles.load("smoke")  # smoke.yaml sets 06's LOSSES: [bce, focal]
+    assert experiments.clinical_losses(smoke, []) == ["bce", "focal"]
+    assert experiments.clinical_losses(smoke, ["bce", "weighted_bce"]) == ["bce", "weighted_bce"]
+    bare = dataclasses.replace(smoke, notebooks={})
+    assert experiments.clinical_losses(bare) == profiles.NOTEBOOK_DEFAULTS["06_losses"]["LOSSES"]
+    for profile in (smoke, profiles.load("cpu"), bare):
+        losses = profile.notebook_value("06_losses", "LOSSES")
+        planned = experiments.notebook_configs(profile, "11_clinical_evaluation", {"LOSSES": []})
+        assert [c.fingerprint() for c in planned] == [
+            c.fingerprint() for c in experiments.notebook_configs(profile, "06_losses", {"LOSSES": losses})]

@@ -22,7 +22,8 @@ from executed_notebooks import images as _images, result as _result, text as _te
 REPO = Path(__file__).resolve().parent.parent
 # 08_demo has its own tests; the results notebook runs last, as in the report.
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "09_results", "10_shortcuts", "12_label_noise", "13_external_site"]
+         "06_losses", "07_heatmaps", "09_results", "10_shortcuts", "11_clinical_evaluation",
+         "12_label_noise", "13_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,31 @@ def test_shortcut_lesson(smoke):
     assert _images(r.executed) >= 2  # training images with drains, heatmaps
 
 
+def test_clinical_evaluation(smoke):
+    """11 reuses 01's baseline seeds and 06's losses (trains nothing), thresholds each finding on
+    validation, and shows the operating points, PR beside ROC, calibration before and after a
+    temperature, each loss's calibration, the worst errors, the seed ensemble and the checks."""
+    from cxrlib import clinical, error_analysis
+
+    r = _result(smoke, "11_clinical_evaluation")
+    text = _text(r.executed)
+    # the runs it shows were finished before it ran (by 01 and 06), not trained by it
+    for run_dir in (smoke.runs_dir / "baseline", smoke.runs_dir / "baseline" / "seed1", smoke.runs_dir / "focal"):
+        assert (run_dir / "metrics.json").stat().st_mtime < r.executed.stat().st_mtime
+    assert "'baseline': '2 seed(s)" in text and "'focal': '1 seed(s)" in text
+    assert clinical.ThresholdRule().describe() in text and "bootstrap resamples of patients" in text
+    for column in ("ppv at clinic", "npv at clinic", "AUPRC / prevalence", "ECE after T", "mean AUROC after T"):
+        assert column in text
+    assert "Hernia: AUROC" in text and "where 1.0% of patients have it" in text  # CLINICAL_PREVALENCE 0.01
+    assert "temperature T=" in text and "2 seeds: ensemble mean AUROC" in text
+    assert error_analysis.FALSE_POSITIVE in text or error_analysis.FALSE_NEGATIVE in text
+    # the four student exercises run, each showing its check's explanation of the first attempt
+    for name, words in (("check_weighted_bce", "wrong way round"), ("check_leakage", "image ids were compared"),
+                        ("check_auroc", "counts as 0"), ("check_threshold", "below the target")):
+        assert name in text and words in text, name
+    assert _images(r.executed) >= 5  # ROC/PR, reliability, by loss, errors, disagreement
+
+
 def test_results_lists_every_run(smoke):
     r = _result(smoke, "09_results")
     text = _text(r.executed)
@@ -240,6 +266,9 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
     assert [c.seed for c in noisy] == list(profile.seeds.variants)
     assert all(runs.is_finished(runs.run_folder(c), c) for c in noisy)
     assert [c.name for c in planned["13_external_site"]] == ["baseline"] * len(profile.seeds.baseline)
+    # the clinical lesson plans 06's runs (all finished by 06): it trains nothing of its own
+    assert [(c.name, c.seed) for c in planned["11_clinical_evaluation"]] == [
+        (c.name, c.seed) for c in planned["06_losses"]]
     lesson = planned["10_shortcuts"]  # the shortcut lesson's two runs, one seed each
     assert [c.name for c in lesson] == ["clean", "drain"]
     assert all(runs.is_finished(runs.run_folder(c), c) for c in lesson)

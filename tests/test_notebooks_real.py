@@ -29,7 +29,8 @@ from executed_notebooks import images as _images, outputs as _outputs, result as
 
 OFFICIAL = "official patient-wise split (test_list.txt)"
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "08_demo", "09_results", "12_label_noise", "13_external_site"]
+         "06_losses", "07_heatmaps", "08_demo", "09_results", "11_clinical_evaluation",
+         "12_label_noise", "13_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +192,20 @@ def test_external_site_is_the_second_folder(sample):
     meta = runs.load_run(sample.runs_dir / experiments.METADATA_CONTROL, with_model=False)
     assert meta.metrics["model"]["sees"] == "no pixel: only view_position, age, sex, follow_up"
     assert meta.metrics["split"] == OFFICIAL
+
+
+def test_clinical_evaluation_on_real_images(sample, release):
+    """11 on the real sample: thresholds from the official split's validation patients, the
+    operating points on the official test images present, one seed (the sample profile's),
+    so no ensemble, said in words."""
+    from cxrlib import clinical
+
+    r = _result(sample, "11_clinical_evaluation")
+    text = _text(r.executed)
+    assert OFFICIAL in text and f"{len(release['test'])} test images" in text
+    assert clinical.ThresholdRule().describe() in text and "bootstrap resamples of patients" in text
+    assert "ppv at clinic" in text and "AUPRC / prevalence" in text and "temperature T=" in text
+    assert "1 training seed: no ensemble" in text
+    for name in ("check_weighted_bce", "check_leakage", "check_auroc", "check_threshold"):
+        assert name in text
+    assert _images(r.executed) >= 4  # ROC/PR, reliability, by loss, errors
