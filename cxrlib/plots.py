@@ -264,6 +264,24 @@ def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = No
     return fig
 
 
+def heatmap_grid(bundle, image_id: str, maps: np.ndarray, probabilities: Sequence[float] | None = None,
+                 title: str | None = None, **kwargs):
+    """All of an image's heatmaps (``maps`` ``[K,h,w]``, one per finding of ``bundle.label_names``)
+    over its full-resolution picture, each panel with that finding's ground truth from the
+    bundle: boxes where the source offers boxes (ChestX-ray14), mask outlines where it offers
+    masks (phantoms). ``kwargs`` go to :func:`cxrlib.cam.overlay_grid`; returns the Figure."""
+    from cxrlib import cam  # cam imports pytorch-grad-cam: only the heatmap figures pay for it
+
+    image_id = str(image_id)
+    names = list(bundle.label_names[: len(maps)])
+    masks = bundle.masks(image_id)
+    fig = cam.overlay_grid(bundle.full_image(image_id), maps, findings=names, boxes=bundle.boxes(image_id),
+                           probabilities=probabilities, masks=[masks.get(name) for name in names], **kwargs)
+    if title:
+        fig.suptitle(title, y=1.02)
+    return fig
+
+
 # ----------------------------------------------------------------------------- phantoms beside real images
 
 

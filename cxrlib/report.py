@@ -461,7 +461,8 @@ def _localization_html(runs_dir: Path) -> str:
     summaries = localization_summaries(runs_dir)
     if not summaries:
         return ""  # nothing measured: nothing said
-    parts = ["<h2>Localization: model vs random map vs Wang et al.</h2>"]
+    # Wang et al.'s columns are in a summary only when it was scored against boxes, as theirs were
+    parts = ["<h2>Localization: model vs random maps (and Wang et al. where scored against boxes)</h2>"]
     for name, table in summaries.items():
         notes = "; ".join(f"{k}: {v}" for k, v in table.attrs.get("notes", {}).items())
         parts.append(f"<h3>{html.escape(name)}</h3>" + (f'<p class="note">{html.escape(notes)}</p>' if notes else ""))

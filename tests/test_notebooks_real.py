@@ -165,5 +165,5 @@ def test_results_table_of_the_real_runs(sample):
     for name in every + STEMS:
         assert name in index
     # the heatmap run's localization summary on the real boxes, beside random maps and Wang et al.
-    assert "Localization: model vs random map vs Wang et al." in index and "random maps" in index
+    assert "Localization: model vs random maps (and Wang et al. where scored against boxes)" in index and "random maps" in index
     assert _images(r.executed) >= 3

@@ -76,6 +76,15 @@ class DataBundle:
         bits = self.cache.masks[self.cache.index_of(str(image_id))]
         return (np.asarray(bits) >> np.uint16(k)) & np.uint16(1) != 0
 
+    def masks(self, image_id: str) -> dict[str, np.ndarray]:
+        """Every finding's non-empty ground-truth mask of an image, by finding name (cache
+        size); empty where the source offers no masks (``offers.masks``: boxes come from
+        :meth:`boxes`). A figure that promises the ground truth asks both."""
+        if not self.offers.masks:
+            return {}
+        found = {name: self.mask(image_id, k) for k, name in enumerate(FINDINGS)}
+        return {name: m for name, m in found.items() if m is not None and m.any()}
+
     def dataset(self, part: str) -> CachedDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[part]
 
