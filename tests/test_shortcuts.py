@@ -5,6 +5,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxrlib import phantoms, runs, shortcuts
@@ -47,9 +48,9 @@ def test_phantom_index_inverts_the_image_id():
 def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_path, monkeypatch):
     _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 1.0)
     data = load_data(drain.data, progress=False)
-    part = shortcuts.drained_part(drain.data, data.test)
+    part = shortcuts.drained_part(drain.data, data.test, rate=1.0)
     positives = part.targets[:, PTX] > 0
-    assert positives.sum() >= 3 and (part.drains == positives).all()  # share 1: every one
+    assert positives.sum() >= 3 and (part.drains == positives).all()  # rate 1: every one
     assert (part.drain_masks.any(axis=(1, 2)) == part.drains).all()
     # the cached test split itself has none: same images where there is no drain
     for i in range(len(part.drains)):
@@ -70,3 +71,54 @@ def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_
         assert table.loc["m", column] == 1.0
         assert table.loc["m", "images with a drain"] == len(on)
         assert 0 < table.loc["m", "chance (drain area share)"] < 0.3
+
+
+def _fake_run(part, pneumothorax_scores: np.ndarray) -> SimpleNamespace:
+    """A run whose model gives ``pneumothorax_scores`` to the part's images (in its order)."""
+    def probabilities(images):
+        assert len(images) == len(part.image_ids)
+        scores = np.zeros((len(images), len(FINDINGS)), np.float32)
+        scores[:, PTX] = pneumothorax_scores
+        return scores
+    return SimpleNamespace(predictions={"ids": part.image_ids}, predictor=SimpleNamespace(probabilities=probabilities))
+
+
+def test_one_test_set_is_stratified_by_the_drain(tmp_path):
+    """Oakden-Rayner et al.'s design: drained and undrained positives of ONE test set, each
+    against the same negatives. A model that reads the drain ranks the drained positives
+    perfectly and the undrained ones at chance; a model that reads the lesion ranks both."""
+    _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 0.9)
+    data = load_data(drain.data, progress=False)
+    part = shortcuts.drained_part(drain.data, data.test)  # TEST_DRAIN_RATE of the positives
+    positive = part.targets[:, PTX] > 0
+    assert part.rate == shortcuts.TEST_DRAIN_RATE
+    assert (part.drains & positive).sum() >= 2 and (~part.drains & positive).sum() >= 2, "both strata in one test set"
+    assert not (part.drains & ~positive).any()
+    with pytest.raises(ValueError, match="rate"):
+        shortcuts.drained_part(drain.data, data.test, rate=0.0)
+
+    runs_ = {"reads the drain": _fake_run(part, part.drains.astype(float)),
+             "reads the lesion": _fake_run(part, positive.astype(float))}
+    table = shortcuts.stratified_table(runs_, part, n_bootstrap=50)
+    auc = table[f"{shortcuts.FINDING} AUROC"]
+    assert auc[("reads the drain", shortcuts.WITH_DRAINS)] == 1.0
+    assert auc[("reads the drain", shortcuts.WITHOUT_DRAINS)] == 0.5  # tied with every negative
+    assert 0.5 < auc[("reads the drain", shortcuts.ALL_POSITIVES)] < 1.0  # the label's AUROC hides the failure
+    assert (auc.loc["reads the lesion"] == 1.0).all()
+    counts = table.loc["reads the drain"]
+    assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
+        counts.loc[shortcuts.ALL_POSITIVES, "positives"] == positive.sum()
+    assert (counts["negatives"] == (~positive).sum()).all()  # the same negatives in every stratum
+
+    # kept beside the drained run, read back for 09 and the index, and said in words
+    path = shortcuts.write_strata(runs.run_folder(drain), table)
+    assert path.parent == tmp_path / "runs" / shortcuts.LESSON_DIR / shortcuts.RUN_NAME
+    back = shortcuts.read_strata(tmp_path / "runs")
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    assert back.attrs["test drain rate"] == shortcuts.TEST_DRAIN_RATE
+    words = shortcuts.strata_words(back)
+    assert len(words) == 2 and "drained minus undrained +0.500" in words[0] and "1.000" in words[0]
+    assert shortcuts.read_strata(tmp_path / "elsewhere") is None
+    path.write_text("{")
+    with pytest.raises(ValueError, match="strata.json"):
+        shortcuts.read_strata(tmp_path / "runs")
