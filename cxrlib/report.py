@@ -84,12 +84,28 @@ class ReportResult:
 # ----------------------------------------------------------------------------- discovery
 
 
+def summarises(path: Path) -> bool:
+    """Whether a notebook declares itself a summary of the others (``metadata.cxrlib.summary``):
+    it runs after every other notebook of a report, whatever its number, so it can show what
+    the lessons after it measured."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the notebook {path}: {err}") from err
+    return bool((meta.get("cxrlib") or {}).get("summary", False))
+
+
+def run_order(notebooks: Sequence[Path]) -> list[Path]:
+    """By number, the summary notebooks (:func:`summarises`) last."""
+    return sorted(notebooks, key=lambda p: (summarises(p), p.name))
+
+
 def discover_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``) of a folder, in the order they run."""
     folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"notebooks folder {folder} does not exist; pass --notebooks-dir")
-    found = sorted(p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    found = run_order([p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name)])
     if not found:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
     return found
@@ -111,7 +127,7 @@ def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None
             names = ", ".join(p.stem for p in notebooks)
             raise ValueError(f"--only {item!r} matches no notebook; available: {names}")
         chosen.extend(m for m in matches if m not in chosen)
-    return sorted(chosen)
+    return run_order(chosen)
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -419,6 +435,7 @@ def write_index(report: ReportResult, profile: Profile) -> Path:
         results=results_html,
         skipped=_skipped_html(profile),
         localization=_section("localization section", lambda: _localization_html(report.runs_dir)),
+        strata=_section("hidden stratification section", lambda: _strata_html(report.runs_dir)),
         study=references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}"),
         published=references.published_table().to_html(index=False, na_rep="", border=0,
                                                         float_format=lambda v: f"{v:.3f}"),
@@ -457,6 +474,24 @@ def _skipped_html(profile: Profile) -> str:
             f"no result is shown for them; measured reasons:</p><ul>{items}</ul>")
 
 
+def _strata_html(runs_dir: Path) -> str:
+    """Notebook 10's one test set stratified by the drain, in words and as its table."""
+    from cxrlib import shortcuts  # the lesson's module loads CAM code: only a report that shows it pays
+
+    table = shortcuts.read_strata(runs_dir)
+    if table is None:
+        return ""  # the lesson did not run: nothing measured, nothing said
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in shortcuts.strata_words(table))
+    return ("<h2>Hidden stratification: one label, two strata (notebook 10)</h2>"
+            f'<p class="note">One phantom test set whose {shortcuts.FINDING} positives carry a chest drain by a '
+            f"drawn coin ({float(table.attrs['test drain rate']):.0%} of them), scored once; the AUROC over "
+            "all positives, then over those with and without a drain, each against the same negatives "
+            "(Oakden-Rayner et al. 2020). A model trained where drains marked the finding ranks the drained "
+            "ones far higher: the label's AUROC hides the patients without a drain.</p>"
+            f'<ul class="conclusions">{items}</ul>'
+            + table.drop(columns=["low", "high"]).to_html(na_rep="–", border=0, float_format=lambda v: f"{v:.3f}"))
+
+
 def _localization_html(runs_dir: Path) -> str:
     summaries = localization_summaries(runs_dir)
     if not summaries:
@@ -488,6 +523,7 @@ ul.conclusions li {{ margin: 0.35em 0; max-width: 70em; }}
 {figure}
 <h2>Conclusions</h2>
 {conclusions}
+{strata}
 <h2>Results: every run</h2>
 <p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it: the mean
 over the run's training seeds, with the 95% bootstrap confidence interval of that mean (test patients

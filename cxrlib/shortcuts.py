@@ -229,6 +229,16 @@ def strata_words(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def strata_summary(runs_dir: str | Path) -> str:
+    """Notebook 10's result under ``runs_dir`` in words (:func:`strata_words`), or what to run
+    to get it: what notebook 09 and the report's index say about the lesson."""
+    table = read_strata(runs_dir)
+    if table is None:
+        return (f"Hidden stratification: not measured under {runs_dir}; run notebook 10 "
+                f"(python -m cxrlib report --only 10) to stratify its test set by the drain.")
+    return "\n".join(strata_words(table))
+
+
 def _heat(run, images: np.ndarray, method: str) -> np.ndarray:
     return run.predictor.heatmaps(list(images), FINDING, method=method)
 

@@ -160,6 +160,15 @@ def test_shortcut_lesson(smoke):
     assert shortcuts.WITH_DRAINS in text and shortcuts.WITHOUT_DRAINS in text
     assert "trained clean" in text and "trained with drains" in text
     assert "hottest pixel on the drain" in text and "positives with a drain" in text
+    # ONE test set stratified: both strata against the same negatives, kept for 09 and the index
+    strata = shortcuts.read_strata(smoke.runs_dir)
+    assert strata is not None and set(strata.index.get_level_values("model")) == {"trained clean", "trained with drains"}
+    counts = strata.loc["trained with drains"]
+    assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
+        counts.loc[shortcuts.ALL_POSITIVES, "positives"] > 0
+    assert counts["negatives"].nunique() == 1
+    for line in shortcuts.strata_words(strata):
+        assert line in text
     assert _images(r.executed) >= 2  # training images with drains, heatmaps
 
 
@@ -187,6 +196,12 @@ def test_results_lists_every_run(smoke):
     for name in every + STEMS:
         assert name in index
     assert "data:image/png;base64," in index and words.comparisons[0].split(":")[0] in index
+    # notebook 10's stratified test set: in 09 (which runs after it) and in the index
+    from cxrlib import shortcuts
+    assert report.run_order([REPO / "notebooks" / f"{s}.ipynb" for s in STEMS])[-1].stem == "09_results"
+    summary = shortcuts.strata_summary(smoke.runs_dir)
+    assert shortcuts.read_strata(smoke.runs_dir) is not None and summary.splitlines()[0] in text
+    assert "Hidden stratification: one label, two strata" in index and summary.splitlines()[0] in index
     assert _images(r.executed) >= 3  # forest plot, ROC, ROC grid
 
 

@@ -255,3 +255,40 @@ def test_index_lists_what_the_profile_leaves_to_the_full_profile(study, tmp_path
     assert "Full profile only" in html and "measured 0.50 after 8 steps" in html
     results = html[html.index("<h2>Results"):html.index("Full profile only")]
     assert "mixed" not in results  # never shown as a result
+
+
+def test_a_summary_notebook_runs_after_every_other(tmp_path):
+    """Notebook 09 summarises lessons numbered after it (10's strata): it declares itself a
+    summary and the report runs it last, however the notebooks are chosen."""
+    found = _touch_notebooks(tmp_path, ["00_a.ipynb", "09_results.ipynb", "10_z.ipynb", "11_y.ipynb"])
+    assert [p.stem for p in found] == ["00_a", "09_results", "10_z", "11_y"]
+    nb = nbformat.read(str(tmp_path / "09_results.ipynb"), as_version=4)
+    nb.metadata["cxrlib"] = {"summary": True}
+    nbformat.write(nb, str(tmp_path / "09_results.ipynb"))
+    found = report.discover_notebooks(tmp_path)
+    assert [p.stem for p in found] == ["00_a", "10_z", "11_y", "09_results"]
+    assert [p.stem for p in report.select_notebooks(found, "9,10")] == ["10_z", "09_results"]
+    # the project's own results notebook is one
+    assert report.summarises(REPO / "notebooks" / "09_results.ipynb")
+    assert not report.summarises(REPO / "notebooks" / "10_shortcuts.ipynb")
+
+
+def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
+    import pandas as pd
+
+    from cxrlib import shortcuts
+
+    assert report._strata_html(tmp_path) == ""  # the lesson did not run: nothing said
+    rows = [("trained with drains", shortcuts.ALL_POSITIVES, 10, 40, 0.8, 0.7, 0.9),
+            ("trained with drains", shortcuts.WITH_DRAINS, 5, 40, 0.95, 0.9, 1.0),
+            ("trained with drains", shortcuts.WITHOUT_DRAINS, 5, 40, 0.65, 0.5, 0.8)]
+    table = pd.DataFrame(rows, columns=["model", "stratum", "positives", "negatives", "Pneumothorax AUROC", "low",
+                                        "high"]).set_index(["model", "stratum"])
+    table.insert(3, "95% CI", [results.interval_text(lo, hi) for lo, hi in zip(table["low"], table["high"])])
+    table.attrs["test drain rate"] = 0.5
+    shortcuts.write_strata(tmp_path / shortcuts.LESSON_DIR / shortcuts.RUN_NAME, table)
+    page = report._strata_html(tmp_path)
+    assert "Hidden stratification" in page and "50% of them" in page
+    assert "0.950 [0.900, 1.000] on the 5 with a drain and 0.650 [0.500, 0.800] on the 5" in page
+    assert "drained minus undrained +0.300" in page
+    assert f"<li>{shortcuts.strata_summary(tmp_path)}</li>" in page  # 09 prints the same sentence
