@@ -122,3 +122,35 @@ def test_one_test_set_is_stratified_by_the_drain(tmp_path):
     path.write_text("{")
     with pytest.raises(ValueError, match="strata.json"):
         shortcuts.read_strata(tmp_path / "runs")
+
+
+def test_a_runs_model_scores_the_drained_split_through_its_predictor(tmp_path):
+    """The lesson feeds the one stratified test set to each run's model at the run's own size
+    and channels, scores the finding by the model's own output names, and reads every stratum
+    from those same scores (the run's saved drain-free predictions are not used)."""
+    import torch
+
+    from cxrlib.metrics import auroc
+    from cxrlib.models import create_model
+    from cxrlib.predict import predict_images
+
+    _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 1.0)
+    drain = drain.with_overrides({"model.in_chans": 3})
+    data = load_data(drain.data, progress=False)
+    part = shortcuts.drained_part(drain.data, data.test)
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=len(FINDINGS), in_chans=3).eval()
+    saved = np.random.default_rng(0).random(part.targets.shape).astype(np.float32)
+    run = runs.RunResult(run_dir=tmp_path, config=drain, history=None, metrics=None, train_seconds=0.0, model=model,
+                         predictions={"ids": part.image_ids, "scores": saved, "label_names": np.array(FINDINGS)})
+    table = shortcuts.stratified_table({"m": run}, part, n_bootstrap=0)
+    expected = predict_images(model, list(part.images), 32, 3)
+    positive = part.targets[:, PTX] > 0
+    for stratum, chosen in ((shortcuts.ALL_POSITIVES, positive), (shortcuts.WITH_DRAINS, positive & part.drains),
+                            (shortcuts.WITHOUT_DRAINS, positive & ~part.drains)):
+        rows = chosen | ~positive
+        assert table.loc[("m", stratum), "Pneumothorax AUROC"] == pytest.approx(
+            auroc(part.targets[rows], expected[rows])[PTX])
+    pointing = shortcuts.drain_pointing({"m": run}, part)
+    assert pointing.loc["m", "images with a drain"] == int(part.drains.sum())
+    assert 0.0 <= pointing.loc["m", "hottest pixel on the drain"] <= 1.0
