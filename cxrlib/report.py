@@ -36,7 +36,7 @@ from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
 from cxrlib.models import weights
 from cxrlib.profiles import Profile
-from cxrlib.results import conclusions, format_results, results_table
+from cxrlib.results import conclusions, format_results, results_table, strata_words
 
 NOTEBOOKS_DIR = profiles.PROJECT_ROOT / "notebooks"
 # The check before the first notebook probes each model's speed for at most this long.
@@ -475,21 +475,24 @@ def _skipped_html(profile: Profile) -> str:
 
 
 def _strata_html(runs_dir: Path) -> str:
-    """Notebook 10's one test set stratified by the drain, in words and as its table."""
-    from cxrlib import shortcuts  # the lesson's module loads CAM code: only a report that shows it pays
-
-    table = shortcuts.read_strata(runs_dir)
-    if table is None:
+    """Every test set stratified by a confounder under ``runs_dir`` (notebook 10's drained and
+    undrained pneumothoraces), in words and as its table."""
+    found = runs.strata_under(runs_dir)
+    if not found:
         return ""  # the lesson did not run: nothing measured, nothing said
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in shortcuts.strata_words(table))
-    return ("<h2>Hidden stratification: one label, two strata (notebook 10)</h2>"
-            f'<p class="note">One phantom test set whose {shortcuts.FINDING} positives carry a chest drain by a '
-            f"drawn coin ({float(table.attrs['test drain rate']):.0%} of them), scored once; the AUROC over "
-            "all positives, then over those with and without a drain, each against the same negatives "
-            "(Oakden-Rayner et al. 2020). A model trained where drains marked the finding ranks the drained "
-            "ones far higher: the label's AUROC hides the patients without a drain.</p>"
-            f'<ul class="conclusions">{items}</ul>'
-            + table.drop(columns=["low", "high"]).to_html(na_rep="–", border=0, float_format=lambda v: f"{v:.3f}"))
+    parts = ["<h2>Hidden stratification: one label, two strata (notebook 10)</h2>"]
+    for where, table in found.items():
+        notes = table.attrs.get("notes", {})
+        drawn = "; ".join(f"{k}: {v}" for k, v in notes.items())
+        parts.append(f'<p class="note">Run <code>{html.escape(where)}</code>. {html.escape(drawn)}. Each model scored '
+                     "the one test set once; its AUROC over all positives, then over each stratum of them, each "
+                     "against the same negatives (Oakden-Rayner et al. 2020). A model that learnt the confounder "
+                     "ranks one stratum far above the other: the label's AUROC hides the patients without it.</p>")
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in strata_words(table))
+        parts.append(f'<ul class="conclusions">{items}</ul>'
+                     + table.drop(columns=["low", "high"]).to_html(na_rep="–", border=0,
+                                                                   float_format=lambda v: f"{v:.3f}"))
+    return "".join(parts)
 
 
 def _localization_html(runs_dir: Path) -> str:

@@ -12,14 +12,14 @@ most Pneumothorax images of the training split only. This module trains nothing 
 names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 10's plan
 for the check), draws ONE test set as an archive holds it, a drain on some of its positives
 (:func:`drained_part`), stratifies it: drained and undrained positives each against the same
-negatives (:func:`stratified_table`, kept beside the drained run by :func:`write_strata` for
-the results notebook and the report's index, :func:`strata_words`), measures where heatmaps
+negatives (:func:`stratified_table`; kept beside the drained run by
+:func:`cxrlib.runs.write_strata`, said in words by :func:`cxrlib.results.strata_words`, read
+back for the results notebook by :func:`read_strata` and :func:`strata_summary`), measures where heatmaps
 point (:func:`drain_pointing`) and shows it (:func:`plot_drain_heatmaps`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 
 from cxrlib import cam, experiments, phantoms
+from cxrlib import runs as runs_store
 from cxrlib.config import ExperimentConfig
-from cxrlib.fileio import atomic_write_text
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
-from cxrlib.results import MISSING, estimate_text, interval_text, number_text
+from cxrlib.results import MISSING, interval_text, strata_words
 
 FINDING = "Pneumothorax"
 # The lesson's run lives in a subfolder of the study's runs: it is a demonstration of a
@@ -46,8 +46,7 @@ TEST_DRAIN_RATE = 0.5
 ALL_POSITIVES = "all positives"
 WITH_DRAINS = "positives with a drain"
 WITHOUT_DRAINS = "positives without a drain"
-STRATA = (ALL_POSITIVES, WITH_DRAINS, WITHOUT_DRAINS)
-STRATA_FILE = "strata.json"  # the stratified table, beside the drained run
+STRATA = (ALL_POSITIVES, WITH_DRAINS, WITHOUT_DRAINS)  # the first is all, then the gap's two sides
 
 
 def lesson_configs(base: ExperimentConfig, share: float = 0.9,
@@ -180,53 +179,15 @@ def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap:
         rows += [{"model": name, **row} for row in _stratum_rows(part, scores, n_bootstrap, seed)]
     table = pd.DataFrame(rows).set_index(["model", "stratum"])
     table.insert(3, "95% CI", [interval_text(lo, hi, missing=MISSING) for lo, hi in zip(table["low"], table["high"])])
-    table.attrs["test drain rate"] = part.rate
+    table.attrs["notes"] = {"finding": FINDING, "test drain rate": part.rate,
+                            "test set": "one test part; a drain on a drawn share of its positives, none on negatives"}
     return table
-
-
-def write_strata(run_dir: str | Path, table: pd.DataFrame) -> Path:
-    """Keep :func:`stratified_table` beside the drained run (atomically), for notebook 09 and
-    the report's index; returns the file."""
-    path = Path(run_dir) / STRATA_FILE
-    rows = [{"model": m, "stratum": s, **{c: (None if pd.isna(v) else v) for c, v in row.items()}}
-            for (m, s), row in table.drop(columns=["95% CI"]).iterrows()]
-    atomic_write_text(json.dumps({"test drain rate": table.attrs.get("test drain rate"), "rows": rows}, indent=1),
-                      path)
-    return path
 
 
 def read_strata(runs_dir: str | Path) -> pd.DataFrame | None:
-    """The stratified table notebook 10 kept under a study's ``runs_dir``; None when the lesson
-    has not run there. A file that cannot be read is an error naming it."""
-    path = Path(runs_dir) / LESSON_DIR / RUN_NAME / STRATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        table = pd.DataFrame(stored["rows"]).set_index(["model", "stratum"]).astype(
-            {f"{FINDING} AUROC": float, "low": float, "high": float})
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot read {path}: {err}; run notebook 10 again") from err
-    table.insert(3, "95% CI", [interval_text(lo, hi, missing=MISSING) for lo, hi in zip(table["low"], table["high"])])
-    table.attrs["test drain rate"] = stored.get("test drain rate")
-    return table
-
-
-def strata_words(table: pd.DataFrame) -> list[str]:
-    """One sentence per model of a :func:`stratified_table`: its AUROC on the drained and on
-    the undrained positives of the same test set, and the gap."""
-    lines = []
-    for model in table.index.unique(level="model"):
-        t = table.loc[model]
-        auc = {s: t.loc[s, f"{FINDING} AUROC"] for s in STRATA}
-        said = {s: estimate_text(auc[s], t.loc[s, "low"], t.loc[s, "high"]) for s in STRATA}
-        gap = auc[WITH_DRAINS] - auc[WITHOUT_DRAINS]
-        lines.append(f"{model}: {FINDING} AUROC {said[ALL_POSITIVES]} on all {int(t.loc[ALL_POSITIVES, 'positives'])} "
-                     f"positives of one test set; {said[WITH_DRAINS]} on the {int(t.loc[WITH_DRAINS, 'positives'])} "
-                     f"with a drain and {said[WITHOUT_DRAINS]} on the {int(t.loc[WITHOUT_DRAINS, 'positives'])} "
-                     f"without, against the same {int(t.loc[ALL_POSITIVES, 'negatives'])} negatives "
-                     f"(drained minus undrained {number_text(gap, signed=True)}).")
-    return lines
+    """The stratified table notebook 10 kept (:func:`cxrlib.runs.write_strata`, beside the
+    drained run) under a study's ``runs_dir``; None when the lesson has not run there."""
+    return runs_store.read_strata(Path(runs_dir) / LESSON_DIR / RUN_NAME)
 
 
 def strata_summary(runs_dir: str | Path) -> str:

@@ -168,7 +168,7 @@ def test_shortcut_lesson(smoke):
     assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
         counts.loc[shortcuts.ALL_POSITIVES, "positives"] > 0
     assert counts["negatives"].nunique() == 1
-    for line in shortcuts.strata_words(strata):
+    for line in results.strata_words(strata):
         assert line in text
     assert _images(r.executed) >= 2  # training images with drains, heatmaps
 

@@ -276,19 +276,18 @@ def test_a_summary_notebook_runs_after_every_other(tmp_path):
 def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
     import pandas as pd
 
-    from cxrlib import shortcuts
-
     assert report._strata_html(tmp_path) == ""  # the lesson did not run: nothing said
-    rows = [("trained with drains", shortcuts.ALL_POSITIVES, 10, 40, 0.8, 0.7, 0.9),
-            ("trained with drains", shortcuts.WITH_DRAINS, 5, 40, 0.95, 0.9, 1.0),
-            ("trained with drains", shortcuts.WITHOUT_DRAINS, 5, 40, 0.65, 0.5, 0.8)]
+    rows = [("trained with drains", "all positives", 10, 40, 0.8, 0.7, 0.9),
+            ("trained with drains", "positives with a drain", 5, 40, 0.95, 0.9, 1.0),
+            ("trained with drains", "positives without a drain", 5, 40, 0.65, 0.5, 0.8)]
     table = pd.DataFrame(rows, columns=["model", "stratum", "positives", "negatives", "Pneumothorax AUROC", "low",
                                         "high"]).set_index(["model", "stratum"])
-    table.insert(3, "95% CI", [results.interval_text(lo, hi) for lo, hi in zip(table["low"], table["high"])])
-    table.attrs["test drain rate"] = 0.5
-    shortcuts.write_strata(tmp_path / shortcuts.LESSON_DIR / shortcuts.RUN_NAME, table)
+    run_dir = tmp_path / "shortcuts" / "drain"
+    run_dir.mkdir(parents=True)
+    runs.write_strata(run_dir, table, {"test drain rate": 0.5})
     page = report._strata_html(tmp_path)
-    assert "Hidden stratification" in page and "50% of them" in page
-    assert "0.950 [0.900, 1.000] on the 5 with a drain and 0.650 [0.500, 0.800] on the 5" in page
-    assert "drained minus undrained +0.300" in page
-    assert f"<li>{shortcuts.strata_summary(tmp_path)}</li>" in page  # 09 prints the same sentence
+    words = results.strata_words(runs.read_strata(run_dir))
+    assert words == ["trained with drains: Pneumothorax AUROC 0.800 [0.700, 0.900] over all positives (10) of one "
+                     "test set; 0.950 [0.900, 1.000] on the 5 positives with a drain and 0.650 [0.500, 0.800] on the "
+                     "5 positives without a drain, each against the same 40 negatives (gap +0.300)."]
+    assert "Hidden stratification" in page and "test drain rate: 0.5" in page and f"<li>{words[0]}</li>" in page

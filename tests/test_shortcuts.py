@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import phantoms, runs, shortcuts
+from cxrlib import phantoms, results, runs, shortcuts
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
@@ -111,13 +111,20 @@ def test_one_test_set_is_stratified_by_the_drain(tmp_path):
     assert (counts["negatives"] == (~positive).sum()).all()  # the same negatives in every stratum
 
     # kept beside the drained run, read back for 09 and the index, and said in words
-    path = shortcuts.write_strata(runs.run_folder(drain), table)
+    path = runs.write_strata(runs.run_folder(drain), table) if runs.run_folder(drain).is_dir() else None
+    assert path is None  # the drained run was never trained here: nothing to keep it beside
+    runs.run_folder(drain).mkdir(parents=True)
+    path = runs.write_strata(runs.run_folder(drain), table)
     assert path.parent == tmp_path / "runs" / shortcuts.LESSON_DIR / shortcuts.RUN_NAME
     back = shortcuts.read_strata(tmp_path / "runs")
     pd.testing.assert_frame_equal(back, table, check_dtype=False)
-    assert back.attrs["test drain rate"] == shortcuts.TEST_DRAIN_RATE
-    words = shortcuts.strata_words(back)
-    assert len(words) == 2 and "drained minus undrained +0.500" in words[0] and "1.000" in words[0]
+    assert back.attrs["notes"]["test drain rate"] == shortcuts.TEST_DRAIN_RATE
+    assert set(runs.strata_under(tmp_path / "runs")) == {f"{shortcuts.LESSON_DIR}/{shortcuts.RUN_NAME}"}
+    words = shortcuts.strata_summary(tmp_path / "runs").splitlines()
+    assert words == results.strata_words(back) and len(words) == 2
+    assert words[0].startswith("reads the drain: Pneumothorax AUROC") and "(gap +0.500)" in words[0]
+    assert f"1.000 [1.000, 1.000] on the {int((part.drains & positive).sum())} positives with a drain" in words[0]
+    assert "not measured" in shortcuts.strata_summary(tmp_path / "elsewhere")
     assert shortcuts.read_strata(tmp_path / "elsewhere") is None
     path.write_text("{")
     with pytest.raises(ValueError, match="strata.json"):
