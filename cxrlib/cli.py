@@ -77,17 +77,21 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of per-class AUROC with 95% CI, and the mean."""
-    def f(x):
-        return "  n/a " if x is None else f"{x:.4f}"
+    """A plain-text table of per-class AUROC with 95% CI, and the mean, written by
+    :mod:`cxrlib.results`' convention (the one home of how a CI reads)."""
+    # pandas-heavy results is imported here, not at the top: `cxrlib check` never needs it
+    from cxrlib.results import MISSING, interval_text, number_text
+
+    def ci(pair) -> str:
+        lo, hi = pair
+        return interval_text(lo, hi, missing=MISSING)
 
     lines = [f"{metrics.get('experiment', '')}  [{metrics.get('split', '')}]  n={metrics.get('n_images')}  "
-             f"tta={metrics.get('tta', 'none')}", f"{'finding':<20} {'AUROC':>7}  {'95% CI':<17} {'AUPRC':>7} {'n_pos':>6}"]
+             f"tta={metrics.get('tta', 'none')}", f"{'finding':<20} {'AUROC':>13}  {'95% CI':<16} {'AUPRC':>13} {'n_pos':>6}"]
     for name, m in metrics["per_class"].items():
-        lo, hi = m["auroc_ci"]
-        lines.append(f"{name:<20} {f(m['auroc']):>7}  [{f(lo)}, {f(hi)}] {f(m['auprc']):>7} {m['n_pos']:>6}")
-    lo, hi = metrics["mean_auroc_ci"]
-    lines.append(f"{'mean':<20} {f(metrics['mean_auroc']):>7}  [{f(lo)}, {f(hi)}]")
+        lines.append(f"{name:<20} {number_text(m['auroc']):>13}  {ci(m['auroc_ci']):<16} "
+                     f"{number_text(m['auprc']):>13} {m['n_pos']:>6}")
+    lines.append(f"{'mean':<20} {number_text(metrics['mean_auroc']):>13}  {ci(metrics['mean_auroc_ci'])}")
     if metrics.get("undefined"):
         lines.append(f"undefined (no positives or no negatives; left out of the mean): {', '.join(metrics['undefined'])}")
     return "\n".join(lines)

@@ -536,3 +536,33 @@ def paired_seed_comparison(targets, seeds_a: Sequence, seeds_b: Sequence, patien
         "bootstrap_redrawn": int(redrawn), "bootstrap": "patients" if patient_ids is not None else "images",
         "n_images": int(len(y)), "n_patients": _n_patients(patient_ids, len(y)), "classes": [names[k] for k in cols],
     }
+
+
+def alarms_at_threshold(targets, scores, threshold: float, label_names: Sequence[str] | None = None):
+    """What one decision threshold does on a test set, per finding and over all findings.
+
+    Every score at or above ``threshold`` raises an alarm. Per finding: images, positives,
+    alarms, true and false alarms, missed positives, sensitivity (true alarms / positives,
+    NaN without positives) and false alarms per image; the last row, ``all findings``, adds
+    them up, so its ``false alarms per image`` is what a reader of every finding's alarm on
+    one image sees on average. Returns a pandas DataFrame indexed by finding.
+    """
+    import pandas as pd  # the table is for notebooks; the metrics above need no pandas
+
+    y, s = _check_inputs(targets, scores)
+    if not math.isfinite(float(threshold)):
+        raise ValueError(f"threshold must be a number, got {threshold!r}")
+    names = list(label_names) if label_names is not None else [f"class {k}" for k in range(y.shape[1])]
+    if len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} label names for {y.shape[1]} columns of targets")
+    positive, alarm = y > 0.5, s >= threshold
+    counts = pd.DataFrame({
+        "images": np.full(y.shape[1], len(y)), "positives": positive.sum(axis=0), "alarms": alarm.sum(axis=0),
+        "true alarms": (alarm & positive).sum(axis=0), "false alarms": (alarm & ~positive).sum(axis=0),
+        "missed": (~alarm & positive).sum(axis=0)}, index=pd.Index(names, name="finding"))
+    total = counts.sum()
+    total["images"] = len(y)
+    counts.loc["all findings"] = total
+    counts["sensitivity"] = counts["true alarms"] / counts["positives"].where(counts["positives"] > 0)
+    counts["false alarms per image"] = counts["false alarms"] / counts["images"]
+    return counts

@@ -264,6 +264,24 @@ def plot_examples(bundle, part: str = "test", indices: Sequence[int] | None = No
     return fig
 
 
+def heatmap_grid(bundle, image_id: str, maps: np.ndarray, probabilities: Sequence[float] | None = None,
+                 title: str | None = None, **kwargs):
+    """All of an image's heatmaps (``maps`` ``[K,h,w]``, one per finding of ``bundle.label_names``)
+    over its full-resolution picture, each panel with that finding's ground truth from the
+    bundle: boxes where the source offers boxes (ChestX-ray14), mask outlines where it offers
+    masks (phantoms). ``kwargs`` go to :func:`cxrlib.cam.overlay_grid`; returns the Figure."""
+    from cxrlib import cam  # cam imports pytorch-grad-cam: only the heatmap figures pay for it
+
+    image_id = str(image_id)
+    names = list(bundle.label_names[: len(maps)])
+    masks = bundle.masks(image_id)
+    fig = cam.overlay_grid(bundle.full_image(image_id), maps, findings=names, boxes=bundle.boxes(image_id),
+                           probabilities=probabilities, masks=[masks.get(name) for name in names], **kwargs)
+    if title:
+        fig.suptitle(title, y=1.02)
+    return fig
+
+
 # ----------------------------------------------------------------------------- phantoms beside real images
 
 
@@ -433,24 +451,45 @@ def per_class_table(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def prevalence_only_scores(targets: np.ndarray) -> np.ndarray:
+    """Scores that know no image: every image gets each finding's prevalence in ``targets``.
+
+    Per finding its AUROC is 0.5 (all ties), but pooled over findings (a micro-average) it is
+    well above 0.5, because common findings outrank rare ones: the chance level of a
+    micro-averaged ROC curve, which the diagonal is not."""
+    y = np.asarray(targets, dtype=float)
+    return np.broadcast_to(y.mean(axis=0), y.shape).copy()
+
+
 def plot_roc_curves(predictions: dict[str, dict[str, np.ndarray]], finding: str | None = None, ax=None):
-    """ROC curves of several runs: one finding, or micro-averaged over the 14 (``finding=None``)."""
+    """ROC curves of several runs: one finding, or micro-averaged over the 14 (``finding=None``).
+
+    On one finding the diagonal is chance. A micro-average pools the findings' scores, so a
+    score that only knows which findings are common beats the diagonal: that curve
+    (:func:`prevalence_only_scores` of the first run's test targets) is drawn as its chance."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     ax = _axes(ax, (4.5, 4.5))
+    chance = None
     for name, pred in predictions.items():
         names = [str(n) for n in pred["label_names"]]
         cols = [names.index(finding)] if finding else [names.index(f) for f in FINDINGS if f in names]
-        y = np.asarray(pred["targets"])[:, cols].ravel()
-        s = np.asarray(pred["scores"])[:, cols].ravel()
+        targets = np.asarray(pred["targets"])[:, cols]
+        y, s = targets.ravel(), np.asarray(pred["scores"])[:, cols].ravel()
         if y.min() == y.max():
             continue
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{name} ({roc_auc_score(y, s):.3f})", linewidth=1.2)
+        ax.plot(fpr, tpr, label=f"{name} ({number_text(roc_auc_score(y, s))})", linewidth=1.2)
+        if chance is None and finding is None:
+            chance = prevalence_only_scores(targets).ravel()
+            fpr, tpr, _ = roc_curve(y, chance)
+            ax.plot(fpr, tpr, color="gray", linestyle="--", linewidth=1,
+                    label=f"prevalence only, no image ({number_text(roc_auc_score(y, chance))})")
     ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC: {finding}" if finding else "ROC, micro-average over findings")
+    ax.set_title(f"ROC: {finding}" if finding else "ROC, micro-average over findings\n(chance: the dashed curve)",
+                 fontsize=None if finding else 9)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_aspect("equal")
     return ax

@@ -36,7 +36,7 @@ from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
 from cxrlib.models import weights
 from cxrlib.profiles import Profile
-from cxrlib.results import conclusions, format_results, results_table
+from cxrlib.results import conclusions, format_results, results_table, strata_words
 from cxrlib.project import NOTEBOOKS_DIR
 
 # The check before the first notebook probes each model's speed for at most this long.
@@ -84,12 +84,28 @@ class ReportResult:
 # ----------------------------------------------------------------------------- discovery
 
 
+def summarises(path: Path) -> bool:
+    """Whether a notebook declares itself a summary of the others (``metadata.cxrlib.summary``):
+    it runs after every other notebook of a report, whatever its number, so it can show what
+    the lessons after it measured."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the notebook {path}: {err}") from err
+    return bool((meta.get("cxrlib") or {}).get("summary", False))
+
+
+def run_order(notebooks: Sequence[Path]) -> list[Path]:
+    """By number, the summary notebooks (:func:`summarises`) last."""
+    return sorted(notebooks, key=lambda p: (summarises(p), p.name))
+
+
 def discover_notebooks(notebooks_dir: str | Path | None = None) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``) of a folder, in the order they run."""
     folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"notebooks folder {folder} does not exist; pass --notebooks-dir")
-    found = sorted(p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    found = run_order([p for p in folder.iterdir() if NOTEBOOK_PATTERN.match(p.name)])
     if not found:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
     return found
@@ -111,7 +127,7 @@ def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None
             names = ", ".join(p.stem for p in notebooks)
             raise ValueError(f"--only {item!r} matches no notebook; available: {names}")
         chosen.extend(m for m in matches if m not in chosen)
-    return sorted(chosen)
+    return run_order(chosen)
 
 
 # ----------------------------------------------------------------------------- kernel
@@ -419,6 +435,7 @@ def write_index(report: ReportResult, profile: Profile) -> Path:
         results=results_html,
         skipped=_skipped_html(profile),
         localization=_section("localization section", lambda: _localization_html(report.runs_dir)),
+        strata=_section("hidden stratification section", lambda: _strata_html(report.runs_dir)),
         study=references.study_table().to_html(index=False, na_rep="", border=0, float_format=lambda v: f"{v:.4f}"),
         published=references.published_table().to_html(index=False, na_rep="", border=0,
                                                         float_format=lambda v: f"{v:.3f}"),
@@ -457,11 +474,33 @@ def _skipped_html(profile: Profile) -> str:
             f"no result is shown for them; measured reasons:</p><ul>{items}</ul>")
 
 
+def _strata_html(runs_dir: Path) -> str:
+    """Every test set stratified by a confounder under ``runs_dir`` (notebook 10's drained and
+    undrained pneumothoraces), in words and as its table."""
+    found = runs.strata_under(runs_dir)
+    if not found:
+        return ""  # the lesson did not run: nothing measured, nothing said
+    parts = ["<h2>Hidden stratification: one label, two strata (notebook 10)</h2>"]
+    for where, table in found.items():
+        notes = table.attrs.get("notes", {})
+        drawn = "; ".join(f"{k}: {v}" for k, v in notes.items())
+        parts.append(f'<p class="note">Run <code>{html.escape(where)}</code>. {html.escape(drawn)}. Each model scored '
+                     "the one test set once; its AUROC over all positives, then over each stratum of them, each "
+                     "against the same negatives (Oakden-Rayner et al. 2020). A model that learnt the confounder "
+                     "ranks one stratum far above the other: the label's AUROC hides the patients without it.</p>")
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in strata_words(table))
+        parts.append(f'<ul class="conclusions">{items}</ul>'
+                     + table.drop(columns=["low", "high"]).to_html(na_rep="–", border=0,
+                                                                   float_format=lambda v: f"{v:.3f}"))
+    return "".join(parts)
+
+
 def _localization_html(runs_dir: Path) -> str:
     summaries = localization_summaries(runs_dir)
     if not summaries:
         return ""  # nothing measured: nothing said
-    parts = ["<h2>Localization: model vs random map vs Wang et al.</h2>"]
+    # Wang et al.'s columns are in a summary only when it was scored against boxes, as theirs were
+    parts = ["<h2>Localization: model vs random maps (and Wang et al. where scored against boxes)</h2>"]
     for name, table in summaries.items():
         notes = "; ".join(f"{k}: {v}" for k, v in table.attrs.get("notes", {}).items())
         parts.append(f"<h3>{html.escape(name)}</h3>" + (f'<p class="note">{html.escape(notes)}</p>' if notes else ""))
@@ -487,6 +526,7 @@ ul.conclusions li {{ margin: 0.35em 0; max-width: 70em; }}
 {figure}
 <h2>Conclusions</h2>
 {conclusions}
+{strata}
 <h2>Results: every run</h2>
 <p class="note">Mean AUROC over the 14 findings on the test part of the split named beside it: the mean
 over the run's training seeds, with the 95% confidence interval of that mean over seeds and test

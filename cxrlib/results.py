@@ -585,3 +585,29 @@ def _what(r) -> str:
     if r["image size"] and not pd.isna(r["image size"]):
         parts.append(f"{int(r['image size'])} px")
     return ", ".join(parts)
+
+
+# ----------------------------------------------------------------------------- a stratified test set
+
+
+def strata_words(table: pd.DataFrame) -> list[str]:
+    """One sentence per model of a test set stratified by a confounder (``runs.read_strata``;
+    rows ``(model, stratum)``, the first stratum all positives, then the strata, each against
+    the same negatives; columns ``positives``, ``negatives``, ``<finding> AUROC``, ``low``,
+    ``high``): every stratum's AUROC with its 95% CI, and the gap between the first two strata."""
+    auroc_col = next(c for c in table.columns if str(c).endswith(" AUROC"))
+    finding = str(auroc_col)[: -len(" AUROC")]
+    lines = []
+    for model in table.index.unique(level=0):
+        rows = table.loc[model]
+        said = [f"{estimate_text(r[auroc_col], r['low'], r['high'])} on the {int(r['positives'])} {stratum}"
+                for stratum, r in rows.iloc[1:].iterrows()]
+        whole = rows.iloc[0]
+        line = (f"{model}: {finding} AUROC {estimate_text(whole[auroc_col], whole['low'], whole['high'])} over "
+                f"{rows.index[0]} ({int(whole['positives'])}) of one test set; " + " and ".join(said)
+                + f", each against the same {int(whole['negatives'])} negatives")
+        if len(rows) >= 3:
+            gap = rows.iloc[1][auroc_col] - rows.iloc[2][auroc_col]
+            line += f" (gap {number_text(gap, signed=True)})"
+        lines.append(line + ".")
+    return lines

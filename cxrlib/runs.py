@@ -64,6 +64,7 @@ PREDICTIONS = "test_predictions.npz"
 BEST = "best.pt"
 LAST = "last.pt"
 LOCALIZATION = "localization.json"
+STRATA = "strata.json"  # a test set stratified by a confounder (the shortcut lesson's), per model and stratum
 FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST, LOCALIZATION)
 
 MODEL, CONTROL = "model", "control"
@@ -273,12 +274,42 @@ def write_localization(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[
     facts about it (the method, the box rule, how many images). NaN is stored as null. The
     run folder must exist: a summary belongs to a run.
     """
-    run_dir = Path(run_dir)
+    return _write_table(Path(run_dir), LOCALIZATION, "localization summary", table, notes)
+
+
+def read_localization(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's localization summary as written by :func:`write_localization` (its notes in
+    ``table.attrs["notes"]``), or None when the run has none."""
+    return _read_table(Path(run_dir) / LOCALIZATION, "the heatmaps notebook does")
+
+
+def write_strata(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[str, Any] | None = None) -> Path:
+    """Store a test set stratified by a confounder (``strata.json`` in the run folder of the
+    run trained with it): one row per (model, stratum), and ``notes`` (default: the table's
+    ``attrs["notes"]``) saying how the test set was drawn."""
+    return _write_table(Path(run_dir), STRATA, "stratified table", table,
+                        table.attrs.get("notes") if notes is None else notes)
+
+
+def read_strata(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's stratified table as written by :func:`write_strata`, or None when it has none."""
+    return _read_table(Path(run_dir) / STRATA, "the shortcut notebook does")
+
+
+def strata_under(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Every stratified table under ``runs_dir`` (lesson runs live in subfolders), by the
+    run folder's path relative to it."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return {}
+    return {str(path.parent.relative_to(root)): read_strata(path.parent) for path in sorted(root.rglob(STRATA))}
+
+
+def _write_table(run_dir: Path, name: str, what: str, table: pd.DataFrame, notes: Mapping[str, Any] | None) -> Path:
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"cannot write {LOCALIZATION}: run folder {run_dir} does not exist "
-                                f"(train the run first)")
+        raise FileNotFoundError(f"cannot write {name}: run folder {run_dir} does not exist (train the run first)")
     if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"localization summary for {run_dir}: expected a pandas DataFrame, got {type(table).__name__}")
+        raise TypeError(f"{what} for {run_dir}: expected a pandas DataFrame, got {type(table).__name__}")
     frame = table.astype(object).where(pd.notna(table), None)
     payload = {
         "index_names": [None if n is None else str(n) for n in frame.index.names],
@@ -287,15 +318,12 @@ def write_localization(run_dir: str | Path, table: pd.DataFrame, notes: Mapping[
         "data": [[_json_value(v) for v in row] for row in frame.itertuples(index=False, name=None)],
         "notes": dict(notes or {}),
     }
-    path = run_dir / LOCALIZATION
+    path = run_dir / name
     atomic_write_text(json.dumps(payload, indent=1), path)
     return path
 
 
-def read_localization(run_dir: str | Path) -> pd.DataFrame | None:
-    """A run's localization summary as written by :func:`write_localization` (its notes in
-    ``table.attrs["notes"]``), or None when the run has none."""
-    path = Path(run_dir) / LOCALIZATION
+def _read_table(path: Path, who_writes: str) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
@@ -304,7 +332,7 @@ def read_localization(run_dir: str | Path) -> pd.DataFrame | None:
         columns = _index(payload["columns"], [None])
         table = pd.DataFrame(payload["data"], index=index, columns=columns)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"cannot read {path}: {err}; write it again (the heatmaps notebook does)") from err
+        raise ValueError(f"cannot read {path}: {err}; write it again ({who_writes})") from err
     table.attrs["notes"] = dict(payload.get("notes") or {})
     return table.infer_objects()
 

@@ -4,13 +4,17 @@ In real chest X-ray archives many Pneumothorax images show a patient already tre
 a chest drain in place (Oakden-Rayner, Dunnmon, Carneiro and Re, "Hidden stratification
 causes clinically meaningful failures in machine learning for medical imaging", 2020). A
 model can score well on such a test set by finding the drain, and fail on the patients who
-matter: the untreated ones, who have no drain yet.
+matter: the untreated ones, who have no drain yet. The label hides two strata; its AUROC
+averages over them.
 
 The phantoms reproduce this on purpose when asked (``PhantomSpec.confounder``): a drain on
 most Pneumothorax images of the training split only. This module trains nothing itself; it
 names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 10's plan
-for the check), draws a test split as the training split is drawn (:func:`drained_part`),
-scores models on both test splits (:func:`stratified_table`), measures where their heatmaps
+for the check), draws ONE test set as an archive holds it, a drain on some of its positives
+(:func:`drained_part`), stratifies it: drained and undrained positives each against the same
+negatives (:func:`stratified_table`; kept beside the drained run by
+:func:`cxrlib.runs.write_strata`, said in words by :func:`cxrlib.results.strata_words`, read
+back for the results notebook by :func:`read_strata` and :func:`strata_summary`), measures where heatmaps
 point (:func:`drain_pointing`) and shows it (:func:`plot_drain_heatmaps`).
 """
 from __future__ import annotations
@@ -24,19 +28,25 @@ import numpy as np
 import pandas as pd
 
 from cxrlib import cam, experiments, phantoms
+from cxrlib import runs as runs_store
 from cxrlib.config import ExperimentConfig
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
-from cxrlib.results import MISSING, interval_text
+from cxrlib.results import MISSING, interval_text, strata_words
 
 FINDING = "Pneumothorax"
 # The lesson's run lives in a subfolder of the study's runs: it is a demonstration of a
 # failure, not a result, so the study's results table (one row per run folder) leaves it out.
 LESSON_DIR = "shortcuts"
 RUN_NAME = "drain"
-WITH_DRAINS = "test, drains as in training"
-WITHOUT_DRAINS = "test, no drains"
+# The test set's positives carry a drain at this drawn rate: half of them, so both strata
+# are as large as the test set allows (the training share only decides what the model learns).
+TEST_DRAIN_RATE = 0.5
+ALL_POSITIVES = "all positives"
+WITH_DRAINS = "positives with a drain"
+WITHOUT_DRAINS = "positives without a drain"
+STRATA = (ALL_POSITIVES, WITH_DRAINS, WITHOUT_DRAINS)  # the first is all, then the gap's two sides
 
 
 def lesson_configs(base: ExperimentConfig, share: float = 0.9,
@@ -90,9 +100,10 @@ def drain_census(data_cfg, bundle) -> pd.DataFrame:
 
 @dataclass
 class DrainedPart:
-    """A split's images drawn as the training split is (drains on ``share`` of its
-    Pneumothorax images): ``images`` uint8 [N,S,S], ``drains`` bool [N], ``drain_masks`` and
-    ``lesion_masks`` (the finding's) bool [N,S,S], and the split's ids, patients and targets."""
+    """A test split drawn as an archive holds it: a drain on a drawn share (``rate``) of its
+    Pneumothorax images, none on negatives. ``images`` uint8 [N,S,S], ``drains`` bool [N],
+    ``drain_masks`` and ``lesion_masks`` (the finding's) bool [N,S,S], and the split's ids,
+    patients and targets."""
 
     image_ids: np.ndarray
     patient_ids: np.ndarray
@@ -103,17 +114,22 @@ class DrainedPart:
     drain_masks: np.ndarray
     lesion_masks: np.ndarray
     indices: np.ndarray
+    rate: float = TEST_DRAIN_RATE
 
 
-def drained_part(data_cfg, dataset) -> DrainedPart:
-    """``dataset`` (a part of a phantom bundle) re-drawn with its drains, at the cache size.
+def drained_part(data_cfg, dataset, rate: float = TEST_DRAIN_RATE) -> DrainedPart:
+    """``dataset`` (a part of a phantom bundle) re-drawn with a drain on a share ``rate`` of
+    its Pneumothorax images (each decided by the phantom's own coin), at the cache size.
 
     ``data_cfg`` must have the confounder on (:func:`lesson_configs`); the images are rendered
-    as training images, so the same coin decides the drain as it would in training.
+    as training images are, so a drain looks as the model saw it, and an image without a
+    drain is the very image of the drain-free split.
     """
-    spec = phantom_spec(data_cfg)
-    if spec.confounder <= 0:
+    if phantom_spec(data_cfg).confounder <= 0:
         raise ValueError("data_cfg has no confounder: pass the drain config of lesson_configs(base)")
+    if not 0 < float(rate) <= 1:
+        raise ValueError(f"rate is the share of test positives with a drain, in (0, 1]; got {rate!r}")
+    spec = phantom_spec(with_confounder(data_cfg, float(rate)))
     k = FINDINGS.index(FINDING)
     indices = np.array([phantoms.phantom_index(i) for i in dataset.image_ids], dtype=np.int64)
     rendered = [phantoms.render_phantom(int(i), data_cfg.image_size, seed=data_cfg.seed, spec=spec, training=True)
@@ -123,37 +139,65 @@ def drained_part(data_cfg, dataset) -> DrainedPart:
         targets=np.asarray(dataset.targets), label_names=list(dataset.label_names),
         images=np.stack([p.image for p in rendered]), drains=np.array([p.drain for p in rendered]),
         drain_masks=np.stack([p.drain_mask for p in rendered]), lesion_masks=np.stack([p.masks[k] for p in rendered]),
-        indices=indices)
+        indices=indices, rate=float(rate))
+
+
+def _stratum_rows(part: DrainedPart, scores: np.ndarray, n_bootstrap: int, seed: int) -> list[dict]:
+    """The finding's AUROC on each stratum: its positives against every negative of the part."""
+    k = part.label_names.index(FINDING)
+    positive = part.targets[:, k] > 0
+    keep = {ALL_POSITIVES: positive, WITH_DRAINS: positive & part.drains, WITHOUT_DRAINS: positive & ~part.drains}
+    rows = []
+    for stratum, chosen in keep.items():
+        rows_in = chosen | ~positive  # the stratum's positives and the same negatives
+        row = {"stratum": stratum, "positives": int(chosen.sum()), "negatives": int((~positive).sum()),
+               f"{FINDING} AUROC": np.nan, "low": np.nan, "high": np.nan}
+        if chosen.any():
+            r = auroc_report(part.targets[rows_in][:, [k]], scores[rows_in][:, [k]], [FINDING],
+                             patient_ids=part.patient_ids[rows_in], n_bootstrap=n_bootstrap, seed=seed)
+            per = r["per_class"][FINDING]
+            row.update({f"{FINDING} AUROC": per["auroc"], "low": per["auroc_ci"][0], "high": per["auroc_ci"][1]})
+        rows.append(row)
+    return rows
 
 
 def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap: int = 1000,
                      seed: int = 0) -> pd.DataFrame:
-    """Each run's AUROC for the finding and its mean AUROC on both test splits.
+    """Each run scored once on ONE test set, the finding's AUROC per stratum: all positives
+    (what a study reports), the positives with a drain and those without, each against the
+    same negatives, with the 95% CI of a patient bootstrap.
 
-    ``runs``: ``{name: RunResult}`` of models trained on the same split; their saved test
-    predictions are the drain-free split (val and test never carry drains), and ``part``
-    (:func:`drained_part` of that test split) the split with drains as in training.
+    ``runs``: ``{name: RunResult}`` of models trained on the split ``part`` was drawn from
+    (:func:`drained_part` of its test part). A model that reads the drain ranks the drained
+    positives far above the undrained ones: the gap between the strata is the lesson.
     """
     rows = []
-    k = part.label_names.index(FINDING)
-    positives = part.targets[:, k] > 0
     for name, run in runs.items():
-        pred = run.predictions
-        if not np.array_equal(np.asarray(pred["ids"]).astype(str), part.image_ids.astype(str)):
-            raise ValueError(f"run {name!r} scored other test images than the drained split: another split or size")
-        drained = run.predictor.probabilities(list(part.images))
-        for split, scores in ((WITH_DRAINS, drained), (WITHOUT_DRAINS, np.asarray(pred["scores"]))):
-            r = auroc_report(part.targets, scores, part.label_names, patient_ids=part.patient_ids,
-                             n_bootstrap=n_bootstrap, seed=seed)
-            per = r["per_class"][FINDING]
-            lo, hi = per["auroc_ci"]
-            rows.append({
-                "model": name, "test split": split, f"{FINDING} AUROC": per["auroc"],
-                "95% CI": interval_text(lo, hi, missing=MISSING), "mean AUROC": r["mean_auroc"],
-                "positives with a drain": f"{int(part.drains[positives].sum()) if split == WITH_DRAINS else 0} "
-                                          f"of {int(positives.sum())}",
-            })
-    return pd.DataFrame(rows).set_index(["model", "test split"])
+        if not np.array_equal(np.asarray(run.predictions["ids"]).astype(str), part.image_ids.astype(str)):
+            raise ValueError(f"run {name!r} scored other test images than the drained test set: another split or size")
+        scores = np.asarray(run.predictor.probabilities(list(part.images)))
+        rows += [{"model": name, **row} for row in _stratum_rows(part, scores, n_bootstrap, seed)]
+    table = pd.DataFrame(rows).set_index(["model", "stratum"])
+    table.insert(3, "95% CI", [interval_text(lo, hi, missing=MISSING) for lo, hi in zip(table["low"], table["high"])])
+    table.attrs["notes"] = {"finding": FINDING, "test drain rate": part.rate,
+                            "test set": "one test part; a drain on a drawn share of its positives, none on negatives"}
+    return table
+
+
+def read_strata(runs_dir: str | Path) -> pd.DataFrame | None:
+    """The stratified table notebook 10 kept (:func:`cxrlib.runs.write_strata`, beside the
+    drained run) under a study's ``runs_dir``; None when the lesson has not run there."""
+    return runs_store.read_strata(Path(runs_dir) / LESSON_DIR / RUN_NAME)
+
+
+def strata_summary(runs_dir: str | Path) -> str:
+    """Notebook 10's result under ``runs_dir`` in words (:func:`strata_words`), or what to run
+    to get it: what notebook 09 and the report's index say about the lesson."""
+    table = read_strata(runs_dir)
+    if table is None:
+        return (f"Hidden stratification: not measured under {runs_dir}; run notebook 10 "
+                f"(python -m cxrlib report --only 10) to stratify its test set by the drain.")
+    return "\n".join(strata_words(table))
 
 
 def _heat(run, images: np.ndarray, method: str) -> np.ndarray:

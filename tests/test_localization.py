@@ -434,6 +434,17 @@ def test_phantoms_are_scored_against_their_masks_never_boxes(phantom_data, monke
     assert table.loc["All", "n"] == len(regions)
 
 
+def test_phantom_mask_scores_never_share_a_row_with_published_box_scores(phantoms):
+    """Wang et al. scored boxes; a phantom's mask holds only the lesion: unlike things, never in one row."""
+    model = _PeakModel()
+    heat = loc.score_heatmaps(model, phantoms, ["gradcam"], target_layers=[model.conv], n_random=2, n_bootstrap=50)
+    assert heat.ground_truth == loc.MASKS
+    for table in (heat.side_by_side("gradcam"), heat.summary("gradcam")):
+        published = [c for c in table.columns if references.WANG_CVPR in c or references.WANG_V5 in c]
+        assert not published, f"phantom mask scores beside published box scores: {published}"
+        assert "difference [95% CI]" in table.columns or "T(IoBB) > 0.1 difference [95% CI]" in table.columns
+
+
 def _boxed_fake(n_images: int, image: torch.Tensor, box) -> SimpleNamespace:
     ds = _FakeDataset([f"i{k}.png" for k in range(n_images)], image)
     full = 4 * image.shape[-1]

@@ -294,3 +294,23 @@ def test_paired_seed_comparison_differences_of_seed_means_and_every_seed_pair():
     ref = paired_comparison(y, a[0], b[0], patient_ids=patients, n_bootstrap=300, seed=2)
     assert (one["diff"], one["p_value"]) == pytest.approx((ref["diff"], ref["p_value"]))
     assert one["ci"] == pytest.approx(ref["ci"])
+
+
+def test_alarms_at_threshold_by_hand():
+    from cxrlib.metrics import alarms_at_threshold
+
+    targets = np.array([[1, 0], [0, 0], [1, 1], [0, 0]])
+    scores = np.array([[0.9, 0.6], [0.7, 0.1], [0.2, 0.5], [0.1, 0.8]])
+    table = alarms_at_threshold(targets, scores, 0.5, ["A", "B"])
+    # A alarms on rows 0 (true) and 1 (false) and misses row 2; B (0.5 counts) on 0 and 3 (false) and 2 (true)
+    assert table.loc["A", ["alarms", "true alarms", "false alarms", "missed"]].tolist() == [2, 1, 1, 1]
+    assert table.loc["B", ["alarms", "true alarms", "false alarms", "missed"]].tolist() == [3, 1, 2, 0]
+    assert table.loc["A", "sensitivity"] == 0.5 and table.loc["B", "false alarms per image"] == 0.5
+    total = table.loc["all findings"]
+    assert (total["images"], total["positives"], total["false alarms"]) == (4, 3, 3)
+    assert total["false alarms per image"] == 0.75 and total["sensitivity"] == pytest.approx(2 / 3)
+    # a lower threshold raises more false alarms; a finding without positives has no sensitivity
+    assert alarms_at_threshold(targets, scores, 0.05, ["A", "B"]).loc["all findings", "false alarms"] == 5
+    assert np.isnan(alarms_at_threshold(np.zeros((2, 1)), np.ones((2, 1)), 0.5).iloc[0]["sensitivity"])
+    with pytest.raises(ValueError, match="label names"):
+        alarms_at_threshold(targets, scores, 0.5, ["A"])

@@ -408,3 +408,26 @@ def test_the_box_is_the_cells_the_attention_figure_shows():
         assert torch.equal(h, blocks.repeat_interleave(torch.tensor([24, 23, 23]), 0)
                            .repeat_interleave(torch.tensor([24, 23, 23]), 1))
         assert bool((h[y0:y1, x0:x1] >= 0.7).any())  # the box is made of cells above the threshold
+
+
+def test_psp_bins_on_a_2x2_map_are_what_notebook_03_says():
+    """At 48 px ResNet-18's C5 is 2 x 2: bins 2 and 6 give back each cell's own value, bin 3 a
+    fixed blend of the four cells, and only bin 1 the mean the map does not hold at any cell."""
+    import torch.nn.functional as F
+
+    from cxrlib.models.heads import PSPHead
+
+    torch.manual_seed(0)
+    head = PSPHead((8, 8, 16), bins=(1, 2, 3, 6)).eval()
+    c5 = torch.randn(2, 16, 2, 2)
+    with torch.no_grad():
+        for b, stage in zip(head.bins, head.stages):
+            back = F.interpolate(stage(c5), size=c5.shape[-2:], mode="bilinear", align_corners=False)
+            cellwise = stage[2](stage[1](c5))  # the branch's 1x1 conv and ReLU on each cell, no pooling
+            mean = stage[2](stage[1](c5.mean(dim=(2, 3), keepdim=True))).expand_as(back)
+            if b in (2, 6):
+                assert torch.allclose(back, cellwise, atol=1e-5), f"bin {b} should give back the cells themselves"
+            elif b == 1:
+                assert torch.allclose(back, mean, atol=1e-6) and not torch.allclose(back, cellwise, atol=1e-3)
+            else:  # bin 3: neither the cells nor their mean
+                assert not torch.allclose(back, cellwise, atol=1e-3) and not torch.allclose(back, mean, atol=1e-3)

@@ -109,9 +109,10 @@ def test_heatmaps(smoke):
     assert "scored against lesion masks (what the phantoms data offers)" in text
     assert localization.WANG_RULE.describe() in text  # the rule, from the library's constant
     assert "pointing_game" in text and "random_baseline" in text and localization.RANDOM_MAPS in text
-    assert references.WANG_CVPR in text and references.WANG_V5 in text
+    assert references.WANG_CVPR in text  # the published box figures, in their own table
     summary = runs.read_localization(smoke.runs_dir / "fpn")  # the profile's HEAD: fpn
     assert summary is not None
+    assert not [c for c in summary.columns if "Wang" in c], "phantom mask scores beside published box scores"
     notes = summary.attrs["notes"]
     assert notes["method"] == "gradcam" and notes["ground truth"] == "lesion masks" and notes["CAM grid"] == "4x4"
     assert notes["images"] == 4  # N_IMAGES images with a lesion
@@ -163,6 +164,15 @@ def test_shortcut_lesson(smoke):
     assert shortcuts.WITH_DRAINS in text and shortcuts.WITHOUT_DRAINS in text
     assert "trained clean" in text and "trained with drains" in text
     assert "hottest pixel on the drain" in text and "positives with a drain" in text
+    # ONE test set stratified: both strata against the same negatives, kept for 09 and the index
+    strata = shortcuts.read_strata(smoke.runs_dir)
+    assert strata is not None and set(strata.index.get_level_values("model")) == {"trained clean", "trained with drains"}
+    counts = strata.loc["trained with drains"]
+    assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
+        counts.loc[shortcuts.ALL_POSITIVES, "positives"] > 0
+    assert counts["negatives"].nunique() == 1
+    for line in results.strata_words(strata):
+        assert line in text
     assert _images(r.executed) >= 2  # training images with drains, heatmaps
 
 
@@ -220,6 +230,12 @@ def test_results_lists_every_run(smoke):
     for name in every + STEMS:
         assert name in index
     assert "data:image/png;base64," in index and words.comparisons[0].split(":")[0] in index
+    # notebook 10's stratified test set: in 09 (which runs after it) and in the index
+    from cxrlib import shortcuts
+    assert report.run_order([REPO / "notebooks" / f"{s}.ipynb" for s in STEMS])[-1].stem == "09_results"
+    summary = shortcuts.strata_summary(smoke.runs_dir)
+    assert shortcuts.read_strata(smoke.runs_dir) is not None and summary.splitlines()[0] in text
+    assert "Hidden stratification: one label, two strata" in index and summary.splitlines()[0] in index
     assert _images(r.executed) >= 3  # forest plot, ROC, ROC grid
 
 

@@ -107,3 +107,45 @@ def test_draw_truth_leaves_its_input_alone():
     rgb = np.zeros((50, 50, 3), np.uint8)
     out = overlay.draw_truth(rgb, boxes=[(5, 5, 10, 10)], masks=[np.ones((50, 50), bool)])
     assert not rgb.any() and is_green(out).any()
+
+
+@pytest.fixture(scope="module")
+def phantom_bundle(tmp_path_factory):
+    """The smoke profile's phantoms (they offer lesion masks, no boxes), cached in a temporary folder."""
+    from cxrlib import profiles
+    from cxrlib.data import load_data
+
+    cache = tmp_path_factory.mktemp("phantom_cache")
+    return load_data(profiles.load("smoke", overrides=[f"data.cache_dir={cache}"]).baseline.data, progress=False)
+
+
+def test_a_heatmap_grid_outlines_the_phantoms_masks_in_their_finding_panel(phantom_bundle):
+    """Phantoms give masks, not boxes: the example figure must outline them (it once drew boxes only)."""
+    import matplotlib.pyplot as plt
+
+    from cxrlib import plots
+    from cxrlib.labels import FINDINGS
+
+    data = phantom_bundle
+    assert data.offers.masks and not data.offers.boxes
+    image_id = next(str(i) for i in data.test.image_ids if data.masks(str(i)))
+    masks = data.masks(image_id)
+    row = list(map(str, data.test.image_ids)).index(image_id)
+    positives = {FINDINGS[k] for k in np.flatnonzero(data.test.targets[row, : len(FINDINGS)] > 0)}
+    assert set(masks) <= positives and all(m.dtype == bool and m.any() for m in masks.values())
+    maps = np.zeros((len(FINDINGS), 4, 4), np.float32)  # flat maps: any green is ground truth
+    fig = plots.heatmap_grid(data, image_id, maps, probabilities=np.zeros(len(FINDINGS)), ncols=7)
+    try:
+        for ax, name in zip(fig.axes, FINDINGS):
+            green = is_green(np.asarray(ax.get_images()[0].get_array())).sum()
+            assert (green > 0) == (name in masks), f"{name}: {green} green pixels, mask given: {name in masks}"
+    finally:
+        plt.close(fig)
+
+
+def test_a_bundle_without_masks_gives_none():
+    from cxrlib.data import DataBundle, Offers
+
+    bundle = DataBundle.__new__(DataBundle)
+    bundle.offers = Offers(masks=False, boxes=True, patient_ids=True, needs_data_dir=True)
+    assert bundle.masks("00000001_000.png") == {}

@@ -252,7 +252,7 @@ def test_index_opens_with_the_forest_plot_and_the_conclusions(study, tmp_path):
     table = pd.DataFrame({"model": [0.41], "random map": [0.12], "Wang et al.": [0.69]}, index=["Atelectasis"])
     runs.write_localization(study / "better", table, notes={"metric": "T(IoBB>0.1)"})
     html = report.write_index(result, profile).read_text()
-    assert "Localization: model vs random map vs Wang et al." in html and "T(IoBB&gt;0.1)" in html
+    assert "Localization: model vs random maps (and Wang et al. where scored against boxes)" in html and "T(IoBB&gt;0.1)" in html
     assert "0.690" in html
 
 
@@ -264,3 +264,39 @@ def test_index_lists_what_the_profile_leaves_to_the_full_profile(study, tmp_path
     assert "Full profile only" in html and "measured 0.50 after 8 steps" in html
     results = html[html.index("<h2>Results"):html.index("Full profile only")]
     assert "mixed" not in results  # never shown as a result
+
+
+def test_a_summary_notebook_runs_after_every_other(tmp_path):
+    """Notebook 09 summarises lessons numbered after it (10's strata): it declares itself a
+    summary and the report runs it last, however the notebooks are chosen."""
+    found = _touch_notebooks(tmp_path, ["00_a.ipynb", "09_results.ipynb", "10_z.ipynb", "11_y.ipynb"])
+    assert [p.stem for p in found] == ["00_a", "09_results", "10_z", "11_y"]
+    nb = nbformat.read(str(tmp_path / "09_results.ipynb"), as_version=4)
+    nb.metadata["cxrlib"] = {"summary": True}
+    nbformat.write(nb, str(tmp_path / "09_results.ipynb"))
+    found = report.discover_notebooks(tmp_path)
+    assert [p.stem for p in found] == ["00_a", "10_z", "11_y", "09_results"]
+    assert [p.stem for p in report.select_notebooks(found, "9,10")] == ["10_z", "09_results"]
+    # the project's own results notebook is one
+    assert report.summarises(REPO / "notebooks" / "09_results.ipynb")
+    assert not report.summarises(REPO / "notebooks" / "10_shortcuts.ipynb")
+
+
+def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
+    import pandas as pd
+
+    assert report._strata_html(tmp_path) == ""  # the lesson did not run: nothing said
+    rows = [("trained with drains", "all positives", 10, 40, 0.8, 0.7, 0.9),
+            ("trained with drains", "positives with a drain", 5, 40, 0.95, 0.9, 1.0),
+            ("trained with drains", "positives without a drain", 5, 40, 0.65, 0.5, 0.8)]
+    table = pd.DataFrame(rows, columns=["model", "stratum", "positives", "negatives", "Pneumothorax AUROC", "low",
+                                        "high"]).set_index(["model", "stratum"])
+    run_dir = tmp_path / "shortcuts" / "drain"
+    run_dir.mkdir(parents=True)
+    runs.write_strata(run_dir, table, {"test drain rate": 0.5})
+    page = report._strata_html(tmp_path)
+    words = results.strata_words(runs.read_strata(run_dir))
+    assert words == ["trained with drains: Pneumothorax AUROC 0.800 [0.700, 0.900] over all positives (10) of one "
+                     "test set; 0.950 [0.900, 1.000] on the 5 positives with a drain and 0.650 [0.500, 0.800] on the "
+                     "5 positives without a drain, each against the same 40 negatives (gap +0.300)."]
+    assert "Hidden stratification" in page and "test drain rate: 0.5" in page and f"<li>{words[0]}</li>" in page

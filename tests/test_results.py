@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,21 @@ def test_no_other_module_writes_a_p_value_or_a_ci():
         text = path.read_text()
         for spelled in ("0.001\" if", "< 0.001\"", "<0.001\"", ":+.3f}, {", ":.3f}, {"):
             assert spelled not in text, f"{path.relative_to(package)} writes a statistic itself ({spelled!r})"
+        # any f-string pair of formatted numbers in brackets is a CI written by hand, whatever its format
+        hand_made = re.findall(r"\[\{[^}]*\}, ?\{[^}]*\}\]", text)
+        assert not hand_made, f"{path.relative_to(package)} writes a CI itself: {hand_made}; ask results.interval_text"
+
+
+def test_the_command_line_writes_metrics_by_the_convention():
+    from cxrlib.cli import format_metrics
+
+    metrics = {"experiment": "x", "split": "official", "n_images": 9, "mean_auroc": 0.7123, "mean_auroc_ci": [0.6901, 0.7334],
+               "per_class": {"Hernia": {"auroc": 0.81234, "auroc_ci": [0.7, 0.9], "auprc": 0.25, "n_pos": 3},
+                             "Nodule": {"auroc": None, "auroc_ci": [None, None], "auprc": None, "n_pos": 0}},
+               "undefined": ["Nodule"]}
+    text = format_metrics(metrics)
+    assert results.interval_text(0.7, 0.9) in text and results.number_text(0.81234) in text
+    mean_line = next(line for line in text.splitlines() if line.startswith("mean"))
+    assert mean_line.split()[1:] == results.estimate_text(0.7123, 0.6901, 0.7334).split()
+    nodule = next(line for line in text.splitlines() if line.startswith("Nodule"))
+    assert nodule.count(results.MISSING) == 3  # AUROC, its CI and AUPRC: said, not printed as n/a or nan

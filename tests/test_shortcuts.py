@@ -5,9 +5,10 @@ import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from cxrlib import phantoms, runs, shortcuts
+from cxrlib import phantoms, results, runs, shortcuts
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
@@ -47,9 +48,9 @@ def test_phantom_index_inverts_the_image_id():
 def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_path, monkeypatch):
     _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 1.0)
     data = load_data(drain.data, progress=False)
-    part = shortcuts.drained_part(drain.data, data.test)
+    part = shortcuts.drained_part(drain.data, data.test, rate=1.0)
     positives = part.targets[:, PTX] > 0
-    assert positives.sum() >= 3 and (part.drains == positives).all()  # share 1: every one
+    assert positives.sum() >= 3 and (part.drains == positives).all()  # rate 1: every one
     assert (part.drain_masks.any(axis=(1, 2)) == part.drains).all()
     # the cached test split itself has none: same images where there is no drain
     for i in range(len(part.drains)):
@@ -72,9 +73,68 @@ def test_drained_part_draws_drains_on_test_pneumothoraces_as_training_would(tmp_
         assert 0 < table.loc["m", "chance (drain area share)"] < 0.3
 
 
+def _fake_run(part, pneumothorax_scores: np.ndarray) -> SimpleNamespace:
+    """A run whose model gives ``pneumothorax_scores`` to the part's images (in its order)."""
+    def probabilities(images):
+        assert len(images) == len(part.image_ids)
+        scores = np.zeros((len(images), len(FINDINGS)), np.float32)
+        scores[:, PTX] = pneumothorax_scores
+        return scores
+    return SimpleNamespace(predictions={"ids": part.image_ids}, predictor=SimpleNamespace(probabilities=probabilities))
+
+
+def test_one_test_set_is_stratified_by_the_drain(tmp_path):
+    """Oakden-Rayner et al.'s design: drained and undrained positives of ONE test set, each
+    against the same negatives. A model that reads the drain ranks the drained positives
+    perfectly and the undrained ones at chance; a model that reads the lesion ranks both."""
+    _, drain = shortcuts.lesson_configs(_base(tmp_path, 700), 0.9)
+    data = load_data(drain.data, progress=False)
+    part = shortcuts.drained_part(drain.data, data.test)  # TEST_DRAIN_RATE of the positives
+    positive = part.targets[:, PTX] > 0
+    assert part.rate == shortcuts.TEST_DRAIN_RATE
+    assert (part.drains & positive).sum() >= 2 and (~part.drains & positive).sum() >= 2, "both strata in one test set"
+    assert not (part.drains & ~positive).any()
+    with pytest.raises(ValueError, match="rate"):
+        shortcuts.drained_part(drain.data, data.test, rate=0.0)
+
+    runs_ = {"reads the drain": _fake_run(part, part.drains.astype(float)),
+             "reads the lesion": _fake_run(part, positive.astype(float))}
+    table = shortcuts.stratified_table(runs_, part, n_bootstrap=50)
+    auc = table[f"{shortcuts.FINDING} AUROC"]
+    assert auc[("reads the drain", shortcuts.WITH_DRAINS)] == 1.0
+    assert auc[("reads the drain", shortcuts.WITHOUT_DRAINS)] == 0.5  # tied with every negative
+    assert 0.5 < auc[("reads the drain", shortcuts.ALL_POSITIVES)] < 1.0  # the label's AUROC hides the failure
+    assert (auc.loc["reads the lesion"] == 1.0).all()
+    counts = table.loc["reads the drain"]
+    assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
+        counts.loc[shortcuts.ALL_POSITIVES, "positives"] == positive.sum()
+    assert (counts["negatives"] == (~positive).sum()).all()  # the same negatives in every stratum
+
+    # kept beside the drained run, read back for 09 and the index, and said in words
+    path = runs.write_strata(runs.run_folder(drain), table) if runs.run_folder(drain).is_dir() else None
+    assert path is None  # the drained run was never trained here: nothing to keep it beside
+    runs.run_folder(drain).mkdir(parents=True)
+    path = runs.write_strata(runs.run_folder(drain), table)
+    assert path.parent == tmp_path / "runs" / shortcuts.LESSON_DIR / shortcuts.RUN_NAME
+    back = shortcuts.read_strata(tmp_path / "runs")
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    assert back.attrs["notes"]["test drain rate"] == shortcuts.TEST_DRAIN_RATE
+    assert set(runs.strata_under(tmp_path / "runs")) == {f"{shortcuts.LESSON_DIR}/{shortcuts.RUN_NAME}"}
+    words = shortcuts.strata_summary(tmp_path / "runs").splitlines()
+    assert words == results.strata_words(back) and len(words) == 2
+    assert words[0].startswith("reads the drain: Pneumothorax AUROC") and "(gap +0.500)" in words[0]
+    assert f"1.000 [1.000, 1.000] on the {int((part.drains & positive).sum())} positives with a drain" in words[0]
+    assert "not measured" in shortcuts.strata_summary(tmp_path / "elsewhere")
+    assert shortcuts.read_strata(tmp_path / "elsewhere") is None
+    path.write_text("{")
+    with pytest.raises(ValueError, match="strata.json"):
+        shortcuts.read_strata(tmp_path / "runs")
+
+
 def test_a_runs_model_scores_the_drained_split_through_its_predictor(tmp_path):
-    """The lesson feeds the drained images to each run's model at the run's own size and
-    channels, and scores the finding by the model's own output names."""
+    """The lesson feeds the one stratified test set to each run's model at the run's own size
+    and channels, scores the finding by the model's own output names, and reads every stratum
+    from those same scores (the run's saved drain-free predictions are not used)."""
     import torch
 
     from cxrlib.metrics import auroc
@@ -92,10 +152,12 @@ def test_a_runs_model_scores_the_drained_split_through_its_predictor(tmp_path):
                          predictions={"ids": part.image_ids, "scores": saved, "label_names": np.array(FINDINGS)})
     table = shortcuts.stratified_table({"m": run}, part, n_bootstrap=0)
     expected = predict_images(model, list(part.images), 32, 3)
-    assert table.loc[("m", shortcuts.WITH_DRAINS), "Pneumothorax AUROC"] == pytest.approx(
-        auroc(part.targets, expected)[PTX])
-    assert table.loc[("m", shortcuts.WITHOUT_DRAINS), "Pneumothorax AUROC"] == pytest.approx(
-        auroc(part.targets, saved)[PTX])
+    positive = part.targets[:, PTX] > 0
+    for stratum, chosen in ((shortcuts.ALL_POSITIVES, positive), (shortcuts.WITH_DRAINS, positive & part.drains),
+                            (shortcuts.WITHOUT_DRAINS, positive & ~part.drains)):
+        rows = chosen | ~positive
+        assert table.loc[("m", stratum), "Pneumothorax AUROC"] == pytest.approx(
+            auroc(part.targets[rows], expected[rows])[PTX])
     pointing = shortcuts.drain_pointing({"m": run}, part)
     assert pointing.loc["m", "images with a drain"] == int(part.drains.sum())
     assert 0.0 <= pointing.loc["m", "hottest pixel on the drain"] <= 1.0

@@ -86,6 +86,15 @@ class DataBundle:
             return None
         return self._plan.metadata(self.dataset(part).image_ids)
 
+    def masks(self, image_id: str) -> dict[str, np.ndarray]:
+        """Every finding's non-empty ground-truth mask of an image, by finding name (cache
+        size); empty where the source offers no masks (``offers.masks``: boxes come from
+        :meth:`boxes`). A figure that promises the ground truth asks both."""
+        if not self.offers.masks:
+            return {}
+        found = {name: self.mask(image_id, k) for k, name in enumerate(FINDINGS)}
+        return {name: m for name, m in found.items() if m is not None and m.any()}
+
     def dataset(self, part: str) -> CachedDataset:
         return {"train": self.train, "val": self.val, "test": self.test}[part]
 

@@ -249,7 +249,7 @@ class DemoSession:
 
     ``data`` is a :class:`cxrlib.data.DataBundle` (or anything with ``.test.image_ids``,
     ``.test.targets``, ``.label_names``, ``.full_image(id)`` and ``.boxes(id)``, and
-    optionally ``.mask(id, finding)``), or None for an upload-only demo. Nothing is
+    optionally ``.masks(id)``), or None for an upload-only demo. Nothing is
     computed until asked for; every result is cached per (image, model[, method]).
     """
 
@@ -489,19 +489,15 @@ def _box_finding(box) -> str | None:
 
 
 def _dataset_masks(data, image_id: str) -> dict[str, np.ndarray]:
-    """Every finding's non-empty ground-truth mask of a dataset image, where the data has masks."""
-    mask_of = getattr(data, "mask", None)
-    if mask_of is None:
+    """Every finding's non-empty ground-truth mask of a dataset image, where the data has masks
+    (:meth:`cxrlib.data.DataBundle.masks`, the one place that reads them)."""
+    masks_of = getattr(data, "masks", None)
+    if masks_of is None:
         return {}
-    masks = {}
-    for finding in FINDINGS:
-        try:
-            mask = mask_of(image_id, finding)
-        except (KeyError, LookupError, ValueError):
-            continue
-        if mask is not None and np.any(mask):
-            masks[finding] = np.asarray(mask, dtype=bool)
-    return masks
+    try:
+        return dict(masks_of(image_id))
+    except (KeyError, LookupError, ValueError):
+        return {}
 
 
 # --------------------------------------------------------------------------------------
