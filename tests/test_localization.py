@@ -434,10 +434,10 @@ def test_phantoms_are_scored_against_their_masks_never_boxes(phantom_data, monke
     assert table.loc["All", "n"] == len(regions)
 
 
-def test_phantom_mask_scores_never_share_a_row_with_published_box_scores(phantoms):
+def test_phantom_mask_scores_never_share_a_row_with_published_box_scores(phantom_data):
     """Wang et al. scored boxes; a phantom's mask holds only the lesion: unlike things, never in one row."""
     model = _PeakModel()
-    heat = loc.score_heatmaps(model, phantoms, ["gradcam"], target_layers=[model.conv], n_random=2, n_bootstrap=50)
+    heat = loc.score_heatmaps(model, phantom_data, ["gradcam"], target_layers=[model.conv], n_random=2, n_bootstrap=50)
     assert heat.ground_truth == loc.MASKS
     for table in (heat.side_by_side("gradcam"), heat.summary("gradcam")):
         published = [c for c in table.columns if references.WANG_CVPR in c or references.WANG_V5 in c]
