@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrlib import cam, phantoms
+from cxrlib import phantoms
 from cxrlib.config import ExperimentConfig
 from cxrlib.data.datasets import preprocess
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
@@ -158,6 +158,8 @@ def _num(x) -> float:
 
 
 def _heat(model, images: np.ndarray, channels: int, size: int, method: str) -> np.ndarray:
+    from cxrlib import cam  # pytorch-grad-cam: only the heatmaps load it (planning runs needs none)
+
     x = torch.stack([preprocess(im, size, channels) for im in images])
     return cam.heatmaps(model, x, FINDING, method=method)
 
@@ -198,6 +200,8 @@ def plot_drain_heatmaps(runs: Mapping[str, object], part: DrainedPart, n: int = 
     """For ``n`` test images with a drain: the image with its drain (red) and lesion (green)
     outlined, then each run's heatmap for the finding on it; returns the Figure."""
     import matplotlib.pyplot as plt
+
+    from cxrlib import cam  # pytorch-grad-cam: only the heatmaps load it
 
     on = np.flatnonzero(part.drains)[:n]
     if len(on) == 0:

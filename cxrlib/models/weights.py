@@ -24,7 +24,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import huggingface_hub
-import timm
+# timm is imported inside the functions that ask it for a model's pretrained config: the
+# check imports this module for every profile, and timm (with torchvision) costs about 1.5 s.
 from huggingface_hub import constants as hub_constants
 
 from cxrlib.models.errors import PretrainedWeightsError
@@ -63,11 +64,13 @@ def weights_dir(configured: str | os.PathLike | None = None) -> Path:
 
 def hub_repo(timm_name: str) -> str | None:
     """The Hugging Face repository timm downloads ``timm_name`` from (``timm/densenet121.tv_in1k``)."""
+    import timm
     cfg = timm.models.get_pretrained_cfg(timm_name)
     return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
 
 
 def hub_filename(timm_name: str) -> str:
+    import timm
     cfg = timm.models.get_pretrained_cfg(timm_name)
     return (cfg.hf_hub_filename if cfg is not None and cfg.hf_hub_filename else None) or HUB_FILES[0]
 
@@ -199,6 +202,7 @@ def fetch_command(timm_name: str, folder: str | os.PathLike | None = None) -> st
 
 def fetch_help(timm_name: str, folder: str | os.PathLike | None = None) -> str:
     """What to do: the file, where to put it, and the command that fetches it."""
+    import timm
     target = target_file(timm_name, folder)
     command = fetch_command(timm_name, folder)
     if command is None:
