@@ -222,8 +222,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
                             overrides=args.overrides)
     notebooks = report.select_notebooks(report.discover_notebooks(args.notebooks_dir), args.only)
-    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget)
+    seconds: dict[str, float] = {}
+    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget,
+                                       seconds_by_run=seconds)
     print(preflight.format_table(findings))
+    if args.gpus:
+        from cxrlib import sweep  # submitit: only a check that asks about several GPUs loads it
+
+        device = profile.baseline.train.device
+        for line in sweep.study_estimates(sweep.plan_runs(profile, notebooks), seconds, args.gpus, device):
+            print(line)
     print(f"checked profile {profile.name} in {time.perf_counter() - t0:.1f} s")
     return 1 if preflight.problems(findings) else 0
 
@@ -253,6 +261,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(sweep.format_status(rows))
         return 1 if any(r["state"] != sweep.DONE for r in rows) else 0
     return 0
+
+
+def _gpu_counts(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -362,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-probe", action="store_true", help="skip the speed probe (no time estimates)")
     k.add_argument("--probe-budget", type=float, default=30.0, metavar="SECONDS",
                    help="stop probing models after this many seconds (default: 30)")
+    k.add_argument("--gpus", type=_gpu_counts, default=None, metavar="N[,M...]",
+                   help="also estimate the whole study run by `cxrlib sweep` on N devices like this one, one "
+                        "run per device (e.g. 1,8)")
     k.set_defaults(func=cmd_check)
 
     w = sub.add_parser("sweep", help="train every run the report needs as jobs (Slurm array or local workers)",

@@ -505,7 +505,8 @@ def run_seconds(cfg: ExperimentConfig, speed: Speed, n_train: int, n_val: int, n
             + n_test * views * speed.eval_image_s)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A wall time as the estimates write it (s, min, h or days)."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
@@ -517,13 +518,16 @@ def _duration(seconds: float) -> str:
 
 def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _Plans | None = None,
                    budget_s: float = PROBE_BUDGET_S,
-                   finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
+                   finished: Callable[[ExperimentConfig], bool] | None = None,
+                   seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """A wall-time estimate per notebook from one :func:`speed_probe` per distinct model.
 
     A run shared by several notebooks (the baseline) counts in the first that trains it;
     a run ``finished`` already counts nothing, and a two_stage run whose global stage an
     earlier planned run trains (:func:`cxrlib.train.global_stage_equivalent`) counts its other
     stages only. Probes stop once ``budget_s`` is spent; the runs left unprobed are named.
+    ``seconds_by_run``, when given, receives each estimated run's seconds by its config's
+    fingerprint (:func:`cxrlib.sweep.study_estimates` spreads them over several GPUs).
     """
     plans = plans or _Plans()
     speeds: dict[str, Speed | str] = {}
@@ -567,9 +571,11 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
                 continue
             n = {p: len(v.image_ids) for p, v in view.plan.parts.items()}
             seconds = run_seconds(cfg, speed, n["train"], n["val"], n["test"])
+            if seconds_by_run is not None:
+                seconds_by_run[fp] = seconds
             total += seconds
             steps, _ = planned_steps(cfg, n["train"])
-            parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
+            parts.append(f"{cfg.name} {format_duration(seconds)} ({steps:,} steps"
                          + (", its global stage from the baseline)" if reused else ")"))
         if not parts and not unknown:
             out.append(Finding("time", OK, f"{notebook}: trains nothing new"))
@@ -577,11 +583,11 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             missing_device.append(notebook)
         elif unknown:
             why = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in unknown.items())
-            rest = f" (the other runs: about {_duration(total)})" if parts else ""
+            rest = f" (the other runs: about {format_duration(total)})" if parts else ""
             out.append(Finding("time", WARNING, f"{notebook}: no estimate for {why}{rest}",
                                "fix the problems above (or raise the probe budget), then check again"))
         else:
-            out.append(Finding("time", OK, f"{notebook}: about {_duration(total)} on "
+            out.append(Finding("time", OK, f"{notebook}: about {format_duration(total)} on "
                                            f"{_device_name(configs[0].train.device)}: {', '.join(parts)}"))
     on_cpu = any(isinstance(s, Speed) and s.device == "cpu" for s in speeds.values())
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), os.cpu_count() or 1
@@ -630,7 +636,8 @@ def _probe_or_reason(cfg: ExperimentConfig) -> Speed | str:
 
 def run_checks(notebooks: Mapping[str, Sequence[ExperimentConfig]] | Sequence[ExperimentConfig],
                probe: bool = True, budget_s: float = PROBE_BUDGET_S,
-               finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
+               finished: Callable[[ExperimentConfig], bool] | None = None,
+               seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """Every check over the experiments (a list, or ``{notebook: [configs]}`` for per-notebook
     time estimates). A check that fails unexpectedly becomes a problem row; the others run."""
     if not isinstance(notebooks, Mapping):
@@ -645,7 +652,7 @@ def run_checks(notebooks: Mapping[str, Sequence[ExperimentConfig]] | Sequence[Ex
         ("disk", lambda: check_disk(configs, plans)),
     ]
     if probe:
-        checks.append(("time", lambda: estimate_times(notebooks, plans, budget_s, finished)))
+        checks.append(("time", lambda: estimate_times(notebooks, plans, budget_s, finished, seconds_by_run)))
     findings: list[Finding] = []
     for name, check in checks:
         try:
@@ -667,7 +674,7 @@ def planned_experiments(profile: Profile, notebooks: Sequence[str | Path]) -> di
 
 
 def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool = True,
-                  budget_s: float = PROBE_BUDGET_S) -> list[Finding]:
+                  budget_s: float = PROBE_BUDGET_S, seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """Every check for the report of ``notebooks`` (paths) with ``profile``; finished runs
     count no time (:func:`cxrlib.report.discover_notebooks` lists a folder's notebooks)."""
     planned = planned_experiments(profile, notebooks)
@@ -675,4 +682,4 @@ def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool
         reader = profile.baseline.with_overrides({"model.pretrained": False})
         return run_checks([reader], probe=False)
     return run_checks(planned, probe=probe, budget_s=budget_s,
-                      finished=lambda cfg: runs.is_finished(runs.run_folder(cfg), cfg))
+                      finished=lambda cfg: runs.is_finished(runs.run_folder(cfg), cfg), seconds_by_run=seconds_by_run)

@@ -373,6 +373,37 @@ def submit(plan: Plan, options: Options) -> Submission:
     return Submission(plan, jobs, options.executor)
 
 
+# ----------------------------------------------------------------------------- time on N GPUs
+
+def wall_seconds(seconds: Sequence[float], workers: int) -> float:
+    """Wall time of runs taken in order by ``workers`` workers, each taking the next run as it
+    becomes free (as local workers and a Slurm array at that parallelism do)."""
+    free = [0.0] * max(int(workers), 1)
+    for s in seconds:
+        i = free.index(min(free))
+        free[i] += float(s)
+    return max(free) if seconds else 0.0
+
+
+def study_estimates(plan: Plan, seconds_by_run: Mapping[str, float], gpus: Sequence[int], device: str) -> list[str]:
+    """Lines for ``cxrlib check --gpus``: the study's pending runs (estimated by the check's
+    speed probe, ``seconds_by_run`` by fingerprint) spread over each count of GPUs, one run per
+    GPU; ``device`` names what the probe ran on."""
+    from cxrlib.preflight import format_duration  # the check's own way of writing a duration
+
+    todo = pending(plan)
+    known = [seconds_by_run[r.config.fingerprint()] for r in todo if r.config.fingerprint() in seconds_by_run]
+    unknown = len(todo) - len(known)
+    if not known:
+        return [f"no estimate for the sweep: none of its {len(todo)} pending runs was probed on {device}"]
+    lines = []
+    for n in gpus:
+        lines.append(f"the whole study as `cxrlib sweep` jobs on {n} x {device}, one run each: about "
+                     f"{format_duration(wall_seconds(known, n))} for {len(known)} runs"
+                     + (f" ({unknown} more without an estimate)" if unknown else ""))
+    return lines
+
+
 # ----------------------------------------------------------------------------- status
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"

@@ -162,3 +162,16 @@ def test_slurm_array_script_and_an_array_task_without_a_cluster(tmp_path, monkey
     # on preemption or timeout submitit requeues the same call (the run resumes from last.pt)
     again = task.function.checkpoint(*task.args)
     assert isinstance(again, DelayedSubmission) and again.args == task.args
+
+
+def test_the_study_on_n_gpus_is_its_runs_taken_in_order_by_n_workers(tmp_path):
+    assert sweep.wall_seconds([3, 1, 1, 1], 1) == 6
+    assert sweep.wall_seconds([3, 1, 1, 1], 2) == 3  # one worker on the long run, the other on the rest
+    assert sweep.wall_seconds([2, 2, 2], 2) == 4
+    assert sweep.wall_seconds([], 8) == 0
+    plan = sweep.plan_runs(_profile(tmp_path / "runs"), report.select_notebooks(report.discover_notebooks(), "01"))
+    seconds = {r.config.fingerprint(): 600.0 for r in plan.runs[:-1]}  # the last run was not probed
+    one, eight = sweep.study_estimates(plan, seconds, [1, 8], "cuda")
+    n = len(plan.runs) - 1
+    assert f"on 1 x cuda, one run each: about {10 * n} min for {n} runs (1 more without an estimate)" in one
+    assert f"on 8 x cuda, one run each: about 10 min for {n} runs" in eight
