@@ -12,6 +12,8 @@
   ``kind``. Written last.
 * ``localization.json`` (heatmap runs only): the run's localization summary, a table per
   finding (:func:`write_localization`, :func:`read_localization`).
+* ``.claim.NNNNNN`` (while a sweep worker trains the run): who trains it, written and read by
+  :mod:`cxrlib.claims` alone.
 
 **Seeds.** An experiment trained with several seeds (:func:`run_folder`) keeps its seed-0 run
 in ``<name>/`` itself and seed *k* in ``<name>/seed<k>/``: whatever lists run folders (the
