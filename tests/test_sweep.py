@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrlib import profiles, report, runs, sweep
+from cxrlib import cli, profiles, report, runs, sweep
 from cxrlib.train import FAULT_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_a_killed_worker_loses_nothing_and_no_run_trains_twice(tmp_path, worker_
 
 
 @pytest.mark.slow
-def test_a_failed_run_is_tried_once_more_then_listed_with_its_error(tmp_path, monkeypatch):
+def test_a_failed_run_is_tried_once_more_then_listed_with_its_error(tmp_path, monkeypatch, capsys):
     import cxrlib.train
 
     profile = _profile(tmp_path / "runs", **{"notebooks.01_baselines.MODELS": "[resnet18]",
@@ -121,6 +121,12 @@ def test_a_failed_run_is_tried_once_more_then_listed_with_its_error(tmp_path, mo
     assert "RuntimeError: injected failure of baseline seed 1" in rows["baseline/seed1"]["detail"]
     assert sweep.read_failure(plan, plan.runs[0])["attempts"] == 1  # failed once, then trained
     assert "Traceback" in sweep.read_failure(plan, plan.runs[1])["traceback"]
+    # the command line prints the same, from the runs folder alone
+    capsys.readouterr()
+    assert cli.main(["sweep", "--status", "--profile", "smoke", "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:2] == ["baseline", "done"] and out[2].split()[:2] == ["baseline/seed1", "failed"]
+    assert out[-1] == "1 done, 0 running, 0 queued, 1 failed of 2 runs"
 
 
 def _fake_slurm(bin_dir: Path, record: Path) -> None:
