@@ -505,8 +505,7 @@ def run_seconds(cfg: ExperimentConfig, speed: Speed, n_train: int, n_val: int, n
             + n_test * views * speed.eval_image_s)
 
 
-def format_duration(seconds: float) -> str:
-    """A wall time as the estimates write it (s, min, h or days)."""
+def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
@@ -575,7 +574,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
                 seconds_by_run[fp] = seconds
             total += seconds
             steps, _ = planned_steps(cfg, n["train"])
-            parts.append(f"{cfg.name} {format_duration(seconds)} ({steps:,} steps"
+            parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
                          + (", its global stage from the baseline)" if reused else ")"))
         if not parts and not unknown:
             out.append(Finding("time", OK, f"{notebook}: trains nothing new"))
@@ -583,11 +582,11 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             missing_device.append(notebook)
         elif unknown:
             why = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in unknown.items())
-            rest = f" (the other runs: about {format_duration(total)})" if parts else ""
+            rest = f" (the other runs: about {_duration(total)})" if parts else ""
             out.append(Finding("time", WARNING, f"{notebook}: no estimate for {why}{rest}",
                                "fix the problems above (or raise the probe budget), then check again"))
         else:
-            out.append(Finding("time", OK, f"{notebook}: about {format_duration(total)} on "
+            out.append(Finding("time", OK, f"{notebook}: about {_duration(total)} on "
                                            f"{_device_name(configs[0].train.device)}: {', '.join(parts)}"))
     on_cpu = any(isinstance(s, Speed) and s.device == "cpu" for s in speeds.values())
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), os.cpu_count() or 1

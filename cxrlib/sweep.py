@@ -217,6 +217,8 @@ def _train(plan: Plan, run: PlannedRun, checkpoint_every: int | None) -> bool:
     print(f"cxrlib sweep: training {run.key} ({run.notebook}){resumed}", flush=True)
     try:
         run_experiment(run.config, progress=False, checkpoint_every=checkpoint_every)
+        if not runs.is_finished(run.folder, run.config):  # never retrain forever a run that cannot finish
+            raise RuntimeError(f"training returned but {run.folder} is not a finished run of its config")
     except Exception as err:  # recorded and tried once more; preemption (SystemExit) passes through
         record = _record_failure(plan, run, err)
         progress_events.emit("failed", runs.run_label(run.config), error=record["error"], attempt=record["attempts"])
@@ -389,7 +391,7 @@ def study_estimates(plan: Plan, seconds_by_run: Mapping[str, float], gpus: Seque
     """Lines for ``cxrlib check --gpus``: the study's pending runs (estimated by the check's
     speed probe, ``seconds_by_run`` by fingerprint) spread over each count of GPUs, one run per
     GPU; ``device`` names what the probe ran on."""
-    from cxrlib.preflight import format_duration  # the check's own way of writing a duration
+    from cxrlib.preflight import _duration  # the check's own way of writing a duration (it imports the model code)
 
     todo = pending(plan)
     known = [seconds_by_run[r.config.fingerprint()] for r in todo if r.config.fingerprint() in seconds_by_run]
@@ -399,7 +401,7 @@ def study_estimates(plan: Plan, seconds_by_run: Mapping[str, float], gpus: Seque
     lines = []
     for n in gpus:
         lines.append(f"the whole study as `cxrlib sweep` jobs on {n} x {device}, one run each: about "
-                     f"{format_duration(wall_seconds(known, n))} for {len(known)} runs"
+                     f"{_duration(wall_seconds(known, n))} for {len(known)} runs"
                      + (f" ({unknown} more without an estimate)" if unknown else ""))
     return lines
 
