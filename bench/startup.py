@@ -62,8 +62,11 @@ def _heaviest(command: list[str], tree: Path, n: int = 8) -> list[tuple[str, flo
             rows.append((name.rstrip(), int(cumulative) / 1e6))
         except ValueError:
             continue
-    top = [(name.strip(), s) for name, s in rows if len(name) - len(name.lstrip()) <= 3]  # top-level imports
-    return sorted(top, key=lambda r: -r[1])[:n]
+    top: dict[str, float] = {}
+    for name, s in rows:
+        if len(name) - len(name.lstrip()) <= 3:  # imported by the program or by a top-level import
+            top[name.strip()] = max(s, top.get(name.strip(), 0.0))
+    return sorted(top.items(), key=lambda r: -r[1])[:n]
 
 
 def main(argv: list[str] | None = None) -> int:
