@@ -181,3 +181,29 @@ def test_the_study_on_n_gpus_is_its_runs_taken_in_order_by_n_workers(tmp_path):
     n = len(plan.runs) - 1
     assert f"on 1 x cuda, one run each: about {10 * n} min for {n} runs (1 more without an estimate)" in one
     assert f"on 8 x cuda, one run each: about 10 min for {n} runs" in eight
+
+
+def test_status_shows_a_running_run_with_its_epoch_and_time_left(tmp_path, monkeypatch):
+    from cxrlib import claims, progress
+
+    profile = _profile(tmp_path / "runs", **{"notebooks.01_baselines.MODELS": "[resnet18]",
+                                             "notebooks.01_baselines.FIFTEEN_LABELS": "false"})
+    plan = sweep.write_plan(sweep.plan_runs(profile, report.select_notebooks(report.discover_notebooks(), "01")))
+    running, dead = plan.runs
+    events = sweep.events_path(plan, running)
+    events.parent.mkdir(parents=True)
+    monkeypatch.setenv(progress.ENV, str(events))
+    progress.emit("start", "baseline", total=3, done=0)
+    progress.emit("epoch", "baseline", epoch=1, epochs=3, done=1, total=3, ran=1, seconds=20.0)
+    claim = claims.try_claim(running.folder)  # this process is the worker
+    dead.folder.mkdir(parents=True)
+    (dead.folder / ".claim.000001").write_text(json.dumps(  # a worker that died mid-run
+        {"host": claims.me().host, "pid": 2**22 + 12345, "job_id": "", "token": "x", "since": 0.0}))  # above Linux pid_max
+    runs.save_last(dead.folder, {"state": {}})
+    try:
+        rows = sweep.status(tmp_path / "runs")
+    finally:
+        claim.release()
+    assert rows[0]["state"] == sweep.RUNNING
+    assert rows[0]["detail"].startswith("epoch 1/3, 20 s, about 40 s left (") and str(os.getpid()) in rows[0]["detail"]
+    assert rows[1]["state"] == sweep.QUEUED and "its worker stopped" in rows[1]["detail"]
