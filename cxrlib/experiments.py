@@ -167,14 +167,16 @@ def full_profile_only(profile: Profile) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- runs
 
-def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
+def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None,
+        checkpoint_every: int | None = None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
-    ``--redo``, a run this report already retrained is reused instead of trained again."""
+    ``--redo``, a run this report already retrained is reused instead of trained again.
+    A sweep's jobs train through here too, so a run trains as its notebook would train it."""
     since = os.environ.get(REDO_SINCE_ENV)
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
         redo = False
-    return run_experiment(cfg, data=data, redo=redo, progress=progress)
+    return run_experiment(cfg, data=data, redo=redo, progress=progress, checkpoint_every=checkpoint_every)
 
 def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
     """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:

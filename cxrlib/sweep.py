@@ -208,7 +208,7 @@ def _lost(reason: str) -> None:
 
 def _train(plan: Plan, run: PlannedRun, checkpoint_every: int | None) -> bool:
     """Train (or resume) one run under its claim; False when it failed (recorded)."""
-    from cxrlib.train import run_experiment  # the model code, in the worker only
+    from cxrlib import experiments  # the model code, in the worker only; trains a run as its notebook does
 
     events = events_path(plan, run)
     events.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def _train(plan: Plan, run: PlannedRun, checkpoint_every: int | None) -> bool:
     resumed = " from its last.pt" if (run.folder / runs.LAST).is_file() else ""
     print(f"cxrlib sweep: training {run.key} ({run.notebook}){resumed}", flush=True)
     try:
-        run_experiment(run.config, progress=False, checkpoint_every=checkpoint_every)
+        experiments.run(run.config, progress=False, checkpoint_every=checkpoint_every)
         if not runs.is_finished(run.folder, run.config):  # never retrain forever a run that cannot finish
             raise RuntimeError(f"training returned but {run.folder} is not a finished run of its config")
     except Exception as err:  # recorded and tried once more; preemption (SystemExit) passes through

@@ -98,12 +98,12 @@ def test_a_killed_worker_loses_nothing_and_no_run_trains_twice(tmp_path, worker_
 
 @pytest.mark.slow
 def test_a_failed_run_is_tried_once_more_then_listed_with_its_error(tmp_path, monkeypatch, capsys):
-    import cxrlib.train
+    from cxrlib import experiments
 
     profile = _profile(tmp_path / "runs", **{"notebooks.01_baselines.MODELS": "[resnet18]",
                                              "notebooks.01_baselines.FIFTEEN_LABELS": "false"})
     plan = sweep.write_plan(sweep.plan_runs(profile, report.select_notebooks(report.discover_notebooks(), "01")))
-    real, calls = cxrlib.train.run_experiment, []
+    real, calls = experiments.run, []
 
     def flaky(cfg, **kwargs):  # the baseline fails once, then trains; seed 1 fails every time
         calls.append(runs.run_label(cfg))
@@ -111,7 +111,7 @@ def test_a_failed_run_is_tried_once_more_then_listed_with_its_error(tmp_path, mo
             raise RuntimeError(f"injected failure of {runs.run_label(cfg)}")
         return real(cfg, **kwargs)
 
-    monkeypatch.setattr(cxrlib.train, "run_experiment", flaky)
+    monkeypatch.setattr(experiments, "run", flaky)
     done = sweep.work(plan.path, poll_s=0.1)
     assert done == {"trained": ["baseline"], "failed": ["baseline", "baseline+seed1", "baseline+seed1"]}
     assert calls == ["baseline", "baseline seed 1", "baseline", "baseline seed 1"]  # once more each, no more
