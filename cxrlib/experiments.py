@@ -176,7 +176,8 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
         redo = False
-    return run_experiment(cfg, data=data, redo=redo, progress=progress, checkpoint_every=checkpoint_every)
+    extra = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
+    return run_experiment(cfg, data=data, redo=redo, progress=progress, **extra)
 
 def seed_configs(cfg: ExperimentConfig, seeds: Seeds | Sequence[int] | None) -> list[ExperimentConfig]:
     """``cfg`` once per training seed (``seeds.of(cfg)`` for a profile's :class:`Seeds`; None:
