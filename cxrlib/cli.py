@@ -1,4 +1,4 @@
-"""The ``cxrlib`` command line: check, train, evaluate, predict, cache, report.
+"""The ``cxrlib`` command line: check, train, evaluate, predict, cache, report, sweep.
 
 Every configuration value comes from an ExperimentConfig: the defaults, then a profile's
 ``experiment:`` section (``--profile smoke|cpu|full|path.yaml``, resolved by
@@ -196,10 +196,56 @@ def cmd_check(args: argparse.Namespace) -> int:
     profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
                             overrides=args.overrides)
     notebooks = report.select_notebooks(report.discover_notebooks(args.notebooks_dir), args.only)
-    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget)
+    seconds: dict[str, float] = {}
+    findings = preflight.check_profile(profile, notebooks, probe=not args.no_probe, budget_s=args.probe_budget,
+                                       seconds_by_run=seconds)
     print(preflight.format_table(findings))
+    if args.gpus:
+        from cxrlib import sweep  # submitit: only a check that asks about several GPUs loads it
+
+        device = profile.baseline.train.device
+        for line in sweep.study_estimates(sweep.plan_runs(profile, notebooks), seconds, args.gpus, device):
+            print(line)
     print(f"checked profile {profile.name} in {time.perf_counter() - t0:.1f} s")
     return 1 if preflight.problems(findings) else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cxrlib import report, sweep  # the report's notebook list; the plan imports the model code
+
+    profile = profiles.load(args.profile, data_dir=args.data_dir, device=args.device, runs_dir=args.runs_dir,
+                            overrides=args.overrides)
+    if args.status:
+        print(sweep.format_status(sweep.status(profile.baseline.runs_dir)))
+        return 0
+    options = sweep.Options(executor=args.executor, workers=args.workers, partition=args.partition,
+                            time_min=args.time, array_parallelism=args.array_parallelism,
+                            cpus_per_task=args.cpus_per_task, checkpoint_every=args.checkpoint_every,
+                            slurm_options=dict(_key_value(o) for o in args.slurm_option))
+    notebooks = report.select_notebooks(report.discover_notebooks(args.notebooks_dir), args.only)
+    submission = sweep.submit(sweep.plan_runs(profile, notebooks), options)
+    todo = len(sweep.pending(submission.plan))
+    print(f"sweep of profile {profile.name}: {len(submission.plan.runs)} runs planned, {todo} to train, "
+          f"{len(submission.jobs)} {args.executor} job(s): {', '.join(str(j.job_id) for j in submission.jobs) or '-'}")
+    print(f"follow it with: cxrlib sweep --status --profile {args.profile}"
+          + (f" --runs-dir {args.runs_dir}" if args.runs_dir else ""))
+    if args.wait or args.executor == "debug":
+        submission.wait()
+        rows = sweep.status(profile.baseline.runs_dir)
+        print(sweep.format_status(rows))
+        return 1 if any(r["state"] != sweep.DONE for r in rows) else 0
+    return 0
+
+
+def _gpu_counts(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",") if part.strip()]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise CLIError(f"--slurm-option {text!r}: expected KEY=VALUE, e.g. account=mylab")
+    return key, value
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -302,7 +348,45 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-probe", action="store_true", help="skip the speed probe (no time estimates)")
     k.add_argument("--probe-budget", type=float, default=30.0, metavar="SECONDS",
                    help="stop probing models after this many seconds (default: 30)")
+    k.add_argument("--gpus", type=_gpu_counts, default=None, metavar="N[,M...]",
+                   help="also estimate the whole study run by `cxrlib sweep` on N devices like this one, one "
+                        "run per device (e.g. 1,8)")
     k.set_defaults(func=cmd_check)
+
+    w = sub.add_parser("sweep", help="train every run the report needs as jobs (Slurm array or local workers)",
+                       description="Plan exactly the runs the report's notebooks train (as cxrlib check does), "
+                       "submit them through submitit and return: a Slurm job array (one job per run, one GPU "
+                       "each) or one local worker per visible GPU. Each run is claimed in its folder so no two "
+                       "workers train it; a killed or preempted run resumes from last.pt; a failed one is tried "
+                       "once more. Then `cxrlib report` trains nothing. --status lists every run's state.")
+    w.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    w.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    w.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    w.add_argument("--only", default=None, help="the runs of these notebooks only, by number or name, comma-separated")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value or a notebook parameter, as for report; repeatable")
+    w.add_argument("--runs-dir", default=None, help="where runs are written (default: the profile's)")
+    w.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    w.add_argument("--status", action="store_true",
+                   help="print queued / running (epoch, time left) / done / failed per run of the latest sweep, "
+                        "read from the runs folder; submit nothing")
+    w.add_argument("--executor", choices=("local", "slurm", "debug"), default="local",
+                   help="local: workers on this machine; slurm: a job array; debug: in this process (default: local)")
+    w.add_argument("--workers", type=_positive_int, default=None,
+                   help="local workers (default: one per visible GPU, or 1 without a GPU)")
+    w.add_argument("--partition", default=None, help="Slurm partition")
+    w.add_argument("--time", type=_positive_int, default=None, metavar="MINUTES",
+                   help="time limit per Slurm job (default: 24 h) or per local worker; a job out of time is "
+                        "requeued and resumes")
+    w.add_argument("--array-parallelism", type=_positive_int, default=8, metavar="N",
+                   help="Slurm array jobs running at once (default: 8)")
+    w.add_argument("--cpus-per-task", type=_positive_int, default=None, help="CPUs per Slurm job")
+    w.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a further #SBATCH option, e.g. account=mylab or qos=high; repeatable")
+    w.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps (less lost to a preemption)")
+    w.add_argument("--wait", action="store_true", help="wait for the jobs, then print the status")
+    w.set_defaults(func=cmd_sweep)
 
     r = sub.add_parser("report", help="run the notebooks and export the HTML report",
                        description="Run every numbered notebook with papermill (each run's epochs and the time "

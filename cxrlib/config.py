@@ -91,6 +91,7 @@ class TrainConfig:
     deterministic: bool = False  # CUDA: deterministic cuDNN, no autotuning, no TF32 (repeatable, slower)
     n_bootstrap: int = 1000  # resamples for the confidence intervals
     threads: int | None = None  # torch CPU threads (None = torch's default)
+    keep_last: bool = False  # keep last.pt once the run is finished (by default only best.pt stays)
 
 
 @dataclass
@@ -113,7 +114,7 @@ class ExperimentConfig:
         d = self.to_dict()
         d.pop("runs_dir")
         # how fast, not what: where images live, compilation and kernel choice leave the experiment as it is
-        for key in ("num_workers", "resident", "resident_gb", "compile", "deterministic"):
+        for key in ("num_workers", "resident", "resident_gb", "compile", "deterministic", "keep_last"):
             d["train"].pop(key)
         d["data"].pop("workers")
         d["data"].pop("cache_dir")

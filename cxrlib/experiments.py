@@ -230,16 +230,20 @@ def full_profile_only(profile: Profile) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- runs
 
-def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None):
+def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=None,
+        checkpoint_every: int | None = None):
     """``cxrlib.train.run_experiment`` with one difference: under the report runner's
     ``--redo``, a run this report already retrained is reused instead of trained again.
+    A sweep's jobs train through here too, so a run trains as its notebook would train it.
     The config is validated first: a notebook's bad value fails before any run is looked up."""
     cfg.validate()
     since = os.environ.get(REDO_SINCE_ENV)
     finished = runs.finished_at(runs.run_folder(cfg))
     if redo and since and finished is not None and finished >= float(since):
         redo = False
-    return run_experiment(cfg, data=data, redo=redo, progress=progress, global_stage_from=finished_global_stage(cfg))
+    extra = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
+    return run_experiment(cfg, data=data, redo=redo, progress=progress, global_stage_from=finished_global_stage(cfg),
+                          **extra)
 
 
 # ----------------------------------------------------------------------------- a two-stage run's global stage

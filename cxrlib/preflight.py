@@ -365,13 +365,16 @@ def _duration(seconds: float) -> str:
 
 def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _Plans | None = None,
                    budget_s: float = PROBE_BUDGET_S,
-                   finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
+                   finished: Callable[[ExperimentConfig], bool] | None = None,
+                   seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """A wall-time estimate per notebook from one :func:`~cxrlib.speed.speed_probe` per distinct model.
 
     A run shared by several notebooks (the baseline) counts in the first that trains it;
     a run ``finished`` already counts nothing, and a two_stage run whose global stage an
     earlier planned run trains (:func:`cxrlib.experiments.global_stage_equivalent`) counts its other
     stages only. Probes stop once ``budget_s`` is spent; the runs left unprobed are named.
+    ``seconds_by_run``, when given, receives each estimated run's seconds by its config's
+    fingerprint (:func:`cxrlib.sweep.study_estimates` spreads them over several GPUs).
     """
     plans = plans or _Plans()
     speeds: dict[str, Speed | str] = {}
@@ -415,6 +418,8 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
                 continue
             n = {p: len(v.image_ids) for p, v in view.plan.parts.items()}
             seconds = run_seconds(cfg, speed, n["train"], n["val"], n["test"])
+            if seconds_by_run is not None:
+                seconds_by_run[fp] = seconds
             total += seconds
             steps, _ = planned_steps(cfg, n["train"])
             parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
@@ -478,7 +483,8 @@ def _probe_or_reason(cfg: ExperimentConfig) -> Speed | str:
 
 def run_checks(notebooks: Mapping[str, Sequence[ExperimentConfig]] | Sequence[ExperimentConfig],
                probe: bool = True, budget_s: float = PROBE_BUDGET_S,
-               finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
+               finished: Callable[[ExperimentConfig], bool] | None = None,
+               seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """Every check over the experiments (a list, or ``{notebook: [configs]}`` for per-notebook
     time estimates). A check that fails unexpectedly becomes a problem row; the others run."""
     if not isinstance(notebooks, Mapping):
@@ -493,7 +499,7 @@ def run_checks(notebooks: Mapping[str, Sequence[ExperimentConfig]] | Sequence[Ex
         ("disk", lambda: check_disk(configs, plans)),
     ]
     if probe:
-        checks.append(("time", lambda: estimate_times(notebooks, plans, budget_s, finished)))
+        checks.append(("time", lambda: estimate_times(notebooks, plans, budget_s, finished, seconds_by_run)))
     findings: list[Finding] = []
     for name, check in checks:
         try:
@@ -515,7 +521,7 @@ def planned_experiments(profile: Profile, notebooks: Sequence[str | Path]) -> di
 
 
 def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool = True,
-                  budget_s: float = PROBE_BUDGET_S) -> list[Finding]:
+                  budget_s: float = PROBE_BUDGET_S, seconds_by_run: dict[str, float] | None = None) -> list[Finding]:
     """Every check for the report of ``notebooks`` (paths) with ``profile``; finished runs
     count no time (:func:`cxrlib.report.discover_notebooks` lists a folder's notebooks)."""
     planned = planned_experiments(profile, notebooks)
@@ -523,4 +529,4 @@ def check_profile(profile: Profile, notebooks: Sequence[str | Path], probe: bool
         reader = profile.baseline.with_overrides({"model.pretrained": False})
         return run_checks([reader], probe=False)
     return run_checks(planned, probe=probe, budget_s=budget_s,
-                      finished=lambda cfg: runs.is_finished(runs.run_folder(cfg), cfg))
+                      finished=lambda cfg: runs.is_finished(runs.run_folder(cfg), cfg), seconds_by_run=seconds_by_run)

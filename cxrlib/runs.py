@@ -4,13 +4,16 @@
 
 * ``config.json``: the :class:`~cxrlib.config.ExperimentConfig` (written when training starts);
 * ``history.csv``: one row per epoch;
-* ``last.pt``: the training loop's state, to resume from; ``best.pt``: the best weights with
-  the config and label names;
+* ``last.pt``: the training loop's state, to resume from, removed once the run is finished
+  (:func:`prune`; ``train.keep_last`` keeps it); ``best.pt``: the best weights with the
+  config and label names;
 * ``test_predictions.npz``: ids, patient ids, targets, scores, label names;
 * ``metrics.json``: test AUROCs with CIs, the split, the config's fingerprint, the run's
   ``kind``. Written last.
 * ``localization.json`` (heatmap runs only): the run's localization summary, a table per
   finding (:func:`write_localization`, :func:`read_localization`).
+* ``.claim.NNNNNN`` (while a sweep worker trains the run): who trains it, written and read by
+  :mod:`cxrlib.claims` alone.
 
 **Seeds.** An experiment trained with several seeds (:func:`run_folder`) keeps its seed-0 run
 in ``<name>/`` itself and seed *k* in ``<name>/seed<k>/``: whatever lists run folders (the
@@ -239,7 +242,30 @@ def write_evaluation(run_dir: str | Path, cfg: ExperimentConfig, data, metrics: 
     Returns the metrics as written: ``metrics`` plus the experiment, split, source, training
     time, model summary, the config's fingerprint and the kind (``model``).
     """
-    return _write_finished(run_dir, cfg, data, metrics, predictions, train_seconds, model_summary(cfg, model), MODEL)
+    written = _write_finished(run_dir, cfg, data, metrics, predictions, train_seconds, model_summary(cfg, model), MODEL)
+    if not cfg.train.keep_last:
+        prune(run_dir)
+    return written
+
+
+def prune(run_dir: str | Path) -> int:
+    """Remove what a finished run no longer needs (``last.pt``: the loop's state, several
+    times the size of ``best.pt`` with its optimizer moments); returns the bytes freed.
+
+    Only a finished run is pruned, so an unfinished one always keeps what it resumes from;
+    reloading, the report and the two-stage reuse read ``best.pt``, predictions, history
+    and metrics, which stay.
+    """
+    run_dir = Path(run_dir)
+    if not is_finished(run_dir):
+        return 0
+    last = run_dir / LAST
+    try:
+        size = last.stat().st_size
+        last.unlink()
+    except FileNotFoundError:
+        return 0
+    return size
 
 
 def write_control(run_dir: str | Path, cfg: ExperimentConfig, data, metrics: dict, predictions: dict,

@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from cxrlib import cam, experiments, phantoms
+from cxrlib import experiments, phantoms
 from cxrlib import runs as runs_store
 from cxrlib.config import ExperimentConfig
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
@@ -240,6 +240,8 @@ def plot_drain_heatmaps(runs: Mapping[str, object], part: DrainedPart, n: int = 
     """For ``n`` test images with a drain: the image with its drain (red) and lesion (green)
     outlined, then each run's heatmap for the finding on it; returns the Figure."""
     import matplotlib.pyplot as plt
+
+    from cxrlib import cam  # pytorch-grad-cam: only the heatmaps load it
 
     on = np.flatnonzero(part.drains)[:n]
     if len(on) == 0:

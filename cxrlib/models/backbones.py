@@ -14,10 +14,11 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn as nn
 
+# timm (with torchvision, about 1.5 s) is imported inside the functions that build a model,
+# so the registry below, which every plan and check reads, costs nothing to import.
 from cxrlib.models import weights
 from cxrlib.models.errors import ModelError, PretrainedWeightsError
 from cxrlib.models.registry import BackboneSpec, register_model
@@ -91,6 +92,7 @@ class _LoadReport(logging.Handler):
 
 @contextmanager
 def _checked_load(spec: BackboneSpec, source: str):
+    import timm
     logger = logging.getLogger("timm.models._builder")
     report, level = _LoadReport(), logger.level
     logger.addHandler(report)
@@ -122,6 +124,7 @@ def create_body(spec: BackboneSpec, in_chans: int, pretrained: bool, weights_pat
     when it can be reached; offline, the error comes at once and says which file to fetch
     and where to put it.
     """
+    import timm
     kwargs = dict(features_only=True, out_indices=spec.out_indices, in_chans=in_chans)
     if weights_path is not None:
         path = Path(weights_path).expanduser()
@@ -151,6 +154,7 @@ def create_body(spec: BackboneSpec, in_chans: int, pretrained: bool, weights_pat
 
 
 def _from_file(spec: BackboneSpec, path: Path, kwargs: dict) -> nn.Module:
+    import timm
     # The same timm code path as the hub (filter functions for torchvision-style keys, the
     # first convolution summed over RGB), only the state dict comes from the file.
     try:
@@ -171,6 +175,7 @@ class Backbone(nn.Module):
 
     def __init__(self, spec: BackboneSpec, in_chans: int = 1, pretrained: bool = False,
                  weights_path: str | Path | None = None):
+        import timm
         super().__init__()
         self.spec = spec
         self.body = create_body(spec, in_chans, pretrained, weights_path)
@@ -185,7 +190,11 @@ class Backbone(nn.Module):
                              f"records {spec.channels}; fix the registry entry")
         self.channels: tuple[int, int, int] = channels
         self.last_stage_name: str = info.module_name()[-1]
-        self._last_stage = _find_module(self.body, self.last_stage_name, spec.name)
+        # Kept as a plain attribute, not a second registration of the body's module: registered
+        # twice, its weights would be stored twice in every checkpoint (ResNet-18's layer4 is
+        # 8.4 M of its 11 M weights). Checkpoints written with the duplicate still load.
+        self.__dict__["_last_stage"] = _find_module(self.body, self.last_stage_name, spec.name)
+        self._register_load_state_dict_pre_hook(_drop_alias_keys)
 
     def last_stage(self) -> nn.Module:
         """The module producing C5 (Grad-CAM's default target)."""
@@ -193,6 +202,11 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
+
+
+def _drop_alias_keys(state_dict, prefix, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "_last_stage.")]:
+        del state_dict[key]
 
 
 def _find_module(body: nn.Module, name: str, model: str) -> nn.Module:

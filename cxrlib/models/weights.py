@@ -24,7 +24,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import huggingface_hub
-import timm
+# timm is imported inside the functions that ask it for a model's pretrained config: the
+# check imports this module for every profile, and timm (with torchvision) costs about 1.5 s.
 from huggingface_hub import constants as hub_constants
 
 from cxrlib.models.errors import PretrainedWeightsError
@@ -61,13 +62,28 @@ def weights_dir(configured: str | os.PathLike | None = None) -> Path:
     return Path(configured).expanduser() if configured else default_weights_dir()
 
 
+def _registered(timm_name: str) -> bool:
+    """Whether ``timm_name`` is a registered backbone's: each of those is timm's own, on the hub
+    as ``timm/<timm_name>`` with ``model.safetensors`` (tests/test_startup.py checks that against
+    timm), so the check answers for them without importing timm."""
+    from cxrlib.models.registry import get_model_spec, list_models  # a leaf module: no cycle
+
+    return timm_name in {get_model_spec(m).timm_name for m in list_models()}
+
+
 def hub_repo(timm_name: str) -> str | None:
     """The Hugging Face repository timm downloads ``timm_name`` from (``timm/densenet121.tv_in1k``)."""
+    if _registered(timm_name):
+        return f"timm/{timm_name}"
+    import timm
     cfg = timm.models.get_pretrained_cfg(timm_name)
     return cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else None
 
 
 def hub_filename(timm_name: str) -> str:
+    if _registered(timm_name):
+        return HUB_FILES[0]
+    import timm
     cfg = timm.models.get_pretrained_cfg(timm_name)
     return (cfg.hf_hub_filename if cfg is not None and cfg.hf_hub_filename else None) or HUB_FILES[0]
 
@@ -202,6 +218,7 @@ def fetch_help(timm_name: str, folder: str | os.PathLike | None = None) -> str:
     target = target_file(timm_name, folder)
     command = fetch_command(timm_name, folder)
     if command is None:
+        import timm
         cfg = timm.models.get_pretrained_cfg(timm_name)
         source = cfg.url if cfg is not None and cfg.url else "the model's ImageNet weights"
         return (f"download {source} on a machine with network and save it as {target} "
