@@ -88,7 +88,7 @@ def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs)
     assert list(cmp.per_class.index) == list(FINDINGS) + ["mean (14)"]
     assert list(cmp.per_class.columns) == ["baseline", "fpn", "other_split"]
     roc = cmp.figure.axes[1]
-    assert len(cmp.figure.axes) == 2 and len(roc.get_lines()) == 5  # three runs, the diagonal and the prevalence-only chance curve
+    assert len(cmp.figure.axes) == 2 and len(roc.get_lines()) == 5  # 3 runs, diagonal, prevalence-only
     with pytest.raises(ValueError, match="'nope' is not among the runs"):
         experiments.compare(results, baseline="nope")
 
