@@ -23,7 +23,7 @@ from cxrlib.localization.chance import compare_with_random, random_map_scores
 from cxrlib.localization.exact import N_PERMUTATIONS, PRIMARY_METRIC, peak_position, pointing_cross, tests_by_finding
 from cxrlib.localization.geometry import DEFAULT_THRESHOLDS, WANG_RULE, BoxRule
 from cxrlib.localization.tables import _col, score_columns, score_one, summarize_scores
-from cxrlib.localization.words import VERDICT_METRICS, difference_text, exact_text, short_words
+from cxrlib.localization.words import DESCRIBED_METRICS, difference_text, exact_text, short_words
 from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
 
 MASKS, BOXES = "lesion masks", "boxes"
@@ -259,7 +259,8 @@ class HeatmapScores:
     def side_by_side(self, method: str | None = None, thresholds: Sequence[float] = tuple(WANG_IOBB_CVPR)
                      ) -> pd.DataFrame:
         """Per finding and T(IoBB): the method's accuracy and AFP, the random maps', the difference
-        with its 95% CI and verdict, and Wang et al.'s accuracy from each paper version."""
+        with its 95% CI (described: the verdict is :meth:`exact`'s), and Wang et al.'s accuracy
+        from each paper version."""
         method = self._method(method)
         versus = self.versus(method)
         thresholds = [t for t in thresholds if t in self.thresholds]
@@ -272,13 +273,13 @@ class HeatmapScores:
                     "finding": finding, "T(IoBB)": t, "n": int(acc["n"]), "images": int(acc["images"]),
                     method: acc["model"], f"{method} AFP": afp["model"],
                     RANDOM_MAPS: acc["random map"], f"{RANDOM_MAPS} AFP": afp["random map"],
-                    "difference [95% CI]": difference_text(acc), "verdict": acc["verdict"],
+                    "difference [95% CI]": difference_text(acc),
                     WANG_CVPR: math.nan if k is None or t not in WANG_IOBB_CVPR else WANG_IOBB_CVPR[t][k],
                     WANG_V5: math.nan if k is None or t not in WANG_IOBB_V5 else WANG_IOBB_V5[t][k],
                 })
         return pd.DataFrame(rows).set_index(["finding", "T(IoBB)"])
 
-    def verdict(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> str:
+    def verdict(self, method: str | None = None, metrics: Sequence[str] = DESCRIBED_METRICS) -> str:
         """In words, per finding: does the method's heatmap find its own image's region more often than
         chance, by the exact test (:meth:`exact`, :func:`exact_text`), preceded by a warning when most
         of its maps are empty. ``metrics`` is accepted for callers; the verdict is the pointing game's."""
@@ -292,10 +293,11 @@ class HeatmapScores:
                      "box: these scores say little about where this model looks.")
         return lead + "\n" + exact_text(self.exact(method), method)
 
-    def summary(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
-        """Per finding, for the report: the method against the random maps on ``metrics`` (each
-        T(IoBB) accuracy with its AFP), the paired difference with its 95% CI, what it beats
-        the random maps on, and Wang et al.'s T(IoBB) > 0.1 accuracy from each paper version."""
+    def summary(self, method: str | None = None, metrics: Sequence[str] = DESCRIBED_METRICS) -> pd.DataFrame:
+        """Per finding, for the report: the method beside the random maps on ``metrics`` (each
+        T(IoBB) accuracy with its AFP) with the paired difference and its 95% CI (described),
+        the exact test's chance, p-value and ``verdict`` (the only one), and Wang et al.'s
+        T(IoBB) > 0.1 accuracy from each paper version."""
         method = self._method(method)
         versus = self.versus(method)
         rows = []
@@ -321,16 +323,17 @@ class HeatmapScores:
             rows.append(row)
         return pd.DataFrame(rows).set_index("finding")
 
-    def pooled(self, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
-        """Every method against the random maps over all findings (the ``All`` rows, or the one
-        finding's), on ``metrics``: one row per (method, metric)."""
+    def pooled(self, metrics: Sequence[str] = DESCRIBED_METRICS) -> pd.DataFrame:
+        """Every method beside the random maps over all findings (the ``All`` rows, or the one
+        finding's), on ``metrics``: one row per (method, metric), the difference with its 95% CI
+        described (the verdict is :meth:`exact`'s, per method)."""
         frames = {}
         for m in self.methods:
             versus = self.versus(m)
             key = "All" if "All" in versus.index.get_level_values("finding") else versus.index[0][0]
             frames[m] = versus.loc[key].loc[[x for x in metrics if x in versus.loc[key].index]]
         return pd.concat(frames, names=["method"])[["n", "images", "model", "random map", "difference", "ci_low",
-                                                    "ci_high", "verdict"]]
+                                                    "ci_high"]]
 
     def notes(self, method: str | None = None) -> dict[str, Any]:
         """What :meth:`summary` was measured on and its verdict in words, to keep beside it."""
