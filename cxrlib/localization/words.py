@@ -46,7 +46,8 @@ def exact_text(exact: pd.DataFrame, name: str = "the model") -> str:
     lines = []
     for finding, r in exact.iterrows():
         where = "its regions" if finding == "All" else f"other images' {finding} regions"
-        lines.append(f"- {finding} ({int(r['n'])} regions): {name} points into its own image's region in "
+        n = int(r["n"])
+        lines.append(f"- {finding} ({n} region{'' if n == 1 else 's'}): {name} points into its own image's region in "
                      f"{number_text(r['model'])} of them, into {where} in {number_text(r['chance'])} (the same maps, "
                      f"re-paired): {r['verdict']} ({p_text(r['p_value'], sentence=True)}, exact).")
     lines.append("The verdict is the pointing game's, chosen in advance; the T(IoBB) accuracies, their AFP and the "
