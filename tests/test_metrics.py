@@ -294,3 +294,18 @@ def test_paired_seed_comparison_differences_of_seed_means_and_every_seed_pair():
     ref = paired_comparison(y, a[0], b[0], patient_ids=patients, n_bootstrap=300, seed=2)
     assert (one["diff"], one["p_value"]) == pytest.approx((ref["diff"], ref["p_value"]))
     assert one["ci"] == pytest.approx(ref["ci"])
+
+
+def test_bootstrap_aurocs_is_the_patient_bootstrap_of_auroc_report():
+    from cxrlib.metrics import auroc_report, bootstrap_aurocs, percentile_ci
+
+    rng = np.random.default_rng(11)
+    y = (rng.random((300, 3)) < 0.3).astype(float)
+    s = y + rng.standard_normal((300, 3))
+    pid = rng.integers(0, 150, 300)
+    boot = bootstrap_aurocs(y, s, [0, 2], pid, n_bootstrap=200, seed=5)
+    assert boot.shape == (200, 2)
+    report = auroc_report(y, s, ["a", "b", "c"], patient_ids=pid, n_bootstrap=200, seed=5)
+    # the same resamples as the report's: the same CI for a class
+    np.testing.assert_allclose(percentile_ci(boot[:, 0]), report["per_class"]["a"]["auroc_ci"])
+    assert all(np.isnan(percentile_ci(np.array([np.nan]))))
