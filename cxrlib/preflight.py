@@ -380,7 +380,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
     spent = 0.0
     out: list[Finding] = []
     missing_device: list[str] = []  # notebooks with nothing to probe on: one row for all
-    seeds: dict[str, dict[int, float | None]] = {}  # per experiment and seed: its estimate (0 done, None unknown)
+    timed: dict[str, float] = {}  # each estimated run's seconds, by its config's fingerprint
     for notebook, configs in notebooks.items():
         total, parts = 0.0, []
         unknown: dict[str, list[str]] = {}
@@ -390,9 +390,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
                 continue
             seen.add(fp)
             trained.add(cfg.training_key())
-            seeds.setdefault(cfg.name, {})[int(cfg.seed)] = None
             if finished is not None and finished(cfg):
-                seeds[cfg.name][int(cfg.seed)] = 0.0
                 parts.append(f"{cfg.name} done")
                 continue
             global_stage = experiments.global_stage_equivalent(cfg)
@@ -419,7 +417,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             n = {p: len(v.image_ids) for p, v in view.plan.parts.items()}
             seconds = run_seconds(cfg, speed, n["train"], n["val"], n["test"])
             total += seconds
-            seeds[cfg.name][int(cfg.seed)] = seconds
+            timed[fp] = seconds
             steps, _ = planned_steps(cfg, n["train"])
             parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
                          + (", its global stage from the baseline)" if reused else ")"))
@@ -435,7 +433,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
         else:
             out.append(Finding("time", OK, f"{notebook}: about {_duration(total)} on "
                                            f"{_device_name(configs[0].train.device)}: {', '.join(parts)}"))
-    out += seed_cost(seeds)
+    out += seed_cost(notebooks, timed, finished)
     on_cpu = any(isinstance(s, Speed) and s.device == "cpu" for s in speeds.values())
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), os.cpu_count() or 1
     if on_cpu and load > cores:
@@ -461,18 +459,23 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
     return out
 
 
-def seed_cost(seeds: Mapping[str, Mapping[int, float | None]]) -> list[Finding]:
+def seed_cost(notebooks: Mapping[str, Sequence[ExperimentConfig]], timed: Mapping[str, float],
+              finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
     """What training every experiment with several seeds costs on this device: one line of the
     time estimate.
 
-    ``seeds``: per experiment, its training seeds and each seed's estimated seconds (0 when
-    finished, None when not estimated). The comparison design (:mod:`cxrlib.inference`) tests
-    a side only from its ``MIN_SEEDS`` seeds, so the seeds after each experiment's first are
-    what its verdicts cost; the line says how many runs and how much time they are. Nothing
-    when no experiment has more than one seed.
+    ``timed``: the estimated seconds of each run, by its config's fingerprint (a run missing
+    from it is finished, or was not estimated). The comparison design (:mod:`cxrlib.inference`)
+    tests a side only from its ``MIN_SEEDS`` seeds, so the seeds after each experiment's first
+    are what its verdicts cost; the line says how many runs and how much time they are.
+    Nothing when no experiment has more than one seed.
     """
     from cxrlib.inference import MIN_SEEDS  # scipy's import only when a line is written
 
+    seeds: dict[str, dict[int, float | None]] = {}  # per experiment and seed: seconds (0 done, None unknown)
+    for cfg in (c for cs in notebooks.values() for c in cs):
+        done = finished is not None and finished(cfg)
+        seeds.setdefault(cfg.name, {})[int(cfg.seed)] = 0.0 if done else timed.get(cfg.fingerprint())
     extra = {name: sorted(s)[1:] for name, s in seeds.items()}
     if not any(extra.values()):
         return []
