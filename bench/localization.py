@@ -155,7 +155,7 @@ def model_vs_random_section(model, data, title: str, methods=("gradcam",), n_ran
         versus = versus[versus["metric"].isin(["pointing_game", "energy", *(f"{k}@{t:g}" for t in (0.1, 0.25, 0.5)
                                                                             for k in ("iobb", "afp"))])]
         versus["difference [95% CI]"] = [loc.difference_text(r) for _, r in versus.iterrows()]
-        shown = versus[["finding", "metric", "n", "images", "model", "random map", "difference [95% CI]", "verdict"]]
+        shown = versus[["finding", "metric", "n", "images", "model", "random map", "difference [95% CI]"]]
         lines += [f"### {method}", "", "```", heat.verdict(method), "```", "", markdown(shown.set_index("finding")), ""]
     return "\n".join(lines)
 

@@ -98,7 +98,7 @@ def auroc_trial(rng, n_images: int, n_a: int, n_b: int, seed_sd: float, delta: f
     a, _ = _arm_scores(rng, y, pid, n_patients, n_a, _separation_for(delta),
                        seed_sd if seed_sd_a is None else seed_sd_a, noise if shared else None)
     c = inference.compare_arms(y, a, b, patient_ids=pid, min_seeds=1)
-    z_test_only = abs(c["diff"]) / math.sqrt(c["test_variance_part"])
+    z_test_only = abs(c["diff"]) / math.sqrt(c["paired_test_variance"])
     seeds_only = math.nan
     if c["seed_variance_part"] > 0:
         t = abs(c["diff"]) / math.sqrt(c["seed_variance_part"])
@@ -330,7 +330,8 @@ def _document(args, parts, minutes: float) -> str:
         "bound. A verdict the report prints must have a rate <= 0.05 with a bound <= 0.08.", "",
         "## AUROC: experiment against baseline, nothing to find (A/A)", "",
         "The design of `cxrlib.inference` (t-test of the seed-mean difference, seed variance pooled within arms "
-        "plus the test-patient variance from DeLong placements per patient, on the seeds' degrees of freedom). "
+        "plus the test-patient variance from DeLong placements per patient less each seed's own image-level noise, "
+        "which the seed variance already holds; on the seeds' degrees of freedom). "
         "`1 v 3` is never tested by the report (\"not tested: 1 seed\"); its rate says what it would call if it "
         "were, with the seed variance borrowed from the other arm. *Test patients only*: the rate of a test that "
         "ignores the seeds (the paired patient CI alone); *seeds only*: a t-test on the seeds alone. Median MDD: "

@@ -29,7 +29,8 @@ import pandas as pd
 from cxrlib import runs
 from cxrlib.data import CachedDataset, load_data
 from cxrlib.data.phantom_source import phantom_spec
-from cxrlib.metrics import _boot_class_aucs, _ci, auroc
+from cxrlib.metrics import auroc, bootstrap_aurocs, percentile_ci
+from cxrlib.results import NO_DIFFERENCE, estimate_text, interval_verdict, number_text
 from cxrlib.train import evaluate, with_channels
 
 # The second phantom site: each a PhantomSpec knob (1 = the training site's calibrated
@@ -128,8 +129,8 @@ def site_drop(internal: Mapping[str, Any], external: Mapping[str, Any], n_bootst
     both = np.flatnonzero(np.isfinite(a_i) & np.isfinite(a_e))
     boot_i = boot_e = np.zeros((0, len(both)))
     if n_bootstrap > 0 and len(both):
-        (boot_i,), _ = _boot_class_aucs(y_i, [s_i], p_i, n_bootstrap, seed, both)
-        (boot_e,), _ = _boot_class_aucs(y_e, [s_e], p_e, n_bootstrap, seed + 1, both)
+        boot_i = bootstrap_aurocs(y_i, s_i, both, p_i, n_bootstrap, seed)
+        boot_e = bootstrap_aurocs(y_e, s_e, both, p_e, n_bootstrap, seed + 1)
         n = min(len(boot_i), len(boot_e))
         boot_i, boot_e = boot_i[:n], boot_e[:n]
     rows = []
@@ -138,7 +139,7 @@ def site_drop(internal: Mapping[str, Any], external: Mapping[str, Any], n_bootst
                "internal AUROC": a_i[k], "external AUROC": a_e[k], "drop": a_i[k] - a_e[k]}
         j = np.flatnonzero(both == k)
         ci = [(np.nan, np.nan)] * 3 if not len(j) or not len(boot_i) else [
-            _ci(boot_i[:, j[0]]), _ci(boot_e[:, j[0]]), _ci(boot_i[:, j[0]] - boot_e[:, j[0]])]
+            percentile_ci(boot_i[:, j[0]]), percentile_ci(boot_e[:, j[0]]), percentile_ci(boot_i[:, j[0]] - boot_e[:, j[0]])]
         for col, (lo, hi) in zip(("internal", "external", "drop"), ci):
             row[f"{col} CI low"], row[f"{col} CI high"] = lo, hi
         rows.append(row)
@@ -150,26 +151,28 @@ def site_drop(internal: Mapping[str, Any], external: Mapping[str, Any], n_bootst
     if len(boot_i):
         for col, b in (("internal", boot_i.mean(axis=1)), ("external", boot_e.mean(axis=1)),
                        ("drop", boot_i.mean(axis=1) - boot_e.mean(axis=1))):
-            mean[f"{col} CI low"], mean[f"{col} CI high"] = _ci(b)
+            mean[f"{col} CI low"], mean[f"{col} CI high"] = percentile_ci(b)
     table.loc["mean"] = pd.Series(mean)
     return table
 
 
 def drop_words(table: pd.DataFrame) -> str:
-    """The mean drop in words, from :func:`site_drop`'s table: a drop is called one only when
-    its 95% CI excludes 0."""
+    """The mean drop in words, from :func:`site_drop`'s table, written through
+    :mod:`cxrlib.results`' one convention: the drop (internal minus external AUROC) with its 95%
+    CI (:func:`~cxrlib.results.estimate_text`) and the verdict of one CI
+    (:func:`~cxrlib.results.interval_verdict`): worse at the other site when the drop's CI lies
+    above 0, better when below, no difference shown when it includes 0."""
     m = table.loc["mean"]
     lo, hi = m.get("drop CI low", np.nan), m.get("drop CI high", np.nan)
-    where = f"mean AUROC {m['internal AUROC']:.3f} at its own site, {m['external AUROC']:.3f} at the other"
+    where = (f"mean AUROC {number_text(m['internal AUROC'])} at its own site, "
+             f"{number_text(m['external AUROC'])} at the other")
     if not np.isfinite(lo):
         return f"{where}; no CI (too few images to resample)"
-    if lo > 0:
-        verdict = "a drop: the 95% CI excludes 0"
-    elif hi < 0:
-        verdict = "better at the other site: the 95% CI excludes 0"
-    else:
-        verdict = "no difference shown: the 95% CI includes 0"
-    return f"{where}: difference {m['drop']:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}), {verdict}"
+    # the drop is internal minus external: a lower drop is better for the other site
+    word = interval_verdict(lo, hi, lower_is_better=True)
+    why = "the 95% CI includes 0" if word == NO_DIFFERENCE else "the 95% CI excludes 0"
+    at = "" if word == NO_DIFFERENCE else " at the other site"
+    return f"{where}: drop {estimate_text(m['drop'], lo, hi, signed=True)}, {word}{at} ({why})"
 
 
 @dataclasses.dataclass

@@ -189,7 +189,9 @@ class _Resamples:
         )
 
 
-def _ci(values: np.ndarray, level: float = 0.95) -> list[float]:
+def percentile_ci(values: np.ndarray, level: float = 0.95) -> list[float]:
+    """The percentile interval ``[low, high]`` of bootstrap ``values`` (the finite ones) at
+    ``level``; NaNs when there are none."""
     v = values[np.isfinite(values)]
     if len(v) == 0:
         return [math.nan, math.nan]
@@ -203,7 +205,7 @@ def _paired_p_and_ci(boot: np.ndarray) -> tuple[float, list[float]]:
     if not len(boot):
         return math.nan, [math.nan, math.nan]
     tail = min((boot <= 0).mean(), (boot >= 0).mean())
-    return float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1)))), _ci(boot)
+    return float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1)))), percentile_ci(boot)
 
 
 def _mean_mask(label_names: Sequence[str], defined: np.ndarray) -> np.ndarray:
@@ -226,6 +228,18 @@ def _boot_class_aucs(y, scores: Sequence[np.ndarray], patient_ids, n_bootstrap, 
         for j, per_class in enumerate(sorted_):
             out[j].append(np.stack([c.auc(w) for c in per_class], axis=1) if per_class else np.zeros((len(w), 0)))
     return [np.concatenate(o) if o else np.zeros((0, len(classes))) for o in out], resamples
+
+
+def bootstrap_aurocs(targets, scores, classes: Sequence[int], patient_ids=None, n_bootstrap: int = 1000,
+                     seed: int = 0) -> np.ndarray:
+    """The AUROC of each of ``classes`` (column indices) on each patient-bootstrap resample of
+    one score matrix ``[N, K]``: ``[accepted, len(classes)]``, the resampling of
+    :func:`auroc_report` (a resample that leaves one of ``classes`` without positives or
+    negatives is drawn again). Its quantiles (:func:`percentile_ci`) are the CIs; two sets'
+    arrays drawn with different seeds give the CI of a difference of independent AUROCs."""
+    y, s = _check_inputs(targets, scores)
+    (boot,), _ = _boot_class_aucs(y, [s], patient_ids, n_bootstrap, seed, classes)
+    return boot
 
 
 def _n_patients(patient_ids, n: int) -> int | None:
@@ -266,10 +280,10 @@ def auroc_report(targets, scores, label_names: Sequence[str], patient_ids=None, 
         (boot,), resamples = _boot_class_aucs(y, [s], patient_ids, n_bootstrap, seed, classes)
         accepted, redrawn = resamples.accepted, resamples.redrawn
         for j, k in enumerate(classes):
-            ci[label_names[k]] = _ci(boot[:, j])
+            ci[label_names[k]] = percentile_ci(boot[:, j])
         cols = [j for j, k in enumerate(classes) if in_mean[k]]
         if cols and len(boot):
-            mean_ci = _ci(boot[:, cols].mean(axis=1))  # every resample: the same findings
+            mean_ci = percentile_ci(boot[:, cols].mean(axis=1))  # every resample: the same findings
     per_class = {
         name: {"auroc": _num(aucs[k]), "auroc_ci": [_num(v) for v in ci[name]], "auprc": _num(aps[k]),
                "n_pos": int(y[:, k].sum())}
@@ -384,7 +398,7 @@ def paired_mean_difference(a, b, groups=None, n_bootstrap: int = 1000, seed: int
     if len(boot):
         tail = min((boot <= 0).mean(), (boot >= 0).mean())
         p = float(min(1.0, max(2 * tail, 1.0 / (len(boot) + 1))))
-        ci = _ci(boot, level)
+        ci = percentile_ci(boot, level)
     else:
         p, ci = math.nan, [math.nan, math.nan]
     groups_ = patient_groups(groups, n)
@@ -486,7 +500,7 @@ def seed_mean_auroc(targets, seeds: Sequence, label_names: Sequence[str] | None 
         boot, resamples = _boot_class_aucs(y, scores, patient_ids, n_bootstrap, seed, cols)
         accepted, redrawn = resamples.accepted, resamples.redrawn
         if accepted:
-            ci = _ci(np.mean([b.mean(axis=1) for b in boot], axis=0))
+            ci = percentile_ci(np.mean([b.mean(axis=1) for b in boot], axis=0))
     spread = seed_spread(per_seed)
     return {"per_seed": per_seed, "mean": spread["mean"], "sd": spread["sd"], "min": spread["min"],
             "max": spread["max"], "n_seeds": spread["n"], "ci": [_num(v) for v in ci],

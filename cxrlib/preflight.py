@@ -383,6 +383,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
     spent = 0.0
     out: list[Finding] = []
     missing_device: list[str] = []  # notebooks with nothing to probe on: one row for all
+    timed: dict[str, float] = {}  # each estimated run's seconds, by its config's fingerprint
     for notebook, configs in notebooks.items():
         total, parts = 0.0, []
         unknown: dict[str, list[str]] = {}
@@ -421,6 +422,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
             if seconds_by_run is not None:
                 seconds_by_run[fp] = seconds
             total += seconds
+            timed[fp] = seconds
             steps, _ = planned_steps(cfg, n["train"])
             parts.append(f"{cfg.name} {_duration(seconds)} ({steps:,} steps"
                          + (", its global stage from the baseline)" if reused else ")"))
@@ -436,6 +438,7 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
         else:
             out.append(Finding("time", OK, f"{notebook}: about {_duration(total)} on "
                                            f"{_device_name(configs[0].train.device)}: {', '.join(parts)}"))
+    out += seed_cost(notebooks, timed, finished)
     on_cpu = any(isinstance(s, Speed) and s.device == "cpu" for s in speeds.values())
     load, cores = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), os.cpu_count() or 1
     if on_cpu and load > cores:
@@ -459,6 +462,46 @@ def estimate_times(notebooks: Mapping[str, Sequence[ExperimentConfig]], plans: _
                                             f"{', '.join(devices)} not present to probe",
                            "check again on the machine that will train"))
     return out
+
+
+def seed_cost(notebooks: Mapping[str, Sequence[ExperimentConfig]], timed: Mapping[str, float],
+              finished: Callable[[ExperimentConfig], bool] | None = None) -> list[Finding]:
+    """What training every experiment with several seeds costs on this device: one line of the
+    time estimate.
+
+    ``timed``: the estimated seconds of each run, by its config's fingerprint (a run missing
+    from it is finished, or was not estimated). The comparison design (:mod:`cxrlib.inference`)
+    tests a side only from its ``MIN_SEEDS`` seeds, so the seeds after each experiment's first
+    are what its verdicts cost; the line says how many runs and how much time they are.
+    Nothing when no experiment has more than one seed.
+    """
+    from cxrlib.inference import MIN_SEEDS  # scipy's import only when a line is written
+
+    seeds: dict[str, dict[int, float | None]] = {}  # per experiment and seed: seconds (0 done, None unknown)
+    for cfg in (c for cs in notebooks.values() for c in cs):
+        done = finished is not None and finished(cfg)
+        seeds.setdefault(cfg.name, {})[int(cfg.seed)] = 0.0 if done else timed.get(cfg.fingerprint())
+    extra = {name: sorted(s)[1:] for name, s in seeds.items()}
+    if not any(extra.values()):
+        return []
+    by_list: dict[tuple[int, ...], int] = {}
+    for s in seeds.values():
+        by_list[tuple(sorted(s))] = by_list.get(tuple(sorted(s)), 0) + 1
+    lists = "; ".join(f"{n} experiment{'s' if n != 1 else ''} with seeds {list(k)}" for k, n in by_list.items())
+    costs = [seeds[name][x] for name, e in extra.items() for x in e]
+    known = [c for c in costs if c is not None]
+    total = sum(v for s in seeds.values() for v in s.values() if v is not None)
+    if not known:
+        cost = "their time not estimated: this device did not probe them"
+    else:
+        cost = f"about {_duration(sum(known))} on this device"
+        if total > 0:
+            cost += f", {sum(known) / total:.0%} of the {_duration(total)} still to train"
+        if len(known) < len(costs):
+            cost += f"; {len(costs) - len(known)} of them not estimated"
+    return [Finding("time", OK, f"training seeds: {lists}. The seeds after each experiment's first are "
+                                f"{len(costs)} of the {sum(len(s) for s in seeds.values())} runs ({cost}); the "
+                                f"comparison design tests a side only from {MIN_SEEDS} seeds")]
 
 
 def _device_name(asked: str) -> str:

@@ -191,12 +191,14 @@ def _both(parts: list[tuple[str, tuple[str, ...]]]) -> tuple[str, str]:
     return with_numbers, words
 
 
-def interval_verdict(ci_low: Any, ci_high: Any, n_units: int, min_units: int, lower_is_better: bool = False) -> str:
-    """The verdict on one paired difference with its 95% CI (a heatmap against random maps):
+def interval_verdict(ci_low: Any, ci_high: Any, n_units: int | None = None, min_units: int = 0,
+                     lower_is_better: bool = False) -> str:
+    """The verdict on one difference with its 95% CI (an AUROC's drop at another site):
     :data:`BETTER` or :data:`WORSE` when the CI excludes 0 on that side (below 0 counts as
-    better when ``lower_is_better``, as for false positives), :data:`NO_DIFFERENCE` when it
-    includes 0 or is missing, :data:`TOO_FEW` below ``min_units`` independent units."""
-    if n_units < min_units:
+    better when ``lower_is_better``, as for a drop or false positives), :data:`NO_DIFFERENCE`
+    when it includes 0 or is missing, :data:`TOO_FEW` below ``min_units`` independent units
+    (``n_units`` None: not counted)."""
+    if n_units is not None and n_units < min_units:
         return TOO_FEW
     side = _side(ci_low, ci_high) * (-1 if lower_is_better else 1)
     return BETTER if side > 0 else WORSE if side < 0 else NO_DIFFERENCE
@@ -303,7 +305,7 @@ _COLUMNS = [
     "experiment", "kind", "model", "head", "wrapper", "loss", "labels", "image size", "split", "test images",
     "seeds", "mean AUROC", "seed SD", "seed min", "seed max", "seed AUROCs", "CI low", "CI high", "CI covers",
     "diff vs baseline", "diff CI low", "diff CI high", "p-value", "MDD", "seed diff min", "seed diff max",
-    "verdict", "reason", "train seconds", "run_dir",
+    "verdict", "reason", "train seconds", "run_dir", "sees",
 ]
 DESIGN_CONTROL = "design control"  # a row that checks the comparison design itself, from the baseline's seeds
 
@@ -366,6 +368,8 @@ def results_table(
             "test images": len(sc.ids),
             "train seconds": float(np.nanmean(seconds)) if np.isfinite(seconds).any() else math.nan,
             "run_dir": str(dirs[0]),
+            # what a control is fitted on, as its run folder describes it ('' for a network)
+            "sees": "" if kind == MODEL else str((metrics.get("model") or {}).get("sees", "")),
             **_own_numbers(sc),
             "verdict": "", "reason": "",
         }
@@ -472,12 +476,12 @@ class Conclusions:
 
     rule: str
     baseline: str | None  # the baseline's own numbers, or None when the table has no baseline
-    control: str | None  # how far the baseline is above the shortcut control
+    controls: list[str]  # per control (shortcut, metadata): how far the baseline is above it
     comparisons: list[str]  # one sentence per other run
 
     @property
     def lines(self) -> list[str]:
-        return [x for x in (self.baseline, self.control) if x] + self.comparisons
+        return ([self.baseline] if self.baseline else []) + self.controls + self.comparisons
 
     def html(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self.lines)
@@ -494,12 +498,13 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
     """Each run of ``table`` (:func:`results_table`) against ``baseline`` in one
     sentence: the difference, its 95% CI and p-value and the verdict with its reason
     (:func:`verdict`; a null result says the difference it could have shown); the design's
-    own controls first, and how far the baseline is above the shortcut control. Nothing here
+    own controls first, and how far the baseline is above each control (the shortcut control,
+    the metadata control), each in its own sentence with its own words. Nothing here
     is typed by hand: change a number in the table and the sentence changes with it.
     """
     rows = {r["experiment"]: r for _, r in table.iterrows()}
     base = rows.get(baseline)
-    base_text = control_text = None
+    base_text, control_texts = None, []
     if base is not None:
         base_text = (f"The baseline ({_what(base)}) reaches a test mean AUROC of {number_text(base['mean AUROC'])} "
                      f"{seed_words(base)}, 95% CI {interval_text(base['CI low'], base['CI high'], missing=MISSING)} "
@@ -521,7 +526,7 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
                                f"with the baseline: {r['reason'] or 'no paired comparison'}.")
             continue
         if r["kind"] == CONTROL:
-            control_text = _control_words(name, r, base)
+            control_texts.append(_control_words(name, r, base))
             continue
         d = r["diff vs baseline"]
         outcome = {BETTER: "better than the baseline", WORSE: "worse than the baseline"}.get(v.label, v.label)
@@ -530,7 +535,8 @@ def conclusions(table: pd.DataFrame, baseline: str = BASELINE) -> Conclusions:
             f"{number_text(d, signed=True)} against the baseline, "
             f"95% CI {interval_text(r['diff CI low'], r['diff CI high'], signed=True, missing=MISSING)}, "
             f"{p_text(r['p-value'], sentence=True)}. Verdict: {outcome}, because {v.why}.")
-    return Conclusions(rule=VERDICT_RULE, baseline=base_text, control=control_text, comparisons=checks + comparisons)
+    return Conclusions(rule=VERDICT_RULE, baseline=base_text, controls=control_texts,
+                       comparisons=checks + comparisons)
 
 
 def _row_verdict(r, base) -> Verdict:
@@ -557,23 +563,29 @@ def _design_control_words(name: str, r, v: Verdict) -> str:
             f"{p_text(r['p-value'], sentence=True)}; expected {expected}, the verdict is {v.label}, {meaning}.")
 
 
+# Each control's inputs as a sentence names them, by the name its run folder gives it (cxrlib.experiments).
+_CONTROL_INPUTS = {"intensity statistics": "global intensity statistics", "metadata": "the metadata"}
+
+
 def _control_words(name: str, r, base) -> str:
+    """A control against the baseline in one sentence, in words right for what that control sees."""
     gap = -r["diff vs baseline"]  # the baseline minus the control, as the sentence reads
     v = _row_verdict(r, base)
     where = f"{number_text(gap)} above" if gap > 0 else f"{number_text(-gap)} below"
     gap_ci = interval_text(-r["diff CI high"], -r["diff CI low"], signed=True, missing=MISSING)
     numbers = f"95% CI of the gap {gap_ci}, {p_text(r['p-value'], sentence=True)}"
+    inputs = _CONTROL_INPUTS.get(str(r["model"]), f"the inputs of {name}")
+    sees = f" that sees {r['sees']}" if isinstance(r.get("sees"), str) and r.get("sees") else ""
     if v.label == WORSE:  # the control is worse than the baseline
-        meaning = "the baseline reads more from the images than their global intensity statistics give"
+        meaning = f"the baseline reads more from the images than {inputs} give"
     elif v.label == BETTER:
-        meaning = ("global intensity statistics alone beat the baseline: its AUROCs say little about reading "
-                   "the images")
+        meaning = f"{inputs} alone beat the baseline: its AUROCs say little about reading the images"
     else:
-        meaning = (f"the gap is not shown ({v.why}); that is no evidence that intensity statistics do as well, "
+        meaning = (f"the gap is not shown ({v.why}); that is no evidence that {inputs} do as well, "
                    f"only that this profile cannot tell: read the AUROCs above with care")
     return (f"The baseline's mean AUROC ({number_text(base['mean AUROC'])}) is {where} that of {name} "
-            f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression on each image's grey-level "
-            f"statistics, with no spatial information): {numbers}. So {meaning}.")
+            f"({number_text(r['mean AUROC'])}; {r['model']}: a logistic regression per finding"
+            f"{sees}): {numbers}. So {meaning}.")
 
 
 def _what(r) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrlib import external, experiments, profiles
+from cxrlib import external, experiments, profiles, results
 from cxrlib.config import DataConfig
 from cxrlib.data.phantom_source import phantom_spec
 from cxrlib.metrics import auroc
@@ -39,10 +39,13 @@ def test_drop_by_hand_and_its_ci():
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "internal AUROC"], auroc(strong["targets"], strong["scores"]))
     np.testing.assert_allclose(table.loc[["a", "b", "c"], "external AUROC"], auroc(weak["targets"], weak["scores"]))
     assert (table["drop CI low"].iloc[:3] > 0).all() and table.loc["mean", "drop CI low"] > 0
-    assert "a drop" in external.drop_words(table)
+    words = external.drop_words(table)
+    assert words.endswith("worse at the other site (the 95% CI excludes 0)"), words
+    m = table.loc["mean"]
+    assert f"drop {results.estimate_text(m['drop'], m['drop CI low'], m['drop CI high'], signed=True)}" in words
     same = external.site_drop(strong, _preds(600, 2.0, 2), n_bootstrap=200)
     assert same.loc["mean", "drop CI low"] < 0 < same.loc["mean", "drop CI high"]
-    assert "no difference shown" in external.drop_words(same)
+    assert external.drop_words(same).endswith("no difference shown (the 95% CI includes 0)")
     # a finding without positives at the other site has an AUROC there but no drop CI
     none = _preds(600, 2.0, 3)
     none["targets"][:, 2] = 0

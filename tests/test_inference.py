@@ -52,11 +52,11 @@ def test_test_variance_matches_the_patient_bootstrap():
     c = inf.compare_arms(y, seeds_a, seeds_b, patient_ids=pid)
     boot = paired_seed_comparison(y, seeds_a, seeds_b, patient_ids=pid, n_bootstrap=2000, seed=3)
     boot_se = (boot["ci"][1] - boot["ci"][0]) / (2 * 1.96)
-    assert math.sqrt(c["test_variance_part"]) == pytest.approx(boot_se, rel=0.12)
+    assert math.sqrt(c["paired_test_variance"]) == pytest.approx(boot_se, rel=0.12)
     assert c["diff"] == pytest.approx(boot["diff"])
     # clustering matters: images of one patient share noise, so ignoring patients understates v_test
     unclustered = inf.compare_arms(y, seeds_a, seeds_b)
-    assert unclustered["test_variance_part"] < c["test_variance_part"]
+    assert unclustered["paired_test_variance"] < c["paired_test_variance"]
 
 
 def test_design_test_by_hand():
@@ -138,3 +138,24 @@ def test_bad_inputs_say_what_to_do():
         inf.compare_arms(y, a, [])
     with pytest.raises(ValueError, match="no finding has both"):
         inf.compare_arms(np.ones_like(y), a, b)
+
+
+def test_the_seeds_own_noise_is_counted_once():
+    """Each seed's own image-level noise is in the seed spread already: the test part keeps only the shared part."""
+    rng = np.random.default_rng(7)
+    n, k = 800, 3
+    pid = rng.integers(0, 400, n)
+    y = (rng.random((n, k)) < 0.3).astype(float)
+    shared = rng.standard_normal((n, k))  # one architecture: its seeds share this noise
+    seeds_a = [y + shared + rng.standard_normal((n, k)) for _ in range(3)]
+    seeds_b = [y + shared + rng.standard_normal((n, k)) for _ in range(3)]
+    c = inf.compare_arms(y, seeds_a, seeds_b, patient_ids=pid)
+    groups = inf.patient_groups(pid, n)
+    cols = inf.scorable_columns(y)
+    w = [inf.own_variance([inf.mean_auroc_influence(y, s, cols)[1] for s in arm], groups) for arm in (seeds_a, seeds_b)]
+    assert c["test_variance_part"] == pytest.approx(max(0.0, c["paired_test_variance"] - w[0] / 3 - w[1] / 3))
+    # one process on both sides: what is left of the paired variance is a small share of it
+    assert c["test_variance_part"] < 0.3 * c["paired_test_variance"]
+    # the seeds' own part is what the per-seed AUROCs scatter by when nothing else moves them
+    per_seed = np.concatenate([c["per_seed_a"], c["per_seed_b"]])
+    assert np.mean(w) == pytest.approx(per_seed.var(ddof=1), rel=0.8)

@@ -241,17 +241,13 @@ def test_compare_with_random_paired_over_images():
                                                                        pytest.approx(5 / 6 - 0.15))
     assert -0.2 <= mass["ci_low"] <= mass["ci_high"] <= 0.9 and mass["images"] == 6
     afp = versus.loc[("Mass", "afp@0.5")]
-    assert afp["difference"] == pytest.approx(-2.5) and afp["ci_high"] < 0 and afp["better than random"]
-    assert afp["verdict"] == "better"  # fewer false positives than the random maps on every image
+    assert afp["difference"] == pytest.approx(-2.5) and afp["ci_high"] < 0
     assert versus.loc[("All", "pointing_game"), "n"] == 7 and versus.loc[("All", "pointing_game"), "images"] == 6
     # One image: its bootstrap CI has zero width and would exclude 0 whatever the truth.
     nodule = versus.loc[("Nodule", "afp@0.5")]
     assert nodule["ci_low"] == nodule["ci_high"] < 0
-    assert nodule["verdict"] == "too few images" and not nodule["better than random"]
-    # Worse: a model that always misses where the random maps sometimes hit.
-    worse = scores.assign(pointing_game=0.0)
-    assert loc.compare_with_random(worse, metrics=["pointing_game"], n_bootstrap=200).loc[
-        ("Mass", "pointing_game"), "verdict"] == "worse"
+    # ... which is why the difference is described and never read as a verdict: the exact test decides
+    assert not {"verdict", "better than random", "p_value"} & set(versus.columns)
     with pytest.raises(ValueError, match="random-map columns"):
         loc.compare_with_random(scores, metrics=["energy"])
 
@@ -467,9 +463,9 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     random_cols = [c for c in heat.random.columns if c.startswith("random:")]
     for m in heat.methods:
         pd.testing.assert_frame_equal(heat.scores[m][random_cols], heat.random[random_cols])
-    # The peak sits in the box on all 7 images: better than uniform random maps (described) ...
+    # The peak sits in the box on all 7 images: above uniform random maps on every image (described) ...
     versus = heat.versus("gradcam")
-    assert versus.loc[("Nodule", "pointing_game"), "verdict"] == loc.BETTER
+    assert versus.loc[("Nodule", "pointing_game"), "ci_low"] > 0
     # ... but the 7 images and boxes are the same, so the same place hits every image's box: the
     # exact test, the model's own maps on other images' regions, gives it nothing, and it decides.
     exact = heat.exact("gradcam").loc["Nodule"]
@@ -482,7 +478,7 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     side = heat.side_by_side("gradcam")
     assert side.loc[("Nodule", 0.1), references.WANG_CVPR] == references.WANG_IOBB_CVPR[0.1][5]
     assert side.loc[("Nodule", 0.5), references.WANG_V5] == references.WANG_IOBB_V5[0.5][5]
-    assert side.loc[("Nodule", 0.1), "verdict"] == versus.loc[("Nodule", "iobb@0.1"), "verdict"]
+    assert "verdict" not in side.columns  # described beside the random maps; the exact test alone decides
     # The report's summary: per finding, the model beside the random maps and both paper versions.
     summary = heat.summary("gradcam")
     row = summary.loc["Nodule"]
@@ -496,32 +492,24 @@ def test_random_maps_are_drawn_once_for_every_method(monkeypatch):
     assert notes["verdict"] == heat.verdict("gradcam") and notes["box rule"] == loc.WANG_RULE.describe()
     pooled = heat.pooled()
     assert set(pooled.index.get_level_values("method")) == set(heat.methods)
-    assert pooled.loc[("gradcam", "pointing_game"), "verdict"] == loc.BETTER
+    assert "verdict" not in pooled.columns
+    assert pooled.loc[("gradcam", "pointing_game"), "ci_low"] > 0
+    # the one verdict on these maps, wherever it is shown, is the exact test's
+    assert (summary["verdict"] == heat.exact("gradcam")["verdict"]).all()
 
 
-def test_verdict_is_written_from_the_numbers(tmp_path):
-    ids = [f"p{k}" for k in range(8)]
-    scores = pd.DataFrame({
-        "image_id": ids + ids + ["q0", "q1"],
-        "finding": ["Mass"] * 8 + ["Nodule"] * 8 + ["Effusion"] * 2,
-        "pointing_game": [1.0] * 8 + [1.0, 0.0] * 4 + [1.0, 1.0],
-        "random:pointing_game": [0.1] * 8 + [0.5] * 8 + [0.1, 0.1],
-    })
-    versus = loc.compare_with_random(scores, metrics=["pointing_game"], n_bootstrap=300)
-    text = loc.verdict_text(versus, "gradcam", metrics=["pointing_game"])
-    lines = text.splitlines()
-    assert lines[0] == ("gradcam beats the random maps on at least one of these metrics for 1 of the 2 findings "
-                        "that have enough images; for the other 1 it does not.")
-    assert "- Effusion (2 images): too few images to tell whether gradcam beats the random maps" in text
-    assert "- Mass (8 images): gradcam beats the random maps on the pointing game 1.000 vs 0.100: +0.900" in text
-    nodule = next(line for line in lines if line.startswith("- Nodule"))
-    assert "gradcam does not beat the random maps on the pointing game 0.500 vs 0.500" in nodule
-    assert nodule.endswith("(the CI includes 0).")
-    # The table kept beside a run reads back into the same words.
-    kept = versus.reset_index().assign(method="gradcam")
-    runs.write_localization(tmp_path, kept)
+def test_the_exact_verdict_in_words_reads_back_from_a_run_folder(tmp_path):
+    """The words of the one verdict come from the exact test's numbers, and a kept summary reads back the same."""
+    exact = pd.DataFrame({"n": [8, 3], "model": [1.0, 0.5], "chance": [0.125, 0.5], "p_value": [0.001, 1.0],
+                          "verdict": [loc.BETTER, loc.TOO_FEW]}, index=pd.Index(["Mass", "All"], name="finding"))
+    text = loc.exact_text(exact, "gradcam")
+    assert text.splitlines()[0] == ("- Mass (8 regions): gradcam points into its own image's region in 1.000 of them, "
+                                    "into other images' Mass regions in 0.125 (the same maps, re-paired): better "
+                                    "than chance (p = 0.001, exact).")
+    assert "the comparison with random maps in the tables are described, not tested" in text
+    runs.write_localization(tmp_path, exact)
     again = runs.read_localization(tmp_path)
-    assert loc.verdict_text(again, "gradcam", metrics=["pointing_game"]) == text
+    assert loc.exact_text(again, "gradcam") == text
 
 
 def test_mostly_empty_maps_are_said_to_be(monkeypatch):

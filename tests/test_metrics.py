@@ -314,3 +314,18 @@ def test_alarms_at_threshold_by_hand():
     assert np.isnan(alarms_at_threshold(np.zeros((2, 1)), np.ones((2, 1)), 0.5).iloc[0]["sensitivity"])
     with pytest.raises(ValueError, match="label names"):
         alarms_at_threshold(targets, scores, 0.5, ["A"])
+
+
+def test_bootstrap_aurocs_is_the_patient_bootstrap_of_auroc_report():
+    from cxrlib.metrics import auroc_report, bootstrap_aurocs, percentile_ci
+
+    rng = np.random.default_rng(11)
+    y = (rng.random((300, 3)) < 0.3).astype(float)
+    s = y + rng.standard_normal((300, 3))
+    pid = rng.integers(0, 150, 300)
+    boot = bootstrap_aurocs(y, s, [0, 2], pid, n_bootstrap=200, seed=5)
+    assert boot.shape == (200, 2)
+    report = auroc_report(y, s, ["a", "b", "c"], patient_ids=pid, n_bootstrap=200, seed=5)
+    # the same resamples as the report's: the same CI for a class
+    np.testing.assert_allclose(percentile_ci(boot[:, 0]), report["per_class"]["a"]["auroc_ci"])
+    assert all(np.isnan(percentile_ci(np.array([np.nan]))))

@@ -1,6 +1,7 @@
 """Preflight: every missing piece listed at once with what to do, in seconds, network blocked."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -253,3 +254,28 @@ def test_report_stops_on_a_problem_before_the_first_notebook(tmp_path):
     ok = report.run_report("smoke", notebooks_dir=nbs, out_dir=tmp_path / "out", runs_dir=tmp_path / "runs",
                            echo=None)
     assert ok.ok and (tmp_path / "runs" / "ran.txt").read_text() == "ran"
+
+
+def test_the_estimate_states_what_the_seeds_cost(tmp_path, monkeypatch):
+    """Every experiment trained with seeds [0, 1, 2]: the time line says how many runs and how much
+    time the seeds after the first are; a profile with one seed each gets no such line."""
+    monkeypatch.setattr(preflight, "speed_probe", lambda cfg: preflight.Speed(0.0, 0.01, 0.001, (2,)))
+    monkeypatch.setattr(preflight.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    base = config(tmp_path)
+    fpn = ExperimentConfig.from_dict({**config(tmp_path, model={"head": "fpn"}).to_dict(), "name": "fpn"})
+    seeded = [dataclasses.replace(c, seed=s) for c in (base, fpn) for s in (0, 1, 2)]
+    findings = preflight.estimate_times({"01": seeded[:3], "02": seeded})
+    line = next(f for f in findings if f.what.startswith("training seeds"))
+    n = {p: len(v.image_ids) for p, v in make_plan(base.data).parts.items()}
+    one = preflight.run_seconds(base, preflight.Speed(0.0, 0.01, 0.001, (2,)), n["train"], n["val"], n["test"])
+    assert "2 experiments with seeds [0, 1, 2]" in line.what
+    assert "are 4 of the 6 runs" in line.what
+    assert f"about {preflight._duration(4 * one)} on this device, 67% of the {preflight._duration(6 * one)}" in line.what
+    # one seed each: nothing to state
+    assert not [f for f in preflight.estimate_times({"01": [base]}) if f.what.startswith("training seeds")]
+    # finished seeds cost nothing more; a device that was not probed says so
+    done = preflight.estimate_times({"01": seeded[:3]}, finished=lambda c: c.seed > 0)
+    assert "about 0 s on this device" in next(f.what for f in done if f.what.startswith("training seeds"))
+    monkeypatch.setattr(preflight, "speed_probe", lambda cfg: (_ for _ in ()).throw(RuntimeError("no device")))
+    unprobed = preflight.estimate_times({"01": seeded[:3]})
+    assert "not estimated" in next(f.what for f in unprobed if f.what.startswith("training seeds"))

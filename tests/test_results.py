@@ -152,7 +152,9 @@ def test_conclusions_are_made_from_the_numbers(study):
     negative, positive = words.comparisons[:2]
     assert negative.startswith("A/A control") and "expected no difference" in negative and "as it should" in negative
     assert positive.startswith("planted-loss control") and "the verdict is worse, as it should" in positive
-    assert words.control.startswith("The baseline's mean AUROC") and "above that of shortcut_control" in words.control
+    control, = words.controls
+    assert control.startswith("The baseline's mean AUROC") and "above that of shortcut_control" in control
+    assert "a logistic regression per finding):" in control  # its run folder does not say what it sees
     # change a number and the sentence changes with it, verdict included
     changed = table.copy()
     i = changed.index[changed["experiment"] == "better"][0]
@@ -163,11 +165,21 @@ def test_conclusions_are_made_from_the_numbers(study):
     # the control above the baseline reads the other way; a gap not shown is never "about as well"
     j = changed.index[changed["experiment"] == "shortcut_control"][0]
     changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "p-value"]] = [0.05, 0.02, 0.08, 0.01]
-    assert "0.050 below that of shortcut_control" in results.conclusions(changed).control
-    assert "intensity statistics alone beat the baseline" in results.conclusions(changed).control
+    assert "0.050 below that of shortcut_control" in results.conclusions(changed).controls[0]
+    assert "intensity statistics alone beat the baseline" in results.conclusions(changed).controls[0]
     changed.loc[j, ["diff CI low", "p-value"]] = [-0.02, 0.3]
-    null = results.conclusions(changed).control
-    assert "no evidence that intensity statistics do as well" in null and "about as well" not in null
+    null = results.conclusions(changed).controls[0]
+    assert "no evidence that global intensity statistics do as well" in null and "about as well" not in null
+    # two controls, two sentences, each in its own words
+    k = changed.index[changed["experiment"] == "shortcut_control"][0]
+    meta = changed.loc[[k]].assign(experiment="metadata_control", model="metadata",
+                                   sees="no pixel: only view_position, age, sex")
+    both = results.conclusions(pd.concat([changed, meta], ignore_index=True)).controls
+    assert len(both) == 2 and "that of shortcut_control" in both[0] and "that of metadata_control" in both[1]
+    assert "intensity statistics" in both[0] and "metadata" not in both[0]
+    assert "no evidence that the metadata do as well" in both[1] and "sees no pixel" in both[1]
+    assert "intensity" not in both[1] and "grey-level" not in both[1]
+    assert all(line in results.conclusions(pd.concat([changed, meta], ignore_index=True)).lines for line in both)
     md = words._repr_markdown_()
     assert md.startswith("*A difference from the baseline") and "\n- better " in md
 

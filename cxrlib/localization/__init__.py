@@ -9,20 +9,22 @@ The package, one layer on the next:
 * :mod:`~cxrlib.localization.tables`: a row of every score per (heatmap, region) and the
   means per finding.
 * :mod:`~cxrlib.localization.chance`: random maps on the model's own CAM grid, scored by
-  the same rule, and the paired comparison of a model with them over images.
+  the same rule, and the model's paired difference from them over images (described, never
+  a verdict).
 * :mod:`~cxrlib.localization.exact`: the exact test against chance: the model's own maps
   scored on other images' regions of the same finding (a permutation test), so that a map's
   sparsity or favourite place earns nothing; the pointing game decides.
 * :mod:`~cxrlib.localization.heatmaps`: a model's CAM heatmaps on a DataBundle's ground
   truth (lesion masks where offered, else boxes): :func:`score_heatmaps`, the one entry
   point, returns :class:`HeatmapScores` (tables, comparison, verdict, summary for the report).
-* :mod:`~cxrlib.localization.words`: the comparison in words, written through
-  :mod:`cxrlib.results`' convention.
+* :mod:`~cxrlib.localization.words`: the tables' names and the exact test's verdict in words,
+  written through :mod:`cxrlib.results`' convention.
 
 Everything public is importable from ``cxrlib.localization`` itself.
 """
-from cxrlib.localization.chance import MIN_IMAGES, compare_with_random, random_map_scores, random_maps
-from cxrlib.localization.exact import PRIMARY_METRIC, chance_test, cross_scores, holm, permutation_test
+from cxrlib.localization.chance import compare_with_random, random_map_scores, random_maps
+from cxrlib.localization.exact import (BETTER, MIN_IMAGES, NO_EVIDENCE, PRIMARY_METRIC, TOO_FEW, chance_test,
+                                       cross_scores, holm, permutation_test)
 from cxrlib.localization.geometry import (DEFAULT_THRESHOLDS, UNLIMITED_RULE, WANG_LEVELS, WANG_RULE, BoxRule,
                                           area_share, box_scores, energy_share, iobb, iou, peak, pointing_chance,
                                           pointing_game, predicted_boxes)
@@ -31,26 +33,23 @@ from cxrlib.localization.heatmaps import (BOXES, EMPTY_MAPS_WARNING, MASKS, RAND
                                           score_heatmaps)
 from cxrlib.localization.tables import (localization_scores, localization_table, score_columns, score_one,
                                         summarize_scores)
-from cxrlib.localization.words import (VERDICT_METRICS, difference_text, metric_words, short_words,
-                                       verdict_text)
-from cxrlib.results import BETTER, NO_DIFFERENCE, TOO_FEW, WORSE
+from cxrlib.localization.words import DESCRIBED_METRICS, difference_text, exact_text, metric_words, short_words
 
 __all__ = [
     "BETTER",
     "BOXES",
     "DEFAULT_THRESHOLDS",
+    "DESCRIBED_METRICS",
     "EMPTY_MAPS_WARNING",
     "MASKS",
     "MIN_IMAGES",
     "PRIMARY_METRIC",
-    "NO_DIFFERENCE",
+    "NO_EVIDENCE",
     "RANDOM_MAPS",
     "TOO_FEW",
     "UNLIMITED_RULE",
-    "VERDICT_METRICS",
     "WANG_LEVELS",
     "WANG_RULE",
-    "WORSE",
     "BoxRule",
     "HeatmapScores",
     "Region",
@@ -62,6 +61,7 @@ __all__ = [
     "cross_scores",
     "difference_text",
     "energy_share",
+    "exact_text",
     "ground_truth_of",
     "heatmap_scores",
     "holm",
@@ -83,5 +83,4 @@ __all__ = [
     "score_one",
     "short_words",
     "summarize_scores",
-    "verdict_text",
 ]

@@ -5,8 +5,11 @@ Uniform noise is drawn on the CAM's own grid (the target layer's resolution: 7x7
 ResNet's last stage at 224 px, 28x28 for an FPN head), upsampled exactly as CAM maps are
 (:func:`cxrlib.cam.upsample_maps`, then to the scoring size), and scored with the same rule,
 many draws per region (:func:`random_maps`, :func:`random_map_scores`).
-:func:`compare_with_random` gives the model's difference from that level per finding with a
-paired bootstrap CI over images, and its verdict (:func:`cxrlib.results.interval_verdict`).
+:func:`compare_with_random` describes the model's difference from that level per finding with
+a paired bootstrap CI over images. It calls nothing: uniform random maps are a chance that
+sparse or finding-blind maps beat without knowing anything
+(``bench/results/verdict_calibration.md``), so the one verdict on a heatmap is the exact test's
+(:mod:`cxrlib.localization.exact`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from cxrlib.localization.geometry import DEFAULT_THRESHOLDS, WANG_RULE, BoxRule
 from cxrlib.localization.tables import (_col, _finding_name, _finding_order, _score, _thresholds_of, _Truth,
                                         score_columns)
 from cxrlib.metrics import paired_mean_difference
-from cxrlib.results import BETTER, interval_verdict
 
 
 def random_maps(grids: Sequence[tuple[int, int]], size: tuple[int, int], n: int,
@@ -87,13 +89,6 @@ def _random_row(region, finding, image_id, shape, grids, input_size, n_draws, rn
     return out
 
 
-# Below six images even a model that beats the random maps on every one of them could not
-# show it: an exact sign test on n paired images reaches p < 0.05 (two-sided) only from
-# n = 6 (2 x 0.5**6 = 0.031), while a bootstrap over so few images can give a CI that
-# excludes 0 whatever the truth (one image: a CI of zero width).
-MIN_IMAGES = 6
-
-
 def compare_with_random(
     scores: pd.DataFrame,
     metrics: Sequence[str] | None = None,
@@ -105,13 +100,11 @@ def compare_with_random(
     ``scores`` holds the model's columns and the ``random:`` columns of the same rows (as
     :class:`~cxrlib.localization.heatmaps.HeatmapScores` keeps them per method). For each
     finding (and ``All``) and metric: the number of (image, finding) items ``n`` and of
-    ``images``, the model's mean, the random maps' mean, their difference with a 95%
-    bootstrap CI over images (the items of one image resampled together) and its p-value,
-    and the ``verdict`` (:func:`cxrlib.results.interval_verdict`): ``better`` or ``worse``
-    than the random maps when the CI excludes 0 on that side (above for accuracies and
-    energy, below for AFPs), ``no difference shown`` when it includes 0, ``too few images``
-    below :data:`MIN_IMAGES`. ``better than random`` is the verdict ``better``. Default
-    metrics: pointing game, energy, T(IoBB) accuracy and AFP at each threshold.
+    ``images``, the model's mean, the random maps' mean and their difference with a 95%
+    bootstrap CI over images (the items of one image resampled together). A description,
+    not a test: no verdict is read from it (the exact test gives the verdict,
+    :meth:`~cxrlib.localization.heatmaps.HeatmapScores.exact`). Default metrics: pointing
+    game, energy, T(IoBB) accuracy and AFP at each threshold.
     """
     if metrics is None:
         thresholds = _thresholds_of(scores)
@@ -130,11 +123,8 @@ def compare_with_random(
             res = paired_mean_difference(frame[metric].astype(float), frame["random:" + metric].astype(float),
                                          groups=groups, n_bootstrap=n_bootstrap, seed=seed)
             lo, hi = res["ci"]
-            verdict = interval_verdict(lo, hi, res["n_groups"], MIN_IMAGES, lower_is_better=metric.startswith("afp"))
             rows.append({"finding": name, "metric": metric, "n": res["n"], "images": res["n_groups"],
                          "model": res["mean_a"], "random map": res["mean_b"], "difference": res["diff"],
-                         "ci_low": lo, "ci_high": hi, "p_value": res["p_value"], "verdict": verdict,
-                         "better than random": verdict == BETTER})
-    columns = ["finding", "metric", "n", "images", "model", "random map", "difference", "ci_low", "ci_high",
-               "p_value", "verdict", "better than random"]
+                         "ci_low": lo, "ci_high": hi})
+    columns = ["finding", "metric", "n", "images", "model", "random map", "difference", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=columns).set_index(["finding", "metric"])

@@ -23,7 +23,7 @@ from cxrlib.localization.chance import compare_with_random, random_map_scores
 from cxrlib.localization.exact import N_PERMUTATIONS, PRIMARY_METRIC, peak_position, pointing_cross, tests_by_finding
 from cxrlib.localization.geometry import DEFAULT_THRESHOLDS, WANG_RULE, BoxRule
 from cxrlib.localization.tables import _col, score_columns, score_one, summarize_scores
-from cxrlib.localization.words import VERDICT_METRICS, difference_text, exact_text, short_words
+from cxrlib.localization.words import DESCRIBED_METRICS, difference_text, exact_text, short_words
 from cxrlib.references import WANG_CVPR, WANG_FINDINGS, WANG_IOBB_CVPR, WANG_IOBB_V5, WANG_V5
 
 MASKS, BOXES = "lesion masks", "boxes"
@@ -269,8 +269,8 @@ class HeatmapScores:
     def side_by_side(self, method: str | None = None, thresholds: Sequence[float] = tuple(WANG_IOBB_CVPR)
                      ) -> pd.DataFrame:
         """Per finding and T(IoBB): the method's accuracy and AFP, the random maps', the difference
-        with its 95% CI and verdict, and, when scored against boxes, Wang et al.'s accuracy from
-        each paper version (never beside phantom mask scores)."""
+        with its 95% CI (described: the verdict is :meth:`exact`'s), and, when scored against
+        boxes, Wang et al.'s accuracy from each paper version (never beside phantom mask scores)."""
         method = self._method(method)
         versus = self.versus(method)
         thresholds = [t for t in thresholds if t in self.thresholds]
@@ -278,17 +278,16 @@ class HeatmapScores:
         for finding in versus.index.unique(level="finding"):
             for t in thresholds:
                 acc, afp = versus.loc[(finding, _col("iobb", t))], versus.loc[(finding, _col("afp", t))]
-                k = WANG_FINDINGS.index(finding) if finding in WANG_FINDINGS else None
                 rows.append({
                     "finding": finding, "T(IoBB)": t, "n": int(acc["n"]), "images": int(acc["images"]),
                     method: acc["model"], f"{method} AFP": afp["model"],
                     RANDOM_MAPS: acc["random map"], f"{RANDOM_MAPS} AFP": afp["random map"],
-                    "difference [95% CI]": difference_text(acc), "verdict": acc["verdict"],
+                    "difference [95% CI]": difference_text(acc),
                     **self._published(finding, t),
                 })
         return pd.DataFrame(rows).set_index(["finding", "T(IoBB)"])
 
-    def verdict(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> str:
+    def verdict(self, method: str | None = None, metrics: Sequence[str] = DESCRIBED_METRICS) -> str:
         """In words, per finding: does the method's heatmap find its own image's region more often than
         chance, by the exact test (:meth:`exact`, :func:`exact_text`), preceded by a warning when most
         of its maps are empty. ``metrics`` is accepted for callers; the verdict is the pointing game's."""
@@ -302,11 +301,11 @@ class HeatmapScores:
                      "box: these scores say little about where this model looks.")
         return lead + "\n" + exact_text(self.exact(method), method)
 
-    def summary(self, method: str | None = None, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
-        """Per finding, for the report: the method against the random maps on ``metrics`` (each
-        T(IoBB) accuracy with its AFP), the paired difference with its 95% CI, what it beats
-        the random maps on, and, when scored against boxes, Wang et al.'s T(IoBB) > 0.1 accuracy
-        from each paper version."""
+    def summary(self, method: str | None = None, metrics: Sequence[str] = DESCRIBED_METRICS) -> pd.DataFrame:
+        """Per finding, for the report: the method beside the random maps on ``metrics`` (each
+        T(IoBB) accuracy with its AFP) with the paired difference and its 95% CI (described),
+        the exact test's chance, p-value and ``verdict`` (the only one), and, when scored against
+        boxes, Wang et al.'s T(IoBB) > 0.1 accuracy from each paper version."""
         method = self._method(method)
         versus = self.versus(method)
         rows = []
@@ -330,16 +329,17 @@ class HeatmapScores:
             rows.append(row)
         return pd.DataFrame(rows).set_index("finding")
 
-    def pooled(self, metrics: Sequence[str] = VERDICT_METRICS) -> pd.DataFrame:
-        """Every method against the random maps over all findings (the ``All`` rows, or the one
-        finding's), on ``metrics``: one row per (method, metric)."""
+    def pooled(self, metrics: Sequence[str] = DESCRIBED_METRICS) -> pd.DataFrame:
+        """Every method beside the random maps over all findings (the ``All`` rows, or the one
+        finding's), on ``metrics``: one row per (method, metric), the difference with its 95% CI
+        described (the verdict is :meth:`exact`'s, per method)."""
         frames = {}
         for m in self.methods:
             versus = self.versus(m)
             key = "All" if "All" in versus.index.get_level_values("finding") else versus.index[0][0]
             frames[m] = versus.loc[key].loc[[x for x in metrics if x in versus.loc[key].index]]
         return pd.concat(frames, names=["method"])[["n", "images", "model", "random map", "difference", "ci_low",
-                                                    "ci_high", "verdict"]]
+                                                    "ci_high"]]
 
     def notes(self, method: str | None = None) -> dict[str, Any]:
         """What :meth:`summary` was measured on and its verdict in words, to keep beside it."""
