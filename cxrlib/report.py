@@ -5,7 +5,7 @@ whose name starts with two digits (``00_data_exploration.ipynb`` ...) runs in or
 profile's parameters into ``reports/executed/``, is exported to ``reports/<stem>.html``, and
 ``reports/index.html`` opens with a forest plot of every run against the baseline and the
 shortcut control, states each comparison's conclusion in words made from the numbers
-(:func:`cxrlib.results.conclusions`), then gives the results table and links the notebooks.
+(:func:`cxrlib.conclusions.conclusions`), then gives the results table and links the notebooks.
 
 Why a separate process per notebook (papermill's kernel) rather than ``exec``: the executed
 notebook with its outputs *is* the report, and a notebook that crashes or leaks memory takes
@@ -36,7 +36,8 @@ from cxrlib.experiments import REDO_SINCE_ENV
 from cxrlib.fileio import atomic_write_text
 from cxrlib.models import weights
 from cxrlib.profiles import Profile
-from cxrlib.results import conclusions, format_results, results_table, strata_words
+from cxrlib.conclusions import conclusions, strata_words
+from cxrlib.results import format_results, results_table
 from cxrlib.project import NOTEBOOKS_DIR
 
 # The check before the first notebook probes each model's speed for at most this long.

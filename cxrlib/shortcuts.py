@@ -13,7 +13,7 @@ names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook
 for the check), draws ONE test set as an archive holds it, a drain on some of its positives
 (:func:`drained_part`), stratifies it: drained and undrained positives each against the same
 negatives (:func:`stratified_table`; kept beside the drained run by
-:func:`cxrlib.runs.write_strata`, said in words by :func:`cxrlib.results.strata_words`, read
+:func:`cxrlib.runs.write_strata`, said in words by :func:`cxrlib.conclusions.strata_words`, read
 back for the results notebook by :func:`read_strata` and :func:`strata_summary`), measures where heatmaps
 point (:func:`drain_pointing`) and shows it (:func:`plot_drain_heatmaps`).
 """
@@ -33,7 +33,8 @@ from cxrlib.config import ExperimentConfig
 from cxrlib.data.phantom_source import phantom_spec, with_confounder
 from cxrlib.labels import FINDINGS
 from cxrlib.metrics import auroc_report
-from cxrlib.results import MISSING, interval_text, strata_words
+from cxrlib.conclusions import strata_words
+from cxrlib.results import MISSING, interval_text
 
 FINDING = "Pneumothorax"
 # The lesson's run lives in a subfolder of the study's runs: it is a demonstration of a

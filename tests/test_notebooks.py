@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlib import experiments, label_noise, localization, references, report, results, runs
+from cxrlib import conclusions, experiments, label_noise, localization, references, report, results, runs
 from cxrlib.labels import FINDINGS
 
 from executed_notebooks import RUN_FILES, RUNS, injected_parameters
@@ -171,7 +171,7 @@ def test_shortcut_lesson(smoke):
     assert counts.loc[shortcuts.WITH_DRAINS, "positives"] + counts.loc[shortcuts.WITHOUT_DRAINS, "positives"] == \
         counts.loc[shortcuts.ALL_POSITIVES, "positives"] > 0
     assert counts["negatives"].nunique() == 1
-    for line in results.strata_words(strata):
+    for line in conclusions.strata_words(strata):
         assert line in text
     assert _images(r.executed) >= 2  # training images with drains, heatmaps
 
@@ -204,7 +204,8 @@ def test_clinical_evaluation(smoke):
 def test_results_lists_every_run(smoke):
     r = _result(smoke, "09_results")
     text = _text(r.executed)
-    every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
+    # 01 fits the shortcut control, 13 the metadata control; 09 summarises after every other notebook
+    every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL, experiments.METADATA_CONTROL]
     for name in every:
         assert name in text
     table = results.results_table(smoke.runs_dir, n_bootstrap=20)
@@ -223,7 +224,7 @@ def test_results_lists_every_run(smoke):
     assert "0.8412" in text and "random patient-wise 70/10/20 (CheXNet)" in text  # references with splits
     # the verdict rule and each comparison in words, from the same table as the index
     assert "A side with fewer than 2 seeds is not tested" in text
-    words = results.conclusions(results.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
+    words = conclusions.conclusions(results.results_table(smoke.runs_dir, n_bootstrap=base_bootstrap(smoke)))
     for line in words.comparisons:
         assert line in text
     index = (smoke.out_dir / "index.html").read_text()

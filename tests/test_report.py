@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import cli, plots, profiles, references, report, results, runs
+from cxrlib import cli, conclusions, plots, profiles, references, report, results, runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -295,7 +295,7 @@ def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
     run_dir.mkdir(parents=True)
     runs.write_strata(run_dir, table, {"test drain rate": 0.5})
     page = report._strata_html(tmp_path)
-    words = results.strata_words(runs.read_strata(run_dir))
+    words = conclusions.strata_words(runs.read_strata(run_dir))
     assert words == ["trained with drains: Pneumothorax AUROC 0.800 [0.700, 0.900] over all positives (10) of one "
                      "test set; 0.950 [0.900, 1.000] on the 5 positives with a drain and 0.650 [0.500, 0.800] on the "
                      "5 positives without a drain, each against the same 40 negatives (gap +0.300)."]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import results, runs
+from cxrlib import conclusions, results, runs
 from cxrlib.results import VERDICT_RULE, verdict
 
 
@@ -137,7 +137,7 @@ def test_the_verdict_rule_is_stated_where_it_is_applied():
 
 def test_conclusions_are_made_from_the_numbers(study):
     table = results.results_table(study, n_bootstrap=100)
-    words = results.conclusions(table)
+    words = conclusions.conclusions(table)
     assert words.rule == results.VERDICT_RULE
     better = next(line for line in words.comparisons if line.startswith("better "))
     row = table.set_index("experiment").loc["better"]
@@ -159,27 +159,27 @@ def test_conclusions_are_made_from_the_numbers(study):
     changed = table.copy()
     i = changed.index[changed["experiment"] == "better"][0]
     changed.loc[i, ["diff CI low", "p-value"]] = [-0.004, 0.2]
-    again = next(line for line in results.conclusions(changed).comparisons if line.startswith("better "))
+    again = next(line for line in conclusions.conclusions(changed).comparisons if line.startswith("better "))
     assert again != better and "-0.004" in again and "p = 0.200" in again
     assert f"Verdict: no difference larger than {row['MDD']:.3f} shown, because the 95% CI" in again
     # the control above the baseline reads the other way; a gap not shown is never "about as well"
     j = changed.index[changed["experiment"] == "shortcut_control"][0]
     changed.loc[j, ["diff vs baseline", "diff CI low", "diff CI high", "p-value"]] = [0.05, 0.02, 0.08, 0.01]
-    assert "0.050 below that of shortcut_control" in results.conclusions(changed).controls[0]
-    assert "intensity statistics alone beat the baseline" in results.conclusions(changed).controls[0]
+    assert "0.050 below that of shortcut_control" in conclusions.conclusions(changed).controls[0]
+    assert "intensity statistics alone beat the baseline" in conclusions.conclusions(changed).controls[0]
     changed.loc[j, ["diff CI low", "p-value"]] = [-0.02, 0.3]
-    null = results.conclusions(changed).controls[0]
+    null = conclusions.conclusions(changed).controls[0]
     assert "no evidence that global intensity statistics do as well" in null and "about as well" not in null
     # two controls, two sentences, each in its own words
     k = changed.index[changed["experiment"] == "shortcut_control"][0]
     meta = changed.loc[[k]].assign(experiment="metadata_control", model="metadata",
                                    sees="no pixel: only view_position, age, sex")
-    both = results.conclusions(pd.concat([changed, meta], ignore_index=True)).controls
+    both = conclusions.conclusions(pd.concat([changed, meta], ignore_index=True)).controls
     assert len(both) == 2 and "that of shortcut_control" in both[0] and "that of metadata_control" in both[1]
     assert "intensity statistics" in both[0] and "metadata" not in both[0]
     assert "no evidence that the metadata do as well" in both[1] and "sees no pixel" in both[1]
     assert "intensity" not in both[1] and "grey-level" not in both[1]
-    assert all(line in results.conclusions(pd.concat([changed, meta], ignore_index=True)).lines for line in both)
+    assert all(line in conclusions.conclusions(pd.concat([changed, meta], ignore_index=True)).lines for line in both)
     md = words._repr_markdown_()
     assert md.startswith("*A difference from the baseline") and "\n- better " in md
 

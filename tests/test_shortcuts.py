@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import phantoms, results, runs, shortcuts
+from cxrlib import conclusions, phantoms, results, runs, shortcuts
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.labels import FINDINGS
@@ -121,7 +121,7 @@ def test_one_test_set_is_stratified_by_the_drain(tmp_path):
     assert back.attrs["notes"]["test drain rate"] == shortcuts.TEST_DRAIN_RATE
     assert set(runs.strata_under(tmp_path / "runs")) == {f"{shortcuts.LESSON_DIR}/{shortcuts.RUN_NAME}"}
     words = shortcuts.strata_summary(tmp_path / "runs").splitlines()
-    assert words == results.strata_words(back) and len(words) == 2
+    assert words == conclusions.strata_words(back) and len(words) == 2
     assert words[0].startswith("reads the drain: Pneumothorax AUROC") and "(gap +0.500)" in words[0]
     assert f"1.000 [1.000, 1.000] on the {int((part.drains & positive).sum())} positives with a drain" in words[0]
     assert "not measured" in shortcuts.strata_summary(tmp_path / "elsewhere")
