@@ -281,13 +281,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cxrlib", description="Multi-label chest X-ray classification (NIH ChestX-ray14): train, evaluate, "
-        "predict, build caches, render the report.",
-        epilog="Several GPUs: torchrun --nproc_per_node N -m cxrlib train ...")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model, then evaluate it on the test split",
                        description="Train with the configured recipe (CheXNet's by default), keep the best weights "
                        "by validation mean AUROC, evaluate on the test split and write runs/<name>/{config.json, "
@@ -300,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="evaluate a trained run on the test split",
                        description="Score the test split with a run's best weights and (re)write its metrics.json "
                        "and test_predictions.npz. The run is --run DIR, or the run folder of the configuration.")
@@ -310,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="print the finding probabilities of image files",
                        description="Read PNG, JPEG or DICOM files, resize them as the cache does, and print one "
                        "probability per finding for each.")
@@ -323,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_cache(sub) -> None:
     c = sub.add_parser("cache", help="decode and resize the configured data into the image cache",
                        description="Build (or complete) the uint8 image cache for the configured source and "
                        "image size; training does this on demand, this command does it ahead of time.")
@@ -330,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_cache)
 
+
+def _add_check(sub) -> None:
     k = sub.add_parser("check", help="check that a profile's report can run here, in seconds",
                        description="List at once everything the report would need and lacks: the metadata and "
                        "split files, the images of each part, the ImageNet weights of every pretrained backbone "
@@ -353,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run per device (e.g. 1,8)")
     k.set_defaults(func=cmd_check)
 
+
+def _add_sweep(sub) -> None:
     w = sub.add_parser("sweep", help="train every run the report needs as jobs (Slurm array or local workers)",
                        description="Plan exactly the runs the report's notebooks train (as cxrlib check does), "
                        "submit them through submitit and return: a Slurm job array (one job per run, one GPU "
@@ -388,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--wait", action="store_true", help="wait for the jobs, then print the status")
     w.set_defaults(func=cmd_sweep)
 
+
+def _add_report(sub) -> None:
     r = sub.add_parser("report", help="run the notebooks and export the HTML report",
                        description="Run every numbered notebook with papermill (each run's epochs and the time "
                        "left are printed as it trains) and export the HTML report to reports/.")
@@ -410,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-check", action="store_true",
                    help="skip the check (cxrlib check) that otherwise runs first and stops the report on a problem")
     r.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxrlib", description="Multi-label chest X-ray classification (NIH ChestX-ray14): train, evaluate, "
+        "predict, build caches, render the report.",
+        epilog="Several GPUs: torchrun --nproc_per_node N -m cxrlib train ...")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_cache(sub)
+    _add_check(sub)
+    _add_sweep(sub)
+    _add_report(sub)
     return parser
 
 
