@@ -11,8 +11,10 @@ import torch
 CUBLAS_WORKSPACE = ":4096:8"
 
 
-def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch (all devices); ask torch for deterministic kernels.
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); with ``deterministic``, also ask torch for
+    deterministic kernels (:func:`select_kernels`, process-wide and lasting: a caller that only
+    wants its random draws repeated, such as a notebook seeding a random-map baseline, leaves it off).
 
     Datasets never draw from these global generators: they derive their own from
     (seed, epoch, index), so that workers, resumes and several GPUs see the same numbers.
