@@ -252,10 +252,11 @@ def part_ddp(args, rec: Recorder, device) -> None:
 def profile_train(device, tiny: bool) -> dict:
     """The full profile's train settings, for this device; ``compile: auto`` compiles in the
     CPU rehearsal too, as it does on CUDA (the point is to rehearse the compiled fit)."""
-    from cxrlib.config import load_profile
+    import dataclasses
 
-    train = dict(load_profile("full")["experiment"]["train"])
-    train.setdefault("compile", "auto")
+    from cxrlib import profiles
+
+    train = dataclasses.asdict(profiles.load("full").baseline.train)
     if device.type == "cpu" and train["compile"] == "auto":
         train["compile"] = True
     train.update(device=str(device), n_bootstrap=0, early_stopping_patience=5, epochs=2)
