@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import cli, conclusions, plots, profiles, references, report, results, runs
+from cxrlib import cli, conclusions, plots, profiles, references, report, report_index, results, runs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -285,7 +285,7 @@ def test_a_summary_notebook_runs_after_every_other(tmp_path):
 def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
     import pandas as pd
 
-    assert report._strata_html(tmp_path) == ""  # the lesson did not run: nothing said
+    assert report_index._strata_html(tmp_path) == ""  # the lesson did not run: nothing said
     rows = [("trained with drains", "all positives", 10, 40, 0.8, 0.7, 0.9),
             ("trained with drains", "positives with a drain", 5, 40, 0.95, 0.9, 1.0),
             ("trained with drains", "positives without a drain", 5, 40, 0.65, 0.5, 0.8)]
@@ -294,7 +294,7 @@ def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):
     run_dir = tmp_path / "shortcuts" / "drain"
     run_dir.mkdir(parents=True)
     runs.write_strata(run_dir, table, {"test drain rate": 0.5})
-    page = report._strata_html(tmp_path)
+    page = report_index._strata_html(tmp_path)
     words = conclusions.strata_words(runs.read_strata(run_dir))
     assert words == ["trained with drains: Pneumothorax AUROC 0.800 [0.700, 0.900] over all positives (10) of one "
                      "test set; 0.950 [0.900, 1.000] on the 5 positives with a drain and 0.650 [0.500, 0.800] on the "
