@@ -10,9 +10,6 @@ bench/results/lessons_noise_site.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ import pandas as pd  # noqa: E402
 
 from cxrlib import experiments, external, label_noise, profiles  # noqa: E402
 from cxrlib.fileio import atomic_write_text  # noqa: E402
+from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 RESULTS = REPO / "bench" / "results" / "lessons_noise_site.md"
 
@@ -64,10 +62,8 @@ def main() -> None:
     lines = [
         "# Notebooks 12 and 13 on a profile: label noise, another hospital, the metadata control", "",
         "All images here are synthetic phantoms (cxrlib.phantoms), not patient data.", "", "## Run", "",
-        f"- command: `python bench/lessons_noise_site.py {' '.join(sys.argv[1:])}`".rstrip(),
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs; wall time {seconds:.0f} s (finished runs "
-        "reused; not a timing)",
+        *header_lines(f"python bench/lessons_noise_site.py {' '.join(sys.argv[1:])}",
+                      extra=f"wall time {seconds:.0f} s (finished runs reused; not a timing)"),
         *([f"- {args.note}"] if args.note else []),
         f"- profile {profile.name!r}: {base.data.source} at {base.data.image_size} px, baseline {base.model.name}, "
         f"seeds {list(profile.seeds.baseline)}; labeller: sensitivity {args.sensitivity}, specificity "

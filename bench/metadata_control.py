@@ -16,9 +16,6 @@ per finding on the 25,596 test images:
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +30,7 @@ from cxrlib.data import chestxray14 as cx  # noqa: E402
 from cxrlib.fileio import atomic_write_text  # noqa: E402
 from cxrlib.labels import FINDINGS  # noqa: E402
 from cxrlib.metrics import auroc, auroc_report  # noqa: E402
+from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 RESULTS = REPO / "bench" / "results" / "metadata_control.md"
 # REFERENCES.md, "Shortcuts in the metadata": view position alone on the official test list
@@ -73,9 +71,7 @@ def main() -> None:
     lines = [
         "# The metadata control on ChestX-ray14's metadata table (no image read)", "",
         "## Run", "",
-        f"- command: `python bench/metadata_control.py {' '.join(sys.argv[1:])}`".rstrip(),
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs (timing not from a quiet machine)",
+        *header_lines(f"python bench/metadata_control.py {' '.join(sys.argv[1:])}"),
         f"- table: {path.name}, {len(table):,} images; official split: train_val {len(rows_tr):,} images, "
         f"test {len(rows_te):,} images of {len(np.unique(pats_te)):,} patients; "
         f"{ap_te.mean():.1%} of test images are AP",

@@ -11,9 +11,6 @@ negatives, at each size asked (no CNN, a minute or two):
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -30,6 +27,7 @@ from cxrlib.fileio import atomic_write_text  # noqa: E402
 from cxrlib.labels import canonical  # noqa: E402
 from cxrlib.metrics import auroc_report  # noqa: E402
 from cxrlib.profiles import load  # noqa: E402
+from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 
 def measure(finding: str, n: int, size: int, negatives: int, spec, seed: int, n_bootstrap: int) -> dict:
@@ -72,10 +70,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     lines = [f"# {finding}: the shortcut control on phantoms, all positives of {args.n:,} phantoms", "",
              "All images here are synthetic phantoms (cxrlib.phantoms), not patient data.", "", "## Run", "",
-             f"- command: `python bench/phantom_finding_control.py {' '.join(sys.argv[1:])}`".rstrip(),
-             f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}, code at commit {commit.strip()} "
-             "(plus any uncommitted change)",
-             f"- machine: {platform.platform()}, {os.cpu_count()} CPUs",
+             *header_lines(f"python bench/phantom_finding_control.py {' '.join(sys.argv[1:])}",
+                           note=f"code at commit {commit.strip()}, plus any uncommitted change"),
              *([f"- {args.note}"] if args.note else []),
              f"- phantoms: profile {args.profile!r}, seed {cfg.seed}; {spec}",
              "- control: cxrlib.controls (16-bin histogram, 9 percentiles, mean, std; logistic regression), "

@@ -9,15 +9,14 @@ code cell imports. Each is timed ``--repeat`` times as a new process; the table 
 fastest (other processes only ever add time) and the median, and ``python -X importtime``
 names the modules that cost most. With ``--against`` the revision is unpacked with
 ``git archive`` into a temporary folder and both are timed in turn, so a change in the
-machine's load affects both alike. Writes ``bench/results/startup.md``; a load average above
-the core count is written beside the numbers, which then are not a quiet machine's.
+machine's load affects both alike. Writes ``bench/results/startup.md`` under the shared header
+(bench/_header.py); a 1- or 5-minute load average above half the core count is written beside
+the numbers, which then are not a quiet machine's.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from cxrlib.fileio import atomic_write_text
+from _header import header_lines, is_busy  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO.parent / "shared" / "data" / "chestxray14-sample"
@@ -90,15 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                 times.setdefault((label, what), []).append(_time(command, tree))
     heaviest = {what: _heaviest(command, REPO) for what, command in _commands().items()}
     load = os.getloadavg()
-    cores = os.cpu_count() or 1
-    busy = load[0] > cores or load[1] > cores
+    busy = is_busy(load[0]) or is_busy(load[1])
     lines = [
         "# Start-up: `cxrlib check` and a notebook kernel's imports",
         "",
-        f"- command: `{' '.join(['python bench/startup.py', *(argv if argv is not None else sys.argv[1:])])}`",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {cores} CPUs; load average at the end {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} (1/5/15 min)"
+        *header_lines(' '.join(['python bench/startup.py', *(argv if argv is not None else sys.argv[1:])]),
+                      load=load[0]),
+        f"- load averages at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
         + (" - **a busy machine: these are not a quiet machine's times; rerun on a quiet one for the 10 s mark**"
            if busy else ""),
         f"- check: `python -m cxrlib check --profile full --data-dir {SAMPLE.relative_to(REPO.parent)}` "

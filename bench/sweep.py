@@ -19,10 +19,8 @@ machine without a GPU it is the estimate for this CPU and says so. Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,10 +28,10 @@ import time
 from pathlib import Path
 
 import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
-import torch
 
 from cxrlib import profiles, report, sweep
 from cxrlib.fileio import atomic_write_text
+from _header import header_lines, is_busy  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO.parent / "shared" / "data" / "chestxray14-sample"
@@ -119,12 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Sweep: the report's runs as jobs",
         "",
-        f"- command: `{' '.join(['python bench/sweep.py', *sys.argv[1:]])}`",
-        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, GPU "
-        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; load average at the end "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
-        + (" - **a busy machine: these times are not a quiet machine's**" if load[1] > (os.cpu_count() or 1) else ""),
+        *header_lines(' '.join(['python bench/sweep.py', *sys.argv[1:]]), load=load[0]),
+        f"- load averages at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
+        + (" - **a busy machine: these times are not a quiet machine's**" if is_busy(load[1]) else ""),
         "",
         "On two CPU cores two workers share the cores: these rows show that every run is trained exactly "
         "once and nothing is left for the report, not a speed-up.",

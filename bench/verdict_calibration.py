@@ -32,7 +32,6 @@ seed (``--seed``), which the results file records.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import math
 import sys
 import time
@@ -320,12 +319,14 @@ def _document(args, parts, minutes: float) -> str:
                                                    else f" --reps {args.reps} --permutations {args.permutations} "
                                                         f"--seed {args.seed}")
     cmd += f" --jobs {args.jobs}" if args.jobs > 1 else ""
+    # here, not at the top: the tests import this module from tests/, where bench/ is not on the path
+    from _header import header_lines  # bench/_header.py: the machine line every result starts with
+
     return "\n".join([
         "# Verdict calibration: false calls and power, measured by simulation", "",
-        f"- command: `{cmd}`",
-        f"- date: {_dt.datetime.now().isoformat(timespec='seconds')}; seed {args.seed}; {args.reps} repetitions per "
-        f"null scenario; {args.permutations} permutations per localization test; {minutes:.1f} min (a simulation: "
-        "the numbers depend on the seed, not on the machine)",
+        *header_lines(cmd, note=f"seed {args.seed}; {args.reps} repetitions per null scenario; "
+                                f"{args.permutations} permutations per localization test"),
+        f"- wall time {minutes:.1f} min (a simulation: the numbers depend on the seed, not on the machine)",
         "- rates: share of repetitions called at alpha = 0.05, in brackets the one-sided 95% Clopper-Pearson upper "
         "bound. A verdict the report prints must have a rate <= 0.05 with a bound <= 0.08.", "",
         "## AUROC: experiment against baseline, nothing to find (A/A)", "",
