@@ -23,7 +23,7 @@ from cxrlib.fileio import atomic_write_text
 
 from cxrlib import profiles, report
 from cxrlib.results import format_results, results_table
-from _header import header_lines  # bench/_header.py: the machine line every result starts with
+from _header import header_lines, load_average  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(runs)  # a fresh runs folder: every experiment trains inside the timing
     caches_before = sorted(p.name for p in prof.cache_dir.iterdir()) if prof.cache_dir.is_dir() else []
 
+    load = load_average()  # before the run: the report's own training is not other work
     t0 = time.perf_counter()
     result = report.run_report(prof, only=args.only, out_dir=out, runs_dir=runs)
     wall = time.perf_counter() - t0
 
     table = results_table(runs, n_bootstrap=prof.baseline.train.n_bootstrap, leave_out=list(prof.full_profile_only))
-    lines = _markdown(args, prof, wall, result, table, caches_before)
+    lines = _markdown(args, prof, wall, result, table, caches_before, load)
     target = Path(args.results or REPO / "bench" / "results" / f"report_{name}.md")
     atomic_write_text("\n".join(lines) + "\n", target)
     print("\n".join(lines))
@@ -63,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.ok else 1
 
 
-def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
+def _markdown(args, profile, wall, result, table, caches_before, load=None) -> list[str]:
     cmd = "python bench/bench_report.py " + " ".join(sys.argv[1:] if args is not None else [])
     device = profile.baseline.train.device
     lines = [
         f"# Report wall time: profile `{profile.name}`",
         "",
         *header_lines(cmd, note=f"runs `python -m cxrlib report --profile {profile.name}"
-                     + (f" --device {args.device}" if args.device else "") + "`", extra=f"device {device}"),
+                     + (f" --device {args.device}" if args.device else "") + "`", extra=f"device {device}",
+                     load=load),
         f"- image caches present before the run: {', '.join(caches_before) or 'none (rendering is timed too)'}",
         f"- **total wall time: {wall / 60:.1f} min ({wall:.0f} s)**; notebooks ok: "
         f"{len(result.notebooks) - len(result.failed)}/{len(result.notebooks)}",
@@ -86,9 +88,10 @@ def _markdown(args, profile, wall, result, table, caches_before) -> list[str]:
     lines += [
         "",
         f"Runs trained or fitted: {n_runs} ({len(table)} experiments, each with its seeds). Mean test AUROC over "
-        "the 14 findings, averaged over seeds (95% bootstrap CI of that mean; seed SD and range), paired "
-        "difference from the baseline, per-seed differences and the verdict (the paired test and every seed "
-        "must agree):",
+        "the 14 findings, averaged over seeds, with its 95% CI (over seeds and test patients for a run of two "
+        "or more seeds); seed SD and range; the difference from the baseline with the comparison design's 95% "
+        "CI and p-value (cxrlib.inference: seed and test-patient variance, 'not tested' below two seeds a side); "
+        "per-seed differences; the verdict (a null says the difference it could have shown):",
         "",
         "| experiment | model | size | seeds | mean AUROC [95% CI] | seed SD [min, max] | vs baseline [95% CI] | p "
         "| per-seed differences | verdict | train s per seed |",
