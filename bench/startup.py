@@ -10,8 +10,8 @@ fastest (other processes only ever add time) and the median, and ``python -X imp
 names the modules that cost most. With ``--against`` the revision is unpacked with
 ``git archive`` into a temporary folder and both are timed in turn, so a change in the
 machine's load affects both alike. Writes ``bench/results/startup.md`` under the shared header
-(bench/_header.py); a 1- or 5-minute load average above half the core count is written beside
-the numbers, which then are not a quiet machine's.
+(bench/_header.py); a 1-minute load average above half the core count before the run is
+written beside the numbers, which then are not a quiet machine's.
 """
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         archive = subprocess.run(["git", "archive", args.against], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp.name], input=archive, check=True)
         trees[f"revision {args.against}"] = Path(tmp.name)
+    before = os.getloadavg()  # other work on the machine: read before the timed commands add their own
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeat):  # alternately, so load changes hit every tree alike
         for label, tree in trees.items():
@@ -90,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
                 times.setdefault((label, what), []).append(_time(command, tree))
     heaviest = {what: _heaviest(command, REPO) for what, command in _commands().items()}
     load = os.getloadavg()
-    busy = is_busy(load[0]) or is_busy(load[1])
+    busy = is_busy(before[0])
     lines = [
         "# Start-up: `cxrlib check` and a notebook kernel's imports",
         "",
         *header_lines(' '.join(['python bench/startup.py', *(argv if argv is not None else sys.argv[1:])]),
-                      load=load[0]),
-        f"- load averages at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
+                      load=before[0], note="load read before the timed commands"),
+        f"- load averages at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min, "
+        "the timed commands' own included)"
         + (" - **a busy machine: these are not a quiet machine's times; rerun on a quiet one for the 10 s mark**"
            if busy else ""),
         f"- check: `python -m cxrlib check --profile full --data-dir {SAMPLE.relative_to(REPO.parent)}` "
