@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 import pandas as pd  # noqa: E402
 
-from cxrlib import experiments, external, label_noise, profiles  # noqa: E402
-from cxrlib.fileio import atomic_write_text  # noqa: E402
+from cxrlib import experiments, external, label_noise, profiles
+from cxrlib.fileio import atomic_write_text
 from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 RESULTS = REPO / "bench" / "results" / "lessons_noise_site.md"

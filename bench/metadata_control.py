@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from cxrlib import controls  # noqa: E402
-from cxrlib.data import chestxray14 as cx  # noqa: E402
-from cxrlib.fileio import atomic_write_text  # noqa: E402
-from cxrlib.labels import FINDINGS  # noqa: E402
-from cxrlib.metrics import auroc, auroc_report  # noqa: E402
+from cxrlib import controls
+from cxrlib.data import chestxray14 as cx
+from cxrlib.fileio import atomic_write_text
+from cxrlib.labels import FINDINGS
+from cxrlib.metrics import auroc, auroc_report
 from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 RESULTS = REPO / "bench" / "results" / "metadata_control.md"

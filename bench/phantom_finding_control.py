@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from cxrlib import phantoms as ph  # noqa: E402
-from cxrlib.controls import cross_validated_scores, intensity_features  # noqa: E402
-from cxrlib.fileio import atomic_write_text  # noqa: E402
-from cxrlib.labels import canonical  # noqa: E402
-from cxrlib.metrics import auroc_report  # noqa: E402
-from cxrlib.profiles import load  # noqa: E402
+from cxrlib import phantoms as ph
+from cxrlib.controls import cross_validated_scores, intensity_features
+from cxrlib.fileio import atomic_write_text
+from cxrlib.labels import canonical
+from cxrlib.metrics import auroc_report
+from cxrlib.profiles import load
 from _header import header_lines  # noqa: E402  bench/_header.py: the machine line every result starts with
 
 
@@ -81,7 +80,7 @@ def main() -> None:
         lo, hi = r["ci"]
         lines.append(f"| {r['size']} px | {r['positives']} | {r['negatives']} | {r['auroc']:.3f} ({lo:.3f} to "
                      f"{hi:.3f}) | {r['render_s']:.0f} s |")
-    lines += ["", f"Goal (as bench/phantom_difficulty.py): control AUROC <= 0.65: "
+    lines += ["", "Goal (as bench/phantom_difficulty.py): control AUROC <= 0.65: "
               + ", ".join(f"{r['size']} px {'met' if r['auroc'] <= 0.65 else 'NOT met'}" for r in rows), ""]
     text = "\n".join(lines)
     print(text)

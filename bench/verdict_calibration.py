@@ -41,12 +41,10 @@ import numpy as np
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run as a script from a checkout without installing
 
-from cxrlib import inference  # noqa: E402
-from cxrlib.cam import upsample_maps  # noqa: E402
-from cxrlib.localization.exact import PRIMARY_METRIC, cross_scores, permutation_test  # noqa: E402
+from cxrlib import inference
+from cxrlib.cam import upsample_maps
+from cxrlib.localization.exact import PRIMARY_METRIC, cross_scores, permutation_test
 
 OUT = REPO / "bench" / "results" / "verdict_calibration.md"
 PREVALENCE = (0.05, 0.15, 0.30)

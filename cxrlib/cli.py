@@ -281,6 +281,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_study_options(p: argparse.ArgumentParser, only: str, set_help: str, runs_dir: str) -> None:
+    """The options of the commands that plan the whole study (check, sweep, report): which profile,
+    data, device, notebooks and runs folder; ``only``, ``set_help`` and ``runs_dir`` are each one's help."""
+    p.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
+    p.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    p.add_argument("--only", default=None, help=only)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--runs-dir", default=None, help=runs_dir)
+    p.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+
+
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model, then evaluate it on the test split",
                        description="Train with the configured recipe (CheXNet's by default), keep the best weights "
@@ -338,15 +350,9 @@ def _add_check(sub) -> None:
                        "(weights folder or Hugging Face cache; the hub is asked once), the device and its memory, "
                        "disk room for the image caches, and a wall-time estimate per notebook from a short speed "
                        "probe on this device. Exits 1 when something blocks the report.")
-    k.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
-    k.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
-    k.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
-    k.add_argument("--only", default=None, help="notebooks to check for, by number or name, comma-separated")
-    k.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (model.weights_dir=/data/weights) or a notebook parameter; "
-                        "repeatable")
-    k.add_argument("--runs-dir", default=None, help="where runs are reused from (default: the profile's)")
-    k.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    _add_study_options(k, only="notebooks to check for, by number or name, comma-separated",
+                       set_help="override a config value (model.weights_dir=/data/weights) or a notebook "
+                       "parameter; repeatable", runs_dir="where runs are reused from (default: the profile's)")
     k.add_argument("--no-probe", action="store_true", help="skip the speed probe (no time estimates)")
     k.add_argument("--probe-budget", type=float, default=30.0, metavar="SECONDS",
                    help="stop probing models after this many seconds (default: 30)")
@@ -363,14 +369,9 @@ def _add_sweep(sub) -> None:
                        "each) or one local worker per visible GPU. Each run is claimed in its folder so no two "
                        "workers train it; a killed or preempted run resumes from last.pt; a failed one is tried "
                        "once more. Then `cxrlib report` trains nothing. --status lists every run's state.")
-    w.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
-    w.add_argument("--data-dir", default=None, help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
-    w.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
-    w.add_argument("--only", default=None, help="the runs of these notebooks only, by number or name, comma-separated")
-    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value or a notebook parameter, as for report; repeatable")
-    w.add_argument("--runs-dir", default=None, help="where runs are written (default: the profile's)")
-    w.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
+    _add_study_options(w, only="the runs of these notebooks only, by number or name, comma-separated",
+                       set_help="override a config value or a notebook parameter, as for report; repeatable",
+                       runs_dir="where runs are written (default: the profile's)")
     w.add_argument("--status", action="store_true",
                    help="print queued / running (epoch, time left) / done / failed per run of the latest sweep, "
                         "read from the runs folder; submit nothing")
@@ -397,20 +398,12 @@ def _add_report(sub) -> None:
     r = sub.add_parser("report", help="run the notebooks and export the HTML report",
                        description="Run every numbered notebook with papermill (each run's epochs and the time "
                        "left are printed as it trains) and export the HTML report to reports/.")
-    r.add_argument("--profile", default="cpu", help="smoke | cpu | full | path to a profile YAML (default: cpu)")
-    r.add_argument("--data-dir", default=None,
-                   help="ChestX-ray14 folder as NIH ships it (default: the profile's data)")
-    r.add_argument("--only", default=None,
-                   help="notebooks to run, by number or name, comma-separated (e.g. 02,03)")
-    r.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the profile's)")
+    _add_study_options(r, only="notebooks to run, by number or name, comma-separated (e.g. 02,03)",
+                       set_help="override a config value (train.epochs=3) or a notebook parameter "
+                       "(notebooks.01_baselines.MODELS=[resnet18]); repeatable",
+                       runs_dir="where runs are written and reused (default: the profile's, runs/<profile>)")
     r.add_argument("--redo", action="store_true", help="retrain runs even when a finished one matches")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (train.epochs=3) or a notebook parameter "
-                        "(notebooks.01_baselines.MODELS=[resnet18]); repeatable")
     r.add_argument("--out", default="reports", help="output folder (default: reports)")
-    r.add_argument("--runs-dir", default=None,
-                   help="where runs are written and reused (default: the profile's, runs/<profile>)")
-    r.add_argument("--notebooks-dir", default=None, help="folder of numbered notebooks (default: notebooks/)")
     r.add_argument("--timeout", type=float, default=None, help="seconds allowed per notebook cell")
     r.add_argument("--log-output", action="store_true", help="stream the notebooks' own output")
     r.add_argument("--no-check", action="store_true",

@@ -179,6 +179,17 @@ def cross_validated_scores(features: np.ndarray, targets: np.ndarray, patient_id
 METADATA_CONTROL_COLUMNS = ("view_position", "age", "sex", "follow_up")
 
 
+
+def _indicator(values, column: str, yes: str, no: str) -> np.ndarray:
+    """1.0 where a two-valued metadata column reads ``yes``, 0.0 where ``no``; any other value fails,
+    naming it (a typo must not become a silent 0)."""
+    text = values.astype(str).str.upper().str.strip()
+    odd = sorted(set(text) - {yes, no})
+    if odd:
+        raise ValueError(f"{column} values {odd[:5]}: expected {yes} or {no}")
+    return (text == yes).to_numpy(float)
+
+
 def metadata_features(meta, columns: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """``(float64 [N, F], feature names)`` from a metadata DataFrame (``DataBundle.metadata``).
 
@@ -200,17 +211,9 @@ def metadata_features(meta, columns: Sequence[str] | None = None) -> tuple[np.nd
     for c in use:
         v = meta[c]
         if c == "view_position":
-            text = v.astype(str).str.upper().str.strip()
-            odd = sorted(set(text) - {"AP", "PA"})
-            if odd:
-                raise ValueError(f"view_position values {odd[:5]}: expected AP or PA")
-            cols.append((text == "AP").to_numpy(float)); names.append("AP")
+            cols.append(_indicator(v, c, "AP", "PA")); names.append("AP")
         elif c == "sex":
-            text = v.astype(str).str.upper().str.strip()
-            odd = sorted(set(text) - {"M", "F"})
-            if odd:
-                raise ValueError(f"sex values {odd[:5]}: expected M or F")
-            cols.append((text == "M").to_numpy(float)); names.append("male")
+            cols.append(_indicator(v, c, "M", "F")); names.append("male")
         elif c == "age":
             a = _filled(v.to_numpy(float), "age") / 100.0
             cols += [a, a ** 2]; names += ["age/100", "(age/100)^2"]
