@@ -226,23 +226,23 @@ def validation_predictions(run, data=None, device: str = "cpu") -> dict[str, np.
     """A finished run's model scored on its validation part (predictions as in
     ``test_predictions.npz``). Runs keep test predictions only, so the model is reloaded
     from the run folder (:func:`cxrlib.runs.load_model`) and scored by the same path as the
-    test part (:func:`cxrlib.train.evaluate`, the run's own test-time augmentation). ``run``
+    test part (:func:`cxrlib.experiments.score`, the run's own test-time augmentation). ``run``
     is a :class:`cxrlib.runs.RunResult` or a run folder; ``data`` the run's DataBundle if
     already loaded."""
-    from cxrlib import runs, train  # torch and the data layer only when a model is scored
+    from cxrlib import experiments, runs  # torch and the data layer only when a model is scored
     from cxrlib.data import load_data
 
     result = run if isinstance(run, runs.RunResult) else runs.load_run(run, with_model=False)
     cfg = result.config
-    model = result.model if result.model is not None else runs.load_model(result.run_dir, device)
+    predictor = result.predictor if result.model is not None else runs.load_model(result.run_dir, device)
     data = data if data is not None else load_data(cfg.data, progress=False)
     if not len(data.val):
         raise ValueError(f"{result.run_dir}: the validation part of {data.split_name} is empty; a threshold or a "
                          "temperature needs validation images")
     with warnings.catch_warnings():  # findings absent from validation get no threshold; said where it is used
         warnings.filterwarnings("ignore", message="AUROC undefined")
-        _, predictions = train.evaluate(model, train.with_channels(data.val, cfg.model.in_chans), tta=cfg.train.tta,
-                                        n_bootstrap=0, batch_size=max(cfg.train.batch_size, 1), device=device,
+        predictions = experiments.score(predictor, data.val, tta=cfg.train.tta,
+                                        batch_size=max(cfg.train.batch_size, 1),
                                         amp=cfg.train.amp)
     return predictions
 

@@ -40,7 +40,7 @@ from cxrlib.profiles import Profile, Seeds
 from cxrlib.results import VERDICT_RULE, format_results, results_table
 from cxrlib.project import NOTEBOOKS_DIR
 from cxrlib.runs import RunResult
-from cxrlib.train import run_experiment
+from cxrlib.train import evaluate, run_experiment, with_channels
 
 # Set by the report runner under --redo: runs finished after this time (seconds since the
 # epoch) are this report's own, so the baseline that every notebook shares retrains once.
@@ -244,6 +244,19 @@ def run(cfg: ExperimentConfig, redo: bool = False, progress: bool = False, data=
     extra = {"checkpoint_every": checkpoint_every} if checkpoint_every else {}
     return run_experiment(cfg, data=data, redo=redo, progress=progress, global_stage_from=finished_global_stage(cfg),
                           **extra)
+
+
+def score(predictor, dataset, tta: str = "none", batch_size: int = 64, amp: bool = False) -> dict[str, np.ndarray]:
+    """A loaded run's model (a :class:`~cxrlib.predict.Predictor`) scored on a cached ``dataset``
+    (ids, patient_ids, targets, scores, label_names), exactly as a run's ``test_predictions.npz``
+    holds its test part: the path (:func:`cxrlib.train.evaluate`) every run's test split is scored
+    by, fed in the model's channels. The dataset must be at the model's size."""
+    if int(dataset.image_size) != predictor.image_size:
+        raise ValueError(f"the model was trained at {predictor.image_size} px, the dataset's images are "
+                         f"{dataset.image_size} px: cache the images at the model's size")
+    _, predictions = evaluate(predictor.module, with_channels(dataset, predictor.channels), tta=tta, n_bootstrap=0,
+                              batch_size=batch_size, device=predictor.device, amp=amp)
+    return predictions
 
 
 # ----------------------------------------------------------------------------- a two-stage run's global stage

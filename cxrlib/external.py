@@ -26,12 +26,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from cxrlib import runs
+from cxrlib import experiments, runs
 from cxrlib.data import CachedDataset, load_data
 from cxrlib.data.phantom_source import phantom_spec
 from cxrlib.metrics import auroc, bootstrap_aurocs, percentile_ci
 from cxrlib.results import NO_DIFFERENCE, estimate_text, interval_verdict, number_text
-from cxrlib.train import evaluate, with_channels
 
 # The second phantom site: each a PhantomSpec knob (1 = the training site's calibrated
 # strength). Its detector maps the histogram less firmly to standard levels (weaker exposure
@@ -96,15 +95,12 @@ def predict(run_dir: str | Path, dataset, batch_size: int = 64, device: str = "c
     """A finished run's predictions on ``dataset`` (ids, patient_ids, targets, scores,
     label_names), as its own ``test_predictions.npz`` holds them for its test split."""
     loaded = runs.load_model(run_dir, device)
-    model = getattr(loaded, "module", loaded)  # the network itself, where a loader wraps it with its contract
     if int(loaded.image_size) != int(dataset.image_size):
         raise ValueError(f"{run_dir} was trained at {loaded.image_size} px, the external images are "
                          f"{dataset.image_size} px: make the site at the run's size (site_config(run.config.data))")
-    channels = runs.load_config(run_dir).model.in_chans
     with warnings.catch_warnings():  # only the scores are wanted here: site_drop says what is undefined
         warnings.simplefilter("ignore", UserWarning)
-        _, predictions = evaluate(model, with_channels(dataset, channels), n_bootstrap=0, batch_size=batch_size,
-                                  device=device)
+        predictions = experiments.score(loaded, dataset, batch_size=batch_size)
     return predictions
 
 
