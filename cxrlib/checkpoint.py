@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
@@ -30,6 +30,32 @@ def load(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which one
         raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+
+
+# float16's largest finite value: a parameter beyond it would become infinite when halved
+_FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def as_stored(weights: Mapping[str, torch.Tensor], dtype: str, parameters: Collection[str]) -> dict[str, torch.Tensor]:
+    """The weights as a run's ``best.pt`` keeps them: the named ``parameters`` that are floating
+    point in ``dtype`` ("float16" halves a run on disk; "float32" keeps them as they are).
+
+    Buffers (batch-norm statistics, counters) stay as they are: they are few, and a running
+    variance is divided by, where float16's coarser steps near zero would matter. A parameter
+    float16 cannot hold (a value beyond +-65504) stays in float32 rather than become infinite.
+    The trainer evaluates a run with exactly these values (loaded back into its float32 model),
+    so what is reloaded later scores the test set as the run itself did.
+    """
+    if dtype == "float32":
+        return dict(weights)
+    if dtype != "float16":
+        raise ValueError(f"unknown weights dtype {dtype!r} (train.weights_dtype): expected float16 or float32")
+    out = {}
+    for name, value in weights.items():
+        halve = (name in parameters and value.is_floating_point() and value.dtype != torch.float16
+                 and (value.numel() == 0 or float(value.detach().abs().max()) <= _FLOAT16_MAX))
+        out[name] = value.to(torch.float16) if halve else value
+    return out
 
 
 def rng_state() -> dict[str, Any]:

@@ -92,6 +92,9 @@ class TrainConfig:
     n_bootstrap: int = 1000  # resamples for the confidence intervals
     threads: int | None = None  # torch CPU threads (None = torch's default)
     keep_last: bool = False  # keep last.pt once the run is finished (by default only best.pt stays)
+    # the precision best.pt keeps the trained parameters in: float16 halves a run on disk, and
+    # the run is evaluated with exactly the weights it stores (cxrlib.checkpoint.as_stored)
+    weights_dtype: str = "float16"  # float16 | float32
 
 
 @dataclass
@@ -119,6 +122,9 @@ class ExperimentConfig:
         d["data"].pop("workers")
         d["data"].pop("cache_dir")
         d["model"].pop("weights_dir")  # where the same ImageNet weights are found
+        if d["train"]["weights_dtype"] == "float32":
+            # full-precision weights: the fingerprint runs had before the choice existed, so they are reused
+            d["train"].pop("weights_dtype")
         if not d["data"]["label_noise"]:
             # clean labels: the fingerprint runs had before label noise existed, so they are reused
             for key in ("label_noise", "label_sensitivity", "label_specificity"):
@@ -160,6 +166,7 @@ class ExperimentConfig:
         _one_of("model.in_chans", m.in_chans, (1, 3))
         _one_of("train.loss", t.loss, LOSSES)
         _one_of("train.tta", t.tta, TTA)
+        _one_of("train.weights_dtype", t.weights_dtype, WEIGHT_DTYPES)
         dev = str(t.device)
         if dev not in ("auto", "cpu", "cuda") and not (dev.startswith("cuda:") and dev[5:].isdigit()):
             raise ValueError(f"unknown device {dev!r} (train.device): expected auto, cpu, cuda or cuda:N")
@@ -210,6 +217,7 @@ class ExperimentConfig:
 
 
 TTA = ("none", "tencrop")  # test-time augmentation at evaluation
+WEIGHT_DTYPES = ("float16", "float32")  # what best.pt stores the trained parameters in
 
 
 def _one_of(key: str, value: Any, allowed, also: str = "") -> None:

@@ -277,9 +277,17 @@ class _Training:
             reused = load_global_stage(self.model, self.plan, Path(global_stage_from))
             if reused is not None:
                 self.state, self.history = reused
+                # every weight as the global stage's end leaves it when the stage trains here
+                net = _unwrap(self.model)
+                net.load_state_dict(self.as_stored(net.state_dict()))
                 if self.progress and self.info.is_main:
                     print(f"global stage: the finished run {global_stage_from} trained it exactly so; its weights "
                           f"are used")
+
+    def as_stored(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``weights`` at the precision best.pt keeps (``train.weights_dtype``)."""
+        names = {name for name, _ in _unwrap(self.model).named_parameters(remove_duplicate=False)}
+        return ckpt_io.as_stored(weights, self.tc.weights_dtype, names)
 
     def announce(self) -> None:
         if self.info.is_main:
@@ -411,6 +419,8 @@ class _Training:
         """Keep the stage's best weights, then move to the next stage (or finish)."""
         state = self.state
         if self.best_state is not None:
+            # the next stage starts from, the test is scored with and best.pt stores the same weights
+            self.best_state = self.as_stored(self.best_state)
             _unwrap(self.model).load_state_dict(self.best_state)
         best_state = self.best_state
 
