@@ -70,7 +70,9 @@ def time_sweep(profile_name: str, workers: int, root: Path) -> dict:
 
 def weights_estimate(profile_name: str) -> tuple[int, int]:
     """(runs, bytes): the plan's runs and the sum of their models' parameters and buffers,
-    each tensor once (what ``best.pt`` stores, less a few KiB of config)."""
+    each tensor once at the precision ``best.pt`` keeps it (``train.weights_dtype``), less a
+    few KiB of config."""
+    from cxrlib import checkpoint
     from cxrlib.models import create_model_from_config
 
     profile = profiles.load(profile_name, runs_dir=str(REPO / "runs" / "bench-sweep-estimate"))
@@ -80,12 +82,14 @@ def weights_estimate(profile_name: str) -> tuple[int, int]:
     for run in plan.runs:
         cfg = run.config
         key = json.dumps([cfg.model.name, cfg.model.head, cfg.model.wrapper, cfg.model.options,
-                          cfg.data.include_no_finding], sort_keys=True, default=str)
+                          cfg.data.include_no_finding, cfg.train.weights_dtype], sort_keys=True, default=str)
         if key not in sizes:
             m = cfg.model
             model = create_model_from_config(type(m)(**{**m.__dict__, "pretrained": False}),
                                              num_classes=15 if cfg.data.include_no_finding else 14)
-            sizes[key] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+            stored = checkpoint.as_stored(model.state_dict(), cfg.train.weights_dtype, params)
+            sizes[key] = sum(t.numel() * t.element_size() for t in stored.values())
         total += sizes[key]
     return len(plan.runs), total
 
@@ -139,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Disk",
         "",
-        f"The cpu plan's {n_cpu_runs} runs hold, by their models' weights (each tensor once, as `best.pt` stores "
-        f"it), about **{_mb(cpu_bytes)}** once `last.pt` is pruned; the predictions, history and metrics add a "
+        f"The cpu plan's {n_cpu_runs} runs hold, by their models' weights (each tensor once, at the precision "
+        f"`best.pt` stores it), about **{_mb(cpu_bytes)}** once `last.pt` is pruned; the predictions, history and metrics add a "
         "few KiB per run.",
         "",
         "## The full study on 1 and 8 GPUs (`cxrlib check --profile full --gpus 1,8`)",

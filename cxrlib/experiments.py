@@ -120,10 +120,16 @@ def multiscale_variants(profile: Profile, scale: int) -> list[ExperimentConfig]:
         "data.image_size": profile.baseline.data.image_size * scale}})
 
 
-def two_stage_variants(profile: Profile, stage_epochs: Sequence[int]) -> list[ExperimentConfig]:
+def two_stage_variants(profile: Profile, stage_epochs: Sequence[int], tau: float = 0.7,
+                       attention_layer: str = "C5") -> list[ExperimentConfig]:
     """The baseline and ``two_stage`` (AG-CNN), trained ``stage_epochs`` = epochs of the
-    global, local and fusion stages, in that order."""
-    return variants(profile, {"two_stage": {"model.wrapper": "two_stage", "train.stage_epochs": list(stage_epochs)}})
+    global, local and fusion stages, in that order; its crop is the region of the global
+    branch's ``attention_layer`` above ``tau`` times its maximum (the paper: C5, 0.7)."""
+    options = {} if (tau, attention_layer) == (0.7, "C5") else {"tau": tau, "attention_layer": attention_layer}
+    change = {"model.wrapper": "two_stage", "train.stage_epochs": list(stage_epochs)}
+    if options:  # the paper's settings are the model's defaults: its configs stay as they were
+        change["model.options"] = options
+    return variants(profile, {"two_stage": change})
 
 
 def loss_variants(profile: Profile, losses: Sequence[str]) -> list[ExperimentConfig]:
@@ -274,7 +280,8 @@ def global_stage_equivalent(cfg: ExperimentConfig) -> ExperimentConfig | None:
     if cfg.model.wrapper != "two_stage" or cfg.model.options.get("global_size"):
         return None
     d = cfg.to_dict()
-    options = {k: v for k, v in d["model"]["options"].items() if k not in ("tau", "global_size", "local_size")}
+    crop_only = ("tau", "attention_layer", "global_size", "local_size")  # the crop's settings: no part of the global stage
+    options = {k: v for k, v in d["model"]["options"].items() if k not in crop_only}
     stage_epochs = cfg.train.stage_epochs
     d["model"].update(wrapper=None, options=options)
     d["train"].update(stage_epochs=None, epochs=int(stage_epochs[0]) if stage_epochs else cfg.train.epochs)

@@ -55,7 +55,7 @@ NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
     "00_data_exploration": {"N_EXAMPLES": 8},
     "01_baselines": {"MODELS": ["resnet18", "resnet50", "inception_v3", "densenet121", "nasnet"], "MAX_STEPS": {},
                      "FIFTEEN_LABELS": True},
-    "05_two_stage": {"STAGE_EPOCHS": [2, 1, 1]},
+    "05_two_stage": {"STAGE_EPOCHS": [2, 1, 1], "TAU": 0.7, "ATTENTION_LAYER": "C5"},
     "06_losses": {"LOSSES": ["bce", "weighted_bce", "focal", "asymmetric", "multilabel_margin"]},
     "07_heatmaps": {"METHODS": ["gradcam", "gradcam++", "eigencam", "randomcam"], "HEAD": "", "N_IMAGES": 200,
                     "N_RANDOM": 20, "N_EXAMPLES": 3},

@@ -14,7 +14,7 @@ import pytest
 import timm
 import torch
 
-from cxrlib import plots
+from cxrlib import plots_attention
 from cxrlib.config import ModelConfig
 from cxrlib.labels import FINDINGS
 from cxrlib.models import (
@@ -247,7 +247,7 @@ def test_the_attention_figure_draws_the_models_own_box_and_crop():
     targets[0, 5] = 1
     dataset = type("Images", (), {"targets": targets, "image_ids": ["a", "b"], "label_names": list(FINDINGS),
                                   "__getitem__": lambda self, i: (images[i], torch.as_tensor(targets[i]))})()
-    fig = plots.plot_attention_crops(model, dataset, [0, 1])
+    fig = plots_attention.plot_attention_crops(model, dataset, [0, 1])
     _, boxes = model.attention(images)
     assert len(fig.axes) == 6
     for row, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
@@ -258,7 +258,22 @@ def test_the_attention_figure_draws_the_models_own_box_and_crop():
         np.testing.assert_allclose(crop.images[0].get_array(), images[row, 0, y0:y1, x0:x1].numpy())
     assert "Nodule" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="needs a two-stage model"):
-        plots.plot_attention_crops(create_model("resnet18"), dataset, [0])
+        plots_attention.plot_attention_crops(create_model("resnet18"), dataset, [0])
+
+
+def test_crop_sizes_count_the_models_own_boxes_over_the_dataset():
+    torch.manual_seed(0)
+    model = create_model("resnet18", wrapper="two_stage", num_classes=3, attention_layer="C4").eval()
+    images = torch.randn(5, 1, 48, 48)
+    dataset = type("Images", (), {"__len__": lambda self: 5, "__getitem__": lambda self, i: (images[i], None)})()
+    _, boxes = model.attention(images)
+    share = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).double().numpy() / 48 ** 2
+    row = plots_attention.attention_crop_sizes(model, dataset, batch_size=2).iloc[0]  # batches of 2, 2, 1
+    assert (row["images"], row["attention layer"], row["tau"]) == (5, "C4", 0.7)
+    assert row["whole-image crops"] == pytest.approx(np.mean(share >= 1))
+    assert row["mean crop area"] == pytest.approx(share.mean()) and row["median crop area"] == pytest.approx(np.median(share))
+    with pytest.raises(ValueError, match="needs a two-stage model"):
+        plots_attention.attention_crop_sizes(create_model("resnet18"), dataset)
 
 
 def test_two_stage_stages_choose_the_output_and_what_trains():
@@ -408,6 +423,29 @@ def test_the_box_is_the_cells_the_attention_figure_shows():
         assert torch.equal(h, blocks.repeat_interleave(torch.tensor([24, 23, 23]), 0)
                            .repeat_interleave(torch.tensor([24, 23, 23]), 1))
         assert bool((h[y0:y1, x0:x1] >= 0.7).any())  # the box is made of cells above the threshold
+
+
+def test_attention_from_c4_gives_a_finer_grid_and_its_own_boxes():
+    """At 48 px ResNet-18's C5 is 2 x 2 (24 px blocks), C4 is 3 x 3 (16 px blocks); the option
+    changes only where the crop is read, and a bad value names the option."""
+    from cxrlib.models import ModelError
+
+    torch.manual_seed(0)
+    c5 = create_model("resnet18", wrapper="two_stage", num_classes=3).eval()
+    c4 = create_model("resnet18", wrapper="two_stage", num_classes=3, attention_layer="C4").eval()
+    c4.load_state_dict(c5.state_dict())  # the same weights: only the attention's layer differs
+    x = torch.randn(6, 1, 48, 48)
+    for model, side in ((c5, 24), (c4, 16)):
+        heat, boxes = model.attention(x)
+        assert set(boxes.flatten().tolist()) <= set(range(0, 49, side))
+        assert len(torch.unique(heat[0][::side, ::side])) == (48 // side) ** 2  # one value per block
+        assert torch.equal(heat[0], heat[0][::side, ::side].repeat_interleave(side, 0).repeat_interleave(side, 1))
+    with torch.no_grad():
+        c5.set_stage("fusion"), c4.set_stage("fusion")
+        assert not torch.equal(c5(x), c4(x))  # the local branch reads other crops
+    assert c4.info.options["attention_layer"] == "C4"
+    with pytest.raises(ModelError, match="attention_layer.*C5, C4"):
+        create_model("resnet18", wrapper="two_stage", num_classes=3, attention_layer="C3")
 
 
 def test_psp_bins_on_a_2x2_map_are_what_notebook_03_says():

@@ -2,7 +2,8 @@
 
 * Global branch: backbone + head + classifier on the whole image.
 * Attention-guided crop: heatmap = max over channels of |C5| of the global branch (the
-  paper's choice), thresholded at ``tau`` times its maximum on C5's own grid (7 x 7 cells
+  paper's choice; ``attention_layer="C4"`` reads the stage before, twice as fine, for inputs
+  so small that C5 is a 2 x 2 grid whose cells nearly always all pass), thresholded at ``tau`` times its maximum on C5's own grid (7 x 7 cells
   at 224 px); the box of the largest 8-connected region of cells, in input pixels, is
   cropped from the full-resolution input and resized for the local branch. The paper
   thresholds the map upsampled to the input; a box made of whole cells is a little coarser
@@ -35,6 +36,7 @@ from cxrlib.models.heads import Classifier
 from cxrlib.models.registry import BackboneSpec, register_wrapper
 
 STAGES = ("global", "local", "fusion")
+ATTENTION_LAYERS = ("C5", "C4")  # the global branch's last feature map (the paper's), then the one before
 
 
 def largest_region_boxes(maps: torch.Tensor, tau: float) -> torch.Tensor:
@@ -80,7 +82,9 @@ def _restore_stage(module: "TwoStageModel", _incompatible_keys) -> None:
 
 @register_wrapper("two_stage")
 class TwoStageModel(BaseModel):
-    """Options: ``tau`` (threshold, fraction of the heatmap's max; paper: 0.7), ``global_size``
+    """Options: ``tau`` (threshold, fraction of the heatmap's max; paper: 0.7), ``attention_layer``
+    (the global branch's feature map the heatmap is read from: "C5", its last, as in the paper,
+    or "C4", the one before at half the stride), ``global_size``
     (side the global branch sees; None = the input as given), ``local_size`` (side the crop is
     resized to; None = the global branch's side), ``drop_rate``."""
 
@@ -88,16 +92,21 @@ class TwoStageModel(BaseModel):
 
     def __init__(self, spec: BackboneSpec, head: str = "gap", head_options: dict[str, Any] | None = None,
                  num_classes: int = 14, in_chans: int = 1, pretrained: bool = False, weights_path=None,
-                 tau: float = 0.7, global_size: int | None = None, local_size: int | None = None,
-                 drop_rate: float = 0.0):
+                 tau: float = 0.7, attention_layer: str = "C5", global_size: int | None = None,
+                 local_size: int | None = None, drop_rate: float = 0.0):
         super().__init__()
         head_options = dict(head_options or {})
         if not 0.0 < tau <= 1.0:
             raise ModelError(f"tau must be in (0, 1] (a fraction of the heatmap's maximum; paper: 0.7), got {tau!r}")
+        if attention_layer not in ATTENTION_LAYERS:
+            raise ModelError(f"attention_layer must be one of {', '.join(ATTENTION_LAYERS)} (the global branch's "
+                             f"last feature map, C5, as in the paper, or the one before), got {attention_layer!r}")
         for key, side in (("global_size", global_size), ("local_size", local_size)):
             if side is not None and side < spec.min_input_size:
                 raise ModelError(f"{key}={side} is below {spec.name}'s minimum input of {spec.min_input_size} px")
         self.tau = float(tau)
+        self.attention_layer = attention_layer
+        self._attention_index = -1 - ATTENTION_LAYERS.index(attention_layer)  # C5: feats[-1], C4: feats[-2]
         self.global_size = global_size
         self.local_size = local_size
         self.in_chans = in_chans
@@ -117,7 +126,7 @@ class TwoStageModel(BaseModel):
             spec, head, "two_stage", num_classes, in_chans, fused, pretrained, weights_path,
             f"two_stage: the global branch's CAM layer ({self.global_branch.cam_reason()}); it sees the whole "
             "image (the local branch only the crop) and its features also choose the crop",
-            {**head_options, "tau": tau, "global_size": global_size, "local_size": local_size, "drop_rate": drop_rate},
+            {**head_options, "tau": tau, "attention_layer": attention_layer, "global_size": global_size, "local_size": local_size, "drop_rate": drop_rate},
         )
 
     # --- stages ---
@@ -159,9 +168,14 @@ class TwoStageModel(BaseModel):
         return F.interpolate(x, size=(self.global_size, self.global_size), mode="bilinear",
                              align_corners=False, antialias=True)
 
+    def attention_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The global branch's feature map the attention is read from (``attention_layer``)."""
+        return feats[self._attention_index]
+
     def heatmap(self, c5: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Max over channels of |C5|, each cell enlarged to its pixels of ``size`` (nearest, so a
-        figure shows the very cells the box is built from): ``[B, H, W]``, no gradient."""
+        """Max over channels of |C5| (or of the ``attention_layer`` given), each cell enlarged to
+        its pixels of ``size`` (nearest, so a figure shows the very cells the box is built from):
+        ``[B, H, W]``, no gradient."""
         with torch.no_grad():
             h = c5.detach().abs().amax(dim=1, keepdim=True).float()
             return F.interpolate(h, size=size, mode="nearest")[:, 0]
@@ -206,8 +220,9 @@ class TwoStageModel(BaseModel):
         """For notebooks: the normalised heatmap ``[B, H, W]`` in [0, 1] and the crop boxes."""
         self.check_input(x)
         feats, _ = self.global_branch.forward_all(self._global_input(x))
-        heat = self.heatmap(feats[-1], tuple(x.shape[-2:]))
-        boxes = self.boxes_from_cam(feats[-1], tuple(x.shape[-2:]))
+        chosen = self.attention_features(feats)
+        heat = self.heatmap(chosen, tuple(x.shape[-2:]))
+        boxes = self.boxes_from_cam(chosen, tuple(x.shape[-2:]))
         peak = heat.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
         return heat / peak, boxes
 
@@ -231,7 +246,7 @@ class TwoStageModel(BaseModel):
         feats, gmap = self._run("global", self.global_branch.forward_all, xg)
         if self.stage == "global":
             return self.global_classifier(gmap)
-        boxes = self.boxes_from_cam(feats[-1], tuple(x.shape[-2:]))
+        boxes = self.boxes_from_cam(self.attention_features(feats), tuple(x.shape[-2:]))
         side = self.local_size or xg.shape[-1]
         lmap = self._run("local", lambda: self.local_branch(self.crop(x, boxes, (side, side))))
         if self.stage == "local":
