@@ -256,9 +256,41 @@ def cap_table(sensitivity: float, specificity: float, prevalences: Sequence[floa
                          "cap": auroc_cap(sensitivity, specificity, pi)}).set_index("prevalence")
 
 
-def lesson_plan(profile, sensitivity: float | Mapping[str, float] = 0.8,
-                specificity: float | Mapping[str, float] = 0.98, train_noise: bool = True) -> list:
-    """Notebook 12's runs, once per seed of the profile: the baseline it re-scores and, with
-    ``train_noise``, the baseline trained on this labeller's train/val labels."""
-    base = profile.baseline
-    return [base] + ([noisy_training_config(base, sensitivity, specificity)] if train_noise else [])
+# ----------------------------------------------------------------------------- a positive control
+
+NEVER_REPORTED_RUN = "never_reported"  # the run name's prefix; the finding completes it
+
+
+def never_reported_config(base, finding: str, parts: Sequence[str] = ("train", "val")):
+    """``base`` trained on labels whose labeller never reports ``finding`` (sensitivity 0 for
+    it) and writes every other finding as the source gives it: a training run whose answer is
+    known, since its labels hold no positive of ``finding`` to learn it from. The run lives
+    beside the noisy-label runs, named ``never_reported_<finding>``."""
+    from pathlib import Path
+
+    key = never_reported_finding(finding)
+    data = dataclasses.replace(base.data, label_noise=list(parts), label_sensitivity={key: 0.0},
+                               label_specificity=1.0)
+    return dataclasses.replace(base, name=f"{NEVER_REPORTED_RUN}_{key.lower()}",
+                               runs_dir=str(Path(base.runs_dir) / LESSON_DIR), data=data)
+
+
+def never_reported_finding(finding: Any) -> str:
+    """The CheXNet spelling of the finding a positive control leaves unreported, or a clear error."""
+    try:
+        key = canonical(str(finding))
+    except ValueError:
+        key = None
+    if key not in FINDINGS:
+        raise ValueError(f"never-reported finding {finding!r}: expected one of the 14 findings {list(FINDINGS)}")
+    return key
+
+
+def positive_control_groups(finding: str, label_names: Sequence[str] = FINDINGS) -> dict[str, list[str]]:
+    """The comparisons of the positive control, in order: the never-reported ``finding`` alone
+    (known: worse), the mean over every other finding (labels untouched: the negative control
+    within the same runs), then each finding alone."""
+    key = never_reported_finding(finding)
+    others = [n for n in label_names if n in FINDINGS and n != key]
+    return {f"{key} (never reported)": [key], f"the other {len(others)} (labels untouched)": others,
+            **{n: [n] for n in label_names if n in FINDINGS}}

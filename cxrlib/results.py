@@ -13,7 +13,10 @@ convention for writing a statistic.
   and test patients whose false-call rate is measured); :func:`interval_verdict` the rule for
   one paired CI.
 * **Comparisons.** :func:`compare_runs` (two runs), :func:`compare_experiments` (two
-  experiments with their seeds), both on the test images the runs share.
+  experiments with their seeds, over all findings or chosen ones), both on the test images the
+  runs share; :func:`finding_comparison` puts the design's verdict on several choices of
+  findings side by side (a finding alone, the mean of the rest) and
+  :func:`format_finding_comparison` writes it.
 * **The results table.** :func:`results_table`: one row per experiment of a runs folder with
   its seeds, mean AUROC and CI, the paired difference from the baseline and the verdict;
   :func:`format_results` its readable strings.
@@ -256,25 +259,96 @@ def _common(a: _Scored, b: _Scored) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def compare_experiments(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path],
-                        fitted: bool = False) -> dict[str, Any] | None:
+                        fitted: bool = False, findings: Sequence[str] | None = None) -> dict[str, Any] | None:
     """An experiment's seeds against the baseline's on the test images both scored, by the
     comparison design (:func:`cxrlib.inference.compare_arms`, other minus base, with
     ``seed_diff_min``/``max``: the range of the per-seed differences), or None when they share
     no test images with the same labels (another split or dataset). ``fitted``: the other is
-    a deterministic fit with no seed (the shortcut control)."""
-    return _compare(_scored(base_runs), _scored(other_runs), fitted)
+    a deterministic fit with no seed (the shortcut control). ``findings``: the mean AUROC over
+    these findings alone (one finding: its own AUROC), those without a positive and a negative
+    on the shared images left out as from any mean; None: all of them."""
+    return _compare(_scored(base_runs), _scored(other_runs), fitted, findings)
 
 
-def _compare(base: _Scored, other: _Scored, fitted: bool = False) -> dict[str, Any] | None:
+def _columns(names: Sequence[str], findings: Sequence[str] | None) -> list[int]:
+    """The columns of ``findings`` among the runs' ``names`` (all of them for None)."""
+    if findings is None:
+        return list(range(len(names)))
+    if isinstance(findings, str) or not len(findings):
+        raise ValueError(f"findings={findings!r}: expected a non-empty list of finding names")
+    missing = [f for f in findings if f not in names]
+    if missing:
+        raise ValueError(f"findings {missing} are not among the runs' findings {list(names)}")
+    return [list(names).index(f) for f in findings]
+
+
+def _compare(base: _Scored, other: _Scored, fitted: bool = False,
+             findings: Sequence[str] | None = None) -> dict[str, Any] | None:
     pair = _common(base, other)
     if pair is None:
         return None
     ib, io = pair
+    cols = _columns(base.names, findings)
     patients = base.patient_ids[ib] if base.patient_ids is not None else None
-    out = compare_arms(base.targets[ib], [s[io] for s in other.scores], [s[ib] for s in base.scores],
-                       patient_ids=patients, label_names=base.names, fitted_a=fitted)
+    out = compare_arms(base.targets[ib][:, cols], [s[io][:, cols] for s in other.scores],
+                       [s[ib][:, cols] for s in base.scores], patient_ids=patients,
+                       label_names=[base.names[c] for c in cols], fitted_a=fitted)
     seed_diffs = [a - b for a in out["per_seed_a"] for b in out["per_seed_b"]]
     return {**out, "seed_diff_min": min(seed_diffs), "seed_diff_max": max(seed_diffs)}
+
+
+def finding_comparison(base_runs: Sequence[str | Path], other_runs: Sequence[str | Path],
+                       groups: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """Two experiments' seeds compared by the design on chosen findings: one row per entry of
+    ``groups`` (``{row name: findings whose mean AUROC it compares}``; one finding: that
+    finding alone), other minus base, with the verdict of :func:`verdict`.
+
+    Columns: ``findings`` (how many entered the mean: those with a positive and a negative on
+    the shared test images), ``base AUROC`` with its 95% CI over seeds and test patients
+    (``base CI low``/``high``: did the baseline learn it at all?), ``other AUROC``, then the
+    comparison columns of the results table (``diff vs baseline`` ... ``verdict``, ``reason``).
+    A row none of whose findings can be scored there says so and is not compared.
+    """
+    base, other = _scored(base_runs), _scored(other_runs)
+    pair = _common(base, other)
+    rows = []
+    for label, findings in groups.items():
+        cols = _columns(base.names, findings)
+        row: dict[str, Any] = {"comparison": label, "findings": 0, "base AUROC": math.nan, "base CI low": math.nan,
+                               "base CI high": math.nan, "other AUROC": math.nan}
+        y = base.targets[pair[0]][:, cols] if pair is not None else None
+        scorable = 0 if y is None else int(((y.sum(0) > 0) & ((1 - y).sum(0) > 0)).sum())
+        if pair is not None and not scorable:
+            why = f"no finding of {list(findings)} has both a positive and a negative among the shared test images"
+            rows.append({**row, **_versus_baseline(None, len(other.scores), len(base.scores), False),
+                         "verdict": NOT_COMPARED, "reason": why})
+            continue
+        cmp = _compare(base, other, findings=findings)
+        if cmp is not None:
+            ib = pair[0]
+            own = experiment_interval(y, [s[ib][:, cols] for s in base.scores],
+                                      base.patient_ids[ib] if base.patient_ids is not None else None,
+                                      [base.names[c] for c in cols])
+            row.update({"findings": len(cmp["classes"]), "base AUROC": cmp["mean_auroc_b"],
+                        "base CI low": own["ci"][0], "base CI high": own["ci"][1], "other AUROC": cmp["mean_auroc_a"]})
+        rows.append({**row, **_versus_baseline(cmp, len(other.scores), len(base.scores), False)})
+    return pd.DataFrame(rows)
+
+
+def format_finding_comparison(table: pd.DataFrame, base: str = "baseline", other: str = "other") -> pd.DataFrame:
+    """:func:`finding_comparison` as readable strings, ``base`` and ``other`` naming the two experiments."""
+    return pd.DataFrame({
+        "findings": table["findings"].map(lambda n: str(int(n)) if n else ""),
+        f"{base} AUROC [95% CI]": [estimate_text(m, lo, hi) for m, lo, hi in
+                                   zip(table["base AUROC"], table["base CI low"], table["base CI high"])],
+        f"{other} AUROC": table["other AUROC"].map(number_text),
+        f"{other} - {base} [95% CI]": [estimate_text(d, lo, hi, signed=True, missing="") for d, lo, hi in
+                                       zip(table["diff vs baseline"], table["diff CI low"], table["diff CI high"])],
+        "p-value": table["p-value"].map(p_text),
+        "per-seed differences": [range_text(lo, hi, signed=True) for lo, hi in
+                                 zip(table["seed diff min"], table["seed diff max"])],
+        "verdict": table["verdict"],
+    }).set_axis(table["comparison"].rename(None), axis=0)
 
 
 def compare_runs(

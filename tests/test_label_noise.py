@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cxrlib import label_noise, phantoms
+from cxrlib import label_noise, label_noise_lesson, phantoms
 from cxrlib.config import DataConfig, ExperimentConfig
 from cxrlib.labels import FINDINGS, NO_FINDING
 from cxrlib.metrics import auroc
@@ -153,3 +153,63 @@ def test_noisy_training_config_lives_apart():
     assert cfg.runs_dir == "runs/x/label_noise" and cfg.data.label_noise == ["train", "val"]
     assert cfg.model == base.model and cfg.seed == base.seed and cfg.train == base.train
     assert cfg.fingerprint() != dataclasses.replace(base, name=cfg.name).fingerprint()
+
+
+def test_a_finding_never_reported_loses_every_positive_and_nothing_else():
+    """The positive control's labels: no positive of the finding left, every other label as it was."""
+    table = phantoms.phantom_table(3000, seed=3)
+    y = table[list(FINDINGS)].to_numpy(dtype=np.float32)
+    base = ExperimentConfig(runs_dir="runs/x")
+    cfg = label_noise.never_reported_config(base, "Effusion")
+    assert cfg.name == "never_reported_effusion" and cfg.runs_dir == "runs/x/label_noise"
+    assert cfg.data.label_noise == ["train", "val"] and cfg.data.label_sensitivity == {"Effusion": 0.0}
+    assert cfg.model == base.model and cfg.train == base.train and cfg.seed == base.seed
+    noisy = label_noise.flip_labels(y, table["image_id"].to_numpy(), cfg.data.label_sensitivity,
+                                    cfg.data.label_specificity, seed=cfg.data.seed)
+    k = FINDINGS.index("Effusion")
+    assert y[:, k].sum() > 100 and noisy[:, k].sum() == 0
+    np.testing.assert_array_equal(np.delete(noisy, k, axis=1), np.delete(y, k, axis=1))
+    assert cfg.fingerprint() != label_noise.never_reported_config(base, "Edema").fingerprint()
+    with pytest.raises(ValueError, match="never-reported finding 'Efusion'"):
+        label_noise.never_reported_config(base, "Efusion")
+    groups = label_noise.positive_control_groups("Effusion")
+    assert list(groups)[:2] == ["Effusion (never reported)", "the other 13 (labels untouched)"]
+    assert groups["Effusion (never reported)"] == ["Effusion"] and "Effusion" not in groups[list(groups)[1]]
+    assert len(groups[list(groups)[1]]) == 13 and list(groups)[2:] == list(FINDINGS)
+
+
+def test_the_lesson_plans_each_arm_with_its_seeds():
+    from cxrlib import profiles
+
+    profile = profiles.load("cpu", overrides=["seeds.variants=[0, 1, 2]", "seeds.baseline=[0, 1, 2]"])
+    plan = label_noise_lesson.lesson_plan(profile, 0.8, 0.98, True, noisy_seeds=1, never_reported="Effusion")
+    seeds = {}
+    for cfg in plan:
+        seeds.setdefault(cfg.name, []).append(cfg.seed)
+    assert seeds == {"baseline": [0, 1, 2], "noisy_labels": [0], "never_reported_effusion": [0, 1, 2]}
+    assert label_noise_lesson.arm_seeds(profile, 0) == (0, 1, 2) and label_noise_lesson.arm_seeds(profile, 2) == (0, 1)
+    assert [c.name for c in label_noise_lesson.lesson_plan(profile, train_noise=False)] == ["baseline"] * 3
+    with pytest.raises(ValueError, match="NOISY_SEEDS"):
+        label_noise_lesson.arm_seeds(profile, -1)
+
+
+def _control_table(base_low: float, verdict: str) -> "pd.DataFrame":
+    import pandas as pd
+
+    row = {"base AUROC": 0.9, "base CI low": base_low, "base CI high": 0.97, "other AUROC": 0.6,
+           "verdict": verdict, "reason": "the 95% CI of the difference excludes 0"}
+    return pd.DataFrame([{**row, "comparison": "Effusion (never reported)"},
+                         {**row, "comparison": "the other 13 (labels untouched)", "base AUROC": 0.6,
+                          "verdict": "no difference larger than 0.050 shown"}])
+
+
+def test_the_control_says_when_its_answer_is_known():
+    learned = label_noise_lesson.positive_control_words(_control_table(0.83, "worse"), "Effusion")
+    assert "The baseline learned Effusion (AUROC 0.900 [0.830, 0.970], above chance)" in learned
+    assert "the arm scores 0.600: worse, because" in learned and "The other 13" in learned
+    assert "not known" not in learned and "lacks power" not in learned
+    null = _control_table(0.45, "no difference larger than 0.200 shown")
+    blind = label_noise_lesson.positive_control_words(null, "Effusion")
+    assert "did not learn Effusion" in blind and "lacks power, not that the effect is absent" in blind
+    real = label_noise_lesson.positive_control_words(_control_table(0.83, "worse"), "Effusion", "chestxray14")
+    assert real.startswith("The labels of this chestxray14 data are mined from reports, not known to be true")

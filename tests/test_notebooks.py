@@ -282,6 +282,9 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
     noisy = [c for c in planned["12_label_noise"] if c.name == label_noise.RUN_NAME]  # one per variant seed
     assert [c.seed for c in noisy] == list(profile.seeds.variants)
     assert all(runs.is_finished(runs.run_folder(c), c) for c in noisy)
+    control = [c for c in planned["12_label_noise"] if c.name == "never_reported_effusion"]  # the positive control
+    assert [c.seed for c in control] == list(profile.seeds.variants)
+    assert all(runs.is_finished(runs.run_folder(c), c) for c in control)
     assert [c.name for c in planned["13_external_site"]] == ["baseline"] * len(profile.seeds.baseline)
     # the clinical lesson plans 06's runs (all finished by 06): it trains nothing of its own
     assert [(c.name, c.seed) for c in planned["11_clinical_evaluation"]] == [
@@ -307,6 +310,14 @@ def test_label_noise_lesson(smoke):
     assert cfg.data.label_specificity == 0.98
     assert label_noise.RUN_NAME in text and "vs baseline" in text
     assert label_noise.RUN_NAME not in runs.experiment_runs(smoke.runs_dir)  # out of the study's table
+    # the positive control: Effusion never reported in train/val, compared finding by finding
+    control = runs.experiment_runs(lesson)["never_reported_effusion"]
+    assert runs.load_config(control[0]).data.label_sensitivity == {"Effusion": 0.0}
+    for row in ["Effusion (never reported)", "the other 13 (labels untouched)", *FINDINGS]:
+        assert row in text
+    # one variant seed on smoke: the design does not test it, and the sentence says what the control could show
+    assert "not tested: 1 seed" in text
+    assert "did not learn Effusion" in text or "The baseline learned Effusion" in text
 
 
 def test_external_site_lesson(smoke):

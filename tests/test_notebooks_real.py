@@ -181,6 +181,11 @@ def test_label_noise_lesson_on_real_labels(sample):
     assert "AUROC vs noisy labels" in text and "cap" in text
     noisy = runs.experiment_runs(sample.runs_dir / "label_noise")["noisy_labels"]
     assert runs.load_config(noisy[0]).data.label_noise == ["train", "val"]
+    # the positive control on real labels: still trained and compared, its answer not claimed as known
+    control = runs.experiment_runs(sample.runs_dir / "label_noise")["never_reported_effusion"]
+    assert runs.load_config(control[0]).data.label_sensitivity == {"Effusion": 0.0}
+    assert "Effusion (never reported)" in text and "the other 13 (labels untouched)" in text
+    assert "mined from reports, not known to be true" in text
 
 
 def test_external_site_is_the_second_folder(sample):

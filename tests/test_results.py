@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from cxrlib import conclusions, results, runs
+from cxrlib.labels import FINDINGS
 from cxrlib.results import VERDICT_RULE, verdict
 
 
@@ -240,3 +241,73 @@ def test_the_command_line_writes_metrics_by_the_convention():
     assert mean_line.split()[1:] == results.estimate_text(0.7123, 0.6901, 0.7334).split()
     nodule = next(line for line in text.splitlines() if line.startswith("Nodule"))
     assert nodule.count(results.MISSING) == 3  # AUROC, its CI and AUPRC: said, not printed as n/a or nan
+
+
+# ----------------------------------------------------------------------------- chosen findings
+
+
+@pytest.fixture()
+def one_finding_lost(tmp_path):
+    """Three seeds each of a baseline and an arm on 300 images of 150 patients: the arm's scores
+    are the baseline's seed for seed, except Effusion's, which are random (its ranking lost)."""
+    from conftest import _fake_run, seeded_scores
+
+    rng = np.random.default_rng(7)
+    n = 300
+    targets = (rng.random((n, len(FINDINGS))) < 0.25).astype(np.float32)
+    targets[:2] = 1 - targets[2:4]
+    targets[:, FINDINGS.index("Hernia")] = 0.0  # a finding without positives: left out of every mean
+    ids = np.array([f"img_{i:03d}.png" for i in range(n)])
+    root = tmp_path / "runs"
+    k = FINDINGS.index("Effusion")
+    base_dirs, arm_dirs = [], []
+    for seed in range(3):
+        scores = seeded_scores(targets, 0.6, seed)
+        lost = scores.copy()
+        lost[:, k] = np.random.default_rng(50 + seed).random(n)
+        base_dirs.append(_fake_run(root, "baseline", scores, targets, ids, seed=seed))
+        arm_dirs.append(_fake_run(root, "never_reported_effusion", lost, targets, ids, seed=seed))
+    return base_dirs, arm_dirs
+
+
+@pytest.mark.filterwarnings("ignore:AUROC undefined")
+def test_a_finding_whose_ranking_is_lost_is_worse_alone_and_not_the_others(one_finding_lost):
+    from cxrlib.inference import compare_arms
+    from cxrlib.metrics import auroc
+
+    base_dirs, arm_dirs = one_finding_lost
+    groups = {"Effusion alone": ["Effusion"], "the rest": [f for f in FINDINGS if f != "Effusion"],
+              "Edema": ["Edema"], "Hernia": ["Hernia"]}
+    table = results.finding_comparison(base_dirs, arm_dirs, groups).set_index("comparison")
+    k = FINDINGS.index("Effusion")
+    pred = [runs.load_predictions(d) for d in base_dirs], [runs.load_predictions(d) for d in arm_dirs]
+    y = pred[0][0]["targets"]
+    by_hand = [np.mean([auroc(y, p["scores"])[k] for p in side]) for side in pred]
+    lost = table.loc["Effusion alone"]
+    assert lost["findings"] == 1 and lost["base AUROC"] == pytest.approx(by_hand[0])
+    assert lost["other AUROC"] == pytest.approx(by_hand[1]) and abs(lost["other AUROC"] - 0.5) < 0.1
+    assert lost["diff vs baseline"] == pytest.approx(by_hand[1] - by_hand[0])
+    assert lost["verdict"] == results.WORSE and lost["base CI low"] > 0.5
+    # the other findings' scores did not change: no difference, for their mean and for one of them
+    rest, edema = table.loc["the rest"], table.loc["Edema"]
+    assert rest["findings"] == 12  # Hernia has no positive: out of the mean
+    assert rest["diff vs baseline"] == pytest.approx(0.0, abs=1e-12) and edema["diff vs baseline"] == pytest.approx(0.0)
+    assert rest["verdict"].startswith(results.NO_DIFFERENCE.removesuffix(" shown"))
+    assert edema["verdict"].startswith("no difference") and not edema["diff CI low"] > 0
+    assert table.loc["Hernia", "verdict"] == results.NOT_COMPARED and "positive" in table.loc["Hernia", "reason"]
+    # the restriction is compare_arms on those columns alone, nothing else
+    cols = [FINDINGS.index(f) for f in groups["the rest"]]
+    direct = compare_arms(y[:, cols], [p["scores"][:, cols] for p in pred[1]], [p["scores"][:, cols] for p in pred[0]],
+                          patient_ids=pred[0][0]["patient_ids"], label_names=groups["the rest"])
+    assert rest["p-value"] == pytest.approx(direct["p_value"]) and rest["MDD"] == pytest.approx(direct["mdd"])
+    # over all 14 the loss is diluted into the mean; restricted, Effusion alone carries it
+    whole = results.compare_experiments(base_dirs, arm_dirs)
+    alone = results.compare_experiments(base_dirs, arm_dirs, findings=["Effusion"])
+    assert alone["diff"] == pytest.approx(lost["diff vs baseline"])
+    assert whole["diff"] == pytest.approx(alone["diff"] / 13)
+    text = results.format_finding_comparison(table.reset_index(), "baseline", "never_reported_effusion")
+    assert text.loc["Effusion alone", "verdict"] == results.WORSE
+    assert text.loc["Effusion alone", "never_reported_effusion - baseline [95% CI]"] == results.estimate_text(
+        lost["diff vs baseline"], lost["diff CI low"], lost["diff CI high"], signed=True)
+    with pytest.raises(ValueError, match="Efusion"):
+        results.compare_experiments(base_dirs, arm_dirs, findings=["Efusion"])
