@@ -258,7 +258,7 @@ def cap_table(sensitivity: float, specificity: float, prevalences: Sequence[floa
 
 def lesson_plan(profile, sensitivity: float | Mapping[str, float] = 0.8,
                 specificity: float | Mapping[str, float] = 0.98, train_noise: bool = True) -> list:
-    """Notebook 12's runs, once per seed of the profile: the baseline it re-scores and, with
+    """Notebook 10's runs, once per seed of the profile: the baseline it re-scores and, with
     ``train_noise``, the baseline trained on this labeller's train/val labels."""
     base = profile.baseline
     return [base] + ([noisy_training_config(base, sensitivity, specificity)] if train_noise else [])

@@ -59,8 +59,8 @@ NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
     "06_losses": {"LOSSES": ["bce", "weighted_bce", "focal", "asymmetric", "multilabel_margin"]},
     "07_heatmaps": {"METHODS": ["gradcam", "gradcam++", "eigencam", "randomcam"], "HEAD": "", "N_IMAGES": 200,
                     "N_RANDOM": 20, "N_EXAMPLES": 3},
-    "10_shortcuts": {"HEAD": "", "NUM_PHANTOMS": 0, "N_EXAMPLES": 3},
-    "13_external_site": {"SITE_DIR": "", "NUM_PHANTOMS": 600, "N_EXAMPLES": 4},
+    "12_shortcuts": {"HEAD": "", "NUM_PHANTOMS": 0, "N_EXAMPLES": 3},
+    "11_external_site": {"SITE_DIR": "", "NUM_PHANTOMS": 600, "N_EXAMPLES": 4},
 }
 
 
