@@ -1,6 +1,6 @@
 """Screenshots of the exported report in headless Chromium, to check that it renders.
 
-    python bench/screenshot_report.py [--reports reports] [--notebook 09_results]
+    python bench/screenshot_report.py [--reports reports] [--notebook 13_results]
 
 Opens ``reports/index.html`` and one notebook's HTML in Debian's ``chromium`` (no display,
 no network, a fresh profile folder) and saves full-width PNGs under
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", default="reports", help="the report's output folder (default: reports)")
     parser.add_argument("--notebook", default=None,
-                        help="stem of the notebook page to capture (default: 09_results, else the first page)")
+                        help="stem of the notebook page to capture (default: 13_results, else the first page)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=2400)
     parser.add_argument("--chromium", default=None, help="path to the Chromium binary")
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     pages = sorted(p for p in reports.glob("[0-9][0-9]_*.html"))
     if args.notebook:
         notebook = reports / f"{args.notebook}.html"
-    elif (reports / "09_results.html").is_file():
-        notebook = reports / "09_results.html"
+    elif (reports / "13_results.html").is_file():
+        notebook = reports / "13_results.html"
     elif pages:
         notebook = pages[0]
     else:

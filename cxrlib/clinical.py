@@ -154,7 +154,7 @@ def operating_points(val_predictions: dict, test_predictions: dict, rule: Thresh
     chosen = thresholds(val_predictions, rule)
     y, s = np.asarray(test_predictions["targets"]), np.asarray(test_predictions["scores"])
     pids = test_predictions.get("patient_ids")
-    weights = (np.concatenate(list(metrics._bootstrap_weights(len(y), pids, n_bootstrap, seed)))
+    weights = (np.concatenate(list(metrics.bootstrap_weights(len(y), pids, n_bootstrap, seed)))
                if n_bootstrap > 0 else np.zeros((0, len(y))))
     rows = []
     for k, name in enumerate(names):

@@ -1,6 +1,6 @@
 """The results in sentences: each comparison of a results table (:func:`cxrlib.results.results_table`)
 said in words made from its numbers, with the rule that decided it (:func:`conclusions`), and
-notebook 10's stratified test set said likewise (:func:`strata_words`). Every number is written
+notebook 12's stratified test set said likewise (:func:`strata_words`). Every number is written
 through :mod:`cxrlib.results`' one convention; this module only composes sentences.
 """
 from __future__ import annotations

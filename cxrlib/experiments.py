@@ -218,13 +218,13 @@ def notebook_configs(profile: Profile, notebook: str | Path, params: Mapping[str
 
 
 def clinical_losses(profile: Profile, losses: Sequence[str] = ()) -> list[str]:
-    """The losses notebook 11 compares: ``losses`` when given, else those notebook 06 trains
+    """The losses notebook 09 compares: ``losses`` when given, else those notebook 06 trains
     with this profile, so the lesson reuses 06's runs and trains none."""
     return list(losses or profile.notebook_value("06_losses", "LOSSES"))
 
 
 def clinical_variants(profile: Profile, losses: Sequence[str] = ()) -> list[ExperimentConfig]:
-    """Notebook 11's plan: the baseline and the loss variants of :func:`clinical_losses`."""
+    """Notebook 09's plan: the baseline and the loss variants of :func:`clinical_losses`."""
     return loss_variants(profile, clinical_losses(profile, losses))
 
 

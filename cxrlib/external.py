@@ -173,7 +173,7 @@ def drop_words(table: pd.DataFrame) -> str:
 
 @dataclasses.dataclass
 class SiteResult:
-    """The baseline's runs re-scored at another site: what notebook 13 shows."""
+    """The baseline's runs re-scored at another site: what notebook 11 shows."""
 
     bundle: Any  # the external site's DataBundle
     images: CachedDataset  # all of its images
@@ -215,6 +215,6 @@ def has_site(data_cfg, site_dir: str | Path | None = None) -> bool:
 
 
 def lesson_plan(profile) -> list:
-    """Notebook 13's runs, once per seed of the profile: the baseline, re-scored at the other
+    """Notebook 11's runs, once per seed of the profile: the baseline, re-scored at the other
     site (the controls beside it are fitted, not trained)."""
     return [profile.baseline]

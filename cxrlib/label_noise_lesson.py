@@ -1,4 +1,4 @@
-"""Notebook 12's plan and its positive control in words: the parts of the label-noise lesson
+"""Notebook 10's plan and its positive control in words: the parts of the label-noise lesson
 that train and compare. :mod:`cxrlib.label_noise` itself stays a leaf (the data and the
 config import it), so what needs the experiments and the verdicts lives here.
 
@@ -60,7 +60,7 @@ def arm_seeds(profile, n: int) -> tuple[int, ...]:
 def lesson_plan(profile, sensitivity: float | Mapping[str, float] = 0.8,
                 specificity: float | Mapping[str, float] = 0.98, train_noise: bool = True,
                 noisy_seeds: int = 0, never_reported: str = "") -> list:
-    """Notebook 12's runs, each with its seeds: the baseline it re-scores (the baseline's
+    """Notebook 10's runs, each with its seeds: the baseline it re-scores (the baseline's
     seeds); with ``train_noise``, the baseline trained on this labeller's train/val labels
     (:func:`arm_seeds` of ``noisy_seeds``); with ``never_reported`` (a finding), the positive
     control :func:`cxrlib.label_noise.never_reported_config` (the variant seeds)."""

@@ -137,8 +137,10 @@ def patient_groups(patient_ids, n: int) -> np.ndarray | None:
     return groups
 
 
-def _bootstrap_weights(n: int, patient_ids, n_bootstrap: int, seed: int):
-    """Yield multiplicity matrices [R, n] for ``n_bootstrap`` resamples in chunks.
+def bootstrap_weights(n: int, patient_ids, n_bootstrap: int, seed: int):
+    """Yield multiplicity matrices [R, n] for ``n_bootstrap`` resamples in chunks: the one
+    patient bootstrap of every CI here and in :mod:`cxrlib.clinical` (a statistic weighted by
+    a row is that statistic on one resample).
 
     With patient ids, whole patients are drawn with replacement (cluster bootstrap); an
     image's multiplicity is its patient's. Missing ids count as one patient per image.
@@ -169,7 +171,7 @@ class _Resamples:
 
     def __iter__(self):
         cap = _MAX_DRAWS_PER_RESAMPLE * self.n_bootstrap
-        draws = _bootstrap_weights(self.n, self.patient_ids, cap, self.seed)
+        draws = bootstrap_weights(self.n, self.patient_ids, cap, self.seed)
         for w in draws:
             ok = ((w @ self.pos) > 0).all(axis=1) & ((w @ self.neg) > 0).all(axis=1)
             need = self.n_bootstrap - self.accepted
@@ -392,7 +394,7 @@ def paired_mean_difference(a, b, groups=None, n_bootstrap: int = 1000, seed: int
     d = a - b
     boot = []
     if n_bootstrap > 0:
-        for w in _bootstrap_weights(n, groups, n_bootstrap, seed):
+        for w in bootstrap_weights(n, groups, n_bootstrap, seed):
             boot.append((w @ d) / w.sum(axis=1))
     boot = np.concatenate(boot) if boot else np.zeros(0)
     if len(boot):

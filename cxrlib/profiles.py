@@ -59,11 +59,11 @@ NOTEBOOK_DEFAULTS: dict[str, dict[str, Any]] = {
     "06_losses": {"LOSSES": ["bce", "weighted_bce", "focal", "asymmetric", "multilabel_margin"]},
     "07_heatmaps": {"METHODS": ["gradcam", "gradcam++", "eigencam", "randomcam"], "HEAD": "", "N_IMAGES": 200,
                     "N_RANDOM": 20, "N_EXAMPLES": 3},
-    "10_shortcuts": {"HEAD": "", "NUM_PHANTOMS": 0, "N_EXAMPLES": 3},
     # NOISY_SEEDS 0: the noisy-label arm trains every variant seed. NEVER_REPORTED: the positive
-    # control's finding, chosen from how the phantoms draw it (notebook 12 says why), not from results.
-    "12_label_noise": {"NOISY_SEEDS": 0, "NEVER_REPORTED": "Effusion"},
-    "13_external_site": {"SITE_DIR": "", "NUM_PHANTOMS": 600, "N_EXAMPLES": 4},
+    # control's finding, chosen from how the phantoms draw it (notebook 10 says why), not from results.
+    "10_label_noise": {"NOISY_SEEDS": 0, "NEVER_REPORTED": "Effusion"},
+    "11_external_site": {"SITE_DIR": "", "NUM_PHANTOMS": 600, "N_EXAMPLES": 4},
+    "12_shortcuts": {"HEAD": "", "NUM_PHANTOMS": 0, "N_EXAMPLES": 3},
 }
 
 

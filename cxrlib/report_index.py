@@ -1,6 +1,6 @@
 """The report's front page, ``reports/index.html``: the forest plot of every run against the
 baseline and the controls, the conclusions in words (:mod:`cxrlib.conclusions`), the results
-table, what the profile leaves to the full profile, notebook 10's strata, the localization
+table, what the profile leaves to the full profile, notebook 12's strata, the localization
 summaries, the notebooks with their status and time, and the published figures with their
 splits. The runner (:mod:`cxrlib.report`) calls :func:`write_index` once the notebooks ran.
 """
@@ -135,12 +135,12 @@ def _skipped_html(profile: Profile) -> str:
 
 
 def _strata_html(runs_dir: Path) -> str:
-    """Every test set stratified by a confounder under ``runs_dir`` (notebook 10's drained and
+    """Every test set stratified by a confounder under ``runs_dir`` (notebook 12's drained and
     undrained pneumothoraces), in words and as its table."""
     found = runs.strata_under(runs_dir)
     if not found:
         return ""  # the lesson did not run: nothing measured, nothing said
-    parts = ["<h2>Hidden stratification: one label, two strata (notebook 10)</h2>"]
+    parts = ["<h2>Hidden stratification: one label, two strata (notebook 12)</h2>"]
     for where, table in found.items():
         notes = table.attrs.get("notes", {})
         drawn = "; ".join(f"{k}: {v}" for k, v in notes.items())

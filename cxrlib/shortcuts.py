@@ -9,7 +9,7 @@ averages over them.
 
 The phantoms reproduce this on purpose when asked (``PhantomSpec.confounder``): a drain on
 most Pneumothorax images of the training split only. This module trains nothing itself; it
-names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 10's plan
+names the lesson's runs (:func:`lesson_configs`; :func:`lesson_plan` is notebook 12's plan
 for the check), draws ONE test set as an archive holds it, a drain on some of its positives
 (:func:`drained_part`), stratifies it: drained and undrained positives each against the same
 negatives (:func:`stratified_table`; kept beside the drained run by
@@ -72,7 +72,7 @@ def lesson_configs(base: ExperimentConfig, share: float = 0.9,
 
 
 def lesson_plan(profile, head: str = "", share: float = 0.9, num_phantoms: int = 0) -> list[ExperimentConfig]:
-    """Notebook 10's runs (its plan, :class:`cxrlib.experiments.NotebookPlan`): the
+    """Notebook 12's runs (its plan, :class:`cxrlib.experiments.NotebookPlan`): the
     :func:`lesson_configs` of the run notebook 07 scores, the baseline with ``head``."""
     return list(lesson_configs(experiments.heatmap_config(profile, head), share, num_phantoms))
 
@@ -186,18 +186,18 @@ def stratified_table(runs: Mapping[str, object], part: DrainedPart, n_bootstrap:
 
 
 def read_strata(runs_dir: str | Path) -> pd.DataFrame | None:
-    """The stratified table notebook 10 kept (:func:`cxrlib.runs.write_strata`, beside the
+    """The stratified table notebook 12 kept (:func:`cxrlib.runs.write_strata`, beside the
     drained run) under a study's ``runs_dir``; None when the lesson has not run there."""
     return runs_store.read_strata(Path(runs_dir) / LESSON_DIR / RUN_NAME)
 
 
 def strata_summary(runs_dir: str | Path) -> str:
-    """Notebook 10's result under ``runs_dir`` in words (:func:`strata_words`), or what to run
-    to get it: what notebook 09 and the report's index say about the lesson."""
+    """Notebook 12's result under ``runs_dir`` in words (:func:`strata_words`), or what to run
+    to get it: what notebook 13 and the report's index say about the lesson."""
     table = read_strata(runs_dir)
     if table is None:
-        return (f"Hidden stratification: not measured under {runs_dir}; run notebook 10 "
-                f"(python -m cxrlib report --only 10) to stratify its test set by the drain.")
+        return (f"Hidden stratification: not measured under {runs_dir}; run notebook 12 "
+                f"(python -m cxrlib report --only 12) to stratify its test set by the drain.")
     return "\n".join(strata_words(table))
 
 

@@ -68,7 +68,7 @@ def test_the_check_plans_with_the_calls_the_notebooks_make():
         expected = [(c.name, s, dataclasses.replace(c, seed=s).fingerprint()) for c in configs
                     for s in profile.seeds.of(c)]
         assert [(c.name, c.seed, c.fingerprint()) for c in planned] == expected, stem
-    assert experiments.notebook_configs(profile, "09_results", {}) == []
+    assert experiments.notebook_configs(profile, "13_results", {}) == []
 
 
 def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs):
@@ -228,7 +228,7 @@ def test_a_notebook_declares_its_plan_as_data(tmp_path):
                                           "arguments": {"losses": "LOSSES"}})
     assert [(c.name, c.seed) for c in experiments.notebook_configs(seeded, path, {"LOSSES": ["focal"]})] == [
         ("baseline", 0), ("baseline", 1), ("focal", 0), ("focal", 1)]
-    assert experiments.NotebookPlan.of_notebook(NOTEBOOKS_DIR / "09_results.ipynb") is None
+    assert experiments.NotebookPlan.of_notebook(NOTEBOOKS_DIR / "13_results.ipynb") is None
 
 
 @pytest.mark.parametrize("plan,needle", [
@@ -254,6 +254,6 @@ def test_the_clinical_lesson_plans_the_runs_of_06():
     assert experiments.clinical_losses(bare) == profiles.NOTEBOOK_DEFAULTS["06_losses"]["LOSSES"]
     for profile in (smoke, profiles.load("cpu"), bare):
         losses = profile.notebook_value("06_losses", "LOSSES")
-        planned = experiments.notebook_configs(profile, "11_clinical_evaluation", {"LOSSES": []})
+        planned = experiments.notebook_configs(profile, "09_clinical_evaluation", {"LOSSES": []})
         assert [c.fingerprint() for c in planned] == [
             c.fingerprint() for c in experiments.notebook_configs(profile, "06_losses", {"LOSSES": losses})]

@@ -1,4 +1,4 @@
-"""The lessons of notebooks 12 and 13 are lessons: question, idea, what to look for, pitfalls,
+"""The lessons of notebooks 10 and 11 are lessons: question, idea, what to look for, pitfalls,
 exercises that predict before running, and at least 1,000 words of prose."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("stem", ["12_label_noise", "13_external_site"])
+@pytest.mark.parametrize("stem", ["10_label_noise", "11_external_site"])
 def test_lesson_prose(stem):
     nb = nbformat.read(str(NOTEBOOKS / f"{stem}.ipynb"), as_version=4)
     prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")

@@ -67,9 +67,9 @@ def test_bootstrap_ci_covers_estimate_and_is_reproducible():
 
 def test_bootstrap_replicate_equals_direct_auroc_of_resample():
     """The multiplicity-weighted AUROC equals sklearn's AUROC on the materialised resample."""
-    from cxrlib.metrics import _SortedClass, _bootstrap_weights
+    from cxrlib.metrics import _SortedClass, bootstrap_weights
     y, s = _data(n=60, k=1)
-    w = next(_bootstrap_weights(60, None, 3, seed=1))
+    w = next(bootstrap_weights(60, None, 3, seed=1))
     got = _SortedClass(y[:, 0], s[:, 0]).auc(w)
     for r in range(3):
         idx = np.repeat(np.arange(60), w[r].astype(int))
@@ -77,9 +77,9 @@ def test_bootstrap_replicate_equals_direct_auroc_of_resample():
 
 
 def test_cluster_bootstrap_resamples_patients():
-    from cxrlib.metrics import _bootstrap_weights
+    from cxrlib.metrics import bootstrap_weights
     pids = np.repeat(np.arange(10), 3)
-    for w in _bootstrap_weights(30, pids, 100, seed=0):
+    for w in bootstrap_weights(30, pids, 100, seed=0):
         blocks = w.reshape(len(w), 10, 3)
         assert (blocks == blocks[:, :, :1]).all()  # a patient's images are drawn together
         assert (w.sum(1) == 30).all()
@@ -176,7 +176,7 @@ def test_missing_patient_ids_are_one_patient_per_image(missing):
 def test_bootstrap_mean_is_over_the_same_findings_in_every_resample():
     """A finding with one positive among 30 images: ~37% of resamples lose it. They are
     redrawn and counted, and every resample's mean is over all three findings."""
-    from cxrlib.metrics import _bootstrap_weights
+    from cxrlib.metrics import bootstrap_weights
 
     rng = np.random.default_rng(2)
     n = 30
@@ -193,7 +193,7 @@ def test_bootstrap_mean_is_over_the_same_findings_in_every_resample():
     # The same rule, written out: draw, keep resamples where every finding has both
     # classes, take the first R, average the three AUROCs of each.
     means, redrawn = [], 0
-    for w in _bootstrap_weights(n, None, 20 * R, seed=0):
+    for w in bootstrap_weights(n, None, 20 * R, seed=0):
         for row in w:
             idx = np.repeat(np.arange(n), row.astype(int))
             if len(means) == R:

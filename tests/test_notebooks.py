@@ -22,8 +22,8 @@ from executed_notebooks import images as _images, result as _result, text as _te
 REPO = Path(__file__).resolve().parent.parent
 # 08_demo has its own tests; the results notebook runs last, as in the report.
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "09_results", "10_shortcuts", "11_clinical_evaluation",
-         "12_label_noise", "13_external_site"]
+         "06_losses", "07_heatmaps", "13_results", "12_shortcuts", "09_clinical_evaluation",
+         "10_label_noise", "11_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_shortcut_lesson(smoke):
     from cxrlib.data import load_data
     from cxrlib.data.phantom_source import phantom_spec
 
-    r = _result(smoke, "10_shortcuts")
+    r = _result(smoke, "12_shortcuts")
     lesson = smoke.runs_dir / shortcuts.LESSON_DIR
     clean, drain = (_check_run(lesson / name) for name in ("clean", shortcuts.RUN_NAME))
     cfg = {name: json.loads((lesson / name / "config.json").read_text()) for name in ("clean", "drain")}
@@ -164,7 +164,7 @@ def test_shortcut_lesson(smoke):
     assert shortcuts.WITH_DRAINS in text and shortcuts.WITHOUT_DRAINS in text
     assert "trained clean" in text and "trained with drains" in text
     assert "hottest pixel on the drain" in text and "positives with a drain" in text
-    # ONE test set stratified: both strata against the same negatives, kept for 09 and the index
+    # ONE test set stratified: both strata against the same negatives, kept for 13 and the index
     strata = shortcuts.read_strata(smoke.runs_dir)
     assert strata is not None and set(strata.index.get_level_values("model")) == {"trained clean", "trained with drains"}
     counts = strata.loc["trained with drains"]
@@ -182,7 +182,7 @@ def test_clinical_evaluation(smoke):
     temperature, each loss's calibration, the worst errors, the seed ensemble and the checks."""
     from cxrlib import clinical, error_analysis
 
-    r = _result(smoke, "11_clinical_evaluation")
+    r = _result(smoke, "09_clinical_evaluation")
     text = _text(r.executed)
     # the runs it shows were finished before it ran (by 01 and 06), not trained by it
     for run_dir in (smoke.runs_dir / "baseline", smoke.runs_dir / "baseline" / "seed1", smoke.runs_dir / "focal"):
@@ -202,9 +202,9 @@ def test_clinical_evaluation(smoke):
 
 
 def test_results_lists_every_run(smoke):
-    r = _result(smoke, "09_results")
+    r = _result(smoke, "13_results")
     text = _text(r.executed)
-    # 01 fits the shortcut control, 13 the metadata control; 09 summarises after every other notebook
+    # 01 fits the shortcut control, 11 the metadata control; 13 summarises after every other notebook
     every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL, experiments.METADATA_CONTROL]
     for name in every:
         assert name in text
@@ -212,7 +212,7 @@ def test_results_lists_every_run(smoke):
     assert sorted(table.loc[table["kind"] != results.DESIGN_CONTROL, "experiment"]) == sorted(every)
     assert (table["kind"] == results.DESIGN_CONTROL).sum() == 2  # the A/A and planted-loss controls
     # the shortcut control: a row of its own kind right after the baseline, never in the demo's menu
-    # the baseline, then the controls: the shortcut control (01) and the metadata control (13)
+    # the baseline, then the controls: the shortcut control (01) and the metadata control (11)
     assert table["experiment"][0] == "baseline"
     assert set(table["experiment"][1:3]) == {experiments.CONTROL, experiments.METADATA_CONTROL}
     assert set(table.set_index("experiment").loc[[experiments.CONTROL, experiments.METADATA_CONTROL], "kind"]) \
@@ -231,9 +231,9 @@ def test_results_lists_every_run(smoke):
     for name in every + STEMS:
         assert name in index
     assert "data:image/png;base64," in index and words.comparisons[0].split(":")[0] in index
-    # notebook 10's stratified test set: in 09 (which runs after it) and in the index
+    # notebook 12's stratified test set: in 13 (which runs after it) and in the index
     from cxrlib import shortcuts
-    assert report.run_order([REPO / "notebooks" / f"{s}.ipynb" for s in STEMS])[-1].stem == "09_results"
+    assert report.run_order([REPO / "notebooks" / f"{s}.ipynb" for s in STEMS])[-1].stem == "13_results"
     summary = shortcuts.strata_summary(smoke.runs_dir)
     assert shortcuts.read_strata(smoke.runs_dir) is not None and summary.splitlines()[0] in text
     assert "Hidden stratification: one label, two strata" in index and summary.splitlines()[0] in index
@@ -278,18 +278,18 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
             assert cfg.seed in profile.seeds.of(cfg), (stem, cfg.name, cfg.seed)
             assert runs.is_finished(runs.run_folder(cfg), cfg), (stem, cfg.name, cfg.seed)
     assert [c.seed for c in planned["01_baselines"] if c.name == "baseline"] == list(profile.seeds.of("baseline"))
-    assert planned["00_data_exploration"] == [] and planned["09_results"] == []
-    noisy = [c for c in planned["12_label_noise"] if c.name == label_noise.RUN_NAME]  # one per variant seed
+    assert planned["00_data_exploration"] == [] and planned["13_results"] == []
+    noisy = [c for c in planned["10_label_noise"] if c.name == label_noise.RUN_NAME]  # one per variant seed
     assert [c.seed for c in noisy] == list(profile.seeds.variants)
     assert all(runs.is_finished(runs.run_folder(c), c) for c in noisy)
-    control = [c for c in planned["12_label_noise"] if c.name == "never_reported_effusion"]  # the positive control
+    control = [c for c in planned["10_label_noise"] if c.name == "never_reported_effusion"]  # the positive control
     assert [c.seed for c in control] == list(profile.seeds.variants)
     assert all(runs.is_finished(runs.run_folder(c), c) for c in control)
-    assert [c.name for c in planned["13_external_site"]] == ["baseline"] * len(profile.seeds.baseline)
+    assert [c.name for c in planned["11_external_site"]] == ["baseline"] * len(profile.seeds.baseline)
     # the clinical lesson plans 06's runs (all finished by 06): it trains nothing of its own
-    assert [(c.name, c.seed) for c in planned["11_clinical_evaluation"]] == [
+    assert [(c.name, c.seed) for c in planned["09_clinical_evaluation"]] == [
         (c.name, c.seed) for c in planned["06_losses"]]
-    lesson = planned["10_shortcuts"]  # the shortcut lesson's two runs, one seed each
+    lesson = planned["12_shortcuts"]  # the shortcut lesson's two runs, one seed each
     assert [c.name for c in lesson] == ["clean", "drain"]
     assert all(runs.is_finished(runs.run_folder(c), c) for c in lesson)
 
@@ -297,7 +297,7 @@ def test_the_check_plans_what_the_notebooks_trained(smoke):
 def test_label_noise_lesson(smoke):
     """12 re-scores the baseline against a noisy labeller's test labels and trains it once more
     on noisy train/val labels, apart from the study's table."""
-    r = _result(smoke, "12_label_noise")
+    r = _result(smoke, "10_label_noise")
     injected_parameters(r)
     text = _text(r.executed)
     for column in ("AUROC vs truth", "AUROC vs noisy labels", "predicted", "cap", "labeller PPV", "corrected"):
@@ -322,7 +322,7 @@ def test_label_noise_lesson(smoke):
 
 def test_external_site_lesson(smoke):
     """13 re-scores every baseline seed at the second phantom site and fits the metadata control."""
-    r = _result(smoke, "13_external_site")
+    r = _result(smoke, "11_external_site")
     injected_parameters(r)
     text = _text(r.executed)
     assert "at its own site" in text and "at the other" in text

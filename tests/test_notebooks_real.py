@@ -4,7 +4,7 @@ The real sample beside the checkout (the release's full metadata table and split
 621 of its images, 12 of them boxed) goes through the report runner exactly as a user's
 partial download would: 00 shows the release's statistics and the split's leakage check,
 01-06 train and evaluate on real images on the official split, 07 scores heatmaps against
-the real boxes beside random maps, 08's demo opens on a boxed image, 09 builds the table.
+the real boxes beside random maps, 08's demo opens on a boxed image, 13 builds the table.
 Each test checks a notebook's products (run folders, metrics, tables, what is shown), not
 only that it ran. The image cache is the session's (``sample_cache``), built once.
 """
@@ -29,8 +29,8 @@ from executed_notebooks import images as _images, outputs as _outputs, result as
 
 OFFICIAL = "official patient-wise split (test_list.txt)"
 STEMS = ["00_data_exploration", "01_baselines", "02_fpn", "03_psp", "04_multiscale", "05_two_stage",
-         "06_losses", "07_heatmaps", "08_demo", "09_results", "11_clinical_evaluation",
-         "12_label_noise", "13_external_site"]
+         "06_losses", "07_heatmaps", "08_demo", "13_results", "09_clinical_evaluation",
+         "10_label_noise", "11_external_site"]
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +38,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory, cxr14_sample, sample_cache):
     root = tmp_path_factory.mktemp("sample_report")
-    # 13's other hospital: a second folder in the release's layout, from 60 of the sample's images
+    # 11's other hospital: a second folder in the release's layout, from 60 of the sample's images
     site = make_second_site(cxr14_sample, root)
     profile = profiles.load("sample", data_dir=cxr14_sample, overrides=[f"data.cache_dir={sample_cache}",
-                                                                        f"notebooks.13_external_site.SITE_DIR={site}"])
+                                                                        f"notebooks.11_external_site.SITE_DIR={site}"])
     return report.run_report(profile, only=STEMS, out_dir=root / "reports", runs_dir=root / "runs", echo=None)
 
 
@@ -154,7 +154,7 @@ def test_demo_opens_on_a_boxed_real_image(sample, release):
 
 
 def test_results_table_of_the_real_runs(sample):
-    r = _result(sample, "09_results")
+    r = _result(sample, "13_results")
     text = _text(r.executed)
     every = [n for names in RUNS.values() for n in names] + [experiments.CONTROL]  # 01 fits the control
     table = results.results_table(sample.runs_dir, n_bootstrap=20)
@@ -166,7 +166,7 @@ def test_results_table_of_the_real_runs(sample):
     for name in every:
         assert name in text
     assert OFFICIAL in text
-    assert "Hidden stratification: not measured" in text  # 10 did not run here, and 09 says so
+    assert "Hidden stratification: not measured" in text  # 12 did not run here, and 13 says so
     index = (sample.out_dir / "index.html").read_text()
     for name in every + STEMS:
         assert name in index
@@ -176,7 +176,7 @@ def test_results_table_of_the_real_runs(sample):
 
 
 def test_label_noise_lesson_on_real_labels(sample):
-    r = _result(sample, "12_label_noise")
+    r = _result(sample, "10_label_noise")
     text = _text(r.executed)
     assert "AUROC vs noisy labels" in text and "cap" in text
     noisy = runs.experiment_runs(sample.runs_dir / "label_noise")["noisy_labels"]
@@ -191,7 +191,7 @@ def test_label_noise_lesson_on_real_labels(sample):
 def test_external_site_is_the_second_folder(sample):
     """13 on real files: the second folder's 60 images re-scored by every baseline seed, and the
     metadata control fitted on the official train part from view position, age, sex, follow-up."""
-    r = _result(sample, "13_external_site")
+    r = _result(sample, "11_external_site")
     text = _text(r.executed)
     assert "site_b" in injected_parameters(r)
     assert "at its own site" in text and "external AUROC" in text
@@ -206,7 +206,7 @@ def test_clinical_evaluation_on_real_images(sample, release):
     so no ensemble, said in words."""
     from cxrlib import clinical
 
-    r = _result(sample, "11_clinical_evaluation")
+    r = _result(sample, "09_clinical_evaluation")
     text = _text(r.executed)
     assert OFFICIAL in text and f"{len(release['test'])} test images" in text
     assert clinical.ThresholdRule().describe() in text and "bootstrap resamples of patients" in text

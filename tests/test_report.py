@@ -111,10 +111,10 @@ def test_cli_report_end_to_end_on_smoke(tmp_path, fake_runs):
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[1/2] 00_data_exploration ok" in proc.stdout and "[2/2] 09_results ok" in proc.stdout
-    for stem in ("00_data_exploration", "09_results"):
+    assert "[1/2] 00_data_exploration ok" in proc.stdout and "[2/2] 13_results ok" in proc.stdout
+    for stem in ("00_data_exploration", "13_results"):
         assert (out / f"{stem}.html").is_file() and (out / "executed" / f"{stem}.ipynb").is_file()
-    results = nbformat.read(str(out / "executed" / "09_results.ipynb"), as_version=4)
+    results = nbformat.read(str(out / "executed" / "13_results.ipynb"), as_version=4)
     text = "\n".join(o.get("data", {}).get("text/plain", "") for c in results.cells for o in c.get("outputs", []))
     assert "fpn" in text and "other_split" in text
     assert "<table" in (out / "index.html").read_text()
@@ -267,8 +267,8 @@ def test_index_lists_what_the_profile_leaves_to_the_full_profile(study, tmp_path
 
 
 def test_a_summary_notebook_runs_after_every_other(tmp_path):
-    """Notebook 09 summarises lessons numbered after it (10's strata): it declares itself a
-    summary and the report runs it last, however the notebooks are chosen."""
+    """A summary notebook (here a made-up 09, before lessons 10 and 11) declares itself a summary,
+    and the report runs it after every other, however the notebooks are chosen."""
     found = _touch_notebooks(tmp_path, ["00_a.ipynb", "09_results.ipynb", "10_z.ipynb", "11_y.ipynb"])
     assert [p.stem for p in found] == ["00_a", "09_results", "10_z", "11_y"]
     nb = nbformat.read(str(tmp_path / "09_results.ipynb"), as_version=4)
@@ -278,8 +278,8 @@ def test_a_summary_notebook_runs_after_every_other(tmp_path):
     assert [p.stem for p in found] == ["00_a", "10_z", "11_y", "09_results"]
     assert [p.stem for p in report.select_notebooks(found, "9,10")] == ["10_z", "09_results"]
     # the project's own results notebook is one
-    assert report.summarises(REPO / "notebooks" / "09_results.ipynb")
-    assert not report.summarises(REPO / "notebooks" / "10_shortcuts.ipynb")
+    assert report.summarises(REPO / "notebooks" / "13_results.ipynb")
+    assert not report.summarises(REPO / "notebooks" / "12_shortcuts.ipynb")
 
 
 def test_the_index_says_what_the_stratified_test_set_showed(tmp_path):

@@ -110,7 +110,7 @@ def test_one_test_set_is_stratified_by_the_drain(tmp_path):
         counts.loc[shortcuts.ALL_POSITIVES, "positives"] == positive.sum()
     assert (counts["negatives"] == (~positive).sum()).all()  # the same negatives in every stratum
 
-    # kept beside the drained run, read back for 09 and the index, and said in words
+    # kept beside the drained run, read back for 13 and the index, and said in words
     path = runs.write_strata(runs.run_folder(drain), table) if runs.run_folder(drain).is_dir() else None
     assert path is None  # the drained run was never trained here: nothing to keep it beside
     runs.run_folder(drain).mkdir(parents=True)
