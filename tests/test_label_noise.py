@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cxrlib import label_noise, label_noise_lesson, phantoms
-from cxrlib.config import DataConfig, ExperimentConfig
+from cxrlib.config import DataConfig, ExperimentConfig, TrainConfig
 from cxrlib.labels import FINDINGS, NO_FINDING
 from cxrlib.metrics import auroc
 
@@ -100,8 +100,9 @@ def test_config_checks_and_fingerprint():
     again = ExperimentConfig.from_dict(json.loads(noisy.to_json()))
     assert again.fingerprint() == noisy.fingerprint() and again.data.label_noise == ["train"]
     # a clean config hashes as it did before the label-noise fields existed, so its runs are
-    # reused (the value computed by the code without them, on real data: no phantom code in it)
-    real = ExperimentConfig(data=DataConfig(source="chestxray14", data_dir="x"))
+    # reused (the value computed by the code without them, on real data: no phantom code in it;
+    # with float32 weights, as every run stored them then)
+    real = ExperimentConfig(data=DataConfig(source="chestxray14", data_dir="x"), train=TrainConfig(weights_dtype="float32"))
     assert real.fingerprint() == "2245c95c66b51b4f"
     with pytest.raises(ValueError, match="label_noise"):
         DataConfig(label_noise=["training"], label_sensitivity=0.8)
