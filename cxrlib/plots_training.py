@@ -45,6 +45,7 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame | None],
     all the panel has one axis, the validation mean AUROC. The AUROC axis runs from below
     chance (0.5, dotted) to 1."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
@@ -70,6 +71,7 @@ def plot_learning_curves(histories: Mapping[str, pd.DataFrame | None],
         auroc_ax.axhline(0.5, color="grey", linestyle=":", linewidth=0.8, label="chance")
         auroc_ax.set_ylim(min(0.45, min(aurocs) - 0.05), 1.0)
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 1.5 on a short run
     if logged:
         ax.set_ylabel("training loss per step (light) and running mean")
         auroc_ax.set_ylabel("validation mean AUROC (dots)")
