@@ -190,7 +190,11 @@ def write_config(run_dir: str | Path, cfg: ExperimentConfig) -> None:
     atomic_write_text(cfg.to_json(), run_dir / CONFIG)
 
 
-def write_history(run_dir: str | Path, history: list[dict] | pd.DataFrame) -> None:
+def write_history(run_dir: str | Path, history: list[dict] | pd.DataFrame,
+                  steps: list[dict] | pd.DataFrame | None = None) -> None:
+    """``history.csv`` (one row per epoch) and, given ``steps``, the step log first (:func:`write_steps`)."""
+    if steps is not None:
+        write_steps(run_dir, steps)
     frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
     atomic_write_text(frame.to_csv(index=False), Path(run_dir) / HISTORY)
 

@@ -9,9 +9,13 @@ stores its rows as ``steps.csv``.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
+import pandas as pd
 import torch
+
+from cxrlib import runs
 
 
 class StepLog:
@@ -30,11 +34,20 @@ class StepLog:
         """The log as :meth:`state` stored it (empty for a checkpoint written before the log existed)."""
         return cls(**(state or {}))
 
-    def add(self, loss_sum: torch.Tensor, samples: int, lr: float) -> None:
-        """One step: its loss times its images (a tensor, left where it is), its images and learning rate."""
+    @classmethod
+    def of_run(cls, run_dir: str | Path, stage: str) -> "StepLog":
+        """A finished run's step log as the steps of ``stage`` (empty when the run kept none)."""
+        frame = runs.read_steps(run_dir)
+        return cls([] if frame is None else frame.assign(stage=stage).to_dict("records"))
+
+    def add(self, loss: torch.Tensor, samples: int, lr: float) -> torch.Tensor:
+        """One step: its mean loss over ``samples`` images (left on its device) and its learning
+        rate; returns the loss times the images, the step's share of the epoch's sum."""
+        loss_sum = loss.detach().double() * samples  # a new tensor: a CUDA graph's output is overwritten
         self._on_device.append(loss_sum)
         self.samples.append(int(samples))
         self.lrs.append(float(lr))
+        return loss_sum
 
     def to_host(self) -> None:
         if self._on_device:
@@ -62,3 +75,7 @@ class StepLog:
                           "train_loss": total / max(images, 1), "lr": lr}
                          for i, (total, images, lr) in enumerate(zip(totals[:n], totals[n:], self.lrs)))
         self.loss_sums, self.samples, self.lrs = [], [], []
+
+    def frame(self) -> pd.DataFrame:
+        """The finished epochs' steps, one row each (the columns of ``steps.csv``)."""
+        return pd.DataFrame(self.rows, columns=list(runs.STEP_COLUMNS))

@@ -9,9 +9,8 @@
   runs without them. Under ``torchrun`` it uses DistributedDataParallel.
 * Checkpoints (``last.pt`` every epoch and optionally every N steps, ``best.pt``) are written
   atomically and hold model, optimizer, scheduler, epoch, step, every RNG state, the config,
-  the history and the step log (:class:`cxrlib.step_log.StepLog`: every step's training
-  loss); an interrupted run resumes from ``last.pt`` and ends with the same weights, history
-  and step log as an uninterrupted one (on CPU).
+  the history and the step log (:mod:`cxrlib.step_log`); an interrupted run resumes from
+  ``last.pt`` and ends with the same weights, history and step log as an uninterrupted one (on CPU).
 * :func:`evaluate` scores a dataset (optionally ten-crop averaged) and returns the metrics
   and the predictions; :func:`run_experiment` is fit + test evaluation, writing the run
   folder through :mod:`cxrlib.runs` (which alone knows its files).
@@ -208,13 +207,12 @@ def load_global_stage(model: nn.Module, plan, source: Path) -> tuple[_State, lis
     for part, prefix in ((net.global_branch, "branch."), (net.global_classifier, "classifier.")):
         part.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
     history = frame.assign(stage="global").to_dict("records")
-    step_rows = runs.read_steps(source)  # None for a baseline trained before the step log
     metrics = runs.read_metrics(source) or {}
     step = int(history[-1]["step"]) if history else 0
     state = _State(stage_index=1, epoch=len(history), step=step, stage_start_step=step,
                    train_seconds=float(metrics.get("train_seconds", 0.0)), done=len(plan) == 1,
                    reused_stages={"global": str(source)})
-    return state, history, StepLog([] if step_rows is None else step_rows.assign(stage="global").to_dict("records"))
+    return state, history, StepLog.of_run(source, "global")
 
 
 class _Training:
@@ -347,9 +345,7 @@ class _Training:
             loss = self.stepper(x, y, self.loss_fn, self.optimizer, self.scaler, self.amp)
             state.step += 1
             state.batch_in_epoch += 1
-            step_loss = loss.detach().double() * len(y)  # a new tensor: a CUDA graph's output is overwritten
-            epoch_loss += step_loss
-            self.steps.add(step_loss, len(y), self.optimizer.param_groups[0]["lr"])  # kept on the device
+            epoch_loss += self.steps.add(loss, len(y), self.optimizer.param_groups[0]["lr"])  # kept on the device
             state.loss_count += len(y)
             if not bar.disable and state.batch_in_epoch % 20 == 0:
                 bar.set_postfix(loss=f"{float(epoch_loss) / state.loss_count:.4f}", refresh=False)
@@ -451,8 +447,7 @@ class _Training:
         self.state.train_seconds += time.perf_counter() - t
         if self.history:
             self.history[-1]["seconds"] = self.state.train_seconds
-        runs.write_steps(self.run_dir, self.steps.rows)
-        runs.write_history(self.run_dir, self.history)
+        runs.write_history(self.run_dir, self.history, self.steps.rows)
 
     def checkpoint(self, fresh_stage: bool = False) -> None:
         state = self.state
@@ -510,9 +505,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     finally:
         run.close()
     distributed.barrier()
-    return FitResult(model=_unwrap(run.model), history=pd.DataFrame(run.history), run_dir=run.run_dir,
-                     train_seconds=state.train_seconds, reused_stages=dict(state.reused_stages),
-                     steps=pd.DataFrame(run.steps.rows, columns=list(runs.STEP_COLUMNS)))
+    return FitResult(model=_unwrap(run.model), history=pd.DataFrame(run.history), steps=run.steps.frame(),
+                     run_dir=run.run_dir, train_seconds=state.train_seconds, reused_stages=dict(state.reused_stages))
 
 
 # --------------------------------------------------------------------------- evaluate
