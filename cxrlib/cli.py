@@ -297,8 +297,8 @@ def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model, then evaluate it on the test split",
                        description="Train with the configured recipe (CheXNet's by default), keep the best weights "
                        "by validation mean AUROC, evaluate on the test split and write runs/<name>/{config.json, "
-                       "history.csv, metrics.json, test_predictions.npz, best.pt, last.pt}. An interrupted run "
-                       "resumes from last.pt; a finished run with the same config is reused.")
+                       "history.csv, steps.csv, metrics.json, test_predictions.npz, best.pt, last.pt}. An "
+                       "interrupted run resumes from last.pt; a finished run with the same config is reused.")
     _add_config_options(t)
     t.add_argument("--redo", action="store_true", help="train again even if a finished or interrupted run exists")
     t.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",

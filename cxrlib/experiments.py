@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrlib import controls, plots, runs
+from cxrlib import controls, plots, plots_training, runs
 from cxrlib import progress as progress_events  # named apart from the progress= flags below
 from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
@@ -415,7 +415,7 @@ class Comparison:
     summary: pd.DataFrame  # per experiment: seeds, mean AUROC [95% CI], seed spread, training time
     paired: pd.DataFrame  # each run against the baseline: difference [95% CI], p, per-seed differences, verdict
     per_class: pd.DataFrame  # AUROC per finding and run (mean over seeds)
-    figure: Any  # matplotlib Figure: validation mean AUROC per epoch, and test ROC curves (first seed)
+    figure: Any  # matplotlib Figure: the learning curves and the test ROC curves (first seed)
     rule: str = VERDICT_RULE  # when a difference is called a difference
 
     def _ipython_display_(self) -> None:
@@ -447,8 +447,8 @@ def compare(results: Mapping[str, RunResult | Sequence[RunResult]], baseline: st
     figure = Figure(figsize=(11, 4))
     axes = figure.subplots(1, 2)
     # a control is fitted, not trained: it has no learning curve, only its ROC curve
-    plots.plot_history({name: rs[0].history for name, rs in seeds.items() if rs[0].history is not None},
-                       "val_mean_auroc", ax=axes[0])
+    plots_training.plot_learning_curves({name: rs[0].history for name, rs in seeds.items()},
+                                        {name: rs[0].steps for name, rs in seeds.items()}, ax=axes[0])
     plots.plot_roc_curves({name: rs[0].predictions for name, rs in seeds.items()}, ax=axes[1])
     if any(len(rs) > 1 for rs in seeds.values()):
         axes[0].set_title(axes[0].get_title() + " (first seed)")

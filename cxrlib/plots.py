@@ -373,21 +373,6 @@ def plot_phantom_knobs(index: int | None = None, size: int = 192, seed: int = 0,
 # ----------------------------------------------------------------------------- runs
 
 
-def plot_history(histories: dict[str, pd.DataFrame], column: str = "val_mean_auroc", ax=None):
-    """One line per run over epochs (or whatever the history's first column is)."""
-    ax = _axes(ax, (6, 3.5))
-    for name, h in histories.items():
-        if h is None or column not in h.columns or not len(h):
-            continue
-        x = h["epoch"] if "epoch" in h.columns else np.arange(1, len(h) + 1)
-        ax.plot(x, h[column], marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(column)
-    ax.legend(fontsize=8)
-    ax.set_title(column.replace("_", " "))
-    return ax
-
-
 def per_class_table(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Per-finding test AUROC of several runs side by side (rows: findings, columns: runs)."""
     data = {}

@@ -4,6 +4,9 @@
 
 * ``config.json``: the :class:`~cxrlib.config.ExperimentConfig` (written when training starts);
 * ``history.csv``: one row per epoch;
+* ``steps.csv``: one row per optimizer step (its epoch, stage, images, training loss and
+  learning rate), the learning curve inside an epoch; written with the history. Runs
+  trained before it existed, and controls, have none (:func:`read_steps` gives None);
 * ``last.pt``: the training loop's state, to resume from, removed once the run is finished
   (:func:`prune`; ``train.keep_last`` keeps it); ``best.pt``: the best weights with the
   config and label names;
@@ -62,13 +65,15 @@ from cxrlib.predict import Predictor
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
+STEPS = "steps.csv"
+STEP_COLUMNS = ("step", "epoch", "stage", "samples", "train_loss", "lr")
 METRICS = "metrics.json"
 PREDICTIONS = "test_predictions.npz"
 BEST = "best.pt"
 LAST = "last.pt"
 LOCALIZATION = "localization.json"
 STRATA = "strata.json"  # a test set stratified by a confounder (the shortcut lesson's), per model and stratum
-FILES = (CONFIG, HISTORY, METRICS, PREDICTIONS, BEST, LAST, LOCALIZATION)
+FILES = (CONFIG, HISTORY, STEPS, METRICS, PREDICTIONS, BEST, LAST, LOCALIZATION)
 
 MODEL, CONTROL = "model", "control"
 # What a finished run of each kind holds besides metrics.json and test_predictions.npz.
@@ -87,6 +92,7 @@ class RunResult:
     predictions: dict[str, np.ndarray] | None
     train_seconds: float
     model: nn.Module | None
+    steps: pd.DataFrame | None = None  # one row per optimizer step (see read_steps); None: not logged
 
     @property
     def predictor(self) -> Predictor:
@@ -184,7 +190,11 @@ def write_config(run_dir: str | Path, cfg: ExperimentConfig) -> None:
     atomic_write_text(cfg.to_json(), run_dir / CONFIG)
 
 
-def write_history(run_dir: str | Path, history: list[dict] | pd.DataFrame) -> None:
+def write_history(run_dir: str | Path, history: list[dict] | pd.DataFrame,
+                  steps: list[dict] | pd.DataFrame | None = None) -> None:
+    """``history.csv`` (one row per epoch) and, given ``steps``, the step log first (:func:`write_steps`)."""
+    if steps is not None:
+        write_steps(run_dir, steps)
     frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
     atomic_write_text(frame.to_csv(index=False), Path(run_dir) / HISTORY)
 
@@ -193,6 +203,33 @@ def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """The run's ``history.csv`` (one row per epoch), or None when it has none."""
     path = Path(run_dir) / HISTORY
     return pd.read_csv(path) if path.is_file() else None
+
+
+def write_steps(run_dir: str | Path, steps: list[dict] | pd.DataFrame) -> None:
+    """``steps.csv``: one row per optimizer step, with the columns of ``STEP_COLUMNS``."""
+    frame = steps if isinstance(steps, pd.DataFrame) else pd.DataFrame(steps, columns=list(STEP_COLUMNS))
+    missing = [c for c in STEP_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cannot write {Path(run_dir) / STEPS}: the step log lacks the columns {missing}")
+    atomic_write_text(frame[list(STEP_COLUMNS)].to_csv(index=False), Path(run_dir) / STEPS)
+
+
+def read_steps(run_dir: str | Path) -> pd.DataFrame | None:
+    """The run's ``steps.csv`` (one row per optimizer step; ``stage`` is "" outside staged
+    models), or None when it has none (trained before the step log existed, or a control)."""
+    path = Path(run_dir) / STEPS
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"stage": str})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path}: {err}; delete it (the run's other files stay valid) or retrain "
+                         f"(--redo)") from err
+    missing = [c for c in STEP_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}: delete it (the run's other files stay valid) or "
+                         f"retrain (--redo)")
+    return frame.assign(stage=frame["stage"].fillna(""))  # as written: "" outside staged models, not NaN
 
 
 def save_last(run_dir: str | Path, state: dict[str, Any]) -> None:
@@ -216,7 +253,7 @@ def save_best(run_dir: str | Path, weights: Mapping[str, torch.Tensor], cfg: Exp
 def clear(run_dir: str | Path) -> None:
     """Delete a run's results and checkpoints (``--redo``); metrics first, so a folder left
     half-cleared by a crash reads as unfinished."""
-    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY, LOCALIZATION):
+    for name in (METRICS, PREDICTIONS, BEST, LAST, HISTORY, STEPS, LOCALIZATION):
         (Path(run_dir) / name).unlink(missing_ok=True)
 
 
@@ -253,8 +290,8 @@ def prune(run_dir: str | Path) -> int:
     times the size of ``best.pt`` with its optimizer moments); returns the bytes freed.
 
     Only a finished run is pruned, so an unfinished one always keeps what it resumes from;
-    reloading, the report and the two-stage reuse read ``best.pt``, predictions, history
-    and metrics, which stay.
+    reloading, the report and the two-stage reuse read ``best.pt``, predictions, history,
+    the step log and metrics, which stay.
     """
     run_dir = Path(run_dir)
     if not is_finished(run_dir):
@@ -527,7 +564,7 @@ def load_run(run_dir: str | Path, with_model: bool = True, device: str | torch.d
     else:
         seconds = float(hist["seconds"].iloc[-1]) if hist is not None and len(hist) else 0.0
     return RunResult(run_dir=run_dir, config=cfg, history=hist, metrics=metrics, predictions=preds,
-                     train_seconds=seconds, model=model)
+                     train_seconds=seconds, model=model, steps=read_steps(run_dir))
 
 
 def _float(value: Any) -> float:

@@ -8,9 +8,9 @@
   the step compiled into CUDA graphs (:class:`cxrlib.step.Stepper`); on CPU the same code
   runs without them. Under ``torchrun`` it uses DistributedDataParallel.
 * Checkpoints (``last.pt`` every epoch and optionally every N steps, ``best.pt``) are written
-  atomically and hold model, optimizer, scheduler, epoch, step, every RNG state and the
-  config; an interrupted run resumes from ``last.pt`` and ends with the same weights as an
-  uninterrupted one (on CPU).
+  atomically and hold model, optimizer, scheduler, epoch, step, every RNG state, the config,
+  the history and the step log (:mod:`cxrlib.step_log`); an interrupted run resumes from
+  ``last.pt`` and ends with the same weights, history and step log as an uninterrupted one (on CPU).
 * :func:`evaluate` scores a dataset (optionally ten-crop averaged) and returns the metrics
   and the predictions; :func:`run_experiment` is fit + test evaluation, writing the run
   folder through :mod:`cxrlib.runs` (which alone knows its files).
@@ -47,6 +47,7 @@ from cxrlib.models import create_model_from_config
 from cxrlib.runs import RunResult
 from cxrlib.seed import select_kernels, set_seed
 from cxrlib.step import Stepper, amp_settings, compile_enabled, make_optimizer, train_step  # noqa: F401 (re-exported)
+from cxrlib.step_log import StepLog
 
 FAULT_ENV = "CXRLIB_FAULT_AT_STEP"  # test hook: the process dies (os._exit) after this optimizer step
 CHECKPOINT_VERSION = 1
@@ -59,6 +60,7 @@ class FitResult:
     run_dir: Path
     train_seconds: float
     reused_stages: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> run folder it came from
+    steps: pd.DataFrame | None = None  # one row per optimizer step (runs.STEP_COLUMNS)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -190,11 +192,11 @@ class _State:
     reused_stages: dict = dataclasses.field(default_factory=dict)  # stage -> the finished run it came from
 
 
-def load_global_stage(model: nn.Module, plan, source: Path) -> tuple[_State, list[dict]] | None:
+def load_global_stage(model: nn.Module, plan, source: Path) -> tuple[_State, list[dict], StepLog] | None:
     """Load the global branch of a two_stage ``model`` from the finished run ``source`` that
     trained exactly that stage (chosen by :func:`cxrlib.experiments.finished_global_stage`);
-    returns the loop's state and history after the global stage, as if it had just been
-    trained here, or None when ``source`` has no epochs to show (the stage then trains here)."""
+    returns the loop's state, history and step log after the global stage, as if it had just
+    been trained here, or None when ``source`` has no epochs to show (the stage then trains here)."""
     if not plan or plan[0][0] != "global":
         raise ValueError(f"global_stage_from={source} given, but this model's first stage is not 'global'")
     frame = runs.read_history(source)
@@ -210,7 +212,7 @@ def load_global_stage(model: nn.Module, plan, source: Path) -> tuple[_State, lis
     state = _State(stage_index=1, epoch=len(history), step=step, stage_start_step=step,
                    train_seconds=float(metrics.get("train_seconds", 0.0)), done=len(plan) == 1,
                    reused_stages={"global": str(source)})
-    return state, history
+    return state, history, StepLog.of_run(source, "global")
 
 
 class _Training:
@@ -254,7 +256,7 @@ class _Training:
         self.loss_fn = _make_loss(tc, _targets(self.train_ds)).to(self.device)
         self.plan = _stage_plan(model, tc)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp[2])
-        self.state, self.history, self.best_state, self.ckpt = _State(), [], None, None
+        self.state, self.history, self.steps, self.best_state, self.ckpt = _State(), [], StepLog(), None, None
         self.net, self.optimizer, self.scheduler, self.stepper, self.feeds = model, None, None, None, []
 
     # ---- before the loop
@@ -270,13 +272,14 @@ class _Training:
         if ckpt is not None:
             self.state = _State(**ckpt["state"])
             self.history = list(ckpt["history"])
+            self.steps = StepLog.from_state(ckpt.get("steps"))
             self.best_state = ckpt["best_model"]
             _unwrap(self.model).load_state_dict(ckpt["model"])
             self.ckpt = ckpt
         elif global_stage_from is not None:
             reused = load_global_stage(self.model, self.plan, Path(global_stage_from))
             if reused is not None:
-                self.state, self.history = reused
+                self.state, self.history, self.steps = reused
                 # every weight as the global stage's end leaves it when the stage trains here
                 net = _unwrap(self.model)
                 net.load_state_dict(self.as_stored(net.state_dict()))
@@ -350,7 +353,7 @@ class _Training:
             loss = self.stepper(x, y, self.loss_fn, self.optimizer, self.scaler, self.amp)
             state.step += 1
             state.batch_in_epoch += 1
-            epoch_loss += loss.detach().double() * len(y)
+            epoch_loss += self.steps.add(loss, len(y), self.optimizer.param_groups[0]["lr"])  # kept on the device
             state.loss_count += len(y)
             if not bar.disable and state.batch_in_epoch % 20 == 0:
                 bar.set_postfix(loss=f"{float(epoch_loss) / state.loss_count:.4f}", refresh=False)
@@ -379,7 +382,8 @@ class _Training:
     def end_epoch(self, stage: str | None, n_epochs: int, t0: float) -> bool:
         """Validate, keep the best weights, step the schedule, record the epoch; True: the stage ends here."""
         state, info = self.state, self.info
-        loss_sum, loss_count = distributed.all_reduce_sum([state.loss_sum, state.loss_count], self.device)
+        loss_sum, loss_count, *step_totals = distributed.all_reduce_sum(
+            [state.loss_sum, state.loss_count, *self.steps.epoch_totals()], self.device)
         val_loss, val_auc = self.validate()
         score = val_auc if math.isfinite(val_auc) else -val_loss  # no defined class: fall back on loss
         improved = score > state.best_score
@@ -397,6 +401,7 @@ class _Training:
         self.history.append({"epoch": state.epoch + 1, "stage": stage or "", "step": state.step, "lr": lr,
                              "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
                              "val_mean_auroc": val_auc, "best": improved, "seconds": state.train_seconds})
+        self.steps.end_epoch(step_totals, state.step, state.epoch + 1, stage)
         state.epoch += 1
         state.stage_epoch += 1
         state.batch_in_epoch, state.loss_sum, state.loss_count = 0, 0.0, 0.0
@@ -452,7 +457,7 @@ class _Training:
         self.state.train_seconds += time.perf_counter() - t
         if self.history:
             self.history[-1]["seconds"] = self.state.train_seconds
-        runs.write_history(self.run_dir, self.history)
+        runs.write_history(self.run_dir, self.history, self.steps.rows)
 
     def checkpoint(self, fresh_stage: bool = False) -> None:
         state = self.state
@@ -464,6 +469,7 @@ class _Training:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "state": dataclasses.asdict(state),
             "history": self.history,
+            "steps": self.steps.state(),
             "best_model": self.best_state,
             "rng": ckpt_io.rng_state(),
             "config": self.cfg.to_dict(),
@@ -509,8 +515,8 @@ def fit(cfg: ExperimentConfig, data=None, model: nn.Module | None = None, progre
     finally:
         run.close()
     distributed.barrier()
-    return FitResult(model=_unwrap(run.model), history=pd.DataFrame(run.history), run_dir=run.run_dir,
-                     train_seconds=state.train_seconds, reused_stages=dict(state.reused_stages))
+    return FitResult(model=_unwrap(run.model), history=pd.DataFrame(run.history), steps=run.steps.frame(),
+                     run_dir=run.run_dir, train_seconds=state.train_seconds, reused_stages=dict(state.reused_stages))
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -589,4 +595,4 @@ def run_experiment(cfg: ExperimentConfig, data=None, redo: bool = False, progres
                              split=metrics.get("split"))
     distributed.barrier()
     return RunResult(run_dir=run_dir, config=cfg, history=result.history, metrics=metrics, predictions=predictions,
-                     train_seconds=result.train_seconds, model=result.model)
+                     train_seconds=result.train_seconds, model=result.model, steps=result.steps)

@@ -16,7 +16,7 @@ RUNS = {
     "05_two_stage": ["two_stage"],
     "06_losses": ["focal"],
 }
-RUN_FILES = ("config.json", "history.csv", "metrics.json", "test_predictions.npz", "best.pt")
+RUN_FILES = ("config.json", "history.csv", "steps.csv", "metrics.json", "test_predictions.npz", "best.pt")
 
 
 def result(report, stem: str):

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from cxrlib import runs
 from cxrlib.train import run_experiment
 from test_train import ToyNet, toy_cfg, toy_data
 
@@ -75,6 +76,11 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert m_ddp["mean_auroc"] == pytest.approx(single.metrics["mean_auroc"], abs=1e-4)
     with np.load(tmp_path / "ddp" / "test_predictions.npz") as z:
         assert list(z["ids"]) == list(single.predictions["ids"])
+    # each step's loss is its global batch's (both ranks' images), as one process computes it
+    steps = runs.read_steps(tmp_path / "ddp")
+    assert steps[["step", "epoch", "samples"]].equals(single.steps[["step", "epoch", "samples"]])
+    assert steps["samples"].tolist() == [8] * 16
+    assert np.allclose(steps["train_loss"], single.steps["train_loss"], atol=1e-5)
 
 
 def test_gather_rows_drops_padding_duplicates():

@@ -93,6 +93,23 @@ def test_compare_shows_summary_paired_difference_per_class_and_figure(fake_runs)
         experiments.compare(results, baseline="nope")
 
 
+def test_compare_draws_the_training_loss_of_every_step_beside_the_validation_points(fake_runs):
+    """The comparison's left panel: a run's step log (light, with its running mean) and its
+    validation mean AUROC at each epoch's end; runs without a step log show what they have."""
+    runs.write_history(fake_runs / "baseline", [{"epoch": 1, "stage": "", "step": 4, "lr": 1e-3, "train_loss": 0.5,
+                                                 "val_loss": 0.4, "val_mean_auroc": 0.61, "best": True}])
+    runs.write_steps(fake_runs / "baseline", [{"step": s, "epoch": 1, "stage": "", "samples": 8,
+                                               "train_loss": loss, "lr": 1e-3}
+                                              for s, loss in zip(range(1, 5), [0.7, 0.5, 0.45, 0.35])])
+    results = {name: runs.load_run(fake_runs / name, with_model=False) for name in ("baseline", "fpn")}
+    curve = experiments.compare(results, n_bootstrap=50).figure.axes[0]
+    raw, mean = curve.get_lines()
+    assert raw.get_ydata().tolist() == [0.7, 0.5, 0.45, 0.35] and len(mean.get_ydata()) == 4
+    (twin,) = [a for a in curve.figure.axes[2:] if a.bbox.bounds == curve.bbox.bounds]
+    auroc = {line.get_label(): list(line.get_xdata()) for line in twin.get_lines()}
+    assert auroc == {"baseline": [4], "chance": [0, 1]}  # fpn has no history: nothing to show
+
+
 def test_compare_takes_every_seed_of_each_experiment(seeded_runs):
     groups = runs.experiment_runs(seeded_runs)
     results = {name: [runs.load_run(d, with_model=False) for d in dirs] for name, dirs in groups.items()}

@@ -19,6 +19,8 @@ def test_a_finished_run_drops_last_pt_unless_asked_to_keep_it(tmp_path):
     torch.manual_seed(0)
     pruned = run_experiment(toy_cfg(tmp_path / "pruned", epochs=1), data=toy_data(), model=ToyNet(), progress=False)
     assert runs.is_finished(pruned.run_dir) and not (pruned.run_dir / runs.LAST).exists()
+    for name in (runs.HISTORY, runs.STEPS, runs.BEST):  # the learning curve and the weights stay
+        assert (pruned.run_dir / name).is_file(), name
     torch.manual_seed(0)
     kept_cfg = toy_cfg(tmp_path / "kept", epochs=1, keep_last=True)
     kept = run_experiment(kept_cfg, data=toy_data(), model=ToyNet(), progress=False)
@@ -27,6 +29,7 @@ def test_a_finished_run_drops_last_pt_unless_asked_to_keep_it(tmp_path):
     assert kept_cfg.fingerprint() == dataclasses.replace(kept_cfg, train=dataclasses.replace(
         kept_cfg.train, keep_last=False)).fingerprint()
     assert runs.prune(kept.run_dir) > 0 and not (kept.run_dir / runs.LAST).exists()
+    assert len(runs.read_steps(kept.run_dir)) == 8  # 64 images in batches of 8
 
 
 def test_prune_leaves_an_unfinished_run_what_it_resumes_from(tmp_path):

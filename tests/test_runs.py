@@ -171,3 +171,32 @@ def test_localization_summary_round_trips_beside_the_metrics(fake_runs):
     (fake_runs / "baseline" / runs.LOCALIZATION).write_text("{")
     with pytest.raises(ValueError, match=runs.LOCALIZATION):
         runs.read_localization(fake_runs / "baseline")
+
+
+# ----------------------------------------------------------------------------- step log
+
+
+def test_the_step_log_round_trips_and_goes_with_the_results(fake_runs):
+    run = fake_runs / "fpn"
+    assert runs.read_steps(run) is None  # trained before the step log existed: nothing to read
+    assert runs.load_run(run, with_model=False).steps is None
+    rows = [{"step": 1, "epoch": 1, "stage": "", "samples": 32, "train_loss": 0.69, "lr": 1e-3},
+            {"step": 2, "epoch": 1, "stage": "", "samples": 12, "train_loss": 0.52, "lr": 1e-3},
+            {"step": 3, "epoch": 2, "stage": "fusion", "samples": 32, "train_loss": float("nan"), "lr": 1e-4}]
+    runs.write_steps(run, rows)
+    back = runs.read_steps(run)
+    assert back["stage"].tolist() == ["", "", "fusion"]  # an empty stage stays a string, not NaN
+    assert back["step"].tolist() == [1, 2, 3] and back["samples"].tolist() == [32, 12, 32]
+    assert back["train_loss"].iloc[:2].tolist() == [0.69, 0.52] and np.isnan(back["train_loss"].iloc[2])
+    pd.testing.assert_frame_equal(runs.load_run(run, with_model=False).steps, back)
+    assert runs.STEPS in runs.FILES and runs.is_finished(run)
+    runs.clear(run)
+    assert not (run / runs.STEPS).exists()  # --redo takes it away with the history
+    with pytest.raises(ValueError, match="lacks the columns.*'lr'"):
+        runs.write_steps(run, pd.DataFrame(rows).drop(columns="lr"))
+    (run / runs.STEPS).write_text("step,epoch\n1,1\n")
+    with pytest.raises(ValueError, match=f"{runs.STEPS} lacks the columns"):
+        runs.read_steps(run)
+    (run / runs.STEPS).write_text("")
+    with pytest.raises(ValueError, match=f"cannot read .*{runs.STEPS}"):
+        runs.read_steps(run)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from cxrlib import runs
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -35,4 +37,6 @@ def test_the_readme_torchrun_command_on_two_cpu_processes(tmp_path):
     assert metrics["n_images"] == 24  # the smoke test split, every image scored once across the ranks
     history = (tmp_path / "ddp" / "history.csv").read_text().splitlines()
     assert len(history) == 2 and history[1].split(",")[history[0].split(",").index("step")] == "2"
+    steps = runs.read_steps(tmp_path / "ddp")  # rank 0 writes the step log of both ranks' batches
+    assert steps["step"].tolist() == [1, 2] and steps["samples"].tolist() == [8, 8]
     assert not (tmp_path / "ddp" / "last.pt").exists()  # rank 0 wrote and pruned the folder like any run

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -141,6 +142,45 @@ def test_run_experiment_writes_contract_files(tmp_path):
     assert again.metrics["mean_auroc"] == m["mean_auroc"] and len(again.history) == 3
 
 
+def test_the_step_log_holds_every_optimizer_step(tmp_path):
+    """steps.csv: one row per step, its loss the mean over the step's images, so the epoch's
+    steps weighted by their images give history.csv's train_loss; 64 images in batches of 12
+    end each epoch with a batch of 4."""
+    torch.manual_seed(0)
+    res = run_experiment(toy_cfg(tmp_path / "steps", batch_size=12), data=toy_data(), model=ToyNet(), progress=False)
+    log = runs.read_steps(res.run_dir)
+    hist = runs.read_history(res.run_dir)
+    assert list(log.columns) == list(runs.STEP_COLUMNS)
+    assert log["step"].tolist() == list(range(1, int(hist["step"].iloc[-1]) + 1)) == list(range(1, 19))
+    assert log["epoch"].tolist() == [1] * 6 + [2] * 6 + [3] * 6
+    assert log["samples"].tolist() == [12, 12, 12, 12, 12, 4] * 3
+    assert np.isfinite(log["train_loss"]).all() and (log["train_loss"] > 0).all() and (log["stage"] == "").all()
+    weighted = (log["train_loss"] * log["samples"]).groupby(log["epoch"]).sum() / log.groupby("epoch")["samples"].sum()
+    assert weighted.to_numpy() == pytest.approx(hist["train_loss"].to_numpy(), rel=1e-12)
+    assert log.groupby("epoch")["lr"].first().to_numpy() == pytest.approx(hist["lr"].to_numpy())
+    assert log["train_loss"].nunique() == len(log)  # each step its own loss, not the epoch's mean repeated
+    pd.testing.assert_frame_equal(res.steps, log)  # what run_experiment returns is what the folder holds
+    pd.testing.assert_frame_equal(load_run(res.run_dir, with_model=False).steps, log)
+
+
+def test_step_losses_leave_the_device_once_per_epoch(tmp_path, monkeypatch):
+    """Each step's loss stays where the step left it (on a GPU: no wait for the device after
+    every step); the epoch's losses come to the host in one copy, at its end."""
+    from cxrlib.step_log import StepLog
+
+    copies = []
+    original = StepLog.to_host
+
+    def counted(self):
+        copies.append(len(self._on_device))
+        original(self)
+
+    monkeypatch.setattr(StepLog, "to_host", counted)
+    torch.manual_seed(0)
+    res = fit(toy_cfg(tmp_path / "copies"), data=toy_data(), model=ToyNet(), progress=False)
+    assert [n for n in copies if n] == [8, 8, 8] and len(res.steps) == 24
+
+
 def test_finished_run_is_reused(tmp_path, monkeypatch):
     cfg = toy_cfg(tmp_path / "reuse", epochs=1)
     run_experiment(cfg, data=toy_data(), model=ToyNet(), progress=False)
@@ -197,6 +237,9 @@ def test_killed_run_resumes_exactly(tmp_path, fault_step, every):
     assert all(torch.equal(wr[k], wk[k]) for k in wr)
     cols = ["epoch", "step", "lr", "train_loss", "val_loss", "val_mean_auroc", "best"]
     assert ref.history[cols].equals(resumed.history[cols])
+    # the step log too, the steps before the crash included (from last.pt), written the same
+    assert len(ref.steps) == 24 and ref.steps.equals(resumed.steps)
+    pd.testing.assert_frame_equal(runs.read_steps(ref.run_dir), runs.read_steps(run_dir))
     m_ref, _ = evaluate(ref.model, toy_data().test, n_bootstrap=20)
     m_res, _ = evaluate(resumed.model, toy_data().test, n_bootstrap=20)
     assert m_ref == m_res
@@ -434,6 +477,13 @@ def test_two_stage_takes_its_global_stage_from_the_finished_baseline(tmp_path):
     assert np.array_equal(reused.predictions["scores"], alone.predictions["scores"])
     assert reused.history["stage"].tolist() == alone.history["stage"].tolist() == ["global", "local", "fusion"]
     assert np.allclose(reused.history["val_loss"], alone.history["val_loss"])
+    # the baseline's steps come with its history: the same step log as training every stage here
+    assert reused.steps["stage"].tolist() == alone.steps["stage"].tolist() == ["global"] * 2 + ["local"] * 2 + [
+        "fusion"] * 2
+    assert reused.steps["step"].tolist() == list(range(1, 7))
+    assert np.allclose(reused.steps["train_loss"], alone.steps["train_loss"])
+    assert reused.steps.iloc[:2].drop(columns="stage").equals(baseline.steps.drop(columns="stage"))
+    pd.testing.assert_frame_equal(runs.read_steps(reused.run_dir), reused.steps)
 
     # a baseline trained otherwise (another seed) is never taken for the global stage
     other = experiments.run(config(with_base, "two_stage_seed1", seed=2, **two_stage), data=data, progress=False)
