@@ -152,7 +152,9 @@ def check_data(configs: Sequence[ExperimentConfig], plans: _Plans | None = None)
             out.append(Finding("data", OK, f"{d.source}{where}: {plan.split_name} ({sizes} images)"))
             if plan.offers.boxes:
                 out += _check_box_list(Path(d.data_dir).expanduser().absolute())
-    return out
+    # configs that differ only in what the loader does to labels (label noise) plan the same
+    # files: one row each
+    return list(dict.fromkeys(out))
 
 
 def _check_box_list(folder: Path) -> list[Finding]:
@@ -323,11 +325,16 @@ def check_disk(configs: Sequence[ExperimentConfig], plans: _Plans | None = None)
     plans = plans or _Plans()
     out: list[Finding] = []
     need_by_disk: dict[int, list[tuple[Path, int, str]]] = {}
+    seen: set[tuple[str, int, str]] = set()
     for cfg in _distinct(configs, lambda c: (_plan_key(c), c.data.image_size, c.data.cache_dir)):
         view = plans.view(cfg)
         if view.plan is None:
             continue  # the data/images rows say why
         plan, size = view.plan, int(cfg.data.image_size)
+        cache = (plan.cache_key, size, str(cfg.data.cache_dir))
+        if cache in seen:
+            continue  # another config reading the same images at the same size: one cache, counted once
+        seen.add(cache)
         nbytes = sum(cache_files(len(plan.cache_ids), size, plan.offers.masks).values())
         what = f"cache {plan.cache_key} at {size} px: {len(plan.cache_ids):,} images, {_gib(nbytes)}"
         if open_cache(cfg.data.cache_dir, plan.cache_key, size, plan.cache_ids) is not None:

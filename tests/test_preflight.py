@@ -108,6 +108,22 @@ def test_disk_counts_masks_and_trusts_only_a_finished_cache(tmp_path, monkeypatc
     assert done[0].what.endswith("already built") and "48 px" in done[1].what and "to build" in done[1].what
 
 
+def test_configs_that_read_the_same_images_make_one_row_and_one_cache(tmp_path, monkeypatch):
+    """Label noise changes what the loader does to the labels, not the files or the cache: the
+    data row and the cache are listed (and counted against the disk) once."""
+    clean = config(tmp_path)
+    noisy = config(tmp_path, data={"label_noise": ["train"], "label_sensitivity": 0.8})
+    never = config(tmp_path, data={"label_noise": ["train", "val"], "label_sensitivity": {"Effusion": 0.0}})
+    data_rows = preflight.check_data([clean, noisy, never])
+    assert len(data_rows) == 1 and data_rows[0].status == "ok"
+    plan = make_plan(clean.data)
+    need = len(plan.cache_ids) * 32 * 32 * 3 + len(plan.cache_ids)
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: Usage(10 * need, 0, 10 * need))
+    disk_rows = preflight.check_disk([clean, noisy, never])
+    assert [f.what.split(":")[0] for f in disk_rows[:-1]] == [f"cache {plan.cache_key} at 32 px"]
+    assert disk_rows[-1].what.startswith(f"the caches to build need {preflight._gib(need)}")
+
+
 def test_weights_found_locally_or_fetchable(tmp_path, monkeypatch):
     cfg = config(tmp_path, model={"name": "resnet18", "pretrained": True, "weights_dir": str(tmp_path / "w")})
     (problem,) = preflight.check_weights([cfg])
