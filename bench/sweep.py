@@ -31,7 +31,7 @@ import cxrlib  # noqa: F401  (before torch/torchvision: the CPU torchvision fix)
 
 from cxrlib import profiles, report, sweep
 from cxrlib.fileio import atomic_write_text
-from _header import header_lines, is_busy  # bench/_header.py: the machine line every result starts with
+from _header import header_lines  # bench/_header.py: the machine line every result starts with
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO.parent / "shared" / "data" / "chestxray14-sample"
@@ -114,16 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # the workers'
 
+    load = os.getloadavg()  # before the sweeps: their own training is not other work
     rows = [time_sweep(p, int(w), Path(args.root)) for p in args.plans.split(",") for w in args.workers.split(",")]
     n_cpu_runs, cpu_bytes = weights_estimate("cpu")
     estimates = {device: check_estimate(device) for device in ("cuda", "cpu")}
-    load = os.getloadavg()
     lines = [
         "# Sweep: the report's runs as jobs",
         "",
         *header_lines(' '.join(['python bench/sweep.py', *sys.argv[1:]]), load=load[0]),
-        f"- load averages at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)"
-        + (" - **a busy machine: these times are not a quiet machine's**" if is_busy(load[1]) else ""),
         "",
         "On two CPU cores two workers share the cores: these rows show that every run is trained exactly "
         "once and nothing is left for the report, not a speed-up.",

@@ -232,15 +232,20 @@ def _train(plan: Plan, run: PlannedRun, checkpoint_every: int | None) -> bool:
 
 
 def work(plan_path: str | Path, keys: Sequence[str] | None = None, poll_s: float = 10.0,
-         checkpoint_every: int | None = None) -> dict[str, list[str]]:
+         checkpoint_every: int | None = None, threads: int | None = None) -> dict[str, list[str]]:
     """A worker: train every run of the plan (or of ``keys``) that is not finished, one at a
     time under its claim, until each is finished or has failed :data:`MAX_ATTEMPTS` times.
 
     Runs held by live workers are passed over and looked at again every ``poll_s`` seconds, so
     the worker stays while any could still come back to it (its holder may die); after a pass
     that trained or failed something, the next pass retries what failed. Returns
-    ``{"trained": keys, "failed": keys}`` for this worker.
+    ``{"trained": keys, "failed": keys}`` for this worker. ``threads``: the torch CPU threads
+    of this worker where its runs leave them unset (:func:`cpu_threads`).
     """
+    if threads:
+        import torch  # the worker only: submitting and --status stay free of torch
+
+        torch.set_num_threads(int(threads))
     plan = read_plan(plan_path)
     chosen = [r for r in plan.runs if keys is None or r.key in set(keys)]
     if keys is not None and len(chosen) != len(set(keys)):
@@ -279,11 +284,14 @@ class SweepJob(Checkpointable):
     same call, which resumes the run from ``last.pt`` (its old claim belongs to its own job
     id, so it is taken back at once)."""
 
-    def __init__(self, plan_path: str, poll_s: float = 10.0, checkpoint_every: int | None = None):
+    def __init__(self, plan_path: str, poll_s: float = 10.0, checkpoint_every: int | None = None,
+                 threads: int | None = None):
         self.plan_path, self.poll_s, self.checkpoint_every = str(plan_path), float(poll_s), checkpoint_every
+        self.threads = threads
 
     def __call__(self, key: str | None = None) -> dict[str, list[str]]:
-        return work(self.plan_path, None if key is None else [key], self.poll_s, self.checkpoint_every)
+        return work(self.plan_path, None if key is None else [key], self.poll_s, self.checkpoint_every,
+                    self.threads)
 
 
 # ----------------------------------------------------------------------------- submitting
@@ -320,6 +328,15 @@ class Submission:
     def wait(self) -> list[Any]:
         """Every job's result (raises the first job's error, with its log)."""
         return [job.result() for job in self.jobs]
+
+
+def cpu_threads(workers: int, cores: int | None = None) -> int:
+    """Torch threads of each of ``workers`` CPU workers on one machine: a share of its cores.
+    Each process would otherwise take every core, and ``workers`` of them oversubscribe the
+    machine (two workers of two threads on 2 cores trained the cpu plan 2.3 times slower
+    than one, bench/results/sweep.md)."""
+    cores = int(cores or os.cpu_count() or 1)
+    return max(1, cores // max(1, int(workers)))
 
 
 def local_workers(options: Options) -> list[tuple[int, ...]]:
@@ -368,10 +385,12 @@ def submit(plan: Plan, options: Options) -> Submission:
     else:
         executor = submitit.LocalExecutor(folder=folder)
         jobs = []
-        for gpus in (local_workers(options) if todo else []):
+        workers = local_workers(options) if todo else []
+        for gpus in workers:
             executor.update_parameters(timeout_min=int(options.time_min or LOCAL_TIMEOUT_MIN), gpus_per_node=len(gpus),
                                        visible_gpus=gpus)
-            jobs.append(executor.submit(job))
+            threads = None if gpus else cpu_threads(len(workers))
+            jobs.append(executor.submit(SweepJob(str(plan.path), options.poll_s, options.checkpoint_every, threads)))
     return Submission(plan, jobs, options.executor)
 
 

@@ -47,6 +47,8 @@ def test_two_local_workers_train_the_smoke_plan_and_the_report_has_nothing_left(
 
     submission = sweep.submit(plan, sweep.Options(executor="local", workers=2, poll_s=0.5))
     assert len(submission.jobs) == 2
+    # CPU workers share the cores instead of each taking all of them
+    assert [job.submission().function.threads for job in submission.jobs] == [sweep.cpu_threads(2)] * 2
     results = submission.wait()
     trained = [key for r in results for key in r["trained"]]
     assert sorted(trained) == sorted(r.key for r in plan.runs)  # every run by one worker, none twice
@@ -168,6 +170,13 @@ def test_slurm_array_script_and_an_array_task_without_a_cluster(tmp_path, monkey
     # on preemption or timeout submitit requeues the same call (the run resumes from last.pt)
     again = task.function.checkpoint(*task.args)
     assert isinstance(again, DelayedSubmission) and again.args == task.args
+
+
+def test_cpu_workers_get_a_share_of_the_cores():
+    assert sweep.cpu_threads(1, cores=2) == 2
+    assert sweep.cpu_threads(2, cores=2) == 1
+    assert sweep.cpu_threads(3, cores=16) == 5
+    assert sweep.cpu_threads(4, cores=2) == 1  # never none
 
 
 def test_the_study_on_n_gpus_is_its_runs_taken_in_order_by_n_workers(tmp_path):
