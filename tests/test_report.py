@@ -103,10 +103,10 @@ def test_runner_goes_on_after_a_failure_and_names_it(tmp_path, fake_runs, capsys
 
 @pytest.mark.slow
 def test_cli_report_end_to_end_on_smoke(tmp_path, fake_runs):
-    """`python -m cxrlib report --only 00,09` on the smoke profile: real notebooks, real kernel."""
+    """`python -m cxrlib report --only 00,13` on the smoke profile: real notebooks, real kernel."""
     out = tmp_path / "reports"
     proc = subprocess.run(
-        [sys.executable, "-m", "cxrlib", "report", "--profile", "smoke", "--only", "00,09", "--out", str(out),
+        [sys.executable, "-m", "cxrlib", "report", "--profile", "smoke", "--only", "00,13", "--out", str(out),
          "--runs-dir", str(fake_runs)],
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )
