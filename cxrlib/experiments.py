@@ -36,6 +36,7 @@ from cxrlib.config import ExperimentConfig
 from cxrlib.data import load_data
 from cxrlib.metrics import auroc_report
 from cxrlib.models import get_model_spec
+from cxrlib.models.two_stage import ATTENTION_LAYERS, PAPER_TAU
 from cxrlib.profiles import Profile, Seeds
 from cxrlib.results import VERDICT_RULE, format_results, results_table
 from cxrlib.project import NOTEBOOKS_DIR
@@ -120,12 +121,13 @@ def multiscale_variants(profile: Profile, scale: int) -> list[ExperimentConfig]:
         "data.image_size": profile.baseline.data.image_size * scale}})
 
 
-def two_stage_variants(profile: Profile, stage_epochs: Sequence[int], tau: float = 0.7,
-                       attention_layer: str = "C5") -> list[ExperimentConfig]:
+def two_stage_variants(profile: Profile, stage_epochs: Sequence[int], tau: float = PAPER_TAU,
+                       attention_layer: str = ATTENTION_LAYERS[0]) -> list[ExperimentConfig]:
     """The baseline and ``two_stage`` (AG-CNN), trained ``stage_epochs`` = epochs of the
     global, local and fusion stages, in that order; its crop is the region of the global
     branch's ``attention_layer`` above ``tau`` times its maximum (the paper: C5, 0.7)."""
-    options = {} if (tau, attention_layer) == (0.7, "C5") else {"tau": tau, "attention_layer": attention_layer}
+    paper = (tau, attention_layer) == (PAPER_TAU, ATTENTION_LAYERS[0])
+    options = {} if paper else {"tau": tau, "attention_layer": attention_layer}
     change = {"model.wrapper": "two_stage", "train.stage_epochs": list(stage_epochs)}
     if options:  # the paper's settings are the model's defaults: its configs stay as they were
         change["model.options"] = options

@@ -108,30 +108,26 @@ def _race(folder: str, start: float, queue) -> None:
     time.sleep(1.0)  # hold it while the others try
 
 
-def test_of_many_racing_processes_exactly_one_wins(tmp_path):
+def _race_six(run_dir) -> list:
+    """Six processes that each try to claim ``run_dir`` at the same moment: who won."""
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     start = time.time() + 1.0
-    procs = [ctx.Process(target=_race, args=(str(tmp_path / "run"), start, queue)) for _ in range(6)]
+    procs = [ctx.Process(target=_race, args=(str(run_dir), start, queue)) for _ in range(6)]
     for p in procs:
         p.start()
     won = [queue.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=60)
-    assert sum(won) == 1
+    return won
+
+
+def test_of_many_racing_processes_exactly_one_wins(tmp_path):
+    assert sum(_race_six(tmp_path / "run")) == 1
 
 
 def test_of_many_processes_taking_over_a_dead_claim_exactly_one_wins(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     _fake_claim(run, 1, pid=_dead_pid(), job_id="")
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    start = time.time() + 1.0
-    procs = [ctx.Process(target=_race, args=(str(run), start, queue)) for _ in range(6)]
-    for p in procs:
-        p.start()
-    won = [queue.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert sum(won) == 1
+    assert sum(_race_six(run)) == 1

@@ -37,6 +37,7 @@ from cxrlib.models.registry import BackboneSpec, register_wrapper
 
 STAGES = ("global", "local", "fusion")
 ATTENTION_LAYERS = ("C5", "C4")  # the global branch's last feature map (the paper's), then the one before
+PAPER_TAU = 0.7  # Guan et al.'s threshold, a fraction of the heatmap's maximum
 
 
 def largest_region_boxes(maps: torch.Tensor, tau: float) -> torch.Tensor:
@@ -92,7 +93,7 @@ class TwoStageModel(BaseModel):
 
     def __init__(self, spec: BackboneSpec, head: str = "gap", head_options: dict[str, Any] | None = None,
                  num_classes: int = 14, in_chans: int = 1, pretrained: bool = False, weights_path=None,
-                 tau: float = 0.7, attention_layer: str = "C5", global_size: int | None = None,
+                 tau: float = PAPER_TAU, attention_layer: str = ATTENTION_LAYERS[0], global_size: int | None = None,
                  local_size: int | None = None, drop_rate: float = 0.0):
         super().__init__()
         head_options = dict(head_options or {})
